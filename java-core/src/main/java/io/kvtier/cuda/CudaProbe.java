@@ -1,0 +1,48 @@
+package io.kvtier.cuda;
+
+import jcuda.driver.CUresult;
+import jcuda.driver.JCudaDriver;
+
+/**
+ * Answers whether the CUDA driver can be used in this process, and if not, why.
+ *
+ * <p>Thread-safe; the probe runs once per process (the first call initialises the driver through
+ * {@code cuInit}) and its answer is cached.
+ */
+public final class CudaProbe {
+  /** Whether CUDA can be used, and a one-line reason when it cannot. */
+  public record Availability(boolean available, int deviceCount, String reason) {}
+
+  private CudaProbe() {}
+
+  /** Returns the cached probe result; the first call may take a few hundred milliseconds. */
+  public static Availability availability() {
+    return Holder.RESULT;
+  }
+
+  private static final class Holder {
+    static final Availability RESULT = probe();
+  }
+
+  private static Availability probe() {
+    try {
+      JCudaDriver.setExceptionsEnabled(false);
+      int rc = JCudaDriver.cuInit(0);
+      if (rc != CUresult.CUDA_SUCCESS) {
+        return new Availability(false, 0, "cuInit failed: " + CUresult.stringFor(rc));
+      }
+      int[] count = new int[1];
+      rc = JCudaDriver.cuDeviceGetCount(count);
+      if (rc != CUresult.CUDA_SUCCESS) {
+        return new Availability(false, 0, "cuDeviceGetCount failed: " + CUresult.stringFor(rc));
+      }
+      if (count[0] == 0) {
+        return new Availability(false, 0, "the CUDA driver reports no devices");
+      }
+      return new Availability(true, count[0], "");
+    } catch (UnsatisfiedLinkError | NoClassDefFoundError e) {
+      // No libcuda.so.1 on this machine (or JCuda's own native library missing from the jar).
+      return new Availability(false, 0, "CUDA driver library not loadable: " + e.getMessage());
+    }
+  }
+}
