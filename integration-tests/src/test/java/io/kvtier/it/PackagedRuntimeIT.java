@@ -82,6 +82,10 @@ class PackagedRuntimeIT {
     assertTrue(out.startsWith("kvtier 0."), "the manifest version must be readable: " + out);
     assertTrue(out.contains("host copy ok"), out);
     assertTrue(out.contains("CUDA: "), out);
+    if (out.contains("CUDA: unavailable")) {
+      // The bundled JCuda library was found and loaded up to its dependency on the driver.
+      assertTrue(out.contains("libcuda.so"), "CUDA must be missing for want of a driver: " + out);
+    }
     // Restricted FFM calls and JCuda's System.load print a warning unless native access is enabled.
     assertFalse(err.contains("WARNING"), "unexpected JVM warnings: " + err);
   }

