@@ -1,0 +1,384 @@
+package io.kvtier.config;
+
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.Set;
+import java.util.TreeSet;
+
+/**
+ * kvtier's configuration: immutable once built, typed getters, and where each value came from.
+ *
+ * <p>Sources, later ones winning: defaults; the YAML file named by {@code KVTIER_CONFIG_FILE};
+ * {@code KVTIER_<KEY>} environment variables; a per-instance map (vLLM's {@code
+ * kv_connector_extra_config}). Key names follow LMCache's where the meaning is the same, so an
+ * LMCache YAML that uses keys kvtier supports works unchanged. LMCache keys kvtier does not support
+ * are collected in {@link #unsupportedKeys()} for the engine to report at start-up; any other key
+ * fails, naming the closest known key.
+ *
+ * <p>Thread-safe (immutable).
+ */
+public final class KvTierConfig {
+
+  // ---- supported keys (docs/configuration.md lists the same, with the same defaults) ---------
+
+  /** Tokens per chunk: the unit of hashing, storing and loading. */
+  public static final ConfigKey<Integer> CHUNK_SIZE =
+      new ConfigKey<>("chunk_size", 256, "tokens", "Tokens per chunk.", ConfigKey.positiveInt());
+
+  /** Whether the pinned CPU tier is used. */
+  public static final ConfigKey<Boolean> LOCAL_CPU =
+      new ConfigKey<>("local_cpu", true, "", "Keep chunks in pinned CPU memory.", ConfigKey.bool());
+
+  /** Budget of the CPU tier, in bytes (configured in GB). */
+  public static final ConfigKey<Long> MAX_LOCAL_CPU_SIZE =
+      new ConfigKey<>(
+          "max_local_cpu_size",
+          5L << 30,
+          "GB (2^30 bytes; fractions allowed)",
+          "Pinned CPU memory for chunks; allocated lazily in slabs.",
+          ConfigKey.gigabytes());
+
+  /** Disk tier directories; empty when the disk tier is off. */
+  public static final ConfigKey<List<String>> LOCAL_DISK =
+      new ConfigKey<>(
+          "local_disk",
+          List.of(),
+          "comma-separated paths (file:// allowed)",
+          "Directories of the disk tier.",
+          ConfigKey.stringList());
+
+  /** Budget of the disk tier over all paths, in bytes (configured in GB). */
+  public static final ConfigKey<Long> MAX_LOCAL_DISK_SIZE =
+      new ConfigKey<>(
+          "max_local_disk_size",
+          0L,
+          "GB (2^30 bytes)",
+          "Disk budget across all local_disk paths.",
+          ConfigKey.gigabytes());
+
+  /** How several disk paths are used. */
+  public static final ConfigKey<DiskSharding> LOCAL_DISK_PATH_SHARDING =
+      new ConfigKey<>(
+          "local_disk_path_sharding",
+          DiskSharding.BY_GPU,
+          "by_gpu | striped",
+          "One path per GPU, or every path striped by chunk hash.",
+          (k, raw) -> DiskSharding.parse(k, ConfigKey.str(k, raw)));
+
+  /** Remote store URL; null when there is none. */
+  public static final ConfigKey<String> REMOTE_URL =
+      new ConfigKey<>(
+          "remote_url",
+          null,
+          "URL",
+          "Remote store: redis://, rediss://, redis-sentinel://, kvtier://.",
+          ConfigKey.optionalString());
+
+  /** Whether a prompt's last, partial chunk is saved too. */
+  public static final ConfigKey<Boolean> SAVE_UNFULL_CHUNK =
+      new ConfigKey<>(
+          "save_unfull_chunk",
+          false,
+          "",
+          "Save the last chunk of a prompt even when it has fewer than chunk_size tokens.",
+          ConfigKey.bool());
+
+  /** Layerwise save/load. */
+  public static final ConfigKey<Boolean> USE_LAYERWISE =
+      new ConfigKey<>(
+          "use_layerwise",
+          false,
+          "",
+          "Save and load layer by layer, overlapping copies with compute.",
+          ConfigKey.bool());
+
+  /** CPU tier eviction policy. */
+  public static final ConfigKey<CachePolicy> CACHE_POLICY =
+      new ConfigKey<>(
+          "cache_policy",
+          CachePolicy.TINYLFU,
+          "TINYLFU | LRU | FIFO",
+          "Which chunks the CPU tier evicts first.",
+          (k, raw) -> CachePolicy.parse(k, ConfigKey.str(k, raw)));
+
+  /** Background workers that copy chunks from the CPU tier down to lower tiers. */
+  public static final ConfigKey<Integer> COPY_DOWN_THREADS =
+      new ConfigKey<>(
+          "copy_down_threads",
+          2,
+          "threads",
+          "Workers copying stored chunks to lower tiers (kvtier key).",
+          ConfigKey.positiveInt());
+
+  /** Chunks waiting to be copied down before new ones are dropped (and counted). */
+  public static final ConfigKey<Integer> COPY_DOWN_QUEUE =
+      new ConfigKey<>(
+          "copy_down_queue",
+          1024,
+          "chunks",
+          "Copy-down queue bound; a full queue drops the copy and counts it (kvtier key).",
+          ConfigKey.positiveInt());
+
+  /** Free-form settings, as in LMCache; kvtier reads the keys in {@link #EXTRA_KEYS}. */
+  public static final ConfigKey<Map<String, Object>> EXTRA_CONFIG =
+      new ConfigKey<>("extra_config", Map.of(), "mapping", "Further settings.", ConfigKey.map());
+
+  /** Every supported key, in documentation order. */
+  public static final List<ConfigKey<?>> KEYS =
+      List.of(
+          CHUNK_SIZE,
+          LOCAL_CPU,
+          MAX_LOCAL_CPU_SIZE,
+          LOCAL_DISK,
+          MAX_LOCAL_DISK_SIZE,
+          LOCAL_DISK_PATH_SHARDING,
+          REMOTE_URL,
+          SAVE_UNFULL_CHUNK,
+          USE_LAYERWISE,
+          CACHE_POLICY,
+          COPY_DOWN_THREADS,
+          COPY_DOWN_QUEUE,
+          EXTRA_CONFIG);
+
+  /** {@code extra_config} entries kvtier reads; others are reported as unsupported. */
+  public static final Set<String> EXTRA_KEYS = Set.of("use_odirect");
+
+  /**
+   * LMCache keys kvtier recognises but does not implement: reported by name at start-up, not
+   * errors, so an LMCache YAML loads. See docs/configuration.md.
+   */
+  static final Set<String> LMCACHE_UNSUPPORTED =
+      Set.of(
+          "local_cpu_use_hugepages",
+          "reserve_local_cpu_size",
+          "remote_serde",
+          "save_decode_cache",
+          "pre_caching_hash_algorithm",
+          "enable_blending",
+          "blend_recompute_ratios",
+          "blend_thresholds",
+          "blend_check_layers",
+          "blend_min_tokens",
+          "blend_special_str",
+          "retrieve_locations",
+          "store_location",
+          "enable_p2p",
+          "p2p_host",
+          "p2p_init_ports",
+          "p2p_lookup_ports",
+          "mp_host",
+          "mp_port",
+          "enable_controller",
+          "lmcache_instance_id",
+          "controller_url",
+          "controller_pull_url",
+          "controller_reply_url",
+          "lmcache_worker_port",
+          "lmcache_worker_ports",
+          "lmcache_worker_ids",
+          "lmcache_worker_heartbeat_delay_time",
+          "lmcache_worker_heartbeat_time",
+          "enable_pd",
+          "enable_xpyd",
+          "pd_role",
+          "pd_buffer_size",
+          "pd_buffer_device",
+          "pd_peer_host",
+          "pd_peer_init_port",
+          "pd_peer_alloc_port",
+          "pd_peer_query_port",
+          "pd_proxy_host",
+          "pd_proxy_port",
+          "transfer_channel",
+          "enable_nixl",
+          "nixl_role",
+          "nixl_backends",
+          "nixl_buffer_size",
+          "nixl_buffer_device",
+          "nixl_peer_host",
+          "nixl_peer_init_port",
+          "nixl_peer_alloc_port",
+          "nixl_proxy_host",
+          "nixl_proxy_port",
+          "gds_path",
+          "gds_path_sharding",
+          "gds_buffer_size",
+          "use_gds",
+          "audit_actual_remote_url",
+          "internal_api_server_enabled",
+          "internal_api_server_host",
+          "internal_api_server_port_start",
+          "blocking_timeout_secs",
+          "external_lookup_client",
+          "py_enable_gc",
+          "numa_mode",
+          "enable_async_loading",
+          "priority_limit",
+          "plugin_locations",
+          "runtime_plugin_locations",
+          "external_backends",
+          "storage_plugins",
+          "remote_storage_plugins",
+          "lookup_timeout_ms",
+          "min_retrieve_tokens",
+          "hit_miss_ratio",
+          "enable_lazy_memory_allocator",
+          "pin_timeout_sec",
+          "pin_check_interval_sec",
+          "enable_kv_events");
+
+  /** Environment variables with the KVTIER_ prefix that are not configuration keys. */
+  static final Set<String> RESERVED_ENV =
+      Set.of(
+          "KVTIER_CONFIG_FILE",
+          "KVTIER_JAVA_HOME",
+          "KVTIER_JVM_HEAP",
+          "KVTIER_JVM_OPTIONS",
+          "KVTIER_BUILD_JAVA_HOME",
+          "KVTIER_PYTHON",
+          "KVTIER_LOG_LEVEL");
+
+  private final Map<String, Object> values; // key name -> parsed value; every key present
+  private final Map<String, String> sources; // key name -> "default", "file <path>", "env", ...
+  private final List<String> unsupported;
+
+  KvTierConfig(Map<String, Object> values, Map<String, String> sources, List<String> unsupported) {
+    this.values = Collections.unmodifiableMap(new LinkedHashMap<>(values));
+    this.sources = Collections.unmodifiableMap(new LinkedHashMap<>(sources));
+    this.unsupported = List.copyOf(unsupported);
+  }
+
+  /** The defaults alone. */
+  public static KvTierConfig defaults() {
+    return new ConfigLoader(Map.of()).load(Map.of());
+  }
+
+  /**
+   * Loads the configuration of this process: {@code KVTIER_CONFIG_FILE}, the {@code KVTIER_*}
+   * environment, then {@code overrides}.
+   *
+   * @throws ConfigException on any unknown key or malformed value
+   */
+  public static KvTierConfig load(Map<String, ?> overrides) {
+    return new ConfigLoader(System.getenv()).load(overrides);
+  }
+
+  /** Returns the value of {@code key}. */
+  @SuppressWarnings("unchecked")
+  public <T> T get(ConfigKey<T> key) {
+    return (T) values.get(key.name());
+  }
+
+  /** Where the value of {@code key} came from, e.g. {@code default} or {@code env}. */
+  public String sourceOf(ConfigKey<?> key) {
+    return sources.get(key.name());
+  }
+
+  /** Keys that were set but are not supported (LMCache keys, extra_config entries), sorted. */
+  public List<String> unsupportedKeys() {
+    return unsupported;
+  }
+
+  public int chunkTokens() {
+    return get(CHUNK_SIZE);
+  }
+
+  public boolean localCpu() {
+    return get(LOCAL_CPU);
+  }
+
+  public long maxLocalCpuBytes() {
+    return get(MAX_LOCAL_CPU_SIZE);
+  }
+
+  /** Disk tier directories with any {@code file://} prefix removed; empty when off. */
+  public List<Path> localDiskPaths() {
+    List<Path> out = new ArrayList<>();
+    for (String p : get(LOCAL_DISK)) {
+      out.add(Path.of(p.startsWith("file://") ? p.substring("file://".length()) : p));
+    }
+    return out;
+  }
+
+  public long maxLocalDiskBytes() {
+    return get(MAX_LOCAL_DISK_SIZE);
+  }
+
+  public DiskSharding localDiskPathSharding() {
+    return get(LOCAL_DISK_PATH_SHARDING);
+  }
+
+  /** The remote store URL, or null. */
+  public String remoteUrl() {
+    return get(REMOTE_URL);
+  }
+
+  public boolean saveUnfullChunk() {
+    return get(SAVE_UNFULL_CHUNK);
+  }
+
+  public boolean useLayerwise() {
+    return get(USE_LAYERWISE);
+  }
+
+  public CachePolicy cachePolicy() {
+    return get(CACHE_POLICY);
+  }
+
+  public int copyDownThreads() {
+    return get(COPY_DOWN_THREADS);
+  }
+
+  public int copyDownQueue() {
+    return get(COPY_DOWN_QUEUE);
+  }
+
+  /** {@code extra_config.use_odirect}: O_DIRECT for the disk tier (default false). */
+  public boolean useODirect() {
+    Object v = get(EXTRA_CONFIG).get("use_odirect");
+    return v != null && ConfigKey.bool().parse("extra_config.use_odirect", v);
+  }
+
+  /** A multi-line description of every key, its value and its source; logged once per engine. */
+  public String describe() {
+    StringBuilder sb = new StringBuilder("kvtier configuration:");
+    for (ConfigKey<?> key : KEYS) {
+      sb.append(String.format(Locale.ROOT, "%n  %-26s = %s", key.name(), render(key)))
+          .append("  (")
+          .append(sources.get(key.name()))
+          .append(')');
+    }
+    if (!unsupported.isEmpty()) {
+      sb.append(String.format("%n  not supported, ignored: %s", unsupported));
+    }
+    return sb.toString();
+  }
+
+  private String render(ConfigKey<?> key) {
+    Object v = values.get(key.name());
+    if (key == MAX_LOCAL_CPU_SIZE || key == MAX_LOCAL_DISK_SIZE) {
+      return String.format(Locale.ROOT, "%.3f GB", (Long) v / (double) (1L << 30));
+    }
+    if (v instanceof DiskSharding s) {
+      return s.configName();
+    }
+    return String.valueOf(v);
+  }
+
+  @Override
+  public String toString() {
+    return describe();
+  }
+
+  /** Sorted names, for messages. */
+  static List<String> sortedKeyNames() {
+    Set<String> names = new TreeSet<>();
+    KEYS.forEach(k -> names.add(k.name()));
+    return List.copyOf(names);
+  }
+}

@@ -1,0 +1,79 @@
+package io.kvtier.key;
+
+import static io.kvtier.Checks.checkNonNegative;
+import static io.kvtier.Checks.checkPositive;
+
+/**
+ * Cuts a prompt into chunks and computes their prefix-chained hashes (docs/keys.md):
+ *
+ * <pre>
+ *   hash_{-1} = 16 zero bytes
+ *   hash_i    = MurmurHash3_x64_128(seed = SEED, hash_{i-1} ‖ le32(token ids of chunk i))
+ * </pre>
+ *
+ * A chunk's hash therefore names its whole prefix; a partial last chunk hashes fewer bytes, so its
+ * length is part of its hash. Independent of process, machine, JVM and restart.
+ *
+ * <p>Stateless and thread-safe.
+ */
+public final class ChunkHasher {
+  /** The fixed MurmurHash3 seed: ASCII {@code "kvti"} read as a big-endian int. */
+  public static final int SEED = 0x6b767469;
+
+  private ChunkHasher() {}
+
+  /**
+   * Returns how many chunks {@code tokenCount} tokens make: full chunks, plus one partial chunk
+   * when {@code includePartial} and a remainder exists.
+   */
+  public static int chunkCount(int tokenCount, int chunkTokens, boolean includePartial) {
+    checkNonNegative(tokenCount, "tokenCount");
+    checkPositive(chunkTokens, "chunkTokens");
+    int full = tokenCount / chunkTokens;
+    return full + (includePartial && tokenCount % chunkTokens != 0 ? 1 : 0);
+  }
+
+  /**
+   * Returns the chained hashes of the first {@code maxChunks} chunks of {@code tokens[0,
+   * tokenCount)} as {@code {h1_0, h2_0, h1_1, h2_1, ...}}.
+   *
+   * @throws IllegalArgumentException if {@code tokenCount} exceeds the array or an argument is
+   *     negative or zero where it must be positive
+   */
+  public static long[] hashes(
+      int[] tokens, int tokenCount, int chunkTokens, boolean includePartial, int maxChunks) {
+    if (tokenCount > tokens.length) {
+      throw new IllegalArgumentException(
+          "tokenCount " + tokenCount + " exceeds the token array's length " + tokens.length);
+    }
+    checkNonNegative(maxChunks, "maxChunks");
+    int chunks = Math.min(maxChunks, chunkCount(tokenCount, chunkTokens, includePartial));
+    long[] out = new long[2 * chunks];
+    long h1 = 0;
+    long h2 = 0;
+    for (int c = 0; c < chunks; c++) {
+      int from = c * chunkTokens;
+      int count = Math.min(chunkTokens, tokenCount - from);
+      Murmur3x64.hashChunk(h1, h2, tokens, from, count, SEED, out, 2 * c);
+      h1 = out[2 * c];
+      h2 = out[2 * c + 1];
+    }
+    return out;
+  }
+
+  /** Returns the keys of the chunks of a prompt in {@code namespace}; see {@link #hashes}. */
+  public static ChunkKey[] keys(
+      long namespace,
+      int[] tokens,
+      int tokenCount,
+      int chunkTokens,
+      boolean includePartial,
+      int maxChunks) {
+    long[] h = hashes(tokens, tokenCount, chunkTokens, includePartial, maxChunks);
+    ChunkKey[] keys = new ChunkKey[h.length / 2];
+    for (int i = 0; i < keys.length; i++) {
+      keys[i] = new ChunkKey(namespace, h[2 * i], h[2 * i + 1]);
+    }
+    return keys;
+  }
+}

@@ -1,0 +1,80 @@
+package io.kvtier.key;
+
+import static io.kvtier.Checks.checkNonNegative;
+import static io.kvtier.Checks.checkPositive;
+
+import java.nio.charset.StandardCharsets;
+import java.util.Objects;
+
+/**
+ * What makes stored bytes interchangeable: model, KV dtype, the layout of a chunk, tensor-parallel
+ * size and rank, and chunk size. Chunks are only ever shared between engines with equal namespaces.
+ * Immutable.
+ *
+ * @param modelId the model's name or path as vLLM reports it
+ * @param kvDtype the KV cache dtype, e.g. {@code bfloat16}, {@code float16}, {@code fp8_e4m3}
+ * @param numLayers attention layers whose KV is stored
+ * @param kvHeadsPerRank KV heads held by this rank (for MLA: 1)
+ * @param headSize elements per head
+ * @param tpSize tensor-parallel world size
+ * @param tpRank this process's rank; ignored (stored once for all ranks) when {@code mla}
+ * @param chunkTokens tokens per chunk
+ * @param mla whether the cache is MLA's single latent tensor (no separate K and V)
+ */
+public record KeyNamespace(
+    String modelId,
+    String kvDtype,
+    int numLayers,
+    int kvHeadsPerRank,
+    int headSize,
+    int tpSize,
+    int tpRank,
+    int chunkTokens,
+    boolean mla) {
+
+  /**
+   * Validates every field.
+   *
+   * @throws IllegalArgumentException naming the field and value
+   */
+  public KeyNamespace {
+    Objects.requireNonNull(modelId, "modelId");
+    Objects.requireNonNull(kvDtype, "kvDtype");
+    checkPositive(numLayers, "numLayers");
+    checkPositive(kvHeadsPerRank, "kvHeadsPerRank");
+    checkPositive(headSize, "headSize");
+    checkPositive(tpSize, "tpSize");
+    checkNonNegative(tpRank, "tpRank");
+    checkPositive(chunkTokens, "chunkTokens");
+    if (tpRank >= tpSize) {
+      throw new IllegalArgumentException("tpRank " + tpRank + " must be < tpSize " + tpSize);
+    }
+  }
+
+  /** The canonical text that {@link #id()} hashes (docs/keys.md). */
+  public String canonical() {
+    return "kvtier/1;model="
+        + modelId
+        + ";dtype="
+        + kvDtype
+        + ";layers="
+        + numLayers
+        + ";kv_heads="
+        + kvHeadsPerRank
+        + ";head_size="
+        + headSize
+        + ";mla="
+        + mla
+        + ";tp="
+        + tpSize
+        + ";rank="
+        + (mla ? "all" : Integer.toString(tpRank))
+        + ";chunk="
+        + chunkTokens;
+  }
+
+  /** The 64-bit namespace id: h1 of MurmurHash3_x64_128 of {@link #canonical()} in UTF-8. */
+  public long id() {
+    return Murmur3x64.hash(canonical().getBytes(StandardCharsets.UTF_8), ChunkHasher.SEED)[0];
+  }
+}

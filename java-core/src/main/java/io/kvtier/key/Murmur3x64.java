@@ -1,0 +1,141 @@
+package io.kvtier.key;
+
+import java.lang.invoke.MethodHandles;
+import java.lang.invoke.VarHandle;
+import java.nio.ByteOrder;
+
+/**
+ * MurmurHash3, x64 128-bit variant (Austin Appleby's reference {@code MurmurHash3_x64_128}), over
+ * byte arrays and over kvtier's chunk input (a 16-byte parent hash followed by int32 token ids, all
+ * little-endian) without materialising the bytes.
+ *
+ * <p>The digest is {@code h1} then {@code h2}, each little-endian, exactly as the reference and
+ * Python's {@code mmh3.hash_bytes(data, seed, x64arch=True)} produce. Stateless and thread-safe.
+ */
+public final class Murmur3x64 {
+  private static final long C1 = 0x87c37b91114253d5L;
+  private static final long C2 = 0x4cf5ad432745937fL;
+  private static final long MASK32 = 0xffffffffL;
+  private static final VarHandle LONG_LE =
+      MethodHandles.byteArrayViewVarHandle(long[].class, ByteOrder.LITTLE_ENDIAN);
+
+  private Murmur3x64() {}
+
+  /** Hashes {@code data} with a 32-bit {@code seed}; returns {@code {h1, h2}}. */
+  public static long[] hash(byte[] data, int seed) {
+    long h1 = seed & MASK32;
+    long h2 = seed & MASK32;
+    int blocks = data.length / 16;
+    for (int i = 0; i < blocks; i++) {
+      long k1 = (long) LONG_LE.get(data, i * 16);
+      long k2 = (long) LONG_LE.get(data, i * 16 + 8);
+      h1 ^= mixK1(k1);
+      h1 = Long.rotateLeft(h1, 27) + h2;
+      h1 = h1 * 5 + 0x52dce729;
+      h2 ^= mixK2(k2);
+      h2 = Long.rotateLeft(h2, 31) + h1;
+      h2 = h2 * 5 + 0x38495ab5;
+    }
+    int tail = blocks * 16;
+    long k1 = 0;
+    long k2 = 0;
+    for (int i = data.length - 1; i >= tail; i--) {
+      int shift = ((i - tail) & 7) * 8;
+      if (i - tail >= 8) {
+        k2 |= (data[i] & 0xffL) << shift;
+      } else {
+        k1 |= (data[i] & 0xffL) << shift;
+      }
+    }
+    int rem = data.length - tail;
+    if (rem > 8) {
+      h2 ^= mixK2(k2);
+    }
+    if (rem > 0) {
+      h1 ^= mixK1(k1);
+    }
+    return finish(h1, h2, data.length);
+  }
+
+  /**
+   * Hashes the byte string {@code le64(parentH1) ‖ le64(parentH2) ‖ le32(tokens[from]) ‖ ... ‖
+   * le32(tokens[from + count - 1])} and writes {@code h1, h2} to {@code out[outIndex], out[outIndex
+   * + 1]}. Equal to {@link #hash(byte[], int)} of those bytes; allocates nothing.
+   */
+  static void hashChunk(
+      long parentH1,
+      long parentH2,
+      int[] tokens,
+      int from,
+      int count,
+      int seed,
+      long[] out,
+      int outIndex) {
+    long h1 = seed & MASK32;
+    long h2 = seed & MASK32;
+    // The parent hash is exactly one 16-byte block.
+    h1 ^= mixK1(parentH1);
+    h1 = Long.rotateLeft(h1, 27) + h2;
+    h1 = h1 * 5 + 0x52dce729;
+    h2 ^= mixK2(parentH2);
+    h2 = Long.rotateLeft(h2, 31) + h1;
+    h2 = h2 * 5 + 0x38495ab5;
+    int i = from;
+    int end = from + count;
+    for (; i + 4 <= end; i += 4) {
+      long k1 = (tokens[i] & MASK32) | ((long) tokens[i + 1] << 32);
+      long k2 = (tokens[i + 2] & MASK32) | ((long) tokens[i + 3] << 32);
+      h1 ^= mixK1(k1);
+      h1 = Long.rotateLeft(h1, 27) + h2;
+      h1 = h1 * 5 + 0x52dce729;
+      h2 ^= mixK2(k2);
+      h2 = Long.rotateLeft(h2, 31) + h1;
+      h2 = h2 * 5 + 0x38495ab5;
+    }
+    int rem = end - i; // 0..3 tokens = 0, 4, 8 or 12 tail bytes
+    if (rem == 3) {
+      h2 ^= mixK2(tokens[i + 2] & MASK32);
+    }
+    if (rem >= 2) {
+      h1 ^= mixK1((tokens[i] & MASK32) | ((long) tokens[i + 1] << 32));
+    } else if (rem == 1) {
+      h1 ^= mixK1(tokens[i] & MASK32);
+    }
+    long[] h = finish(h1, h2, 16 + 4L * count);
+    out[outIndex] = h[0];
+    out[outIndex + 1] = h[1];
+  }
+
+  private static long mixK1(long k1) {
+    k1 *= C1;
+    k1 = Long.rotateLeft(k1, 31);
+    return k1 * C2;
+  }
+
+  private static long mixK2(long k2) {
+    k2 *= C2;
+    k2 = Long.rotateLeft(k2, 33);
+    return k2 * C1;
+  }
+
+  private static long[] finish(long h1, long h2, long length) {
+    h1 ^= length;
+    h2 ^= length;
+    h1 += h2;
+    h2 += h1;
+    h1 = fmix64(h1);
+    h2 = fmix64(h2);
+    h1 += h2;
+    h2 += h1;
+    return new long[] {h1, h2};
+  }
+
+  private static long fmix64(long k) {
+    k ^= k >>> 33;
+    k *= 0xff51afd7ed558ccdL;
+    k ^= k >>> 33;
+    k *= 0xc4ceb9fe1a85ec53L;
+    k ^= k >>> 33;
+    return k;
+  }
+}

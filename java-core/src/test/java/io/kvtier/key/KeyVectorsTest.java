@@ -1,0 +1,78 @@
+package io.kvtier.key;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.HexFormat;
+import java.util.List;
+import java.util.Map;
+import org.junit.jupiter.api.Test;
+import org.yaml.snakeyaml.LoaderOptions;
+import org.yaml.snakeyaml.Yaml;
+import org.yaml.snakeyaml.constructor.SafeConstructor;
+
+/** Checks the hash implementation against docs/key-vectors.json (JSON is read as YAML). */
+class KeyVectorsTest {
+  private static final Path VECTORS = Path.of("..", "docs", "key-vectors.json");
+
+  @SuppressWarnings("unchecked")
+  private static Map<String, Object> vectors() throws IOException {
+    return (Map<String, Object>)
+        new Yaml(new SafeConstructor(new LoaderOptions())).load(Files.readString(VECTORS));
+  }
+
+  static int[] tokensOf(Map<String, Object> v) {
+    if (v.containsKey("tokens")) {
+      return ((List<?>) v.get("tokens")).stream().mapToInt(o -> ((Number) o).intValue()).toArray();
+    }
+    if (v.containsKey("tokens_range")) {
+      List<?> r = (List<?>) v.get("tokens_range");
+      int start = ((Number) r.get(0)).intValue();
+      int stop = ((Number) r.get(1)).intValue();
+      return java.util.stream.IntStream.range(start, stop).toArray();
+    }
+    @SuppressWarnings("unchecked")
+    Map<String, Object> a = (Map<String, Object>) v.get("tokens_affine");
+    int count = ((Number) a.get("count")).intValue();
+    long mul = ((Number) a.get("mul")).longValue();
+    long mod = ((Number) a.get("mod")).longValue();
+    int[] t = new int[count];
+    for (int i = 0; i < count; i++) {
+      t[i] = (int) (i * mul % mod);
+    }
+    return t;
+  }
+
+  @Test
+  void seed_matchesDocumentedSeed() throws IOException {
+    assertEquals(((Number) vectors().get("seed")).intValue(), ChunkHasher.SEED);
+  }
+
+  @Test
+  @SuppressWarnings("unchecked")
+  void murmur3_matchesDocumentedDigests() throws IOException {
+    for (Map<String, Object> v : (List<Map<String, Object>>) vectors().get("murmur3")) {
+      byte[] input = HexFormat.of().parseHex((String) v.get("input_hex"));
+      long[] h = Murmur3x64.hash(input, ChunkHasher.SEED);
+      assertEquals(v.get("digest"), ChunkKey.hex(h[0], h[1]), "input " + v.get("input_hex"));
+    }
+  }
+
+  @Test
+  @SuppressWarnings("unchecked")
+  void chunkHashes_matchDocumentedVectors() throws IOException {
+    for (Map<String, Object> v : (List<Map<String, Object>>) vectors().get("chunks")) {
+      int[] tokens = tokensOf(v);
+      int chunk = ((Number) v.get("chunk_size")).intValue();
+      boolean partial = (Boolean) v.get("save_unfull_chunk");
+      long[] h = ChunkHasher.hashes(tokens, tokens.length, chunk, partial, Integer.MAX_VALUE);
+      List<String> expected = (List<String>) v.get("hashes");
+      assertEquals(expected.size(), h.length / 2, "chunk count for " + v);
+      for (int i = 0; i < expected.size(); i++) {
+        assertEquals(expected.get(i), ChunkKey.hex(h[2 * i], h[2 * i + 1]), "chunk " + i);
+      }
+    }
+  }
+}
