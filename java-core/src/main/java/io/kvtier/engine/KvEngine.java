@@ -1,0 +1,510 @@
+package io.kvtier.engine;
+
+import static io.kvtier.Checks.checkNonNegative;
+import static io.kvtier.Checks.checkPositive;
+
+import io.kvtier.bridge.HostMemory;
+import io.kvtier.config.KvTierConfig;
+import io.kvtier.key.ChunkHasher;
+import io.kvtier.key.ChunkKey;
+import io.kvtier.key.KeyNamespace;
+import io.kvtier.memory.ChunkBuffer;
+import io.kvtier.memory.ChunkPool;
+import io.kvtier.memory.HostAllocator;
+import io.kvtier.memory.MmapAllocator;
+import io.kvtier.store.CpuStore;
+import io.kvtier.store.StoreStats;
+import io.kvtier.store.TieredStore;
+import java.io.IOException;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.concurrent.atomic.LongAdder;
+
+/**
+ * The facade the Python connector calls: lookups, stores and loads of a prompt's chunks, in
+ * primitives and arrays, one call per prompt or batch.
+ *
+ * <p>A prompt is given as {@code int[] tokens} with a {@code tokenCount} (the array may be longer).
+ * Chunk {@code c} covers tokens {@code [c * chunk_size, min((c + 1) * chunk_size, tokenCount))};
+ * its bytes are {@code tokens in chunk * bytesPerToken}, laid out as the caller chooses (the data
+ * movers define the layout; the engine moves opaque bytes).
+ *
+ * <p>Two-phase operations return a handle:
+ *
+ * <pre>
+ *   prepareStore(tokens) -> [handle, addr_0, ...]   write chunk bytes at each non-zero address
+ *   completeStore(handle, ok)                        ok: chunks become visible; !ok: discarded
+ *   prepareLoad(tokens)  -> [handle, addr_0, ...]   read chunk bytes; they cannot be evicted
+ *   completeLoad(handle)                             buffers released
+ * </pre>
+ *
+ * A chunk is visible to lookups only after {@code completeStore(handle, true)}; a handle that is
+ * never completed leaks its buffers until {@link #close()}.
+ *
+ * <p>Failures inside the engine do not throw on the data path: an exhausted pool drops the store
+ * (counted), a read error is a miss (counted). Bad arguments (wrong sizes, unknown handles, use
+ * after close) throw {@link IllegalArgumentException} or {@link IllegalStateException}.
+ *
+ * <p>Thread-safe.
+ */
+public final class KvEngine implements AutoCloseable {
+  private static final System.Logger LOG = System.getLogger(KvEngine.class.getName());
+
+  private final KvTierConfig config;
+  private final KeyNamespace namespace;
+  private final long namespaceId;
+  private final long bytesPerToken;
+  private final int chunkTokens;
+  private final boolean partialChunks;
+  private final ChunkPool pool;
+  private final TieredStore tiers;
+  private final AtomicLong nextHandle = new AtomicLong(1);
+  private final Map<Long, PendingStore> pendingStores = new ConcurrentHashMap<>();
+  private final Map<Long, List<ChunkBuffer>> pendingLoads = new ConcurrentHashMap<>();
+  private final Map<Long, List<ChunkKey>> pinsByRequest = new ConcurrentHashMap<>();
+  private final LongAdder lookupTokens = new LongAdder();
+  private final LongAdder hitTokens = new LongAdder();
+  private final LongAdder loadErrors = new LongAdder();
+  private volatile boolean closed;
+
+  private record PendingStore(ChunkKey[] keys, ChunkBuffer[] buffers) {}
+
+  /**
+   * Opens an engine with the configuration of this process ({@link KvTierConfig#load}) and the
+   * given overrides.
+   *
+   * @param overrides per-instance settings (vLLM's {@code kv_connector_extra_config})
+   * @param bytesPerToken bytes one token's KV occupies in a chunk (all layers, K and V)
+   * @throws io.kvtier.config.ConfigException on bad configuration
+   * @throws IllegalArgumentException on a bad layout value
+   */
+  public static KvEngine open(
+      Map<String, ?> overrides, KeyNamespace namespace, long bytesPerToken) {
+    return new KvEngine(
+        KvTierConfig.load(overrides), namespace, bytesPerToken, MmapAllocator.INSTANCE);
+  }
+
+  /**
+   * Creates an engine; {@code namespace.chunkTokens()} must equal the configured chunk size.
+   *
+   * @throws IllegalArgumentException if the chunk sizes disagree, {@code bytesPerToken <= 0}, or
+   *     the CPU budget holds no chunk
+   * @throws io.kvtier.config.ConfigException if the configuration asks for what cannot run
+   */
+  public KvEngine(
+      KvTierConfig config, KeyNamespace namespace, long bytesPerToken, HostAllocator allocator) {
+    this.config = config;
+    this.namespace = namespace;
+    this.namespaceId = namespace.id();
+    this.bytesPerToken = checkPositive(bytesPerToken, "bytesPerToken");
+    this.chunkTokens = config.chunkTokens();
+    this.partialChunks = config.saveUnfullChunk();
+    if (namespace.chunkTokens() != chunkTokens) {
+      throw new IllegalArgumentException(
+          "namespace chunk size "
+              + namespace.chunkTokens()
+              + " differs from chunk_size="
+              + chunkTokens);
+    }
+    if (!config.localCpu()) {
+      throw new io.kvtier.config.ConfigException(
+          "local_cpu=false leaves no tier to keep chunks in: the disk and remote tiers are not"
+              + " available in this version; set local_cpu=true");
+    }
+    LOG.log(System.Logger.Level.INFO, config.describe());
+    if (!config.unsupportedKeys().isEmpty()) {
+      LOG.log(
+          System.Logger.Level.WARNING,
+          "kvtier ignores these settings, which it does not support: " + config.unsupportedKeys());
+    }
+    if (!config.localDiskPaths().isEmpty() || config.remoteUrl() != null) {
+      LOG.log(
+          System.Logger.Level.WARNING,
+          "local_disk / remote_url are set, but this version keeps chunks in CPU memory only");
+    }
+    long chunkBytes = Math.multiplyExact(chunkTokens, bytesPerToken);
+    this.pool =
+        new ChunkPool(
+            allocator, chunkBytes, config.maxLocalCpuBytes(), ChunkPool.DEFAULT_SLAB_BYTES);
+    CpuStore cpu = new CpuStore(pool, config.maxLocalCpuBytes(), config.cachePolicy());
+    this.tiers = new TieredStore(cpu, List.of(), config.copyDownThreads(), config.copyDownQueue());
+  }
+
+  /** The configuration in force. */
+  public KvTierConfig config() {
+    return config;
+  }
+
+  /** The namespace keys are made in. */
+  public KeyNamespace namespace() {
+    return namespace;
+  }
+
+  /** Bytes of a full chunk. */
+  public long chunkBytes() {
+    return pool.slotBytes();
+  }
+
+  /** Tokens per chunk. */
+  public int chunkTokens() {
+    return chunkTokens;
+  }
+
+  private ChunkKey[] keys(int[] tokens, int tokenCount, int maxChunks) {
+    return ChunkHasher.keys(namespaceId, tokens, tokenCount, chunkTokens, partialChunks, maxChunks);
+  }
+
+  private int chunkTokensAt(int chunk, int tokenCount) {
+    return Math.min(chunkTokens, tokenCount - chunk * chunkTokens);
+  }
+
+  /** Tokens covered by the first {@code chunks} chunks of a prompt of {@code tokenCount}. */
+  private int tokensIn(int chunks, int tokenCount) {
+    return Math.min(tokenCount, chunks * chunkTokens);
+  }
+
+  // ---- lookups --------------------------------------------------------------------------------
+
+  /**
+   * Returns how many leading tokens of the prompt are stored: a multiple of the chunk size, or the
+   * whole prompt when its partial last chunk is stored too. Does not block on I/O; does not pin.
+   *
+   * @throws IllegalStateException if the engine is closed
+   */
+  public int lookup(int[] tokens, int tokenCount) {
+    checkOpen();
+    int chunks = tiers.prefixLength(keys(tokens, tokenCount, Integer.MAX_VALUE));
+    int hit = tokensIn(chunks, tokenCount);
+    lookupTokens.add(tokenCount);
+    hitTokens.add(hit);
+    return hit;
+  }
+
+  /**
+   * Like {@link #lookup} but also pins the chunks it reports under {@code requestId}, so they stay
+   * until {@link #unpinRequest}. A second lookup for the same request replaces its pins.
+   */
+  public int lookupAndPin(long requestId, int[] tokens, int tokenCount) {
+    checkOpen();
+    unpinRequest(requestId);
+    ChunkKey[] keys = keys(tokens, tokenCount, Integer.MAX_VALUE);
+    List<ChunkKey> pinned = new ArrayList<>();
+    int chunks = 0;
+    while (chunks < keys.length && tiers.pin(keys[chunks])) {
+      pinned.add(keys[chunks]);
+      chunks++;
+    }
+    if (!pinned.isEmpty()) {
+      pinsByRequest.put(requestId, pinned);
+    }
+    int hit = tokensIn(chunks, tokenCount);
+    lookupTokens.add(tokenCount);
+    hitTokens.add(hit);
+    return hit;
+  }
+
+  /** Drops the pins of {@code requestId}; unknown ids are ignored. Idempotent. */
+  public void unpinRequest(long requestId) {
+    List<ChunkKey> keys = pinsByRequest.remove(requestId);
+    if (keys != null && !closed) {
+      keys.forEach(tiers::unpin);
+    }
+  }
+
+  /**
+   * Looks up several prompts at once: prompt {@code i} is {@code tokens[offsets[i], offsets[i+1])}.
+   *
+   * @throws IllegalArgumentException if the offsets are not non-decreasing within the array
+   */
+  public int[] lookupBatch(int[] tokens, int[] offsets) {
+    checkOpen();
+    checkOffsets(tokens, offsets);
+    int[] hits = new int[offsets.length - 1];
+    for (int i = 0; i < hits.length; i++) {
+      hits[i] = lookup(slice(tokens, offsets[i], offsets[i + 1]), offsets[i + 1] - offsets[i]);
+    }
+    return hits;
+  }
+
+  // ---- stores ---------------------------------------------------------------------------------
+
+  /**
+   * Reserves buffers for the chunks of the prompt from chunk {@code skipChunks} on.
+   *
+   * @return {@code [handle, address_0, address_1, ...]}, one address per chunk of the prompt (saved
+   *     or not); 0 where the chunk is already stored, before {@code skipChunks}, or has no room
+   *     (dropped, counted). Chunk {@code c} takes {@code tokensInChunk(c) * bytesPerToken} bytes at
+   *     its address.
+   * @throws IllegalArgumentException if {@code skipChunks} is negative
+   */
+  public long[] prepareStore(int[] tokens, int tokenCount, int skipChunks) {
+    checkOpen();
+    checkNonNegative(skipChunks, "skipChunks");
+    ChunkKey[] keys = keys(tokens, tokenCount, Integer.MAX_VALUE);
+    ChunkBuffer[] buffers = new ChunkBuffer[keys.length];
+    long[] out = new long[1 + keys.length];
+    for (int c = skipChunks; c < keys.length; c++) {
+      if (tiers.contains(keys[c])) {
+        continue;
+      }
+      ChunkBuffer b = tiers.cpu().allocate(chunkTokensAt(c, tokenCount) * bytesPerToken);
+      if (b == null) {
+        break; // no room: later chunks are useless without this one
+      }
+      buffers[c] = b;
+      out[1 + c] = b.address();
+    }
+    long handle = nextHandle.getAndIncrement();
+    pendingStores.put(handle, new PendingStore(keys, buffers));
+    out[0] = handle;
+    return out;
+  }
+
+  /**
+   * Finishes a {@link #prepareStore}: with {@code ok} the written chunks become visible, otherwise
+   * they are discarded. Either way the handle's buffers are released.
+   *
+   * @return chunks made visible
+   * @throws IllegalArgumentException if the handle is unknown or already completed
+   */
+  public int completeStore(long handle, boolean ok) {
+    PendingStore p = pendingStores.remove(handle);
+    if (p == null) {
+      throw new IllegalArgumentException("unknown or completed store handle " + handle);
+    }
+    int stored = 0;
+    try {
+      for (int c = 0; c < p.buffers.length; c++) {
+        ChunkBuffer b = p.buffers[c];
+        if (b != null && ok && !closed && tiers.put(p.keys[c], b)) {
+          stored++;
+        }
+      }
+    } finally {
+      for (ChunkBuffer b : p.buffers) {
+        if (b != null) {
+          b.release();
+        }
+      }
+    }
+    return stored;
+  }
+
+  /**
+   * Stores the prompt's chunks from caller memory: chunk {@code c}'s bytes are read from {@code
+   * srcAddresses[c]} (0 skips the chunk). One call, one copy per chunk.
+   *
+   * @return chunks stored (already stored ones are not counted)
+   * @throws IllegalArgumentException if {@code srcAddresses} is shorter than the chunk count
+   */
+  public int store(int[] tokens, int tokenCount, long[] srcAddresses) {
+    checkOpen();
+    int chunks = ChunkHasher.chunkCount(tokenCount, chunkTokens, partialChunks);
+    if (srcAddresses.length < chunks) {
+      throw new IllegalArgumentException(
+          "srcAddresses has "
+              + srcAddresses.length
+              + " entries for a prompt of "
+              + chunks
+              + " chunks");
+    }
+    long[] prepared = prepareStore(tokens, tokenCount, 0);
+    boolean ok = false;
+    try {
+      for (int c = 0; c < chunks; c++) {
+        long dst = prepared[1 + c];
+        if (dst != 0 && srcAddresses[c] != 0) {
+          HostMemory.copy(srcAddresses[c], dst, chunkTokensAt(c, tokenCount) * bytesPerToken);
+        }
+      }
+      ok = true;
+    } finally {
+      if (!ok) {
+        completeStore(prepared[0], false);
+      }
+    }
+    return completeStore(prepared[0], true);
+  }
+
+  // ---- loads ----------------------------------------------------------------------------------
+
+  /**
+   * Takes references to the stored leading chunks of the prompt (at most {@code maxChunks}).
+   *
+   * @return {@code [handle, address_0, ...]} for the contiguous stored prefix; the caller reads
+   *     chunk {@code c}'s bytes at {@code address_c}, then calls {@link #completeLoad}
+   */
+  public long[] prepareLoad(int[] tokens, int tokenCount, int maxChunks) {
+    checkOpen();
+    ChunkKey[] keys = keys(tokens, tokenCount, maxChunks);
+    List<ChunkBuffer> held = new ArrayList<>();
+    for (ChunkKey k : keys) {
+      ChunkBuffer b;
+      try {
+        b = tiers.get(k);
+      } catch (IOException e) {
+        loadErrors.increment();
+        LOG.log(System.Logger.Level.WARNING, "load of " + k + " failed; treated as a miss", e);
+        b = null;
+      }
+      if (b == null) {
+        break;
+      }
+      held.add(b);
+    }
+    long handle = nextHandle.getAndIncrement();
+    pendingLoads.put(handle, held);
+    long[] out = new long[1 + held.size()];
+    out[0] = handle;
+    for (int i = 0; i < held.size(); i++) {
+      out[1 + i] = held.get(i).address();
+    }
+    return out;
+  }
+
+  /**
+   * Releases the buffers of a {@link #prepareLoad}.
+   *
+   * @throws IllegalArgumentException if the handle is unknown or already completed
+   */
+  public void completeLoad(long handle) {
+    List<ChunkBuffer> held = pendingLoads.remove(handle);
+    if (held == null) {
+      throw new IllegalArgumentException("unknown or completed load handle " + handle);
+    }
+    held.forEach(ChunkBuffer::release);
+  }
+
+  /**
+   * Copies the stored leading chunks of the prompt into caller memory: chunk {@code c} to {@code
+   * dstAddresses[c]}.
+   *
+   * @return chunks copied (a contiguous prefix)
+   * @throws IllegalArgumentException if an address needed is 0
+   */
+  public int retrieve(int[] tokens, int tokenCount, long[] dstAddresses) {
+    long[] prepared = prepareLoad(tokens, tokenCount, dstAddresses.length);
+    try {
+      int chunks = prepared.length - 1;
+      for (int c = 0; c < chunks; c++) {
+        HostMemory.copy(
+            prepared[1 + c], dstAddresses[c], chunkTokensAt(c, tokenCount) * bytesPerToken);
+      }
+      return chunks;
+    } finally {
+      completeLoad(prepared[0]);
+    }
+  }
+
+  // ---- stats and lifecycle --------------------------------------------------------------------
+
+  /**
+   * Counters as {@code [lookupTokens, hitTokens, hits, misses, puts, duplicatePuts, droppedPuts,
+   * evictions, entries, bytes, poolInUseSlots, poolMappedBytes, poolAllocationFailures,
+   * loadErrors]}.
+   */
+  public long[] stats() {
+    StoreStats s = tiers.stats();
+    return new long[] {
+      lookupTokens.sum(),
+      hitTokens.sum(),
+      s.hits(),
+      s.misses(),
+      s.puts(),
+      s.duplicatePuts(),
+      s.droppedPuts(),
+      s.evictions(),
+      s.entries(),
+      s.bytes(),
+      pool.inUseSlots(),
+      pool.mappedBytes(),
+      pool.allocationFailures(),
+      loadErrors.sum()
+    };
+  }
+
+  /** Names of the {@link #stats()} entries, in order. */
+  public static String[] statNames() {
+    return new String[] {
+      "lookup_tokens",
+      "hit_tokens",
+      "hits",
+      "misses",
+      "puts",
+      "duplicate_puts",
+      "dropped_puts",
+      "evictions",
+      "entries",
+      "bytes",
+      "pool_in_use_slots",
+      "pool_mapped_bytes",
+      "pool_allocation_failures",
+      "load_errors"
+    };
+  }
+
+  /** The pool behind the CPU tier (for tests and benchmarks). */
+  public ChunkPool pool() {
+    return pool;
+  }
+
+  /** The composed store (for tests and benchmarks). */
+  public TieredStore tiers() {
+    return tiers;
+  }
+
+  /**
+   * Releases pending handles and every chunk; the pool's memory is returned once no buffer is held.
+   * Idempotent.
+   */
+  @Override
+  public void close() {
+    if (closed) {
+      return;
+    }
+    closed = true;
+    pendingStores.keySet().forEach(h -> completeStore(h, false));
+    pendingLoads.keySet().forEach(this::completeLoad);
+    pinsByRequest.clear();
+    tiers.close();
+    pool.close();
+  }
+
+  private void checkOpen() {
+    if (closed) {
+      throw new IllegalStateException("KvEngine is closed");
+    }
+  }
+
+  private static void checkOffsets(int[] tokens, int[] offsets) {
+    if (offsets.length == 0 || offsets[0] < 0) {
+      throw new IllegalArgumentException("offsets must start with a value >= 0");
+    }
+    for (int i = 1; i < offsets.length; i++) {
+      if (offsets[i] < offsets[i - 1] || offsets[i] > tokens.length) {
+        throw new IllegalArgumentException(
+            "offsets["
+                + i
+                + "]="
+                + offsets[i]
+                + " must be in ["
+                + offsets[i - 1]
+                + ", "
+                + tokens.length
+                + "]");
+      }
+    }
+  }
+
+  private static int[] slice(int[] tokens, int from, int to) {
+    return from == 0 ? tokens : java.util.Arrays.copyOfRange(tokens, from, to);
+  }
+
+  @Override
+  public String toString() {
+    return "KvEngine(" + namespace.canonical() + ")";
+  }
+}

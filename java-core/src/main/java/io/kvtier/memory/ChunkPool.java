@@ -1,0 +1,205 @@
+package io.kvtier.memory;
+
+import static io.kvtier.Checks.checkPositive;
+
+import java.lang.foreign.MemorySegment;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.atomic.AtomicLong;
+
+/**
+ * A pool of fixed-size chunk slots in host memory, grown lazily in slabs.
+ *
+ * <p>Implementation note. Memory comes from a {@link HostAllocator} in slabs of {@code
+ * slotsPerSlab} slots; a slab is only allocated when no free slot is left and the capacity allows
+ * another. Slots never move and are all the same size, so there is no fragmentation:
+ *
+ * <pre>
+ *   slab 0                                   slab 1 (allocated on demand)
+ *   +--------+--------+-----+--------+       +--------+-----
+ *   | slot 0 | slot 1 | ... | slot k-1|      | slot k | ...
+ *   +--------+--------+-----+--------+       +--------+-----
+ *   slot i lives in slab i / k at offset (i % k) * strideBytes
+ * </pre>
+ *
+ * Free slots sit on a LIFO stack (recently freed slots are warm in cache and TLB). The stride is
+ * the slot size rounded up to 4 KiB so every slot is page-aligned (O_DIRECT and DMA friendly).
+ *
+ * <p>Thread-safe: allocation and free take the pool's monitor for a few instructions; mapping a new
+ * slab happens under it too, but an allocator maps without touching pages. Closing the pool stops
+ * allocation at once and returns the slabs to the allocator when the last buffer is released, so a
+ * reader never sees memory unmapped under it.
+ */
+public final class ChunkPool implements AutoCloseable {
+  /** Slot alignment and stride granularity, in bytes. */
+  public static final long PAGE_BYTES = 4096;
+
+  /** Default slab size, in bytes, when the caller does not choose one. */
+  public static final long DEFAULT_SLAB_BYTES = 256L << 20;
+
+  private final HostAllocator allocator;
+  private final long slotBytes;
+  private final long strideBytes;
+  private final int capacitySlots;
+  private final int slotsPerSlab;
+  private final AtomicLong allocationFailures = new AtomicLong();
+
+  // Guarded by this.
+  private final List<MemorySegment> slabs = new ArrayList<>();
+  private final int[] freeStack;
+  private int freeTop;
+  private int mappedSlots;
+  private int inUse;
+  private boolean closed;
+
+  /**
+   * Creates an empty pool; no memory is mapped until the first allocation.
+   *
+   * @param allocator where slabs come from
+   * @param slotBytes bytes per slot (one chunk)
+   * @param capacityBytes most memory the pool may map; holds {@code capacityBytes / stride} slots
+   * @param slabBytes memory mapped at a time (rounded to whole slots, at least one)
+   * @throws IllegalArgumentException if a size is not positive or the capacity holds no slot
+   */
+  public ChunkPool(HostAllocator allocator, long slotBytes, long capacityBytes, long slabBytes) {
+    this.allocator = allocator;
+    this.slotBytes = checkPositive(slotBytes, "slotBytes");
+    this.strideBytes = (slotBytes + PAGE_BYTES - 1) / PAGE_BYTES * PAGE_BYTES;
+    checkPositive(capacityBytes, "capacityBytes");
+    checkPositive(slabBytes, "slabBytes");
+    long slots = capacityBytes / strideBytes;
+    if (slots == 0) {
+      throw new IllegalArgumentException(
+          "capacityBytes "
+              + capacityBytes
+              + " holds no slot of "
+              + strideBytes
+              + " bytes; raise max_local_cpu_size or lower chunk_size");
+    }
+    if (slots > Integer.MAX_VALUE - 8) {
+      throw new IllegalArgumentException("capacityBytes " + capacityBytes + " is too many slots");
+    }
+    this.capacitySlots = (int) slots;
+    this.slotsPerSlab = (int) Math.max(1, Math.min(capacitySlots, slabBytes / strideBytes));
+    this.freeStack = new int[capacitySlots];
+  }
+
+  /** Bytes per slot. */
+  public long slotBytes() {
+    return slotBytes;
+  }
+
+  /** Slots the pool may hold in all. */
+  public int capacitySlots() {
+    return capacitySlots;
+  }
+
+  /** Slots currently held by buffers. */
+  public synchronized int inUseSlots() {
+    return inUse;
+  }
+
+  /** Bytes currently mapped from the allocator. */
+  public synchronized long mappedBytes() {
+    return (long) slabs.size() * slotsPerSlab * strideBytes;
+  }
+
+  /** Allocations refused because every slot was in use. */
+  public long allocationFailures() {
+    return allocationFailures.get();
+  }
+
+  /**
+   * Returns a buffer on a free slot with {@code length} bytes marked as data, or null when every
+   * slot is in use (counted; the caller drops or evicts, it never waits). Does not block on I/O.
+   *
+   * @throws IllegalArgumentException if {@code length} is negative or above {@link #slotBytes()}
+   * @throws IllegalStateException if the pool is closed
+   * @throws OutOfMemoryError if the allocator cannot map a new slab
+   */
+  public ChunkBuffer tryAllocate(long length) {
+    if (length < 0 || length > slotBytes) {
+      throw new IllegalArgumentException(
+          "length " + length + " is outside [0, " + slotBytes + "] of this pool's slots");
+    }
+    int slot;
+    MemorySegment segment;
+    synchronized (this) {
+      if (closed) {
+        throw new IllegalStateException("allocation from a closed " + this);
+      }
+      if (freeTop == 0 && mappedSlots < capacitySlots) {
+        mapSlab();
+      }
+      if (freeTop == 0) {
+        allocationFailures.incrementAndGet();
+        return null;
+      }
+      slot = freeStack[--freeTop];
+      inUse++;
+      segment = slotSegment(slot);
+    }
+    return new ChunkBuffer(this, slot, segment, length);
+  }
+
+  // Guarded by this.
+  private void mapSlab() {
+    int slots = Math.min(slotsPerSlab, capacitySlots - mappedSlots);
+    MemorySegment slab = allocator.allocate((long) slots * strideBytes);
+    slabs.add(slab);
+    // Push in reverse so the lowest slot of the slab is handed out first.
+    for (int i = slots - 1; i >= 0; i--) {
+      freeStack[freeTop++] = mappedSlots + i;
+    }
+    mappedSlots += slots;
+  }
+
+  // Guarded by this.
+  private MemorySegment slotSegment(int slot) {
+    MemorySegment slab = slabs.get(slot / slotsPerSlab);
+    return slab.asSlice((long) (slot % slotsPerSlab) * strideBytes, slotBytes);
+  }
+
+  /** Called by {@link ChunkBuffer#release()} when the last reference goes. */
+  void free(int slot) {
+    List<MemorySegment> toUnmap = null;
+    synchronized (this) {
+      freeStack[freeTop++] = slot;
+      inUse--;
+      if (closed && inUse == 0) {
+        toUnmap = new ArrayList<>(slabs);
+        slabs.clear();
+      }
+    }
+    if (toUnmap != null) {
+      toUnmap.forEach(allocator::free);
+    }
+  }
+
+  /**
+   * Stops allocation. Slabs go back to the allocator now if no buffer is held, otherwise when the
+   * last one is released. Idempotent.
+   */
+  @Override
+  public void close() {
+    List<MemorySegment> toUnmap = null;
+    synchronized (this) {
+      if (closed) {
+        return;
+      }
+      closed = true;
+      if (inUse == 0) {
+        toUnmap = new ArrayList<>(slabs);
+        slabs.clear();
+      }
+    }
+    if (toUnmap != null) {
+      toUnmap.forEach(allocator::free);
+    }
+  }
+
+  @Override
+  public String toString() {
+    return "ChunkPool(" + allocator.name() + ", " + capacitySlots + " x " + slotBytes + " bytes)";
+  }
+}

@@ -1,0 +1,121 @@
+package io.kvtier.memory;
+
+import static io.kvtier.Checks.checkPositive;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.FunctionDescriptor;
+import java.lang.foreign.Linker;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.StructLayout;
+import java.lang.foreign.ValueLayout;
+import java.lang.invoke.MethodHandle;
+import java.lang.invoke.VarHandle;
+import java.util.Locale;
+
+/**
+ * Host memory from anonymous private {@code mmap} mappings, through FFM downcalls: page-aligned,
+ * zero-filled by the kernel on first touch, nothing touched up front. Linux and macOS.
+ *
+ * <p>Thread-safe and stateless apart from the method handles.
+ */
+public final class MmapAllocator implements HostAllocator {
+  /** The shared instance. */
+  public static final MmapAllocator INSTANCE = new MmapAllocator();
+
+  private static final int PROT_READ = 0x1;
+  private static final int PROT_WRITE = 0x2;
+  private static final int MAP_PRIVATE = 0x02;
+
+  /** {@code MAP_ANONYMOUS}: 0x20 on Linux, 0x1000 ({@code MAP_ANON}) on macOS/BSD. */
+  private static final int MAP_ANONYMOUS =
+      System.getProperty("os.name").toLowerCase(Locale.ROOT).contains("mac") ? 0x1000 : 0x20;
+
+  private static final long MAP_FAILED = -1L;
+
+  private static final Linker.Option ERRNO = Linker.Option.captureCallState("errno");
+  private static final StructLayout CALL_STATE = Linker.Option.captureStateLayout();
+  private static final VarHandle ERRNO_HANDLE =
+      CALL_STATE.varHandle(java.lang.foreign.MemoryLayout.PathElement.groupElement("errno"));
+
+  private final MethodHandle mmap;
+  private final MethodHandle munmap;
+
+  @SuppressWarnings("restricted") // downcalls to libc mmap/munmap, the purpose of this class
+  private MmapAllocator() {
+    Linker linker = Linker.nativeLinker();
+    var libc = linker.defaultLookup();
+    mmap =
+        linker.downcallHandle(
+            libc.find("mmap").orElseThrow(),
+            FunctionDescriptor.of(
+                ValueLayout.ADDRESS,
+                ValueLayout.ADDRESS,
+                ValueLayout.JAVA_LONG,
+                ValueLayout.JAVA_INT,
+                ValueLayout.JAVA_INT,
+                ValueLayout.JAVA_INT,
+                ValueLayout.JAVA_LONG),
+            ERRNO);
+    munmap =
+        linker.downcallHandle(
+            libc.find("munmap").orElseThrow(),
+            FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.ADDRESS, ValueLayout.JAVA_LONG),
+            ERRNO);
+  }
+
+  @Override
+  @SuppressWarnings("restricted") // reinterpret: the mapping is exactly byteCount long
+  public MemorySegment allocate(long byteCount) {
+    checkPositive(byteCount, "byteCount");
+    try (Arena arena = Arena.ofConfined()) {
+      MemorySegment state = arena.allocate(CALL_STATE);
+      MemorySegment p =
+          (MemorySegment)
+              mmap.invokeExact(
+                  state,
+                  MemorySegment.NULL,
+                  byteCount,
+                  PROT_READ | PROT_WRITE,
+                  MAP_PRIVATE | MAP_ANONYMOUS,
+                  -1,
+                  0L);
+      if (p.address() == MAP_FAILED || p.address() == 0) {
+        int errno = (int) ERRNO_HANDLE.get(state, 0L);
+        throw new OutOfMemoryError(
+            "mmap of " + byteCount + " bytes failed with errno " + errno + " (12 = ENOMEM)");
+      }
+      return p.reinterpret(byteCount);
+    } catch (OutOfMemoryError | RuntimeException e) {
+      throw e;
+    } catch (Throwable t) {
+      throw new IllegalStateException("mmap downcall failed", t);
+    }
+  }
+
+  @Override
+  public void free(MemorySegment segment) {
+    int rc;
+    try (Arena arena = Arena.ofConfined()) {
+      MemorySegment state = arena.allocate(CALL_STATE);
+      rc = (int) munmap.invokeExact(state, segment, segment.byteSize());
+      if (rc != 0) {
+        throw new IllegalStateException(
+            "munmap of "
+                + segment.byteSize()
+                + " bytes at 0x"
+                + Long.toHexString(segment.address())
+                + " failed with errno "
+                + (int) ERRNO_HANDLE.get(state, 0L));
+      }
+    } catch (RuntimeException e) {
+      throw e;
+    } catch (Throwable t) {
+      throw new IllegalStateException("munmap downcall failed", t);
+    }
+  }
+
+  @Override
+  public String name() {
+    return "mmap";
+  }
+}

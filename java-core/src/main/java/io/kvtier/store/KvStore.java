@@ -1,0 +1,89 @@
+package io.kvtier.store;
+
+import io.kvtier.key.ChunkKey;
+import io.kvtier.memory.ChunkBuffer;
+import java.io.IOException;
+
+/**
+ * A tier that stores chunks by key: CPU memory, local disk, a remote store, or several composed.
+ *
+ * <p>Implementations must comply with:
+ *
+ * <ul>
+ *   <li><b>Visibility.</b> A chunk is visible to {@link #contains} and {@link #get} only after all
+ *       its bytes are stored; a failed or partial store leaves nothing visible (DESIGN invariant
+ *       3).
+ *   <li><b>Ownership.</b> {@link #put} never takes over the caller's reference: a store that keeps
+ *       the buffer (or uses it after returning, for an asynchronous write) retains it and releases
+ *       it when done. {@link #get} returns a buffer with one reference owned by the caller.
+ *   <li><b>No frees under a reader.</b> Evicting or removing a chunk drops the store's reference
+ *       only; a buffer returned by {@code get} stays valid until its holder releases it.
+ *   <li><b>Pins.</b> A pinned chunk is not evicted until every {@link #pin} has been matched by an
+ *       {@link #unpin}; pins nest. {@link #remove} removes even pinned chunks.
+ *   <li><b>Errors are counted, not thrown, on the data path.</b> A full store drops the put and
+ *       counts it; a corrupt or unreadable chunk is a miss, counted. {@code get} throws {@link
+ *       IOException} only for failures the caller should log (never for a plain miss).
+ *   <li><b>Thread safety.</b> Every method may be called from any thread concurrently.
+ *   <li><b>Close.</b> After {@link #close()} every method but {@code close} and {@link #stats}
+ *       throws {@link IllegalStateException}. {@code close} is idempotent.
+ * </ul>
+ */
+public interface KvStore extends AutoCloseable {
+
+  /** Whether {@code key} is visible. Does not count as an access for eviction. Non-blocking. */
+  boolean contains(ChunkKey key);
+
+  /**
+   * Returns how many leading keys of {@code keys} are visible (stops at the first miss). Does not
+   * count as an access. Non-blocking for memory tiers.
+   */
+  default int prefixLength(ChunkKey[] keys) {
+    int n = 0;
+    while (n < keys.length && contains(keys[n])) {
+      n++;
+    }
+    return n;
+  }
+
+  /**
+   * Stores {@code chunk}'s bytes ({@code chunk.length()} of them) under {@code key}. Never blocks
+   * on I/O: asynchronous tiers queue the write (a full queue drops it, counted).
+   *
+   * @return true if stored or queued; false if the key was already present or the put was dropped
+   * @throws IllegalStateException if the store is closed
+   */
+  boolean put(ChunkKey key, ChunkBuffer chunk);
+
+  /**
+   * Returns {@code key}'s bytes in a buffer the caller owns (one reference) and must release, or
+   * null on a miss. Counts as an access. May block on I/O in lower tiers.
+   *
+   * @throws IOException if reading failed in a way the caller should log (the chunk is a miss)
+   * @throws IllegalStateException if the store is closed
+   */
+  ChunkBuffer get(ChunkKey key) throws IOException;
+
+  /**
+   * Pins {@code key} against eviction.
+   *
+   * @return false if the key is not stored (nothing pinned)
+   */
+  boolean pin(ChunkKey key);
+
+  /** Drops one pin of {@code key}; a key that is absent or not pinned is ignored. */
+  void unpin(ChunkKey key);
+
+  /**
+   * Removes {@code key}, pinned or not; readers holding its buffer keep it until they release.
+   *
+   * @return true if it was present
+   */
+  boolean remove(ChunkKey key);
+
+  /** Counters since the store was opened. Never throws. */
+  StoreStats stats();
+
+  /** Releases every chunk the store holds and stops background work. Idempotent. */
+  @Override
+  void close();
+}

@@ -1,0 +1,242 @@
+package io.kvtier.store;
+
+import static io.kvtier.Checks.checkPositive;
+
+import io.kvtier.key.ChunkKey;
+import io.kvtier.memory.ChunkBuffer;
+import java.io.IOException;
+import java.util.List;
+import java.util.concurrent.ArrayBlockingQueue;
+import java.util.concurrent.RejectedExecutionException;
+import java.util.concurrent.ThreadPoolExecutor;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.LongAdder;
+
+/**
+ * The CPU tier in front of slower tiers (disk, remote).
+ *
+ * <ul>
+ *   <li>{@link #put}: into the CPU tier at once; then a bounded pool of background workers ({@code
+ *       kvtier-copy-down-N}) copies the chunk to every lower tier. A full queue drops the copy and
+ *       counts it; the caller never waits.
+ *   <li>{@link #get}: the CPU tier first, then each lower tier in order; a lower-tier hit is
+ *       promoted into the CPU tier.
+ *   <li>{@link #contains}, {@link #prefixLength}: a key is stored if any tier has it.
+ * </ul>
+ *
+ * <p>Thread-safe. Owns its tiers: {@link #close()} stops the workers (waiting up to {@link
+ * #CLOSE_WAIT_MILLIS} for queued copies) and closes every tier.
+ */
+public final class TieredStore implements KvStore {
+  /** How long close waits for queued copy-downs before dropping them, in milliseconds. */
+  public static final long CLOSE_WAIT_MILLIS = 10_000;
+
+  private static final System.Logger LOG = System.getLogger(TieredStore.class.getName());
+
+  private final CpuStore cpu;
+  private final List<KvStore> lower;
+  private final ThreadPoolExecutor copyDown;
+  private final LongAdder copyDownDropped = new LongAdder();
+  private final LongAdder copyDownFailed = new LongAdder();
+  private final LongAdder promotions = new LongAdder();
+  private volatile boolean closed;
+
+  /**
+   * Composes {@code cpu} with {@code lower} tiers (fastest first).
+   *
+   * @param copyDownThreads background workers copying chunks down
+   * @param copyDownQueue copies that may wait before new ones are dropped
+   * @throws IllegalArgumentException if a count is not positive
+   */
+  public TieredStore(CpuStore cpu, List<KvStore> lower, int copyDownThreads, int copyDownQueue) {
+    this.cpu = cpu;
+    this.lower = List.copyOf(lower);
+    checkPositive(copyDownThreads, "copyDownThreads");
+    checkPositive(copyDownQueue, "copyDownQueue");
+    AtomicInteger n = new AtomicInteger();
+    this.copyDown =
+        new ThreadPoolExecutor(
+            copyDownThreads,
+            copyDownThreads,
+            30,
+            TimeUnit.SECONDS,
+            new ArrayBlockingQueue<>(copyDownQueue),
+            r -> {
+              Thread t = new Thread(r, "kvtier-copy-down-" + n.getAndIncrement());
+              t.setDaemon(true);
+              return t;
+            },
+            new ThreadPoolExecutor.AbortPolicy());
+    this.copyDown.allowCoreThreadTimeOut(true);
+  }
+
+  /** The CPU tier. */
+  public CpuStore cpu() {
+    return cpu;
+  }
+
+  /** Copies to lower tiers dropped because the queue was full (or the store closing). */
+  public long copyDownDropped() {
+    return copyDownDropped.sum();
+  }
+
+  /** Copies to lower tiers that failed inside a tier. */
+  public long copyDownFailed() {
+    return copyDownFailed.sum();
+  }
+
+  /** Lower-tier hits copied up into the CPU tier. */
+  public long promotions() {
+    return promotions.sum();
+  }
+
+  @Override
+  public boolean contains(ChunkKey key) {
+    checkOpen();
+    if (cpu.contains(key)) {
+      return true;
+    }
+    for (KvStore s : lower) {
+      if (s.contains(key)) {
+        return true;
+      }
+    }
+    return false;
+  }
+
+  @Override
+  public boolean put(ChunkKey key, ChunkBuffer chunk) {
+    checkOpen();
+    boolean stored = cpu.put(key, chunk);
+    if (lower.isEmpty()) {
+      return stored;
+    }
+    chunk.retain(); // held by the copy-down task
+    try {
+      copyDown.execute(() -> copyDown(key, chunk));
+    } catch (RejectedExecutionException e) {
+      chunk.release();
+      copyDownDropped.increment();
+    }
+    return stored;
+  }
+
+  private void copyDown(ChunkKey key, ChunkBuffer chunk) {
+    try {
+      for (KvStore s : lower) {
+        try {
+          s.put(key, chunk);
+        } catch (RuntimeException e) {
+          copyDownFailed.increment();
+          LOG.log(System.Logger.Level.WARNING, "copy of " + key + " down to " + s + " failed", e);
+        }
+      }
+    } finally {
+      chunk.release();
+    }
+  }
+
+  @Override
+  public ChunkBuffer get(ChunkKey key) throws IOException {
+    checkOpen();
+    ChunkBuffer b = cpu.get(key);
+    if (b != null) {
+      return b;
+    }
+    IOException first = null;
+    for (KvStore s : lower) {
+      try {
+        b = s.get(key);
+      } catch (IOException e) {
+        if (first == null) {
+          first = e;
+        } else {
+          first.addSuppressed(e);
+        }
+        continue;
+      }
+      if (b != null) {
+        if (cpu.put(key, b)) {
+          promotions.increment();
+        }
+        return b;
+      }
+    }
+    if (first != null) {
+      throw first;
+    }
+    return null;
+  }
+
+  @Override
+  public boolean pin(ChunkKey key) {
+    checkOpen();
+    boolean any = cpu.pin(key);
+    for (KvStore s : lower) {
+      any |= s.pin(key);
+    }
+    return any;
+  }
+
+  @Override
+  public void unpin(ChunkKey key) {
+    checkOpen();
+    cpu.unpin(key);
+    for (KvStore s : lower) {
+      s.unpin(key);
+    }
+  }
+
+  @Override
+  public boolean remove(ChunkKey key) {
+    checkOpen();
+    boolean any = cpu.remove(key);
+    for (KvStore s : lower) {
+      any |= s.remove(key);
+    }
+    return any;
+  }
+
+  /** The CPU tier's counters (lower tiers report their own). */
+  @Override
+  public StoreStats stats() {
+    return cpu.stats();
+  }
+
+  /** Lower tiers, fastest first. */
+  public List<KvStore> lowerTiers() {
+    return lower;
+  }
+
+  @Override
+  public void close() {
+    if (closed) {
+      return;
+    }
+    closed = true;
+    copyDown.shutdown();
+    try {
+      if (!copyDown.awaitTermination(CLOSE_WAIT_MILLIS, TimeUnit.MILLISECONDS)) {
+        List<Runnable> dropped = copyDown.shutdownNow();
+        copyDownDropped.add(dropped.size());
+        LOG.log(
+            System.Logger.Level.WARNING,
+            "closing: " + dropped.size() + " copy-downs to lower tiers dropped");
+      }
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+      copyDown.shutdownNow();
+    }
+    cpu.close();
+    for (KvStore s : lower) {
+      s.close();
+    }
+  }
+
+  private void checkOpen() {
+    if (closed) {
+      throw new IllegalStateException("TieredStore is closed");
+    }
+  }
+}

@@ -1,0 +1,7 @@
+/**
+ * Tiers: {@link io.kvtier.store.KvStore} (the contract every tier keeps), {@link
+ * io.kvtier.store.CpuStore} (chunks in pool slots, evicted by a byte-weighed index) and {@link
+ * io.kvtier.store.TieredStore} (the CPU tier in front of lower tiers, with background copy-down and
+ * promotion).
+ */
+package io.kvtier.store;
