@@ -19,9 +19,6 @@ import java.util.Locale;
  * <p>Thread-safe and stateless apart from the method handles.
  */
 public final class MmapAllocator implements HostAllocator {
-  /** The shared instance. */
-  public static final MmapAllocator INSTANCE = new MmapAllocator();
-
   private static final int PROT_READ = 0x1;
   private static final int PROT_WRITE = 0x2;
   private static final int MAP_PRIVATE = 0x02;
@@ -36,6 +33,9 @@ public final class MmapAllocator implements HostAllocator {
   private static final StructLayout CALL_STATE = Linker.Option.captureStateLayout();
   private static final VarHandle ERRNO_HANDLE =
       CALL_STATE.varHandle(java.lang.foreign.MemoryLayout.PathElement.groupElement("errno"));
+
+  /** The shared instance (declared after the constants its constructor reads). */
+  public static final MmapAllocator INSTANCE = new MmapAllocator();
 
   private final MethodHandle mmap;
   private final MethodHandle munmap;
