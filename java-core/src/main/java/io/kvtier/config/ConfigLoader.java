@@ -120,14 +120,20 @@ final class ConfigLoader {
     }
   }
 
-  /** The known key (supported or recognised) with the smallest edit distance to {@code name}. */
+  /**
+   * The known key (supported or recognised) closest to {@code name}: the shortest key containing it
+   * if there is one (a truncated name), else the one at the smallest edit distance.
+   */
   static String closest(String name) {
     String best = null;
     int bestDistance = Integer.MAX_VALUE;
     Set<String> candidates = new TreeSet<>(BY_NAME.keySet());
     candidates.addAll(KvTierConfig.LMCACHE_UNSUPPORTED);
     for (String candidate : candidates) {
-      int d = editDistance(name, candidate);
+      int d =
+          candidate.contains(name)
+              ? candidate.length() - name.length() - 1_000_000
+              : editDistance(name, candidate);
       if (d < bestDistance) {
         best = candidate;
         bestDistance = d;

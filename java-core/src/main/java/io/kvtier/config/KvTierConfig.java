@@ -259,6 +259,16 @@ public final class KvTierConfig {
   }
 
   /**
+   * Builds a configuration from the defaults and {@code settings} alone, ignoring the file and the
+   * environment (for embedding and tests).
+   *
+   * @throws ConfigException on any unknown key or malformed value
+   */
+  public static KvTierConfig of(Map<String, ?> settings) {
+    return new ConfigLoader(Map.of()).load(settings);
+  }
+
+  /**
    * Loads the configuration of this process: {@code KVTIER_CONFIG_FILE}, the {@code KVTIER_*}
    * environment, then {@code overrides}.
    *

@@ -1,0 +1,265 @@
+package io.kvtier.engine;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNotEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import io.kvtier.config.ConfigException;
+import io.kvtier.config.KvTierConfig;
+import io.kvtier.key.KeyNamespace;
+import io.kvtier.memory.MmapAllocator;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.util.Map;
+import java.util.Random;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.Test;
+
+class KvEngineTest {
+  static final int CHUNK = 16;
+  static final long BYTES_PER_TOKEN = 64;
+  static final long CHUNK_BYTES = CHUNK * BYTES_PER_TOKEN;
+
+  private final Arena arena = Arena.ofShared();
+  private KvEngine engine;
+
+  static KeyNamespace ns(int chunk) {
+    return new KeyNamespace("test-model", "bfloat16", 2, 2, 8, 1, 0, chunk, false);
+  }
+
+  KvEngine open(Map<String, ?> settings) {
+    Map<String, Object> s = new java.util.HashMap<>(Map.of("chunk_size", CHUNK));
+    s.putAll(settings);
+    engine = new KvEngine(KvTierConfig.of(s), ns(CHUNK), BYTES_PER_TOKEN, MmapAllocator.INSTANCE);
+    return engine;
+  }
+
+  @AfterEach
+  void close() {
+    if (engine != null) {
+      engine.close();
+      assertEquals(0, engine.pool().inUseSlots(), "engine leaked slots");
+    }
+    arena.close();
+  }
+
+  static int[] prompt(int n, long seed) {
+    return new Random(seed).ints(n, 0, 150_000).toArray();
+  }
+
+  /** One caller buffer per chunk, filled with random bytes. */
+  MemorySegment[] source(int tokenCount, long seed, boolean partial) {
+    int chunks = tokenCount / CHUNK + (partial && tokenCount % CHUNK != 0 ? 1 : 0);
+    MemorySegment[] s = new MemorySegment[chunks];
+    Random r = new Random(seed);
+    for (int c = 0; c < chunks; c++) {
+      int tokens = Math.min(CHUNK, tokenCount - c * CHUNK);
+      byte[] b = new byte[(int) (tokens * BYTES_PER_TOKEN)];
+      r.nextBytes(b);
+      s[c] = arena.allocate(b.length);
+      MemorySegment.copy(b, 0, s[c], ValueLayout.JAVA_BYTE, 0, b.length);
+    }
+    return s;
+  }
+
+  static long[] addresses(MemorySegment[] s) {
+    long[] a = new long[s.length];
+    for (int i = 0; i < s.length; i++) {
+      a[i] = s[i].address();
+    }
+    return a;
+  }
+
+  MemorySegment[] blank(MemorySegment[] like) {
+    MemorySegment[] d = new MemorySegment[like.length];
+    for (int i = 0; i < like.length; i++) {
+      d[i] = arena.allocate(like[i].byteSize());
+    }
+    return d;
+  }
+
+  @Test
+  void storeThenRetrieve_isByteExact_andLookupCountsTokens() {
+    open(Map.of());
+    int[] p = prompt(5 * CHUNK + 3, 1);
+    MemorySegment[] src = source(p.length, 1, false);
+    assertEquals(0, engine.lookup(p, p.length));
+    assertEquals(5, engine.store(p, p.length, addresses(src)));
+    assertEquals(5 * CHUNK, engine.lookup(p, p.length), "chunk-aligned; the tail is not saved");
+
+    MemorySegment[] dst = blank(src);
+    assertEquals(5, engine.retrieve(p, p.length, addresses(dst)));
+    for (int c = 0; c < 5; c++) {
+      assertEquals(-1, src[c].mismatch(dst[c]), "chunk " + c + " differs");
+    }
+    assertEquals(0, engine.store(p, p.length, addresses(src)), "already stored");
+  }
+
+  @Test
+  void saveUnfullChunk_storesAndHitsTheWholePrompt() {
+    open(Map.of("save_unfull_chunk", true));
+    int[] p = prompt(3 * CHUNK + 5, 2);
+    MemorySegment[] src = source(p.length, 2, true);
+    assertEquals(4, engine.store(p, p.length, addresses(src)));
+    assertEquals(p.length, engine.lookup(p, p.length));
+    MemorySegment[] dst = blank(src);
+    assertEquals(4, engine.retrieve(p, p.length, addresses(dst)));
+    assertEquals(-1, src[3].mismatch(dst[3]), "partial chunk round-trips");
+    int[] longer = java.util.Arrays.copyOf(p, p.length + 20);
+    assertEquals(3 * CHUNK, engine.lookup(longer, longer.length), "a partial chunk is its own key");
+  }
+
+  @Test
+  void sharedPrefix_hitsOnlyTheSharedChunks() {
+    open(Map.of());
+    int[] a = prompt(6 * CHUNK, 3);
+    int[] b = a.clone();
+    b[3 * CHUNK + 1] ^= 0x55; // diverges in chunk 3
+    engine.store(a, a.length, addresses(source(a.length, 3, false)));
+    assertEquals(3 * CHUNK, engine.lookup(b, b.length));
+    assertArrayEquals(
+        new int[] {6 * CHUNK, 3 * CHUNK, 0},
+        engine.lookupBatch(concat(a, b, prompt(CHUNK, 9)), new int[] {0, 96, 192, 208}));
+  }
+
+  static int[] concat(int[]... parts) {
+    return java.util.Arrays.stream(parts).flatMapToInt(java.util.Arrays::stream).toArray();
+  }
+
+  @Test
+  void prepareStore_isInvisibleUntilCompleted_andFailedStoreLeavesNothing() {
+    open(Map.of());
+    int[] p = prompt(2 * CHUNK, 4);
+    long[] h = engine.prepareStore(p, p.length, 0);
+    assertEquals(3, h.length);
+    MemorySegment.copy(
+        source(p.length, 4, false)[0],
+        0,
+        io.kvtier.bridge.HostMemory.view(h[1], CHUNK_BYTES),
+        0,
+        CHUNK_BYTES);
+    assertEquals(0, engine.lookup(p, p.length), "nothing visible before completeStore");
+    assertEquals(0, engine.completeStore(h[0], false));
+    assertEquals(0, engine.lookup(p, p.length), "a failed store leaves nothing visible");
+    assertEquals(0, engine.pool().inUseSlots());
+
+    long[] h2 = engine.prepareStore(p, p.length, 1);
+    assertEquals(0, h2[1], "skipped chunk gets no buffer");
+    assertNotEquals(0, h2[2]);
+    assertEquals(1, engine.completeStore(h2[0], true));
+    assertEquals(0, engine.lookup(p, p.length), "chunk 1 without chunk 0 is not a prefix hit");
+    assertThrows(IllegalArgumentException.class, () -> engine.completeStore(h2[0], true));
+  }
+
+  @Test
+  void prepareLoad_keepsChunksAliveThroughEviction() {
+    open(Map.of("max_local_cpu_size", 4.0 * 4096 / (1L << 30))); // 4 slots
+    int[] p = prompt(2 * CHUNK, 5);
+    MemorySegment[] src = source(p.length, 5, false);
+    engine.store(p, p.length, addresses(src));
+    long[] load = engine.prepareLoad(p, p.length, 99);
+    assertEquals(3, load.length);
+    for (int i = 0; i < 8; i++) { // churn: evicts p's chunks from the index
+      int[] q = prompt(2 * CHUNK, 100 + i);
+      engine.store(q, q.length, addresses(source(q.length, 100 + i, false)));
+    }
+    MemorySegment held = io.kvtier.bridge.HostMemory.view(load[1], CHUNK_BYTES);
+    assertEquals(-1, src[0].mismatch(held), "bytes under a load never change");
+    engine.completeLoad(load[0]);
+  }
+
+  @Test
+  void exhaustedPool_dropsStores_andLookupsMiss() {
+    open(Map.of("max_local_cpu_size", 2.0 * 4096 / (1L << 30))); // 2 slots
+    int[] p = prompt(2 * CHUNK, 6);
+    long[] pinHold = engine.prepareStore(p, p.length, 0); // both slots held, never completed
+    int[] q = prompt(2 * CHUNK, 7);
+    assertEquals(0, engine.store(q, q.length, addresses(source(q.length, 7, false))));
+    assertEquals(0, engine.lookup(q, q.length));
+    assertTrue(engine.pool().allocationFailures() > 0);
+    engine.completeStore(pinHold[0], false);
+  }
+
+  @Test
+  void lookupAndPin_protectsChunksUntilUnpinned() {
+    open(Map.of("max_local_cpu_size", 4.0 * 4096 / (1L << 30), "cache_policy", "LRU"));
+    int[] p = prompt(2 * CHUNK, 8);
+    engine.store(p, p.length, addresses(source(p.length, 8, false)));
+    assertEquals(2 * CHUNK, engine.lookupAndPin(77, p, p.length));
+    for (int i = 0; i < 6; i++) {
+      int[] q = prompt(2 * CHUNK, 200 + i);
+      engine.store(q, q.length, addresses(source(q.length, 200 + i, false)));
+    }
+    assertEquals(2 * CHUNK, engine.lookup(p, p.length), "pinned chunks survive churn");
+    engine.unpinRequest(77);
+    engine.unpinRequest(77); // idempotent
+    for (int i = 0; i < 6; i++) {
+      int[] q = prompt(2 * CHUNK, 300 + i);
+      engine.store(q, q.length, addresses(source(q.length, 300 + i, false)));
+    }
+    assertEquals(0, engine.lookup(p, p.length), "unpinned chunks can be evicted again");
+  }
+
+  @Test
+  void badArguments_throwClearly() {
+    open(Map.of());
+    int[] p = prompt(3 * CHUNK, 9);
+    IllegalArgumentException e =
+        assertThrows(
+            IllegalArgumentException.class, () -> engine.store(p, p.length, new long[] {1, 2}));
+    assertEquals("srcAddresses has 2 entries for a prompt of 3 chunks", e.getMessage());
+    assertThrows(IllegalArgumentException.class, () -> engine.lookup(p, p.length + 1));
+    assertThrows(IllegalArgumentException.class, () -> engine.completeLoad(12345));
+    assertThrows(IllegalArgumentException.class, () -> engine.lookupBatch(p, new int[] {0, 10, 5}));
+    assertEquals(0, engine.pool().inUseSlots(), "a refused store holds nothing");
+  }
+
+  @Test
+  void afterClose_everyCallThrows() {
+    open(Map.of());
+    engine.close();
+    int[] p = prompt(CHUNK, 1);
+    assertThrows(IllegalStateException.class, () -> engine.lookup(p, p.length));
+    assertThrows(IllegalStateException.class, () -> engine.prepareStore(p, p.length, 0));
+    assertThrows(IllegalStateException.class, () -> engine.prepareLoad(p, p.length, 1));
+  }
+
+  @Test
+  void constructor_rejectsMismatchedChunkSizeAndLocalCpuOff() {
+    assertThrows(
+        IllegalArgumentException.class,
+        () -> new KvEngine(KvTierConfig.of(Map.of()), ns(CHUNK), 64, MmapAllocator.INSTANCE));
+    ConfigException e =
+        assertThrows(
+            ConfigException.class,
+            () ->
+                new KvEngine(
+                    KvTierConfig.of(Map.of("chunk_size", CHUNK, "local_cpu", false)),
+                    ns(CHUNK),
+                    64,
+                    MmapAllocator.INSTANCE));
+    assertTrue(e.getMessage().contains("local_cpu=false"));
+  }
+
+  @Test
+  void stats_countLookupsHitsAndStores() {
+    open(Map.of());
+    int[] p = prompt(2 * CHUNK, 10);
+    engine.store(p, p.length, addresses(source(p.length, 10, false)));
+    engine.lookup(p, p.length);
+    long[] s = engine.stats();
+    String[] names = KvEngine.statNames();
+    assertEquals(names.length, s.length);
+    Map<String, Long> m = new java.util.HashMap<>();
+    for (int i = 0; i < names.length; i++) {
+      m.put(names[i], s[i]);
+    }
+    assertEquals(2L * CHUNK, m.get("hit_tokens"));
+    assertEquals(2L, m.get("puts"));
+    assertEquals(2L, m.get("entries"));
+    assertEquals(2 * CHUNK_BYTES, m.get("bytes"));
+  }
+}
