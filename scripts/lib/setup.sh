@@ -19,6 +19,6 @@ VENV_PY="$ROOT/.venv/bin/python"
 # Installs the kvtier wheel (its build runs the Maven build of java-core) and the test tools.
 install_kvtier() {
   "$VENV_PY" -m pip install -q --upgrade "pip>=24"
-  "$VENV_PY" -m pip install -q "pytest>=8" "ruff>=0.6"
+  "$VENV_PY" -m pip install -q "pytest>=8" "ruff>=0.6" "mmh3>=4"
   "$VENV_PY" -m pip install -q "$ROOT/python-connector"
 }

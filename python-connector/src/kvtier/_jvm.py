@@ -415,3 +415,15 @@ def new(name: str, *args: Any) -> JavaProxy:
         return JavaProxy(cls.java(*args))
     except jpype.JException as e:
         raise translate(e) from e
+
+
+def int_array(values: Any) -> Any:
+    """Returns a Java ``int[]`` of ``values`` (a numpy int32 array converts in one bulk copy)."""
+    start()
+    return jpype.JArray(jpype.JInt)(values)
+
+
+def long_array(values: Any) -> Any:
+    """Returns a Java ``long[]`` of ``values`` (a numpy int64 array converts in one bulk copy)."""
+    start()
+    return jpype.JArray(jpype.JLong)(values)

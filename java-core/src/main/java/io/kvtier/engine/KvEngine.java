@@ -176,8 +176,22 @@ public final class KvEngine implements AutoCloseable {
    */
   public int lookup(int[] tokens, int tokenCount) {
     checkOpen();
-    int chunks = tiers.prefixLength(keys(tokens, tokenCount, Integer.MAX_VALUE));
-    int hit = tokensIn(chunks, tokenCount);
+    if (tokenCount > tokens.length) {
+      throw new IllegalArgumentException(
+          "tokenCount " + tokenCount + " exceeds the token array's length " + tokens.length);
+    }
+    // Hash chunk by chunk and stop at the first miss: a cold prompt costs one hash, not all.
+    int chunks = ChunkHasher.chunkCount(tokenCount, chunkTokens, partialChunks);
+    long[] h = new long[2];
+    int hitChunks = 0;
+    for (int c = 0; c < chunks; c++) {
+      ChunkHasher.hashChunk(h[0], h[1], tokens, c * chunkTokens, chunkTokensAt(c, tokenCount), h);
+      if (!tiers.contains(new ChunkKey(namespaceId, h[0], h[1]))) {
+        break;
+      }
+      hitChunks++;
+    }
+    int hit = tokensIn(hitChunks, tokenCount);
     lookupTokens.add(tokenCount);
     hitTokens.add(hit);
     return hit;

@@ -61,6 +61,16 @@ public final class ChunkHasher {
     return out;
   }
 
+  /**
+   * Hashes one chunk, {@code tokens[from, from + count)}, under its parent's hash ({@code 0, 0} for
+   * the first chunk), writing {@code h1, h2} to {@code out[0], out[1]}. For callers that stop at
+   * the first miss instead of hashing the whole prompt.
+   */
+  public static void hashChunk(
+      long parentH1, long parentH2, int[] tokens, int from, int count, long[] out) {
+    Murmur3x64.hashChunk(parentH1, parentH2, tokens, from, count, SEED, out, 0);
+  }
+
   /** Returns the keys of the chunks of a prompt in {@code namespace}; see {@link #hashes}. */
   public static ChunkKey[] keys(
       long namespace,

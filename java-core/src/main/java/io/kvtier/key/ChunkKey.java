@@ -12,7 +12,8 @@ public record ChunkKey(long namespace, long h1, long h2) {
     return hex(h1, h2);
   }
 
-  static String hex(long h1, long h2) {
+  /** A 128-bit hash as 32 hex digits in digest order: h1 then h2, each little-endian. */
+  public static String hex(long h1, long h2) {
     HexFormat f = HexFormat.of();
     return f.toHexDigits(Long.reverseBytes(h1)) + f.toHexDigits(Long.reverseBytes(h2));
   }

@@ -15,8 +15,8 @@ import java.util.function.Consumer;
  * deterministic.
  */
 final class CaffeineIndex implements EvictionIndex {
-  /** Coldest entries examined per {@link #evictOne()} while looking for an unpinned one. */
-  private static final int EVICT_SCAN = 64;
+  /** Scans per {@link #evictOne()} when the chosen entry is pinned or replaced meanwhile. */
+  private static final int EVICT_ATTEMPTS = 8;
 
   private final Cache<ChunkKey, IndexEntry> cache;
   private final Policy.Eviction<ChunkKey, IndexEntry> eviction;
@@ -103,7 +103,14 @@ final class CaffeineIndex implements EvictionIndex {
 
   @Override
   public boolean evictOne() {
-    for (Map.Entry<ChunkKey, IndexEntry> candidate : eviction.coldest(EVICT_SCAN).entrySet()) {
+    for (int attempt = 0; attempt < EVICT_ATTEMPTS; attempt++) {
+      // The stream walks the policy's order lazily, coldest first, so this is O(pinned skipped).
+      Map.Entry<ChunkKey, IndexEntry> candidate =
+          eviction.coldest(
+              stream -> stream.filter(en -> en.getValue().pins == 0).findFirst().orElse(null));
+      if (candidate == null) {
+        return false;
+      }
       IndexEntry e = candidate.getValue();
       boolean[] evicted = {false};
       cache
@@ -122,6 +129,7 @@ final class CaffeineIndex implements EvictionIndex {
         onEvict.accept(e);
         return true;
       }
+      // Pinned or replaced between the scan and the removal: look again.
     }
     return false;
   }

@@ -1,0 +1,94 @@
+"""The Java engine driven from Python as the connector will: primitives, arrays and addresses."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import kvtier
+from kvtier import _jvm
+
+CHUNK = 32
+BYTES_PER_TOKEN = 256
+
+
+def open_engine(**settings: object):
+    config = _jvm.java_class("io.kvtier.config.KvTierConfig").of({"chunk_size": CHUNK, **settings})
+    ns = _jvm.new("io.kvtier.key.KeyNamespace", "tiny", "bfloat16", 2, 2, 32, 1, 0, CHUNK, False)
+    alloc = _jvm.java_class("io.kvtier.memory.MmapAllocator").INSTANCE
+    return _jvm.new("io.kvtier.engine.KvEngine", config, ns.java, BYTES_PER_TOKEN, alloc)
+
+
+def chunks_of(tokens: int, seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    n = tokens // CHUNK
+    return [rng.integers(0, 256, CHUNK * BYTES_PER_TOKEN, dtype=np.uint8) for _ in range(n)]
+
+
+def addresses(arrays: list[np.ndarray]):
+    return _jvm.long_array(np.array([a.ctypes.data for a in arrays], dtype=np.int64))
+
+
+def test_store_lookup_retrieve_round_trip_byte_exact():
+    """numpy chunks stored by address come back byte for byte; the lookup reports the hit."""
+    engine = open_engine()
+    try:
+        tokens = np.random.default_rng(1).integers(0, 150_000, 4 * CHUNK + 9, dtype=np.int32)
+        jtokens = _jvm.int_array(tokens)
+        src = chunks_of(len(tokens), 1)
+        assert engine.lookup(jtokens, len(tokens)) == 0
+        assert engine.store(jtokens, len(tokens), addresses(src)) == 4
+        assert engine.lookup(jtokens, len(tokens)) == 4 * CHUNK
+
+        dst = [np.zeros_like(a) for a in src]
+        assert engine.retrieve(jtokens, len(tokens), addresses(dst)) == 4
+        for a, b in zip(src, dst, strict=True):
+            assert np.array_equal(a, b)
+    finally:
+        engine.close()
+
+
+def test_two_phase_store_writes_into_engine_memory():
+    """prepareStore hands out slot addresses; bytes written there from Python are what loads."""
+    from kvtier import hostmem
+
+    engine = open_engine()
+    try:
+        tokens = np.arange(2 * CHUNK, dtype=np.int32)
+        jt = _jvm.int_array(tokens)
+        prepared = list(engine.prepareStore(jt, len(tokens), 0))
+        handle, slots = prepared[0], prepared[1:]
+        src = chunks_of(len(tokens), 2)
+        for addr, data in zip(slots, src, strict=True):
+            _jvm.java_class("io.kvtier.bridge.HostMemory").copy(data.ctypes.data, addr, data.nbytes)
+        assert engine.lookup(jt, len(tokens)) == 0, "invisible until completed"
+        assert engine.completeStore(handle, True) == 2
+        loaded = list(engine.prepareLoad(jt, len(tokens), 10))
+        assert len(loaded) == 3
+        for addr, data in zip(loaded[1:], src, strict=True):
+            out = np.zeros_like(data)
+            _jvm.java_class("io.kvtier.bridge.HostMemory").copy(addr, out.ctypes.data, out.nbytes)
+            assert np.array_equal(out, data)
+        engine.completeLoad(loaded[0])
+        assert hostmem.crc32(src[0]) == hostmem.crc32(src[0].copy())
+    finally:
+        engine.close()
+
+
+def test_bad_config_reaches_python_naming_key_and_value():
+    """A malformed setting is a ValueError that keeps the Java message."""
+    with pytest.raises(kvtier.JavaValueError, match=r"cache_policy=MRU") as info:
+        open_engine(cache_policy="MRU")
+    assert info.value.java_class == "io.kvtier.config.ConfigException"
+
+
+def test_wrong_address_count_is_refused():
+    """Fewer source addresses than chunks is an error, not a partial store."""
+    engine = open_engine()
+    try:
+        tokens = _jvm.int_array(np.arange(3 * CHUNK, dtype=np.int32))
+        with pytest.raises(kvtier.JavaValueError, match="srcAddresses has 1 entries"):
+            engine.store(tokens, 3 * CHUNK, _jvm.long_array(np.array([1], dtype=np.int64)))
+        assert engine.lookup(tokens, 3 * CHUNK) == 0
+    finally:
+        engine.close()
