@@ -413,6 +413,71 @@ public final class KvEngine implements AutoCloseable {
     }
   }
 
+  // ---- batched forms -------------------------------------------------------------------------
+
+  /**
+   * Stores several prompts in one call: prompt {@code i} is {@code tokens[offsets[i],
+   * offsets[i+1])}, and its chunks' source addresses follow one another in {@code srcAddresses}
+   * (prompt 0's chunks, then prompt 1's, ...).
+   *
+   * @return chunks stored per prompt
+   * @throws IllegalArgumentException if the offsets are malformed or there are too few addresses
+   */
+  public int[] storeBatch(int[] tokens, int[] offsets, long[] srcAddresses) {
+    checkOpen();
+    checkOffsets(tokens, offsets);
+    int[] stored = new int[offsets.length - 1];
+    checkAddressCount(offsets, srcAddresses.length, "srcAddresses");
+    int next = 0;
+    for (int i = 0; i < stored.length; i++) {
+      int n = offsets[i + 1] - offsets[i];
+      int chunks = ChunkHasher.chunkCount(n, chunkTokens, partialChunks);
+      stored[i] =
+          store(
+              slice(tokens, offsets[i], offsets[i + 1]),
+              n,
+              java.util.Arrays.copyOfRange(srcAddresses, next, next + chunks));
+      next += chunks;
+    }
+    return stored;
+  }
+
+  /**
+   * Retrieves several prompts in one call; addresses are laid out as in {@link #storeBatch}.
+   *
+   * @return chunks copied per prompt (each a contiguous prefix)
+   * @throws IllegalArgumentException if the offsets are malformed or there are too few addresses
+   */
+  public int[] retrieveBatch(int[] tokens, int[] offsets, long[] dstAddresses) {
+    checkOpen();
+    checkOffsets(tokens, offsets);
+    checkAddressCount(offsets, dstAddresses.length, "dstAddresses");
+    int[] got = new int[offsets.length - 1];
+    int next = 0;
+    for (int i = 0; i < got.length; i++) {
+      int n = offsets[i + 1] - offsets[i];
+      int chunks = ChunkHasher.chunkCount(n, chunkTokens, partialChunks);
+      got[i] =
+          retrieve(
+              slice(tokens, offsets[i], offsets[i + 1]),
+              n,
+              java.util.Arrays.copyOfRange(dstAddresses, next, next + chunks));
+      next += chunks;
+    }
+    return got;
+  }
+
+  private void checkAddressCount(int[] offsets, int have, String name) {
+    int need = 0;
+    for (int i = 0; i + 1 < offsets.length; i++) {
+      need += ChunkHasher.chunkCount(offsets[i + 1] - offsets[i], chunkTokens, partialChunks);
+    }
+    if (have < need) {
+      throw new IllegalArgumentException(
+          name + " has " + have + " entries for " + need + " chunks in the batch");
+    }
+  }
+
   // ---- stats and lifecycle --------------------------------------------------------------------
 
   /**

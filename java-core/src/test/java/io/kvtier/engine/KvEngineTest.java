@@ -130,6 +130,35 @@ class KvEngineTest {
   }
 
   @Test
+  void batchedStoreAndRetrieve_roundTripEveryPrompt() {
+    open(Map.of());
+    int[] a = prompt(2 * CHUNK, 20);
+    int[] b = prompt(3 * CHUNK + 1, 21);
+    MemorySegment[] sa = source(a.length, 20, false);
+    MemorySegment[] sb = source(b.length, 21, false);
+    int[] tokens = concat(a, b);
+    int[] offsets = {0, a.length, a.length + b.length};
+    MemorySegment[] all = concatSegments(sa, sb);
+    assertArrayEquals(new int[] {2, 3}, engine.storeBatch(tokens, offsets, addresses(all)));
+    MemorySegment[] dst = blank(all);
+    assertArrayEquals(new int[] {2, 3}, engine.retrieveBatch(tokens, offsets, addresses(dst)));
+    for (int i = 0; i < all.length; i++) {
+      assertEquals(-1, all[i].mismatch(dst[i]), "chunk " + i);
+    }
+    IllegalArgumentException e =
+        assertThrows(
+            IllegalArgumentException.class,
+            () -> engine.retrieveBatch(tokens, offsets, new long[4]));
+    assertEquals("dstAddresses has 4 entries for 5 chunks in the batch", e.getMessage());
+  }
+
+  static MemorySegment[] concatSegments(MemorySegment[] a, MemorySegment[] b) {
+    MemorySegment[] out = java.util.Arrays.copyOf(a, a.length + b.length);
+    System.arraycopy(b, 0, out, a.length, b.length);
+    return out;
+  }
+
+  @Test
   void prepareStore_isInvisibleUntilCompleted_andFailedStoreLeavesNothing() {
     open(Map.of());
     int[] p = prompt(2 * CHUNK, 4);
