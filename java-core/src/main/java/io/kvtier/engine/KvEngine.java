@@ -424,22 +424,7 @@ public final class KvEngine implements AutoCloseable {
    * @throws IllegalArgumentException if the offsets are malformed or there are too few addresses
    */
   public int[] storeBatch(int[] tokens, int[] offsets, long[] srcAddresses) {
-    checkOpen();
-    checkOffsets(tokens, offsets);
-    int[] stored = new int[offsets.length - 1];
-    checkAddressCount(offsets, srcAddresses.length, "srcAddresses");
-    int next = 0;
-    for (int i = 0; i < stored.length; i++) {
-      int n = offsets[i + 1] - offsets[i];
-      int chunks = ChunkHasher.chunkCount(n, chunkTokens, partialChunks);
-      stored[i] =
-          store(
-              slice(tokens, offsets[i], offsets[i + 1]),
-              n,
-              java.util.Arrays.copyOfRange(srcAddresses, next, next + chunks));
-      next += chunks;
-    }
-    return stored;
+    return perPrompt(tokens, offsets, srcAddresses, "srcAddresses", this::store);
   }
 
   /**
@@ -449,22 +434,33 @@ public final class KvEngine implements AutoCloseable {
    * @throws IllegalArgumentException if the offsets are malformed or there are too few addresses
    */
   public int[] retrieveBatch(int[] tokens, int[] offsets, long[] dstAddresses) {
+    return perPrompt(tokens, offsets, dstAddresses, "dstAddresses", this::retrieve);
+  }
+
+  /** A per-prompt operation of the batched forms: (tokens, tokenCount, chunk addresses). */
+  @FunctionalInterface
+  private interface PromptOp {
+    int apply(int[] tokens, int tokenCount, long[] addresses);
+  }
+
+  private int[] perPrompt(
+      int[] tokens, int[] offsets, long[] addresses, String addressesName, PromptOp op) {
     checkOpen();
     checkOffsets(tokens, offsets);
-    checkAddressCount(offsets, dstAddresses.length, "dstAddresses");
-    int[] got = new int[offsets.length - 1];
+    checkAddressCount(offsets, addresses.length, addressesName);
+    int[] result = new int[offsets.length - 1];
     int next = 0;
-    for (int i = 0; i < got.length; i++) {
+    for (int i = 0; i < result.length; i++) {
       int n = offsets[i + 1] - offsets[i];
       int chunks = ChunkHasher.chunkCount(n, chunkTokens, partialChunks);
-      got[i] =
-          retrieve(
+      result[i] =
+          op.apply(
               slice(tokens, offsets[i], offsets[i + 1]),
               n,
-              java.util.Arrays.copyOfRange(dstAddresses, next, next + chunks));
+              java.util.Arrays.copyOfRange(addresses, next, next + chunks));
       next += chunks;
     }
-    return got;
+    return result;
   }
 
   private void checkAddressCount(int[] offsets, int have, String name) {

@@ -162,18 +162,24 @@ public final class ChunkPool implements AutoCloseable {
 
   /** Called by {@link ChunkBuffer#release()} when the last reference goes. */
   void free(int slot) {
-    List<MemorySegment> toUnmap = null;
     synchronized (this) {
       freeStack[freeTop++] = slot;
       inUse--;
-      if (closed && inUse == 0) {
-        toUnmap = new ArrayList<>(slabs);
-        slabs.clear();
+    }
+    unmapIfClosedAndIdle();
+  }
+
+  /** Returns every slab to the allocator once the pool is closed and no buffer is held. */
+  private void unmapIfClosedAndIdle() {
+    List<MemorySegment> toUnmap;
+    synchronized (this) {
+      if (!closed || inUse != 0 || slabs.isEmpty()) {
+        return;
       }
+      toUnmap = new ArrayList<>(slabs);
+      slabs.clear();
     }
-    if (toUnmap != null) {
-      toUnmap.forEach(allocator::free);
-    }
+    toUnmap.forEach(allocator::free);
   }
 
   /**
@@ -182,20 +188,10 @@ public final class ChunkPool implements AutoCloseable {
    */
   @Override
   public void close() {
-    List<MemorySegment> toUnmap = null;
     synchronized (this) {
-      if (closed) {
-        return;
-      }
       closed = true;
-      if (inUse == 0) {
-        toUnmap = new ArrayList<>(slabs);
-        slabs.clear();
-      }
     }
-    if (toUnmap != null) {
-      toUnmap.forEach(allocator::free);
-    }
+    unmapIfClosedAndIdle();
   }
 
   @Override
