@@ -124,6 +124,42 @@ public final class KvTierConfig {
           "Copy-down queue bound; a full queue drops the copy and counts it (kvtier key).",
           ConfigKey.positiveInt());
 
+  /** Threads writing chunks to disk in the background. */
+  public static final ConfigKey<Integer> DISK_WRITE_THREADS =
+      new ConfigKey<>(
+          "disk_write_threads",
+          4,
+          "threads",
+          "Background workers writing chunks to the disk tier (kvtier key).",
+          ConfigKey.positiveInt());
+
+  /** Threads reading chunks from disk in parallel for batched gets and prefetches. */
+  public static final ConfigKey<Integer> DISK_READ_THREADS =
+      new ConfigKey<>(
+          "disk_read_threads",
+          8,
+          "threads",
+          "Workers reading chunks from the disk tier in parallel (kvtier key).",
+          ConfigKey.positiveInt());
+
+  /** Disk writes that may wait before new ones are dropped (and counted). */
+  public static final ConfigKey<Integer> DISK_QUEUE =
+      new ConfigKey<>(
+          "disk_queue",
+          256,
+          "chunks",
+          "Disk writes that may wait; when full a put is dropped and counted (kvtier key).",
+          ConfigKey.positiveInt());
+
+  /** LZ4-compress chunks on disk. */
+  public static final ConfigKey<Boolean> LOCAL_DISK_LZ4 =
+      new ConfigKey<>(
+          "local_disk_lz4",
+          false,
+          "",
+          "Compress chunks on disk with LZ4 (kept raw when it does not save 5%) (kvtier key).",
+          ConfigKey.bool());
+
   /** Free-form settings, as in LMCache; kvtier reads the keys in {@link #EXTRA_KEYS}. */
   public static final ConfigKey<Map<String, Object>> EXTRA_CONFIG =
       new ConfigKey<>("extra_config", Map.of(), "mapping", "Further settings.", ConfigKey.map());
@@ -143,6 +179,10 @@ public final class KvTierConfig {
           CACHE_POLICY,
           COPY_DOWN_THREADS,
           COPY_DOWN_QUEUE,
+          DISK_WRITE_THREADS,
+          DISK_READ_THREADS,
+          DISK_QUEUE,
+          LOCAL_DISK_LZ4,
           EXTRA_CONFIG);
 
   /** {@code extra_config} entries kvtier reads; others are reported as unsupported. */
@@ -346,6 +386,22 @@ public final class KvTierConfig {
 
   public int copyDownQueue() {
     return get(COPY_DOWN_QUEUE);
+  }
+
+  public int diskWriteThreads() {
+    return get(DISK_WRITE_THREADS);
+  }
+
+  public int diskReadThreads() {
+    return get(DISK_READ_THREADS);
+  }
+
+  public int diskQueue() {
+    return get(DISK_QUEUE);
+  }
+
+  public boolean localDiskLz4() {
+    return get(LOCAL_DISK_LZ4);
   }
 
   /** {@code extra_config.use_odirect}: O_DIRECT for the disk tier (default false). */

@@ -5,6 +5,7 @@ import static io.kvtier.Checks.checkPositive;
 
 import io.kvtier.bridge.HostMemory;
 import io.kvtier.config.KvTierConfig;
+import io.kvtier.disk.DiskStore;
 import io.kvtier.key.ChunkHasher;
 import io.kvtier.key.ChunkKey;
 import io.kvtier.key.KeyNamespace;
@@ -13,9 +14,9 @@ import io.kvtier.memory.ChunkPool;
 import io.kvtier.memory.HostAllocator;
 import io.kvtier.memory.MmapAllocator;
 import io.kvtier.store.CpuStore;
+import io.kvtier.store.KvStore;
 import io.kvtier.store.StoreStats;
 import io.kvtier.store.TieredStore;
-import java.io.IOException;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
@@ -67,7 +68,6 @@ public final class KvEngine implements AutoCloseable {
   private final Map<Long, List<ChunkKey>> pinsByRequest = new ConcurrentHashMap<>();
   private final LongAdder lookupTokens = new LongAdder();
   private final LongAdder hitTokens = new LongAdder();
-  private final LongAdder loadErrors = new LongAdder();
   private volatile boolean closed;
 
   private record PendingStore(ChunkKey[] keys, ChunkBuffer[] buffers) {}
@@ -109,10 +109,9 @@ public final class KvEngine implements AutoCloseable {
               + " differs from chunk_size="
               + chunkTokens);
     }
-    if (!config.localCpu()) {
+    if (!config.localCpu() && config.localDiskPaths().isEmpty()) {
       throw new io.kvtier.config.ConfigException(
-          "local_cpu=false leaves no tier to keep chunks in: the disk and remote tiers are not"
-              + " available in this version; set local_cpu=true");
+          "local_cpu=false leaves no tier to keep chunks in: set local_disk (or local_cpu=true)");
     }
     LOG.log(System.Logger.Level.INFO, config.describe());
     if (!config.unsupportedKeys().isEmpty()) {
@@ -120,10 +119,10 @@ public final class KvEngine implements AutoCloseable {
           System.Logger.Level.WARNING,
           "kvtier ignores these settings, which it does not support: " + config.unsupportedKeys());
     }
-    if (!config.localDiskPaths().isEmpty() || config.remoteUrl() != null) {
+    if (config.remoteUrl() != null) {
       LOG.log(
           System.Logger.Level.WARNING,
-          "local_disk / remote_url are set, but this version keeps chunks in CPU memory only");
+          "remote_url is set, but this version has no remote tier; it is ignored");
     }
     long chunkBytes = Math.multiplyExact(chunkTokens, bytesPerToken);
     this.pool =
@@ -354,21 +353,7 @@ public final class KvEngine implements AutoCloseable {
   public long[] prepareLoad(int[] tokens, int tokenCount, int maxChunks) {
     checkOpen();
     ChunkKey[] keys = keys(tokens, tokenCount, maxChunks);
-    List<ChunkBuffer> held = new ArrayList<>();
-    for (ChunkKey k : keys) {
-      ChunkBuffer b;
-      try {
-        b = tiers.get(k);
-      } catch (IOException e) {
-        loadErrors.increment();
-        LOG.log(System.Logger.Level.WARNING, "load of " + k + " failed; treated as a miss", e);
-        b = null;
-      }
-      if (b == null) {
-        break;
-      }
-      held.add(b);
-    }
+    List<ChunkBuffer> held = List.of(tiers.getPrefix(keys));
     long handle = nextHandle.getAndIncrement();
     pendingLoads.put(handle, held);
     long[] out = new long[1 + held.size()];
@@ -479,10 +464,19 @@ public final class KvEngine implements AutoCloseable {
   /**
    * Counters as {@code [lookupTokens, hitTokens, hits, misses, puts, duplicatePuts, droppedPuts,
    * evictions, entries, bytes, poolInUseSlots, poolMappedBytes, poolAllocationFailures,
-   * loadErrors]}.
+   * copyDownDropped, diskEntries, diskBytes, diskPuts, diskDroppedPuts, diskErrors]} (disk figures
+   * 0 without a disk tier).
    */
   public long[] stats() {
     StoreStats s = tiers.stats();
+    StoreStats d = new StoreStats(0, 0, 0, 0, 0, 0, 0, 0);
+    long diskErrors = 0;
+    for (KvStore lower : tiers.lowerTiers()) {
+      if (lower instanceof DiskStore disk) {
+        d = disk.stats();
+        diskErrors = disk.errorCounts().values().stream().mapToLong(Long::longValue).sum();
+      }
+    }
     return new long[] {
       lookupTokens.sum(),
       hitTokens.sum(),
@@ -497,7 +491,12 @@ public final class KvEngine implements AutoCloseable {
       pool.inUseSlots(),
       pool.mappedBytes(),
       pool.allocationFailures(),
-      loadErrors.sum()
+      tiers.copyDownDropped(),
+      d.entries(),
+      d.bytes(),
+      d.puts(),
+      d.droppedPuts(),
+      diskErrors
     };
   }
 
@@ -517,7 +516,12 @@ public final class KvEngine implements AutoCloseable {
       "pool_in_use_slots",
       "pool_mapped_bytes",
       "pool_allocation_failures",
-      "load_errors"
+      "copy_down_dropped",
+      "disk_entries",
+      "disk_bytes",
+      "disk_puts",
+      "disk_dropped_puts",
+      "disk_errors"
     };
   }
 

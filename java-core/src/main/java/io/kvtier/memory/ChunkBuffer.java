@@ -31,7 +31,7 @@ public final class ChunkBuffer {
 
   private final ChunkPool pool;
   private final int slot;
-  private final MemorySegment slotSegment;
+  private final MemorySegment slotSegment; // the whole stride: capacity rounded up to a page
   private final LeakDetector.Track track;
 
   @SuppressWarnings("unused") // accessed through REF_CNT
@@ -63,16 +63,27 @@ public final class ChunkBuffer {
    * @throws IllegalArgumentException if {@code length} is negative or above {@link #capacity()}
    */
   public void setLength(long length) {
-    if (length < 0 || length > slotSegment.byteSize()) {
+    if (length < 0 || length > capacity()) {
       throw new IllegalArgumentException(
-          "length " + length + " is outside [0, " + slotSegment.byteSize() + "] of this slot");
+          "length " + length + " is outside [0, " + capacity() + "] of this slot");
     }
     this.length = length;
   }
 
   /** Bytes the slot can hold. */
   public long capacity() {
-    return slotSegment.byteSize();
+    return pool.slotBytes();
+  }
+
+  /**
+   * The whole slot rounded up to a page ({@link ChunkPool#strideBytes()}), page-aligned: for I/O
+   * that moves whole pages (O_DIRECT). Bytes past {@link #capacity()} are padding.
+   *
+   * @throws IllegalStateException if the buffer was released
+   */
+  public MemorySegment paddedSegment() {
+    ensureLive();
+    return slotSegment;
   }
 
   /**

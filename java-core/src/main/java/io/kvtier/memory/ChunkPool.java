@@ -89,6 +89,11 @@ public final class ChunkPool implements AutoCloseable {
     return slotBytes;
   }
 
+  /** Bytes between slot starts: {@link #slotBytes()} rounded up to {@link #PAGE_BYTES}. */
+  public long strideBytes() {
+    return strideBytes;
+  }
+
   /** Slots the pool may hold in all. */
   public int capacitySlots() {
     return capacitySlots;
@@ -157,7 +162,7 @@ public final class ChunkPool implements AutoCloseable {
   // Guarded by this.
   private MemorySegment slotSegment(int slot) {
     MemorySegment slab = slabs.get(slot / slotsPerSlab);
-    return slab.asSlice((long) (slot % slotsPerSlab) * strideBytes, slotBytes);
+    return slab.asSlice((long) (slot % slotsPerSlab) * strideBytes, strideBytes);
   }
 
   /** Called by {@link ChunkBuffer#release()} when the last reference goes. */

@@ -64,6 +64,24 @@ public interface KvStore extends AutoCloseable {
   ChunkBuffer get(ChunkKey key) throws IOException;
 
   /**
+   * Gets several chunks; tiers with parallel I/O override this to read them concurrently.
+   *
+   * @return one buffer per key (owned by the caller), null where missing or unreadable
+   * @throws IllegalStateException if the store is closed
+   */
+  default ChunkBuffer[] getBatch(ChunkKey[] keys) {
+    ChunkBuffer[] out = new ChunkBuffer[keys.length];
+    for (int i = 0; i < keys.length; i++) {
+      try {
+        out[i] = get(keys[i]);
+      } catch (IOException e) {
+        out[i] = null; // a miss; the tier counted it
+      }
+    }
+    return out;
+  }
+
+  /**
    * Pins {@code key} against eviction.
    *
    * @return false if the key is not stored (nothing pinned)

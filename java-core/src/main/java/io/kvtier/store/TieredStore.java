@@ -35,6 +35,7 @@ public final class TieredStore implements KvStore {
   private static final System.Logger LOG = System.getLogger(TieredStore.class.getName());
 
   private final CpuStore cpu;
+  private final boolean cacheInCpu;
   private final List<KvStore> lower;
   private final ThreadPoolExecutor copyDown;
   private final LongAdder copyDownDropped = new LongAdder();
@@ -50,6 +51,26 @@ public final class TieredStore implements KvStore {
    * @throws IllegalArgumentException if a count is not positive
    */
   public TieredStore(CpuStore cpu, List<KvStore> lower, int copyDownThreads, int copyDownQueue) {
+    this(cpu, lower, copyDownThreads, copyDownQueue, true);
+  }
+
+  /**
+   * Like {@link #TieredStore(CpuStore, List, int, int)}; with {@code cacheInCpu} false the CPU tier
+   * only stages chunks (LMCache's {@code local_cpu: false}): a chunk leaves it once copied down,
+   * and lower-tier hits are not promoted.
+   *
+   * @throws IllegalArgumentException if {@code cacheInCpu} is false without a lower tier
+   */
+  public TieredStore(
+      CpuStore cpu,
+      List<KvStore> lower,
+      int copyDownThreads,
+      int copyDownQueue,
+      boolean cacheInCpu) {
+    if (!cacheInCpu && lower.isEmpty()) {
+      throw new IllegalArgumentException("a CPU tier that only stages needs a lower tier");
+    }
+    this.cacheInCpu = cacheInCpu;
     this.cpu = cpu;
     this.lower = List.copyOf(lower);
     checkPositive(copyDownThreads, "copyDownThreads");
@@ -134,6 +155,9 @@ public final class TieredStore implements KvStore {
       }
     } finally {
       chunk.release();
+      if (!cacheInCpu && !closed) {
+        cpu.remove(key); // staged only; asynchronous lower tiers hold their own reference
+      }
     }
   }
 
@@ -157,7 +181,7 @@ public final class TieredStore implements KvStore {
         continue;
       }
       if (b != null) {
-        if (cpu.put(key, b)) {
+        if (cacheInCpu && cpu.put(key, b)) {
           promotions.increment();
         }
         return b;
@@ -167,6 +191,56 @@ public final class TieredStore implements KvStore {
       throw first;
     }
     return null;
+  }
+
+  /**
+   * Gets the stored leading chunks of {@code keys}: CPU hits first, then the rest from each lower
+   * tier with one batched (parallel where the tier can) read, promoting what is found.
+   *
+   * @return buffers (owned by the caller) for the contiguous stored prefix of {@code keys}
+   */
+  public ChunkBuffer[] getPrefix(ChunkKey[] keys) {
+    checkOpen();
+    List<ChunkBuffer> got = new java.util.ArrayList<>();
+    int n = 0;
+    while (n < keys.length) {
+      ChunkBuffer b = cpu.get(keys[n]);
+      if (b == null) {
+        break;
+      }
+      got.add(b);
+      n++;
+    }
+    for (KvStore s : lower) {
+      if (n == keys.length) {
+        break;
+      }
+      int stored = n;
+      while (stored < keys.length && s.contains(keys[stored])) {
+        stored++;
+      }
+      if (stored == n) {
+        continue;
+      }
+      ChunkBuffer[] batch = s.getBatch(java.util.Arrays.copyOfRange(keys, n, stored));
+      int i = 0;
+      for (; i < batch.length && batch[i] != null; i++) {
+        if (cacheInCpu && cpu.put(keys[n + i], batch[i])) {
+          promotions.increment();
+        }
+        got.add(batch[i]);
+      }
+      for (int j = i; j < batch.length; j++) {
+        if (batch[j] != null) {
+          batch[j].release(); // past the first miss: not part of the prefix
+        }
+      }
+      n += i;
+      if (i < batch.length) {
+        break;
+      }
+    }
+    return got.toArray(new ChunkBuffer[0]);
   }
 
   @Override

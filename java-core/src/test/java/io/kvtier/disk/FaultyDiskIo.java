@@ -1,0 +1,75 @@
+package io.kvtier.disk;
+
+import java.io.IOException;
+import java.lang.foreign.MemorySegment;
+import java.nio.file.AccessDeniedException;
+import java.nio.file.FileSystemException;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.concurrent.CopyOnWriteArrayList;
+import java.util.concurrent.CountDownLatch;
+
+/**
+ * A {@link DiskIo} that injects faults into the real one (after Lucene's MockDirectoryWrapper):
+ * disk full, read-only, I/O errors on reads, and writes that block until released. Records the
+ * order of operations. Thread-safe; switch faults between operations.
+ */
+final class FaultyDiskIo implements DiskIo {
+  enum Fault {
+    NONE,
+    DISK_FULL,
+    READ_ONLY,
+    READ_ERROR
+  }
+
+  private final DiskIo real = NioDiskIo.INSTANCE;
+  volatile Fault fault = Fault.NONE;
+  volatile CountDownLatch writeGate; // when set, writes wait for it
+  final List<String> log = new CopyOnWriteArrayList<>();
+
+  @Override
+  public void writeAtomically(Path target, List<MemorySegment> parts, boolean direct)
+      throws IOException {
+    CountDownLatch gate = writeGate;
+    if (gate != null) {
+      try {
+        gate.await();
+      } catch (InterruptedException e) {
+        Thread.currentThread().interrupt();
+        throw new IOException("interrupted");
+      }
+    }
+    log.add("write " + target.getFileName());
+    switch (fault) {
+      case DISK_FULL ->
+          throw new FileSystemException(target.toString(), null, "No space left on device");
+      case READ_ONLY -> throw new AccessDeniedException(target.toString());
+      default -> real.writeAtomically(target, parts, direct);
+    }
+  }
+
+  @Override
+  public void read(Path file, long offset, MemorySegment into, boolean direct) throws IOException {
+    log.add("read " + file.getFileName());
+    if (fault == Fault.READ_ERROR) {
+      throw new IOException("Input/output error");
+    }
+    real.read(file, offset, into, direct);
+  }
+
+  @Override
+  public long size(Path file) throws IOException {
+    return real.size(file);
+  }
+
+  @Override
+  public void delete(Path file) throws IOException {
+    log.add("delete " + file.getFileName());
+    real.delete(file);
+  }
+
+  @Override
+  public List<Path> list(Path dir) throws IOException {
+    return real.list(dir);
+  }
+}
