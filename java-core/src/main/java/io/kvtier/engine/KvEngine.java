@@ -6,6 +6,7 @@ import static io.kvtier.Checks.checkPositive;
 import io.kvtier.bridge.HostMemory;
 import io.kvtier.config.KvTierConfig;
 import io.kvtier.disk.DiskStore;
+import io.kvtier.disk.NioDiskIo;
 import io.kvtier.key.ChunkHasher;
 import io.kvtier.key.ChunkKey;
 import io.kvtier.key.KeyNamespace;
@@ -129,7 +130,17 @@ public final class KvEngine implements AutoCloseable {
         new ChunkPool(
             allocator, chunkBytes, config.maxLocalCpuBytes(), ChunkPool.DEFAULT_SLAB_BYTES);
     CpuStore cpu = new CpuStore(pool, config.maxLocalCpuBytes(), config.cachePolicy());
-    this.tiers = new TieredStore(cpu, List.of(), config.copyDownThreads(), config.copyDownQueue());
+    List<KvStore> lower = new ArrayList<>();
+    if (!config.localDiskPaths().isEmpty()) {
+      lower.add(
+          new DiskStore(
+              DiskStore.Settings.from(config, namespace.tpRank()),
+              cpu::allocate,
+              NioDiskIo.INSTANCE));
+    }
+    this.tiers =
+        new TieredStore(
+            cpu, lower, config.copyDownThreads(), config.copyDownQueue(), config.localCpu());
   }
 
   /** The configuration in force. */

@@ -274,6 +274,56 @@ class KvEngineTest {
   }
 
   @Test
+  void diskTier_survivesRestart_andLoadsByteExact(
+      @org.junit.jupiter.api.io.TempDir java.nio.file.Path dir) throws Exception {
+    Map<String, Object> disk = Map.of("local_disk", "file://" + dir, "max_local_disk_size", 0.01);
+    int[] p = prompt(4 * CHUNK, 30);
+    MemorySegment[] src = source(p.length, 30, false);
+    open(disk);
+    assertEquals(4, engine.store(p, p.length, addresses(src)));
+    awaitDiskPuts(4);
+    engine.close();
+    engine = null;
+
+    open(disk); // a new process would do the same: the index comes back from the files
+    assertEquals(4 * CHUNK, engine.lookup(p, p.length), "hits survive a restart");
+    MemorySegment[] dst = blank(src);
+    assertEquals(4, engine.retrieve(p, p.length, addresses(dst)));
+    for (int c = 0; c < 4; c++) {
+      assertEquals(-1, src[c].mismatch(dst[c]), "chunk " + c);
+    }
+  }
+
+  @Test
+  void localCpuFalse_stagesInCpuOnly_andServesFromDisk(
+      @org.junit.jupiter.api.io.TempDir java.nio.file.Path dir) throws Exception {
+    open(Map.of("local_disk", dir.toString(), "max_local_disk_size", 0.01, "local_cpu", false));
+    int[] p = prompt(3 * CHUNK, 31);
+    MemorySegment[] src = source(p.length, 31, false);
+    engine.store(p, p.length, addresses(src));
+    awaitDiskPuts(3);
+    for (int i = 0; i < 200 && engine.tiers().cpu().stats().entries() > 0; i++) {
+      Thread.sleep(5);
+    }
+    assertEquals(0, engine.tiers().cpu().stats().entries(), "the CPU tier only stages");
+    assertEquals(3 * CHUNK, engine.lookup(p, p.length));
+    MemorySegment[] dst = blank(src);
+    assertEquals(3, engine.retrieve(p, p.length, addresses(dst)));
+    assertEquals(-1, src[2].mismatch(dst[2]));
+  }
+
+  private void awaitDiskPuts(long n) throws InterruptedException {
+    int diskPuts = java.util.Arrays.asList(KvEngine.statNames()).indexOf("disk_puts");
+    for (int i = 0; i < 1000 && engine.stats()[diskPuts] < n; i++) {
+      Thread.sleep(5);
+    }
+    assertEquals(
+        n,
+        engine.stats()[diskPuts],
+        "chunks never reached the disk: " + java.util.Arrays.toString(engine.stats()));
+  }
+
+  @Test
   void stats_countLookupsHitsAndStores() {
     open(Map.of());
     int[] p = prompt(2 * CHUNK, 10);

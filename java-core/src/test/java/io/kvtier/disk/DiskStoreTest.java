@@ -1,0 +1,358 @@
+package io.kvtier.disk;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNotNull;
+import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import io.kvtier.config.DiskSharding;
+import io.kvtier.key.ChunkKey;
+import io.kvtier.memory.ChunkBuffer;
+import io.kvtier.memory.ChunkPool;
+import io.kvtier.memory.MmapAllocator;
+import java.io.IOException;
+import java.io.RandomAccessFile;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.Random;
+import java.util.concurrent.CountDownLatch;
+import java.util.stream.Stream;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/** Restart safety, damaged files, faults, budget, queue bound and priorities of the disk tier. */
+class DiskStoreTest {
+  static final int CHUNK = 64 * 1024;
+
+  @TempDir Path dir;
+  ChunkPool pool;
+  final FaultyDiskIo io = new FaultyDiskIo();
+
+  @BeforeEach
+  void setUp() {
+    pool = new ChunkPool(MmapAllocator.INSTANCE, CHUNK, 256L * CHUNK, 1 << 22);
+  }
+
+  @AfterEach
+  void tearDown() {
+    assertEquals(0, pool.inUseSlots(), "leaked buffers");
+    pool.close();
+  }
+
+  DiskStore open(long budgetChunks, int writers, int queue, boolean direct, boolean lz4) {
+    return new DiskStore(
+        new DiskStore.Settings(
+            List.of(dir),
+            DiskSharding.BY_GPU,
+            budgetChunks * (CHUNK + 2L * ChunkFileHeader.BLOCK_BYTES),
+            direct,
+            lz4,
+            writers,
+            4,
+            queue),
+        pool::tryAllocate,
+        io);
+  }
+
+  DiskStore open() {
+    return open(100, 2, 1024, false, false);
+  }
+
+  static ChunkKey key(int i) {
+    return new ChunkKey(5, i, 1000 + i);
+  }
+
+  static byte[] content(int i, int length) {
+    byte[] b = new byte[length];
+    new Random(i).nextBytes(b);
+    return b;
+  }
+
+  void put(DiskStore s, int i, int length) {
+    ChunkBuffer b = pool.tryAllocate(length);
+    MemorySegment.copy(content(i, length), 0, b.segment(), ValueLayout.JAVA_BYTE, 0, length);
+    s.put(key(i), b);
+    b.release();
+  }
+
+  static void await(DiskStore s) throws InterruptedException {
+    assertTrue(s.awaitIdle(10_000), "writes did not finish");
+  }
+
+  void assertHolds(DiskStore s, int i, int length) {
+    ChunkBuffer got = s.get(key(i));
+    assertNotNull(got, "chunk " + i + " missing");
+    assertArrayEquals(content(i, length), got.segment().toArray(ValueLayout.JAVA_BYTE));
+    got.release();
+  }
+
+  List<Path> files(String suffix) throws IOException {
+    try (Stream<Path> s = Files.walk(dir)) {
+      return s.filter(p -> p.toString().endsWith(suffix)).toList();
+    }
+  }
+
+  @Test
+  void restart_rebuildsIndexFromFiles_andKeepsEveryByte() throws Exception {
+    try (DiskStore s = open()) {
+      for (int i = 0; i < 10; i++) {
+        put(s, i, i == 9 ? 1000 : CHUNK);
+      }
+      await(s);
+    }
+    try (DiskStore s = open()) {
+      assertEquals(10, s.stats().entries());
+      for (int i = 0; i < 9; i++) {
+        assertHolds(s, i, CHUNK);
+      }
+      assertHolds(s, 9, 1000);
+    }
+  }
+
+  @Test
+  void startUp_removesTemporaryFiles_andDeletesCorruptHeaders() throws Exception {
+    try (DiskStore s = open()) {
+      put(s, 1, CHUNK);
+      put(s, 2, CHUNK);
+      await(s);
+    }
+    Path good = files(DiskStore.SUFFIX).get(0);
+    Files.writeString(good.resolveSibling("x.kvc.1234.tmp"), "half a write");
+    Path bad = files(DiskStore.SUFFIX).get(1);
+    try (RandomAccessFile f = new RandomAccessFile(bad.toFile(), "rw")) {
+      f.seek(30);
+      f.write(0x5A); // inside the header: the header checksum no longer matches
+    }
+    try (DiskStore s = open()) {
+      assertEquals(1, s.stats().entries());
+      assertEquals(1L, s.errorCounts().get("corrupt file"));
+      assertTrue(files(".tmp").isEmpty(), "temporary files are removed at start-up");
+      assertFalse(Files.exists(bad), "a corrupt file is deleted");
+    }
+  }
+
+  @Test
+  void flippedDataByte_isAMiss_deletedAndCounted_neverWrongBytes() throws Exception {
+    try (DiskStore s = open()) {
+      put(s, 1, CHUNK);
+      await(s);
+      Path f = files(DiskStore.SUFFIX).get(0);
+      try (RandomAccessFile raf = new RandomAccessFile(f.toFile(), "rw")) {
+        raf.seek(ChunkFileHeader.BLOCK_BYTES + 12345);
+        int b = raf.read();
+        raf.seek(ChunkFileHeader.BLOCK_BYTES + 12345);
+        raf.write(b ^ 0x01);
+      }
+      assertNull(s.get(key(1)));
+      assertFalse(s.contains(key(1)));
+      assertFalse(Files.exists(f));
+      assertEquals(1L, s.errorCounts().get("corrupt file"));
+    }
+  }
+
+  @Test
+  void truncatedFile_isAMiss_deletedAndCounted() throws Exception {
+    try (DiskStore s = open()) {
+      put(s, 1, CHUNK);
+      await(s);
+      Path f = files(DiskStore.SUFFIX).get(0);
+      try (RandomAccessFile raf = new RandomAccessFile(f.toFile(), "rw")) {
+        raf.setLength(ChunkFileHeader.BLOCK_BYTES + 100);
+      }
+      assertNull(s.get(key(1)));
+      assertEquals(1L, s.errorCounts().get("corrupt file"));
+      assertFalse(Files.exists(f));
+    }
+  }
+
+  @Test
+  void fileDeletedBehindOurBack_isAMissAndCounted() throws Exception {
+    try (DiskStore s = open()) {
+      put(s, 1, CHUNK);
+      put(s, 2, CHUNK);
+      await(s);
+      for (Path f : files(DiskStore.SUFFIX)) {
+        Files.delete(f);
+      }
+      assertNull(s.get(key(1)));
+      assertNull(s.get(key(2)));
+      assertFalse(s.contains(key(1)));
+      assertEquals(2L, s.errorCounts().get("file missing"));
+    }
+  }
+
+  @Test
+  void diskFull_dropsPutsAndCounts_thenRecovers() throws Exception {
+    try (DiskStore s = open()) {
+      io.fault = FaultyDiskIo.Fault.DISK_FULL;
+      for (int i = 0; i < 5; i++) {
+        put(s, i, CHUNK);
+      }
+      await(s);
+      assertEquals(5L, s.errorCounts().get("disk full"));
+      assertEquals(0, s.stats().entries());
+      assertEquals(0, s.stats().bytes(), "failed writes give their reservation back");
+      assertTrue(files(".tmp").isEmpty());
+      io.fault = FaultyDiskIo.Fault.NONE;
+      put(s, 7, CHUNK);
+      await(s);
+      assertHolds(s, 7, CHUNK);
+    }
+  }
+
+  @Test
+  void readOnlyDirectory_dropsPutsAndCounts() throws Exception {
+    try (DiskStore s = open()) {
+      io.fault = FaultyDiskIo.Fault.READ_ONLY;
+      put(s, 1, CHUNK);
+      put(s, 2, CHUNK);
+      await(s);
+      assertEquals(2L, s.errorCounts().get("read-only"));
+      assertFalse(s.contains(key(1)));
+    }
+  }
+
+  @Test
+  void readError_isAMiss_fileKept() throws Exception {
+    try (DiskStore s = open()) {
+      put(s, 1, CHUNK);
+      await(s);
+      io.fault = FaultyDiskIo.Fault.READ_ERROR;
+      assertNull(s.get(key(1)));
+      assertEquals(1L, s.errorCounts().get("read failed"));
+      io.fault = FaultyDiskIo.Fault.NONE;
+      assertHolds(s, 1, CHUNK); // a transient error does not lose the chunk
+    }
+  }
+
+  @Test
+  void budget_isNeverExceeded_andLeastRecentlyUsedGoesFirst() throws Exception {
+    try (DiskStore s = open(4, 1, 1024, false, false)) {
+      for (int i = 0; i < 4; i++) {
+        put(s, i, CHUNK);
+      }
+      await(s);
+      assertHolds(s, 0, CHUNK); // 0 is now recently used; 1 is the eldest
+      for (int i = 4; i < 6; i++) {
+        put(s, i, CHUNK);
+      }
+      await(s);
+      assertEquals(4, s.stats().entries());
+      assertTrue(s.contains(key(0)));
+      assertFalse(s.contains(key(1)));
+      long fileBytes = CHUNK + ChunkFileHeader.BLOCK_BYTES;
+      long onDisk = 0;
+      for (Path f : files(DiskStore.SUFFIX)) {
+        onDisk += Files.size(f);
+      }
+      assertEquals(4 * fileBytes, onDisk);
+      assertEquals(2, s.stats().evictions());
+    }
+  }
+
+  @Test
+  void fullQueue_dropsPuts_withoutWaiting() throws Exception {
+    io.writeGate = new CountDownLatch(1);
+    try (DiskStore s = open(100, 1, 3, false, false)) {
+      long t0 = System.nanoTime();
+      for (int i = 0; i < 10; i++) {
+        put(s, i, CHUNK);
+      }
+      long elapsedMillis = (System.nanoTime() - t0) / 1_000_000;
+      assertTrue(elapsedMillis < 1000, "put waited for the disk: " + elapsedMillis + " ms");
+      assertEquals(7, s.stats().droppedPuts());
+      io.writeGate.countDown();
+      await(s);
+      assertEquals(3, s.stats().entries());
+    }
+  }
+
+  @Test
+  void prefetch_runsAheadOfQueuedPuts() throws Exception {
+    try (DiskStore s = open(100, 1, 1024, false, false)) {
+      put(s, 0, CHUNK);
+      await(s);
+      io.writeGate = new CountDownLatch(1);
+      put(s, 1, CHUNK); // the single worker blocks on this write
+      Thread.sleep(50);
+      put(s, 2, CHUNK); // queued
+      put(s, 3, CHUNK); // queued
+      List<ChunkKey> fetched = new java.util.concurrent.CopyOnWriteArrayList<>();
+      s.prefetch(new ChunkKey[] {key(0)}, (k, b) -> fetched.add(k));
+      io.log.clear();
+      io.writeGate.countDown();
+      await(s);
+      for (int i = 0; i < 100 && fetched.isEmpty(); i++) {
+        Thread.sleep(5);
+      }
+      assertEquals(List.of(key(0)), fetched);
+      List<String> order = io.log.stream().filter(l -> !l.startsWith("delete")).toList();
+      int readAt =
+          order.indexOf(order.stream().filter(l -> l.startsWith("read")).findFirst().get());
+      int write2 =
+          order.indexOf(
+              order.stream().filter(l -> l.startsWith("write")).skip(1).findFirst().get());
+      assertTrue(readAt < write2, "prefetch must run before the queued puts: " + order);
+    }
+  }
+
+  @Test
+  void directIo_oddSizes_roundTrip() throws Exception {
+    try (DiskStore s = open(100, 2, 1024, true, false)) {
+      int[] sizes = {1, 4095, 4096, 4097, 50_000, CHUNK};
+      for (int i = 0; i < sizes.length; i++) {
+        put(s, i, sizes[i]);
+      }
+      await(s);
+      for (int i = 0; i < sizes.length; i++) {
+        assertHolds(s, i, sizes[i]);
+      }
+    }
+  }
+
+  @Test
+  void lz4_compressesRepetitiveChunks_andKeepsRandomOnesRaw() throws Exception {
+    try (DiskStore s = open(100, 1, 1024, true, true)) {
+      ChunkBuffer b = pool.tryAllocate(CHUNK);
+      for (int i = 0; i < CHUNK / 2; i++) {
+        b.segment().setAtIndex(ValueLayout.JAVA_SHORT, i, (short) (0x3F80 + (i % 7))); // bf16-ish
+      }
+      byte[] expected = b.segment().toArray(ValueLayout.JAVA_BYTE);
+      s.put(key(100), b);
+      b.release();
+      put(s, 101, CHUNK); // random bytes do not compress
+      await(s);
+      long[] written = s.bytesWritten();
+      assertTrue(written[1] < written[0] * 0.6, "compressed: " + written[1] + " of " + written[0]);
+      ChunkBuffer got = s.get(key(100));
+      assertArrayEquals(expected, got.segment().toArray(ValueLayout.JAVA_BYTE));
+      got.release();
+      assertHolds(s, 101, CHUNK);
+    }
+  }
+
+  @Test
+  void getBatch_readsEveryChunk_andMissesAreNull() throws Exception {
+    try (DiskStore s = open()) {
+      for (int i = 0; i < 8; i++) {
+        put(s, i, CHUNK);
+      }
+      await(s);
+      ChunkKey[] keys = {key(0), key(1), key(99), key(7)};
+      ChunkBuffer[] got = s.getBatch(keys);
+      assertNull(got[2]);
+      for (int i : new int[] {0, 1, 3}) {
+        int k = i == 3 ? 7 : i;
+        assertArrayEquals(content(k, CHUNK), got[i].segment().toArray(ValueLayout.JAVA_BYTE));
+        got[i].release();
+      }
+    }
+  }
+}
