@@ -34,12 +34,8 @@ import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
-import java.util.concurrent.PriorityBlockingQueue;
-import java.util.concurrent.RejectedExecutionException;
-import java.util.concurrent.ThreadPoolExecutor;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
-import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.atomic.LongAdder;
 import java.util.function.BiConsumer;
 import java.util.function.LongFunction;
@@ -135,12 +131,12 @@ public final class DiskStore implements KvStore {
     }
   }
 
-  /** One file in the index. Fields other than pins are immutable; pins guarded by the index. */
+  /** One file in the index. Immutable but for its pin count (lookups, readers). */
   private static final class Entry {
     final Path path;
     final long dataLength;
     final long fileBytes;
-    int pins;
+    final AtomicInteger pins = new AtomicInteger();
 
     Entry(Path path, long dataLength, long fileBytes) {
       this.path = path;
@@ -156,18 +152,20 @@ public final class DiskStore implements KvStore {
   private final LZ4Compressor compressor;
   private final LZ4FastDecompressor decompressor;
 
-  // Guarded by index.
+  /** Visible chunks, read without locking (put and contains run on the caller's thread). */
+  private final ConcurrentHashMap<ChunkKey, Entry> visible = new ConcurrentHashMap<>();
+
+  // Guarded by index. The same entries as visible, in least-recently-used order.
   private final LinkedHashMap<ChunkKey, Entry> index = new LinkedHashMap<>(1024, 0.75f, true);
   private long usedBytes; // files in the index plus reservations of writes in flight
 
   private final Set<ChunkKey> pendingPuts = ConcurrentHashMap.newKeySet();
   private final AtomicInteger queuedPuts = new AtomicInteger();
-  private final ThreadPoolExecutor workers;
+  private final IoWorkers workers;
   private final ExecutorService readers;
   private final Arena scratchArena = Arena.ofShared();
   private final ThreadLocal<MemorySegment> headerScratch;
   private final ThreadLocal<MemorySegment[]> dataScratch = ThreadLocal.withInitial(() -> null);
-  private final AtomicLong taskSeq = new AtomicLong();
 
   private final LongAdder hits = new LongAdder();
   private final LongAdder misses = new LongAdder();
@@ -202,15 +200,7 @@ public final class DiskStore implements KvStore {
       prepareDirectory(dir);
     }
     rebuildIndex();
-    AtomicInteger n = new AtomicInteger();
-    this.workers =
-        new ThreadPoolExecutor(
-            settings.writeThreads(),
-            settings.writeThreads(),
-            0,
-            TimeUnit.SECONDS,
-            new PriorityBlockingQueue<>(),
-            r -> daemon(r, "kvtier-disk-io-" + n.getAndIncrement()));
+    this.workers = new IoWorkers(settings.writeThreads(), 3, "kvtier-disk-io-");
     AtomicInteger m = new AtomicInteger();
     this.readers =
         Executors.newFixedThreadPool(
@@ -302,7 +292,9 @@ public final class DiskStore implements KvStore {
     List<Path> victims = new ArrayList<>();
     synchronized (index) {
       for (Found f : found) {
-        index.put(f.key(), new Entry(f.path(), f.dataLength(), f.fileBytes()));
+        Entry e = new Entry(f.path(), f.dataLength(), f.fileBytes());
+        index.put(f.key(), e);
+        visible.put(f.key(), e);
         usedBytes += f.fileBytes();
       }
       evictUntilFits(0, victims);
@@ -332,9 +324,7 @@ public final class DiskStore implements KvStore {
   @Override
   public boolean contains(ChunkKey key) {
     checkOpen();
-    synchronized (index) {
-      return index.containsKey(key);
-    }
+    return visible.containsKey(key);
   }
 
   @Override
@@ -362,14 +352,28 @@ public final class DiskStore implements KvStore {
 
   /** Queues {@code work} on the I/O workers; {@code cleanup} runs after it, or if it never runs. */
   private boolean submit(int priority, Runnable work, Runnable cleanup) {
-    try {
-      workers.execute(new Task(priority, taskSeq.getAndIncrement(), work, cleanup));
-      return true;
-    } catch (RejectedExecutionException e) {
-      cleanup.run();
+    boolean queued =
+        workers.submit(
+            priority,
+            new IoWorkers.Task() {
+              @Override
+              public void run() {
+                try {
+                  work.run();
+                } finally {
+                  cleanup.run();
+                }
+              }
+
+              @Override
+              public void cancel() {
+                cleanup.run();
+              }
+            });
+    if (!queued) {
       droppedPuts.increment();
-      return false;
     }
+    return queued;
   }
 
   private void write(ChunkKey key, ChunkBuffer chunk) {
@@ -424,8 +428,10 @@ public final class DiskStore implements KvStore {
       errors.record(writeErrorKind(e), "writing " + target + " failed", e);
       return;
     }
+    Entry entry = new Entry(target, dataLength, h.fileBytes());
     synchronized (index) {
-      index.put(key, new Entry(target, dataLength, h.fileBytes()));
+      index.put(key, entry);
+      visible.put(key, entry);
     }
     puts.increment();
     rawBytesWritten.add(dataLength);
@@ -455,9 +461,11 @@ public final class DiskStore implements KvStore {
   private boolean evictUntilFits(long bytes, List<Path> victims) {
     Iterator<Map.Entry<ChunkKey, Entry>> it = index.entrySet().iterator();
     while (usedBytes + bytes > settings.budgetBytes() && it.hasNext()) {
-      Entry e = it.next().getValue();
-      if (e.pins == 0) {
+      Map.Entry<ChunkKey, Entry> next = it.next();
+      Entry e = next.getValue();
+      if (e.pins.get() == 0) {
         it.remove();
+        visible.remove(next.getKey(), e);
         usedBytes -= e.fileBytes;
         victims.add(e.path);
         evictions.increment();
@@ -471,9 +479,9 @@ public final class DiskStore implements KvStore {
     checkOpen();
     Entry e;
     synchronized (index) {
-      e = index.get(key);
+      e = index.get(key); // also marks it recently used
       if (e != null) {
-        e.pins++; // a reader pins the file against eviction
+        e.pins.incrementAndGet(); // a reader pins the file against eviction
       }
     }
     if (e == null) {
@@ -485,9 +493,7 @@ public final class DiskStore implements KvStore {
       (b == null ? misses : hits).increment();
       return b;
     } finally {
-      synchronized (index) {
-        e.pins--;
-      }
+      e.pins.decrementAndGet();
     }
   }
 
@@ -558,8 +564,8 @@ public final class DiskStore implements KvStore {
 
   private void dropFromIndex(ChunkKey key, Entry e) {
     synchronized (index) {
-      if (index.get(key) == e) {
-        index.remove(key);
+      if (index.remove(key, e)) {
+        visible.remove(key, e);
         usedBytes -= e.fileBytes;
       }
     }
@@ -644,12 +650,12 @@ public final class DiskStore implements KvStore {
   @Override
   public boolean pin(ChunkKey key) {
     checkOpen();
-    synchronized (index) {
-      Entry e = index.get(key);
+    synchronized (index) { // under the lock: eviction checks pins under it too
+      Entry e = visible.get(key);
       if (e == null) {
         return false;
       }
-      e.pins++;
+      e.pins.incrementAndGet();
       return true;
     }
   }
@@ -657,11 +663,9 @@ public final class DiskStore implements KvStore {
   @Override
   public void unpin(ChunkKey key) {
     checkOpen();
-    synchronized (index) {
-      Entry e = index.get(key);
-      if (e != null && e.pins > 0) {
-        e.pins--;
-      }
+    Entry e = visible.get(key);
+    if (e != null) {
+      e.pins.updateAndGet(n -> n > 0 ? n - 1 : 0);
     }
   }
 
@@ -672,6 +676,7 @@ public final class DiskStore implements KvStore {
     synchronized (index) {
       e = index.remove(key);
       if (e != null) {
+        visible.remove(key, e);
         usedBytes -= e.fileBytes;
       }
     }
@@ -731,7 +736,7 @@ public final class DiskStore implements KvStore {
    */
   public boolean awaitIdle(long timeoutMillis) throws InterruptedException {
     long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(timeoutMillis);
-    while (queuedPuts.get() > 0 || workers.getActiveCount() > 0 || !workers.getQueue().isEmpty()) {
+    while (queuedPuts.get() > 0 || workers.pending() > 0) {
       if (System.nanoTime() > deadline) {
         return false;
       }
@@ -750,26 +755,18 @@ public final class DiskStore implements KvStore {
       return;
     }
     closed = true;
-    workers.shutdown();
+    int dropped = workers.shutdown(CLOSE_WAIT_MILLIS);
+    if (dropped > 0) {
+      LOG.log(
+          System.Logger.Level.WARNING, "disk tier closing: " + dropped + " queued tasks dropped");
+    }
     readers.shutdown();
     try {
-      if (!workers.awaitTermination(CLOSE_WAIT_MILLIS, TimeUnit.MILLISECONDS)) {
-        List<Runnable> dropped = workers.shutdownNow();
-        for (Runnable r : dropped) {
-          ((Task) r).cleanup.run();
-        }
-        LOG.log(
-            System.Logger.Level.WARNING,
-            "disk tier closing: " + dropped.size() + " queued writes dropped");
-      }
       readers.awaitTermination(CLOSE_WAIT_MILLIS, TimeUnit.MILLISECONDS);
     } catch (InterruptedException e) {
       Thread.currentThread().interrupt();
-      for (Runnable r : workers.shutdownNow()) {
-        ((Task) r).cleanup.run();
-      }
     }
-    if (workers.isTerminated() && readers.isTerminated()) {
+    if (workers.terminated() && readers.isTerminated()) {
       scratchArena.close();
     }
   }
@@ -783,38 +780,5 @@ public final class DiskStore implements KvStore {
   @Override
   public String toString() {
     return "DiskStore" + settings.dirs();
-  }
-
-  /** A queued unit of I/O work, ordered by priority then submission. */
-  private static final class Task implements Runnable, Comparable<Task> {
-    final int priority;
-    final long seq;
-    final Runnable work;
-    final Runnable cleanup;
-
-    Task(int priority, long seq, Runnable work, Runnable cleanup) {
-      this.priority = priority;
-      this.seq = seq;
-      this.work = work;
-      this.cleanup = cleanup;
-    }
-
-    @Override
-    public void run() {
-      try {
-        work.run();
-      } catch (RuntimeException e) {
-        LOG.log(System.Logger.Level.WARNING, "disk tier task failed", e);
-      } finally {
-        cleanup.run();
-      }
-    }
-
-    @Override
-    public int compareTo(Task o) {
-      return priority != o.priority
-          ? Integer.compare(priority, o.priority)
-          : Long.compare(seq, o.seq);
-    }
   }
 }
