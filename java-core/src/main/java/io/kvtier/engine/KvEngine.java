@@ -376,6 +376,18 @@ public final class KvEngine implements AutoCloseable {
   }
 
   /**
+   * Starts reading the prompt's chunks that only the disk tier holds into the CPU tier, in the
+   * background (ahead of queued disk writes), so a later {@link #prepareLoad} finds them in memory.
+   * Does not block.
+   *
+   * @return chunks queued for prefetch
+   */
+  public int prefetch(int[] tokens, int tokenCount) {
+    checkOpen();
+    return tiers.prefetch(keys(tokens, tokenCount, Integer.MAX_VALUE));
+  }
+
+  /**
    * Releases the buffers of a {@link #prepareLoad}.
    *
    * @throws IllegalArgumentException if the handle is unknown or already completed

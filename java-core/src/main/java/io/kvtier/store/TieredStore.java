@@ -243,6 +243,39 @@ public final class TieredStore implements KvStore {
     return got.toArray(new ChunkBuffer[0]);
   }
 
+  /**
+   * Starts copying the chunks of {@code keys} that only a disk tier holds up into the CPU tier, in
+   * the background and ahead of queued disk writes. Does not block.
+   *
+   * @return how many chunks were queued
+   */
+  public int prefetch(ChunkKey[] keys) {
+    checkOpen();
+    if (!cacheInCpu) {
+      return 0;
+    }
+    int queued = 0;
+    for (KvStore s : lower) {
+      if (s instanceof io.kvtier.disk.DiskStore disk) {
+        List<ChunkKey> wanted = new java.util.ArrayList<>();
+        for (ChunkKey k : keys) {
+          if (!cpu.contains(k) && disk.contains(k)) {
+            wanted.add(k);
+          }
+        }
+        disk.prefetch(
+            wanted.toArray(new ChunkKey[0]),
+            (k, b) -> {
+              if (!closed && cpu.put(k, b)) {
+                promotions.increment();
+              }
+            });
+        queued += wanted.size();
+      }
+    }
+    return queued;
+  }
+
   @Override
   public boolean pin(ChunkKey key) {
     checkOpen();

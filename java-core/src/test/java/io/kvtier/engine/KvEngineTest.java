@@ -312,6 +312,44 @@ class KvEngineTest {
     assertEquals(-1, src[2].mismatch(dst[2]));
   }
 
+  @Test
+  void prefetch_bringsDiskOnlyChunksBackIntoCpu(
+      @org.junit.jupiter.api.io.TempDir java.nio.file.Path dir) throws Exception {
+    open(Map.of("local_disk", dir.toString(), "max_local_disk_size", 0.01));
+    int[] p = prompt(3 * CHUNK, 32);
+    MemorySegment[] src = source(p.length, 32, false);
+    engine.store(p, p.length, addresses(src));
+    awaitDiskPuts(3);
+    ChunkKeyList keys = new ChunkKeyList(p);
+    keys.forEach(k -> engine.tiers().cpu().remove(k)); // as if evicted from memory
+    assertEquals(3, engine.prefetch(p, p.length));
+    for (int i = 0; i < 400 && !keys.all(k -> engine.tiers().cpu().contains(k)); i++) {
+      Thread.sleep(5);
+    }
+    assertTrue(keys.all(k -> engine.tiers().cpu().contains(k)), "prefetch did not promote");
+    assertEquals(0, engine.prefetch(p, p.length), "nothing left to prefetch");
+    MemorySegment[] dst = blank(src);
+    assertEquals(3, engine.retrieve(p, p.length, addresses(dst)));
+    assertEquals(-1, src[1].mismatch(dst[1]));
+  }
+
+  /** The keys of a prompt in the test namespace. */
+  record ChunkKeyList(java.util.List<io.kvtier.key.ChunkKey> keys) {
+    ChunkKeyList(int[] p) {
+      this(
+          java.util.List.of(
+              io.kvtier.key.ChunkHasher.keys(ns(CHUNK).id(), p, p.length, CHUNK, false, 99)));
+    }
+
+    void forEach(java.util.function.Consumer<io.kvtier.key.ChunkKey> c) {
+      keys.forEach(c);
+    }
+
+    boolean all(java.util.function.Predicate<io.kvtier.key.ChunkKey> t) {
+      return keys.stream().allMatch(t);
+    }
+  }
+
   private void awaitDiskPuts(long n) throws InterruptedException {
     int diskPuts = java.util.Arrays.asList(KvEngine.statNames()).indexOf("disk_puts");
     for (int i = 0; i < 1000 && engine.stats()[diskPuts] < n; i++) {
