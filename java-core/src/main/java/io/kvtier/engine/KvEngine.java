@@ -129,6 +129,7 @@ public final class KvEngine implements AutoCloseable {
     this.pool =
         new ChunkPool(
             allocator, chunkBytes, config.maxLocalCpuBytes(), ChunkPool.DEFAULT_SLAB_BYTES);
+    pool.warmUp();
     CpuStore cpu = new CpuStore(pool, config.maxLocalCpuBytes(), config.cachePolicy());
     List<KvStore> lower = new ArrayList<>();
     if (!config.localDiskPaths().isEmpty()) {

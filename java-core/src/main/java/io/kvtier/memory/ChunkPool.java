@@ -22,8 +22,11 @@ import java.util.concurrent.atomic.AtomicLong;
  *   slot i lives in slab i / k at offset (i % k) * strideBytes
  * </pre>
  *
- * Free slots sit on a LIFO stack (recently freed slots are warm in cache and TLB). The stride is
- * the slot size rounded up to 4 KiB so every slot is page-aligned (O_DIRECT and DMA friendly).
+ * Free slots sit on a LIFO stack (recently freed slots are warm in cache and TLB). Each new slab is
+ * handed to {@link HostAllocator#prefault} on a background thread, so pages are mostly resident by
+ * the time chunks are written into them, without delaying the allocation that mapped the slab. The
+ * stride is the slot size rounded up to 4 KiB so every slot is page-aligned (O_DIRECT and DMA
+ * friendly).
  *
  * <p>Thread-safe: allocation and free take the pool's monitor for a few instructions; mapping a new
  * slab happens under it too, but an allocator maps without touching pages. Closing the pool stops
@@ -152,6 +155,7 @@ public final class ChunkPool implements AutoCloseable {
     int slots = Math.min(slotsPerSlab, capacitySlots - mappedSlots);
     MemorySegment slab = allocator.allocate((long) slots * strideBytes);
     slabs.add(slab);
+    Prefaulter.EXECUTOR.execute(() -> allocator.prefault(slab));
     // Push in reverse so the lowest slot of the slab is handed out first.
     for (int i = slots - 1; i >= 0; i--) {
       freeStack[freeTop++] = mappedSlots + i;
@@ -163,6 +167,32 @@ public final class ChunkPool implements AutoCloseable {
   private MemorySegment slotSegment(int slot) {
     MemorySegment slab = slabs.get(slot / slotsPerSlab);
     return slab.asSlice((long) (slot % slotsPerSlab) * strideBytes, strideBytes);
+  }
+
+  /**
+   * Maps the first slab now (without touching it) and starts faulting its pages in on a background
+   * thread, so the first chunks stored do not pay page faults. Does not block on the faulting.
+   *
+   * @throws IllegalStateException if the pool is closed
+   */
+  public synchronized void warmUp() {
+    if (closed) {
+      throw new IllegalStateException("warmUp of a closed " + this);
+    }
+    if (mappedSlots == 0) {
+      mapSlab();
+    }
+  }
+
+  /** One daemon thread ({@code kvtier-prefault}) faulting newly mapped slabs in, in order. */
+  private static final class Prefaulter {
+    static final java.util.concurrent.ExecutorService EXECUTOR =
+        java.util.concurrent.Executors.newSingleThreadExecutor(
+            r -> {
+              Thread t = new Thread(r, "kvtier-prefault");
+              t.setDaemon(true);
+              return t;
+            });
   }
 
   /** Called by {@link ChunkBuffer#release()} when the last reference goes. */

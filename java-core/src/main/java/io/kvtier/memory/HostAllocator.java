@@ -28,6 +28,14 @@ public interface HostAllocator {
   /** Returns a segment obtained from {@link #allocate} to the operating system. */
   void free(MemorySegment segment);
 
+  /**
+   * Faults the pages of {@code segment} (from {@link #allocate}) in without changing its contents,
+   * so first writes into it do not pay page faults. Blocks for as long as that takes; callers run
+   * it on a background thread, possibly while other threads already write into the segment. The
+   * default does nothing (for allocators whose memory is resident from the start).
+   */
+  default void prefault(MemorySegment segment) {}
+
   /** A short name for logs, e.g. {@code mmap} or {@code cuMemHostAlloc}. */
   String name();
 }

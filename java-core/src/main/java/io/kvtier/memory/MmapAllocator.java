@@ -37,8 +37,12 @@ public final class MmapAllocator implements HostAllocator {
   /** The shared instance (declared after the constants its constructor reads). */
   public static final MmapAllocator INSTANCE = new MmapAllocator();
 
+  /** {@code MADV_POPULATE_WRITE} (Linux 5.14+): fault pages in writable, contents unchanged. */
+  private static final int MADV_POPULATE_WRITE = 23;
+
   private final MethodHandle mmap;
   private final MethodHandle munmap;
+  private final MethodHandle madvise;
 
   @SuppressWarnings("restricted") // downcalls to libc mmap/munmap, the purpose of this class
   private MmapAllocator() {
@@ -61,6 +65,34 @@ public final class MmapAllocator implements HostAllocator {
             libc.find("munmap").orElseThrow(),
             FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.ADDRESS, ValueLayout.JAVA_LONG),
             ERRNO);
+    madvise =
+        linker.downcallHandle(
+            libc.find("madvise").orElseThrow(),
+            FunctionDescriptor.of(
+                ValueLayout.JAVA_INT,
+                ValueLayout.ADDRESS,
+                ValueLayout.JAVA_LONG,
+                ValueLayout.JAVA_INT));
+  }
+
+  /**
+   * Populates the mapping's page tables with {@code madvise(MADV_POPULATE_WRITE)}, which allocates
+   * zero pages where none exist and leaves written pages alone, so it is safe while other threads
+   * write into the segment. On kernels without it (EINVAL) or macOS this does nothing.
+   */
+  @Override
+  public void prefault(MemorySegment segment) {
+    if (MAP_ANONYMOUS != 0x20) {
+      return; // not Linux
+    }
+    try {
+      int rc = (int) madvise.invokeExact(segment, segment.byteSize(), MADV_POPULATE_WRITE);
+      if (rc != 0) {
+        return; // older kernel or the mapping went away: first touches fault as before
+      }
+    } catch (Throwable t) {
+      // a failed hint costs only the page faults it would have saved
+    }
   }
 
   @Override

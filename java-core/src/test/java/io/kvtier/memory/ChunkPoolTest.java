@@ -19,6 +19,13 @@ class ChunkPoolTest {
   static final class CountingAllocator implements HostAllocator {
     final AtomicInteger allocations = new AtomicInteger();
     final AtomicInteger frees = new AtomicInteger();
+    final AtomicInteger prefaults = new AtomicInteger();
+
+    @Override
+    public void prefault(MemorySegment segment) {
+      MmapAllocator.INSTANCE.prefault(segment);
+      prefaults.incrementAndGet();
+    }
 
     @Override
     public MemorySegment allocate(long byteCount) {
@@ -51,6 +58,31 @@ class ChunkPoolTest {
       b.release();
     }
     assertTrue(System.nanoTime() - t0 < 5_000_000_000L);
+  }
+
+  @Test
+  void everyNewSlab_isPrefaultedInTheBackground_withoutDisturbingWrites() throws Exception {
+    CountingAllocator a = new CountingAllocator();
+    try (ChunkPool pool = new ChunkPool(a, 1 << 20, 64L << 20, 16L << 20)) {
+      pool.warmUp();
+      assertEquals(1, a.allocations.get(), "warmUp maps the first slab");
+      List<ChunkBuffer> held = new ArrayList<>();
+      for (int i = 0; i < 40; i++) { // spills into 3 slabs while prefaulting runs
+        ChunkBuffer b = pool.tryAllocate(1 << 20);
+        b.segment().fill((byte) (i + 1));
+        held.add(b);
+      }
+      for (int i = 0; i < 200 && a.prefaults.get() < a.allocations.get(); i++) {
+        Thread.sleep(5);
+      }
+      assertEquals(a.allocations.get(), a.prefaults.get(), "each slab is prefaulted once");
+      for (int i = 0; i < 40; i++) {
+        MemorySegment s = held.get(i).segment();
+        assertEquals((byte) (i + 1), s.get(ValueLayout.JAVA_BYTE, 0));
+        assertEquals((byte) (i + 1), s.get(ValueLayout.JAVA_BYTE, (1 << 20) - 1));
+      }
+      held.forEach(ChunkBuffer::release);
+    }
   }
 
   @Test
