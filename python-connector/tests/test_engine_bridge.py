@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
 import kvtier
 from kvtier import _jvm
+from kvtier.engine import Engine, Layout
 
 CHUNK = 32
 BYTES_PER_TOKEN = 256
@@ -30,22 +33,54 @@ def addresses(arrays: list[np.ndarray]):
 
 
 def test_store_lookup_retrieve_round_trip_byte_exact():
-    """numpy chunks stored by address come back byte for byte; the lookup reports the hit."""
-    engine = open_engine()
-    try:
+    """numpy chunks stored through the Python Engine come back byte for byte."""
+    layout = Layout("tiny", "bfloat16", 2, 2, 32, bytes_per_token=BYTES_PER_TOKEN)
+    with Engine(layout, {"chunk_size": CHUNK}) as engine:
+        assert engine.chunk_bytes == CHUNK * BYTES_PER_TOKEN
         tokens = np.random.default_rng(1).integers(0, 150_000, 4 * CHUNK + 9, dtype=np.int32)
-        jtokens = _jvm.int_array(tokens)
         src = chunks_of(len(tokens), 1)
-        assert engine.lookup(jtokens, len(tokens)) == 0
-        assert engine.store(jtokens, len(tokens), addresses(src)) == 4
-        assert engine.lookup(jtokens, len(tokens)) == 4 * CHUNK
+        assert engine.lookup(tokens) == 0
+        assert engine.store(tokens, src) == 4
+        assert engine.lookup(tokens) == 4 * CHUNK
+        assert engine.lookup(tokens[: 2 * CHUNK + 3]) == 2 * CHUNK, "a shared prefix hits"
 
         dst = [np.zeros_like(a) for a in src]
-        assert engine.retrieve(jtokens, len(tokens), addresses(dst)) == 4
+        assert engine.retrieve(tokens, dst) == 4
         for a, b in zip(src, dst, strict=True):
             assert np.array_equal(a, b)
-    finally:
-        engine.close()
+        stats = engine.stats()
+        assert stats["puts"] == 4
+        assert stats["hit_tokens"] >= 6 * CHUNK
+
+
+def test_disk_tier_survives_a_new_engine(tmp_path):
+    """With local_disk, a second engine (as after a restart) finds and loads the chunks."""
+    layout = Layout("tiny", "bfloat16", 2, 2, 32, bytes_per_token=BYTES_PER_TOKEN)
+    settings = {"chunk_size": CHUNK, "local_disk": str(tmp_path), "max_local_disk_size": 0.01}
+    tokens = np.arange(3 * CHUNK, dtype=np.int32)
+    src = chunks_of(len(tokens), 3)
+    with Engine(layout, settings) as engine:
+        engine.store(tokens, src)
+        for _ in range(400):
+            if engine.stats()["disk_puts"] == 3:
+                break
+            time.sleep(0.005)
+        assert engine.stats()["disk_puts"] == 3
+    with Engine(layout, settings) as engine:
+        assert engine.lookup(tokens) == 3 * CHUNK
+        dst = [np.zeros_like(a) for a in src]
+        assert engine.retrieve(tokens, dst) == 3
+        assert all(np.array_equal(a, b) for a, b in zip(src, dst, strict=True))
+
+
+def test_read_only_output_buffer_is_refused():
+    """retrieve never writes into a buffer Python marked read-only."""
+    layout = Layout("tiny", "bfloat16", 2, 2, 32, bytes_per_token=BYTES_PER_TOKEN)
+    with Engine(layout, {"chunk_size": CHUNK}) as engine:
+        out = np.zeros(CHUNK * BYTES_PER_TOKEN, np.uint8)
+        out.flags.writeable = False
+        with pytest.raises(ValueError, match="read-only"):
+            engine.retrieve(np.arange(CHUNK, dtype=np.int32), [out])
 
 
 def test_two_phase_store_writes_into_engine_memory():

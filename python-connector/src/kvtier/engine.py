@@ -1,0 +1,132 @@
+"""The Java engine seen from Python: one object per process and layout, coarse calls only.
+
+:class:`Engine` wraps ``io.kvtier.engine.KvEngine``. Token ids go over as one ``int[]`` per call
+(numpy int32 arrays convert in bulk), chunk data by host address; nothing is called per block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from kvtier import _jvm
+from kvtier.hostmem import buffer_address
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What makes stored bytes interchangeable (the key namespace), and bytes per token.
+
+    ``bytes_per_token`` is what one token's KV occupies in a chunk: all layers, K and V (MLA: the
+    latent only).
+    """
+
+    model_id: str
+    kv_dtype: str
+    num_layers: int
+    kv_heads_per_rank: int
+    head_size: int
+    bytes_per_token: int
+    tp_size: int = 1
+    tp_rank: int = 0
+    mla: bool = False
+
+
+def _tokens(tokens: Sequence[int] | np.ndarray) -> tuple[Any, int]:
+    arr = np.ascontiguousarray(tokens, dtype=np.int32)
+    return _jvm.int_array(arr), int(arr.shape[0])
+
+
+def _addresses(buffers: Sequence[Any], writable: bool) -> Any:
+    addrs = np.fromiter(
+        (buffer_address(b, writable=writable)[0] for b in buffers),
+        dtype=np.int64,
+        count=len(buffers),
+    )
+    return _jvm.long_array(addrs)
+
+
+class Engine:
+    """A kvtier engine: lookups, stores and loads of prompts' chunks. Thread-safe.
+
+    Configuration comes from ``KVTIER_CONFIG_FILE``, ``KVTIER_<KEY>`` variables and ``settings``
+    (highest priority), with the chunk size taken from ``settings``/the environment.
+
+    Raises:
+        kvtier.JavaValueError: a bad setting or layout (the message names the key and value).
+        kvtier.JvmError: the JVM cannot start.
+    """
+
+    def __init__(self, layout: Layout, settings: Mapping[str, Any] | None = None) -> None:
+        config_cls = _jvm.java_class("io.kvtier.config.KvTierConfig")
+        config = config_cls.load(dict(settings or {}))
+        chunk = int(config.chunkTokens())
+        ns = _jvm.new(
+            "io.kvtier.key.KeyNamespace",
+            layout.model_id,
+            layout.kv_dtype,
+            layout.num_layers,
+            layout.kv_heads_per_rank,
+            layout.head_size,
+            layout.tp_size,
+            layout.tp_rank,
+            chunk,
+            layout.mla,
+        )
+        allocator = _jvm.java_class("io.kvtier.memory.MmapAllocator").INSTANCE
+        self._engine = _jvm.new(
+            "io.kvtier.engine.KvEngine", config, ns.java, layout.bytes_per_token, allocator
+        )
+        self.layout = layout
+        self.chunk_tokens = chunk
+        self.chunk_bytes = int(self._engine.chunkBytes())
+        self._stat_names = [
+            str(n) for n in _jvm.java_class("io.kvtier.engine.KvEngine").statNames()
+        ]
+
+    def lookup(self, tokens: Sequence[int] | np.ndarray) -> int:
+        """Leading tokens of the prompt that are stored (chunk-aligned). Non-blocking."""
+        jt, n = _tokens(tokens)
+        return int(self._engine.lookup(jt, n))
+
+    def lookup_and_pin(self, request_id: int, tokens: Sequence[int] | np.ndarray) -> int:
+        """Like :meth:`lookup`, pinning what it reports until :meth:`unpin` of ``request_id``."""
+        jt, n = _tokens(tokens)
+        return int(self._engine.lookupAndPin(request_id, jt, n))
+
+    def unpin(self, request_id: int) -> None:
+        """Drops the pins of ``request_id``. Idempotent."""
+        self._engine.unpinRequest(request_id)
+
+    def store(self, tokens: Sequence[int] | np.ndarray, chunks: Sequence[Any]) -> int:
+        """Stores one host buffer per chunk of the prompt; returns chunks newly stored."""
+        jt, n = _tokens(tokens)
+        return int(self._engine.store(jt, n, _addresses(chunks, writable=False)))
+
+    def retrieve(self, tokens: Sequence[int] | np.ndarray, out: Sequence[Any]) -> int:
+        """Copies the stored leading chunks into ``out`` (one writable host buffer per chunk);
+        returns how many were copied."""
+        jt, n = _tokens(tokens)
+        return int(self._engine.retrieve(jt, n, _addresses(out, writable=True)))
+
+    def prefetch(self, tokens: Sequence[int] | np.ndarray) -> int:
+        """Starts bringing disk-only chunks of the prompt into CPU memory; returns how many."""
+        jt, n = _tokens(tokens)
+        return int(self._engine.prefetch(jt, n))
+
+    def stats(self) -> dict[str, int]:
+        """Counters by name (lookup/hit tokens, puts, evictions, disk figures, ...)."""
+        return dict(zip(self._stat_names, (int(v) for v in self._engine.stats()), strict=True))
+
+    def close(self) -> None:
+        """Releases every chunk and stops background work. Idempotent."""
+        self._engine.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
