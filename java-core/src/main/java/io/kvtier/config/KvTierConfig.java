@@ -160,6 +160,24 @@ public final class KvTierConfig {
           "Compress chunks on disk with LZ4 (kept raw when it does not save 5%) (kvtier key).",
           ConfigKey.bool());
 
+  /** Longest time a lookup's pins may hold chunks before they are released, in seconds. */
+  public static final ConfigKey<Integer> PIN_TIMEOUT_SEC =
+      new ConfigKey<>(
+          "pin_timeout_sec",
+          300,
+          "seconds",
+          "Pins older than this are released (a request that never ends cannot hold memory).",
+          ConfigKey.positiveInt());
+
+  /** How often expired pins are looked for, in seconds. */
+  public static final ConfigKey<Integer> PIN_CHECK_INTERVAL_SEC =
+      new ConfigKey<>(
+          "pin_check_interval_sec",
+          30,
+          "seconds",
+          "Interval of the check for expired pins.",
+          ConfigKey.positiveInt());
+
   /** Free-form settings, as in LMCache; kvtier reads the keys in {@link #EXTRA_KEYS}. */
   public static final ConfigKey<Map<String, Object>> EXTRA_CONFIG =
       new ConfigKey<>("extra_config", Map.of(), "mapping", "Further settings.", ConfigKey.map());
@@ -183,6 +201,8 @@ public final class KvTierConfig {
           DISK_READ_THREADS,
           DISK_QUEUE,
           LOCAL_DISK_LZ4,
+          PIN_TIMEOUT_SEC,
+          PIN_CHECK_INTERVAL_SEC,
           EXTRA_CONFIG);
 
   /** {@code extra_config} entries kvtier reads; others are reported as unsupported. */
@@ -268,8 +288,6 @@ public final class KvTierConfig {
           "min_retrieve_tokens",
           "hit_miss_ratio",
           "enable_lazy_memory_allocator",
-          "pin_timeout_sec",
-          "pin_check_interval_sec",
           "enable_kv_events");
 
   /** Environment variables with the KVTIER_ prefix that are not configuration keys. */
@@ -402,6 +420,14 @@ public final class KvTierConfig {
 
   public boolean localDiskLz4() {
     return get(LOCAL_DISK_LZ4);
+  }
+
+  public int pinTimeoutSec() {
+    return get(PIN_TIMEOUT_SEC);
+  }
+
+  public int pinCheckIntervalSec() {
+    return get(PIN_CHECK_INTERVAL_SEC);
   }
 
   /** {@code extra_config.use_odirect}: O_DIRECT for the disk tier (default false). */

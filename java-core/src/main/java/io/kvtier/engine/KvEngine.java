@@ -22,8 +22,12 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.Executors;
+import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.atomic.LongAdder;
+import java.util.function.LongSupplier;
 
 /**
  * The facade the Python connector calls: lookups, stores and loads of a prompt's chunks, in
@@ -66,12 +70,19 @@ public final class KvEngine implements AutoCloseable {
   private final AtomicLong nextHandle = new AtomicLong(1);
   private final Map<Long, PendingStore> pendingStores = new ConcurrentHashMap<>();
   private final Map<Long, List<ChunkBuffer>> pendingLoads = new ConcurrentHashMap<>();
-  private final Map<Long, List<ChunkKey>> pinsByRequest = new ConcurrentHashMap<>();
+  private final Map<Long, Pins> pinsByRequest = new ConcurrentHashMap<>();
+  private final LongSupplier nanoClock;
+  private final long pinTimeoutNanos;
+  private final ScheduledExecutorService pinMonitor;
+  private final LongAdder expiredPins = new LongAdder();
   private final LongAdder lookupTokens = new LongAdder();
   private final LongAdder hitTokens = new LongAdder();
   private volatile boolean closed;
 
   private record PendingStore(ChunkKey[] keys, ChunkBuffer[] buffers) {}
+
+  /** The chunks a request's lookup pinned, and when (on {@link #nanoClock}). */
+  private record Pins(List<ChunkKey> keys, long pinnedAtNanos) {}
 
   /**
    * Opens an engine with the configuration of this process ({@link KvTierConfig#load}) and the
@@ -97,6 +108,22 @@ public final class KvEngine implements AutoCloseable {
    */
   public KvEngine(
       KvTierConfig config, KeyNamespace namespace, long bytesPerToken, HostAllocator allocator) {
+    this(config, namespace, bytesPerToken, allocator, System::nanoTime, true);
+  }
+
+  /**
+   * Like the public constructor, with the clock pins are timed by and whether the background pin
+   * monitor runs (tests pass a fake clock and call {@link #expirePins()} themselves).
+   */
+  KvEngine(
+      KvTierConfig config,
+      KeyNamespace namespace,
+      long bytesPerToken,
+      HostAllocator allocator,
+      LongSupplier nanoClock,
+      boolean startPinMonitor) {
+    this.nanoClock = nanoClock;
+    this.pinTimeoutNanos = TimeUnit.SECONDS.toNanos(config.pinTimeoutSec());
     this.config = config;
     this.namespace = namespace;
     this.namespaceId = namespace.id();
@@ -142,6 +169,19 @@ public final class KvEngine implements AutoCloseable {
     this.tiers =
         new TieredStore(
             cpu, lower, config.copyDownThreads(), config.copyDownQueue(), config.localCpu());
+    if (startPinMonitor) {
+      this.pinMonitor =
+          Executors.newSingleThreadScheduledExecutor(
+              r -> {
+                Thread t = new Thread(r, "kvtier-pin-monitor");
+                t.setDaemon(true);
+                return t;
+              });
+      long every = config.pinCheckIntervalSec();
+      pinMonitor.scheduleWithFixedDelay(this::expirePins, every, every, TimeUnit.SECONDS);
+    } else {
+      this.pinMonitor = null;
+    }
   }
 
   /** The configuration in force. */
@@ -223,7 +263,7 @@ public final class KvEngine implements AutoCloseable {
       chunks++;
     }
     if (!pinned.isEmpty()) {
-      pinsByRequest.put(requestId, pinned);
+      pinsByRequest.put(requestId, new Pins(pinned, nanoClock.getAsLong()));
     }
     int hit = tokensIn(chunks, tokenCount);
     lookupTokens.add(tokenCount);
@@ -233,10 +273,40 @@ public final class KvEngine implements AutoCloseable {
 
   /** Drops the pins of {@code requestId}; unknown ids are ignored. Idempotent. */
   public void unpinRequest(long requestId) {
-    List<ChunkKey> keys = pinsByRequest.remove(requestId);
-    if (keys != null && !closed) {
-      keys.forEach(tiers::unpin);
+    Pins pins = pinsByRequest.remove(requestId);
+    if (pins != null && !closed) {
+      pins.keys().forEach(tiers::unpin);
     }
+  }
+
+  /**
+   * Releases the pins of every request pinned longer than {@code pin_timeout_sec} ago and counts
+   * them; runs every {@code pin_check_interval_sec} on {@code kvtier-pin-monitor}. Never throws.
+   *
+   * @return requests whose pins were released
+   */
+  public int expirePins() {
+    long now = nanoClock.getAsLong();
+    int expired = 0;
+    for (Map.Entry<Long, Pins> e : pinsByRequest.entrySet()) {
+      if (now - e.getValue().pinnedAtNanos() > pinTimeoutNanos
+          && pinsByRequest.remove(e.getKey(), e.getValue())) {
+        if (!closed) {
+          e.getValue().keys().forEach(tiers::unpin);
+        }
+        expired++;
+      }
+    }
+    if (expired > 0) {
+      expiredPins.add(expired);
+      LOG.log(
+          System.Logger.Level.WARNING,
+          expired
+              + " request(s) held pins longer than pin_timeout_sec="
+              + config.pinTimeoutSec()
+              + "; released");
+    }
+    return expired;
   }
 
   /**
@@ -520,7 +590,8 @@ public final class KvEngine implements AutoCloseable {
       d.bytes(),
       d.puts(),
       d.droppedPuts(),
-      diskErrors
+      diskErrors,
+      expiredPins.sum()
     };
   }
 
@@ -545,7 +616,8 @@ public final class KvEngine implements AutoCloseable {
       "disk_bytes",
       "disk_puts",
       "disk_dropped_puts",
-      "disk_errors"
+      "disk_errors",
+      "expired_pins"
     };
   }
 
@@ -569,6 +641,9 @@ public final class KvEngine implements AutoCloseable {
       return;
     }
     closed = true;
+    if (pinMonitor != null) {
+      pinMonitor.shutdownNow();
+    }
     pendingStores.keySet().forEach(h -> completeStore(h, false));
     pendingLoads.keySet().forEach(this::completeLoad);
     pinsByRequest.clear();

@@ -233,6 +233,44 @@ class KvEngineTest {
   }
 
   @Test
+  void expiredPins_areReleased_andCounted() {
+    long[] now = {0};
+    engine =
+        new KvEngine(
+            KvTierConfig.of(
+                Map.of(
+                    "chunk_size",
+                    CHUNK,
+                    "max_local_cpu_size",
+                    4.0 * 4096 / (1L << 30),
+                    "cache_policy",
+                    "LRU",
+                    "pin_timeout_sec",
+                    10)),
+            ns(CHUNK),
+            BYTES_PER_TOKEN,
+            MmapAllocator.INSTANCE,
+            () -> now[0],
+            false);
+    int[] p = prompt(2 * CHUNK, 40);
+    engine.store(p, p.length, addresses(source(p.length, 40, false)));
+    assertEquals(2 * CHUNK, engine.lookupAndPin(5, p, p.length));
+    now[0] = 9_000_000_000L;
+    assertEquals(0, engine.expirePins(), "not yet expired");
+    now[0] = 11_000_000_000L;
+    assertEquals(1, engine.expirePins());
+    assertEquals(0, engine.expirePins(), "released once");
+    int expired = java.util.Arrays.asList(KvEngine.statNames()).indexOf("expired_pins");
+    assertEquals(1, engine.stats()[expired]);
+    for (int i = 0; i < 6; i++) { // the chunks can be evicted again
+      int[] q = prompt(2 * CHUNK, 400 + i);
+      engine.store(q, q.length, addresses(source(q.length, 400 + i, false)));
+    }
+    assertEquals(0, engine.lookup(p, p.length));
+    engine.unpinRequest(5); // late unpin of an expired request is harmless
+  }
+
+  @Test
   void badArguments_throwClearly() {
     open(Map.of());
     int[] p = prompt(3 * CHUNK, 9);
