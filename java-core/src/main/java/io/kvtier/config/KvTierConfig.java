@@ -160,6 +160,33 @@ public final class KvTierConfig {
           "Compress chunks on disk with LZ4 (kept raw when it does not save 5%) (kvtier key).",
           ConfigKey.bool());
 
+  /** How long a remote operation may take before it counts as a miss or a dropped put. */
+  public static final ConfigKey<Integer> REMOTE_TIMEOUT_MS =
+      new ConfigKey<>(
+          "remote_timeout_ms",
+          1000,
+          "milliseconds",
+          "A remote get, exists or put slower than this is a miss or a dropped put (kvtier key).",
+          ConfigKey.positiveInt());
+
+  /** Expiry of chunks in the remote store; 0 keeps them until the store evicts them. */
+  public static final ConfigKey<Integer> REMOTE_TTL_SEC =
+      new ConfigKey<>(
+          "remote_ttl_sec",
+          0,
+          "seconds",
+          "Expire remote chunks after this long; 0 = never (the server's eviction decides).",
+          ConfigKey.nonNegativeInt());
+
+  /** Remote puts in flight before new ones are dropped (and counted). */
+  public static final ConfigKey<Integer> REMOTE_QUEUE =
+      new ConfigKey<>(
+          "remote_queue",
+          64,
+          "chunks",
+          "Remote puts in flight; more are dropped and counted (kvtier key).",
+          ConfigKey.positiveInt());
+
   /** Longest time a lookup's pins may hold chunks before they are released, in seconds. */
   public static final ConfigKey<Integer> PIN_TIMEOUT_SEC =
       new ConfigKey<>(
@@ -201,6 +228,9 @@ public final class KvTierConfig {
           DISK_READ_THREADS,
           DISK_QUEUE,
           LOCAL_DISK_LZ4,
+          REMOTE_TIMEOUT_MS,
+          REMOTE_TTL_SEC,
+          REMOTE_QUEUE,
           PIN_TIMEOUT_SEC,
           PIN_CHECK_INTERVAL_SEC,
           EXTRA_CONFIG);
@@ -420,6 +450,18 @@ public final class KvTierConfig {
 
   public boolean localDiskLz4() {
     return get(LOCAL_DISK_LZ4);
+  }
+
+  public int remoteTimeoutMs() {
+    return get(REMOTE_TIMEOUT_MS);
+  }
+
+  public int remoteTtlSec() {
+    return get(REMOTE_TTL_SEC);
+  }
+
+  public int remoteQueue() {
+    return get(REMOTE_QUEUE);
   }
 
   public int pinTimeoutSec() {

@@ -49,7 +49,9 @@ public interface KvStore extends AutoCloseable {
    * Stores {@code chunk}'s bytes ({@code chunk.length()} of them) under {@code key}. Never blocks
    * on I/O: asynchronous tiers queue the write (a full queue drops it, counted).
    *
-   * @return true if stored or queued; false if the key was already present or the put was dropped
+   * @return true if stored or queued; false if the key was known to be present or the put was
+   *     dropped. A tier that cannot know without a round trip (remote) returns true and makes the
+   *     write a no-op on the server; either way an existing chunk is never overwritten.
    * @throws IllegalStateException if the store is closed
    */
   boolean put(ChunkKey key, ChunkBuffer chunk);

@@ -1,0 +1,499 @@
+package io.kvtier.remote;
+
+import static io.kvtier.Checks.checkPositive;
+
+import io.kvtier.config.ConfigException;
+import io.kvtier.key.ChunkKey;
+import io.kvtier.memory.ChunkBuffer;
+import io.kvtier.store.ErrorTally;
+import io.kvtier.store.KvStore;
+import io.kvtier.store.StoreStats;
+import io.lettuce.core.ClientOptions;
+import io.lettuce.core.RedisClient;
+import io.lettuce.core.RedisFuture;
+import io.lettuce.core.RedisURI;
+import io.lettuce.core.SetArgs;
+import io.lettuce.core.SocketOptions;
+import io.lettuce.core.TimeoutOptions;
+import io.lettuce.core.api.StatefulConnection;
+import io.lettuce.core.api.StatefulRedisConnection;
+import io.lettuce.core.api.async.RedisKeyAsyncCommands;
+import io.lettuce.core.api.async.RedisStringAsyncCommands;
+import io.lettuce.core.cluster.ClusterClientOptions;
+import io.lettuce.core.cluster.RedisClusterClient;
+import io.lettuce.core.cluster.api.StatefulRedisClusterConnection;
+import io.lettuce.core.resource.ClientResources;
+import io.lettuce.core.resource.DefaultClientResources;
+import java.nio.charset.StandardCharsets;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.HexFormat;
+import java.util.List;
+import java.util.Locale;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.Executors;
+import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
+import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.LongAdder;
+import java.util.function.LongFunction;
+
+/**
+ * The remote tier on Redis or Valkey through Lettuce (Netty): standalone, TLS, sentinel and
+ * cluster.
+ *
+ * <p>URLs: {@code redis://[[user:]password@]host[:port][/db]}, {@code rediss://...} (TLS), {@code
+ * redis-sentinel://[password@]host:port[,host:port...][/db]#master}, and {@code
+ * redis-cluster://[password@]host:port[,host:port...]} ({@code rediss-cluster://} for TLS).
+ *
+ * <p>Implementation note.
+ *
+ * <ul>
+ *   <li>Values move through {@link ChunkCodec}: decoded from Netty's buffer straight into a pinned
+ *       buffer from the injected allocator, encoded as a view of the pinned buffer.
+ *   <li>{@link #put} never blocks: it retains the chunk, sends {@code SET} asynchronously and
+ *       releases on completion; more than {@code remote_queue} puts in flight drop the put
+ *       (counted). Gets, exists and batched forms are pipelined (every command is sent before any
+ *       reply is awaited) and wait at most {@code remote_timeout_ms}; a reply that arrives after
+ *       the caller gave up is released when it lands.
+ *   <li>A server that is down, slow or answering garbage turns into misses and dropped puts,
+ *       counted by kind in an {@link ErrorTally} (first of each kind logged). A standalone or
+ *       sentinel connection rejects commands while disconnected; a cluster connection queues at
+ *       most {@link #CLUSTER_REQUEST_QUEUE} commands while a node reconnects, each bounded by the
+ *       timeout. Lettuce reconnects in the background. If the server is absent at start, a daemon
+ *       retries the connection every {@link #RECONNECT_SECONDS}.
+ *   <li>Remote chunks cannot be pinned: {@link #pin} reports presence only, and the server's own
+ *       eviction ({@code maxmemory}) or {@code remote_ttl_sec} may still drop them.
+ * </ul>
+ *
+ * <p>Thread-safe.
+ */
+public final class RedisStore implements KvStore {
+  /** Seconds between connection attempts while the server is unreachable at start. */
+  public static final long RECONNECT_SECONDS = 5;
+
+  /** Commands a cluster connection may queue while a node reconnects (bounds memory). */
+  static final int CLUSTER_REQUEST_QUEUE = 4096;
+
+  private static final System.Logger LOG = System.getLogger(RedisStore.class.getName());
+
+  private final String url;
+  private final long timeoutMillis;
+  private final int ttlSeconds;
+  private final int queueBound;
+  private final ChunkCodec codec;
+  private final ClientResources resources;
+  private final ErrorTally errors = new ErrorTally(LOG, "remote tier");
+  private final AtomicInteger inFlightPuts = new AtomicInteger();
+  private final ScheduledExecutorService reconnector;
+  private final Object connectLock = new Object();
+
+  private final RedisClient client; // standalone and sentinel; null for cluster
+  private final RedisClusterClient clusterClient; // cluster; null otherwise
+  private volatile StatefulConnection<byte[], ChunkBuffer> connection; // null until connected
+  private volatile RedisStringAsyncCommands<byte[], ChunkBuffer> strings;
+  private volatile RedisKeyAsyncCommands<byte[], ChunkBuffer> keys;
+
+  private final LongAdder hits = new LongAdder();
+  private final LongAdder misses = new LongAdder();
+  private final LongAdder puts = new LongAdder();
+  private final LongAdder droppedPuts = new LongAdder();
+  private final LongAdder duplicatePuts = new LongAdder();
+  private volatile boolean closed;
+
+  /**
+   * Connects to {@code url}; if the server does not answer, starts anyway (every operation is a
+   * miss or a dropped put) and keeps trying in the background.
+   *
+   * @param buffers where values read from the server go (null when none is free: a miss)
+   * @throws ConfigException if the URL is malformed or of an unknown scheme
+   */
+  public RedisStore(
+      String url,
+      long timeoutMillis,
+      int ttlSeconds,
+      int queueBound,
+      LongFunction<ChunkBuffer> buffers) {
+    this.url = url;
+    this.timeoutMillis = checkPositive(timeoutMillis, "timeoutMillis");
+    this.ttlSeconds = ttlSeconds;
+    this.queueBound = checkPositive(queueBound, "queueBound");
+    this.codec = new ChunkCodec(buffers);
+    this.resources = DefaultClientResources.builder().ioThreadPoolSize(2).build();
+    Duration timeout = Duration.ofMillis(timeoutMillis);
+    SocketOptions socket = SocketOptions.builder().connectTimeout(timeout).keepAlive(true).build();
+    TimeoutOptions timeouts = TimeoutOptions.enabled(timeout);
+    String lower = url.toLowerCase(Locale.ROOT);
+    try {
+      if (lower.startsWith("redis-cluster://") || lower.startsWith("rediss-cluster://")) {
+        this.client = null;
+        this.clusterClient = RedisClusterClient.create(resources, clusterUris(url));
+        // Lettuce's cluster writer rejects commands outright under REJECT_COMMANDS; instead
+        // commands wait in a bounded queue while a node reconnects and time out like any other.
+        clusterClient.setOptions(
+            ClusterClientOptions.builder()
+                .socketOptions(socket)
+                .timeoutOptions(timeouts)
+                .disconnectedBehavior(ClientOptions.DisconnectedBehavior.ACCEPT_COMMANDS)
+                .requestQueueSize(CLUSTER_REQUEST_QUEUE)
+                .autoReconnect(true)
+                .build());
+      } else if (lower.startsWith("redis://")
+          || lower.startsWith("rediss://")
+          || lower.startsWith("redis-sentinel://")
+          || lower.startsWith("rediss-sentinel://")) {
+        this.clusterClient = null;
+        this.client = RedisClient.create(resources, RedisURI.create(url));
+        client.setOptions(
+            ClientOptions.builder()
+                .socketOptions(socket)
+                .timeoutOptions(timeouts)
+                .disconnectedBehavior(ClientOptions.DisconnectedBehavior.REJECT_COMMANDS)
+                .autoReconnect(true)
+                .build());
+      } else {
+        throw new ConfigException(
+            "remote_url="
+                + url
+                + " has an unknown scheme; allowed: redis://, rediss://, redis-sentinel://,"
+                + " redis-cluster://, rediss-cluster://");
+      }
+    } catch (IllegalArgumentException e) {
+      resources.shutdown();
+      if (e instanceof ConfigException ce) {
+        throw ce;
+      }
+      throw new ConfigException("remote_url=" + url + " is malformed: " + e.getMessage());
+    }
+    this.reconnector =
+        Executors.newSingleThreadScheduledExecutor(
+            r -> {
+              Thread t = new Thread(r, "kvtier-remote-connect");
+              t.setDaemon(true);
+              return t;
+            });
+    if (!tryConnect()) {
+      reconnector.scheduleWithFixedDelay(
+          () -> {
+            if (connection == null && !closed) {
+              tryConnect();
+            }
+          },
+          RECONNECT_SECONDS,
+          RECONNECT_SECONDS,
+          TimeUnit.SECONDS);
+    }
+  }
+
+  private static List<RedisURI> clusterUris(String url) {
+    boolean tls = url.toLowerCase(Locale.ROOT).startsWith("rediss-cluster://");
+    String rest = url.substring(url.indexOf("://") + 3);
+    String auth = "";
+    int at = rest.lastIndexOf('@');
+    if (at >= 0) {
+      auth = rest.substring(0, at + 1);
+      rest = rest.substring(at + 1);
+    }
+    int slash = rest.indexOf('/');
+    if (slash >= 0) {
+      rest = rest.substring(0, slash);
+    }
+    List<RedisURI> uris = new ArrayList<>();
+    for (String hostPort : rest.split(",")) {
+      if (hostPort.isBlank()) {
+        throw new IllegalArgumentException("empty host in " + url);
+      }
+      uris.add(RedisURI.create((tls ? "rediss://" : "redis://") + auth + hostPort.trim()));
+    }
+    return uris;
+  }
+
+  /** One connection attempt; true if connected. Never throws. */
+  private boolean tryConnect() {
+    synchronized (connectLock) {
+      if (connection != null || closed) {
+        return connection != null;
+      }
+      try {
+        if (clusterClient != null) {
+          StatefulRedisClusterConnection<byte[], ChunkBuffer> c = clusterClient.connect(codec);
+          // Open every master's connection now: node connections are otherwise opened on first
+          // use, and commands sent before one is up would be rejected.
+          for (var node : c.getPartitions()) {
+            c.getConnection(node.getNodeId());
+          }
+          strings = c.async();
+          keys = c.async();
+          connection = c;
+        } else {
+          StatefulRedisConnection<byte[], ChunkBuffer> c = client.connect(codec);
+          strings = c.async();
+          keys = c.async();
+          connection = c;
+        }
+        LOG.log(System.Logger.Level.INFO, "remote tier connected to " + redacted());
+        return true;
+      } catch (RuntimeException e) {
+        errors.record(
+            "unavailable",
+            "cannot connect to " + redacted() + "; retrying every " + RECONNECT_SECONDS + " s",
+            e);
+        return false;
+      }
+    }
+  }
+
+  private String redacted() {
+    return url.replaceAll("//[^@/]*@", "//***@");
+  }
+
+  /** The Redis key of a chunk: {@code kvtier:<namespace>:<hash>}. */
+  static byte[] redisKey(ChunkKey key) {
+    return ("kvtier:" + HexFormat.of().toHexDigits(key.namespace()) + ":" + key.hashHex())
+        .getBytes(StandardCharsets.US_ASCII);
+  }
+
+  /** Whether commands can be sent now. */
+  public boolean connected() {
+    StatefulConnection<byte[], ChunkBuffer> c = connection;
+    return c != null && c.isOpen();
+  }
+
+  private <T> T await(RedisFuture<T> f, String what) {
+    try {
+      return f.get(timeoutMillis, TimeUnit.MILLISECONDS);
+    } catch (TimeoutException e) {
+      errors.record("timeout", what + " took longer than " + timeoutMillis + " ms", e);
+    } catch (ExecutionException e) {
+      errors.record(kindOf(e.getCause()), what + " failed", e.getCause());
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+    }
+    return null;
+  }
+
+  private static String kindOf(Throwable e) {
+    String name = e == null ? "" : e.getClass().getSimpleName();
+    if (name.contains("Timeout")) {
+      return "timeout";
+    }
+    if (name.contains("Connection") || String.valueOf(e.getMessage()).contains("not connected")) {
+      return "unavailable";
+    }
+    return "error";
+  }
+
+  @Override
+  public boolean contains(ChunkKey key) {
+    return prefixLength(new ChunkKey[] {key}) == 1;
+  }
+
+  /** Pipelined {@code EXISTS} of every key; waits at most {@code remote_timeout_ms}. */
+  @Override
+  public int prefixLength(ChunkKey[] chunkKeys) {
+    checkOpen();
+    if (!connected() || chunkKeys.length == 0) {
+      return 0;
+    }
+    List<RedisFuture<Long>> replies = new ArrayList<>(chunkKeys.length);
+    try {
+      for (ChunkKey k : chunkKeys) {
+        replies.add(keys.exists(redisKey(k)));
+      }
+    } catch (RuntimeException e) { // rejected while disconnected
+      errors.record("unavailable", "exists on " + redacted() + " rejected", e);
+      return 0;
+    }
+    int n = 0;
+    for (RedisFuture<Long> f : replies) {
+      Long found = await(f, "EXISTS");
+      if (found == null || found == 0) {
+        break;
+      }
+      n++;
+    }
+    return n;
+  }
+
+  /**
+   * Sends {@code SET NX} without waiting. A remote store cannot tell whether the key exists without
+   * a round trip, so this returns true for every write it sends; the server ignores the write
+   * (counted as a duplicate) when the key exists.
+   */
+  @Override
+  public boolean put(ChunkKey key, ChunkBuffer chunk) {
+    checkOpen();
+    if (!connected()) {
+      droppedPuts.increment();
+      errors.record("unavailable", "put to " + redacted() + " while disconnected", null);
+      return false;
+    }
+    if (inFlightPuts.incrementAndGet() > queueBound) {
+      inFlightPuts.decrementAndGet();
+      droppedPuts.increment();
+      return false;
+    }
+    chunk.retain();
+    RedisFuture<String> f;
+    try {
+      // NX: an existing chunk is never overwritten (equal keys hold equal bytes anyway).
+      f =
+          strings.set(
+              redisKey(key),
+              chunk,
+              ttlSeconds > 0 ? SetArgs.Builder.nx().ex(ttlSeconds) : SetArgs.Builder.nx());
+    } catch (RuntimeException e) {
+      chunk.release();
+      inFlightPuts.decrementAndGet();
+      droppedPuts.increment();
+      errors.record("unavailable", "put to " + redacted() + " rejected", e);
+      return false;
+    }
+    f.whenComplete(
+        (ok, err) -> {
+          chunk.release();
+          inFlightPuts.decrementAndGet();
+          if (err == null) {
+            (ok == null ? duplicatePuts : puts).increment(); // NX answers nil if it existed
+          } else {
+            droppedPuts.increment();
+            errors.record(kindOf(err), "SET failed", err);
+          }
+        });
+    return true;
+  }
+
+  @Override
+  public ChunkBuffer get(ChunkKey key) {
+    return getBatch(new ChunkKey[] {key})[0];
+  }
+
+  /** Pipelined {@code GET}s; replies arriving after {@code remote_timeout_ms} are released. */
+  @Override
+  public ChunkBuffer[] getBatch(ChunkKey[] chunkKeys) {
+    checkOpen();
+    ChunkBuffer[] out = new ChunkBuffer[chunkKeys.length];
+    if (!connected()) {
+      misses.add(chunkKeys.length);
+      return out;
+    }
+    List<RedisFuture<ChunkBuffer>> replies = new ArrayList<>(chunkKeys.length);
+    try {
+      for (ChunkKey k : chunkKeys) {
+        replies.add(strings.get(redisKey(k)));
+      }
+    } catch (RuntimeException e) {
+      errors.record("unavailable", "get from " + redacted() + " rejected", e);
+      replies.forEach(RedisStore::releaseWhenDone);
+      misses.add(chunkKeys.length);
+      return out;
+    }
+    long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(timeoutMillis);
+    for (int i = 0; i < out.length; i++) {
+      RedisFuture<ChunkBuffer> f = replies.get(i);
+      try {
+        long left = Math.max(0, deadline - System.nanoTime());
+        out[i] = f.get(left, TimeUnit.NANOSECONDS);
+      } catch (TimeoutException e) {
+        errors.record("timeout", "GET took longer than " + timeoutMillis + " ms", e);
+        releaseWhenDone(f);
+      } catch (ExecutionException e) {
+        errors.record(kindOf(e.getCause()), "GET failed", e.getCause());
+      } catch (InterruptedException e) {
+        Thread.currentThread().interrupt();
+        releaseWhenDone(f);
+      }
+      (out[i] == null ? misses : hits).increment();
+    }
+    return out;
+  }
+
+  /** Releases a reply that nobody will receive, whenever it arrives. */
+  private static void releaseWhenDone(RedisFuture<ChunkBuffer> f) {
+    f.whenComplete(
+        (b, err) -> {
+          if (b != null) {
+            b.release();
+          }
+        });
+  }
+
+  /** Remote chunks cannot be pinned; reports whether the chunk is there. */
+  @Override
+  public boolean pin(ChunkKey key) {
+    return contains(key);
+  }
+
+  @Override
+  public void unpin(ChunkKey key) {}
+
+  @Override
+  public boolean remove(ChunkKey key) {
+    checkOpen();
+    if (!connected()) {
+      return false;
+    }
+    try {
+      Long n = await(keys.del(redisKey(key)), "DEL");
+      return n != null && n > 0;
+    } catch (RuntimeException e) {
+      errors.record("unavailable", "DEL rejected", e);
+      return false;
+    }
+  }
+
+  @Override
+  public StoreStats stats() {
+    return new StoreStats(hits.sum(), misses.sum(), puts.sum(), 0, droppedPuts.sum(), 0, -1, -1);
+  }
+
+  /** Errors by kind ({@code unavailable}, {@code timeout}, {@code error}, ...). */
+  public java.util.Map<String, Long> errorCounts() {
+    java.util.Map<String, Long> m = new java.util.TreeMap<>(errors.counts());
+    if (codec.noBuffer.sum() > 0) {
+      m.put("no buffer", codec.noBuffer.sum());
+    }
+    return m;
+  }
+
+  /** Puts sent and not yet acknowledged. */
+  public int inFlightPuts() {
+    return inFlightPuts.get();
+  }
+
+  /** Closes the connection and the client; in-flight puts are released as they complete. */
+  @Override
+  public void close() {
+    if (closed) {
+      return;
+    }
+    closed = true;
+    reconnector.shutdownNow();
+    synchronized (connectLock) {
+      StatefulConnection<byte[], ChunkBuffer> c = connection;
+      if (c != null) {
+        c.close();
+      }
+    }
+    Duration quiet = Duration.ZERO;
+    Duration timeout = Duration.ofMillis(Math.max(1000, timeoutMillis));
+    if (client != null) {
+      client.shutdown(quiet, timeout);
+    } else {
+      clusterClient.shutdown(quiet, timeout);
+    }
+    resources.shutdown(0, timeout.toMillis(), TimeUnit.MILLISECONDS);
+  }
+
+  private void checkOpen() {
+    if (closed) {
+      throw new IllegalStateException("RedisStore is closed");
+    }
+  }
+
+  @Override
+  public String toString() {
+    return "RedisStore(" + redacted() + ")";
+  }
+}

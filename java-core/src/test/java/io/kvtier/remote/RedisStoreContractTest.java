@@ -1,0 +1,155 @@
+package io.kvtier.remote;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+
+import io.kvtier.memory.ChunkPool;
+import io.kvtier.memory.MmapAllocator;
+import io.kvtier.store.KvStore;
+import io.kvtier.store.KvStoreContract;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Nested;
+import org.junit.jupiter.api.TestInstance;
+
+/** The store contract against real Redis: one standalone server and a 3-node cluster. */
+class RedisStoreContractTest {
+  abstract static class RedisContract extends KvStoreContract {
+    ChunkPool readPool;
+
+    abstract String url();
+
+    @Override
+    protected KvStore newStore() {
+      readPool = new ChunkPool(MmapAllocator.INSTANCE, CHUNK_BYTES, 32L * CHUNK_BYTES, 1 << 20);
+      RedisStore s = new RedisStore(url(), 2000, 0, 1024, readPool::tryAllocate);
+      s.getBatch(new io.kvtier.key.ChunkKey[0]); // connected or not, never throws
+      return s;
+    }
+
+    @Override
+    protected boolean sendsPutsBlind() {
+      return true;
+    }
+
+    @Override
+    protected void awaitQuiet() throws InterruptedException {
+      RedisStore s = (RedisStore) store;
+      for (int i = 0; i < 500 && s.inFlightPuts() > 0; i++) {
+        Thread.sleep(2);
+      }
+    }
+
+    @Override
+    protected void assertNothingHeld() {
+      assertEquals(0, readPool.inUseSlots(), "the remote store leaked read buffers");
+      readPool.close();
+    }
+  }
+
+  @Nested
+  @TestInstance(TestInstance.Lifecycle.PER_CLASS)
+  class Standalone extends RedisContract {
+    Process server;
+    int port;
+
+    @BeforeAll
+    void startServer() throws Exception {
+      RedisServers.assumeInstalled();
+      port = RedisServers.freePort();
+      server = RedisServers.start(port, Files.createTempDirectory("redis"));
+    }
+
+    @AfterAll
+    void stopServer() throws Exception {
+      RedisServers.stop(server);
+    }
+
+    @Override
+    String url() {
+      return "redis://127.0.0.1:" + port;
+    }
+
+    @Override
+    protected KvStore newStore() {
+      try {
+        RedisServers.run("redis-cli", "-p", Integer.toString(port), "FLUSHALL");
+      } catch (Exception e) {
+        throw new IllegalStateException(e);
+      }
+      return super.newStore();
+    }
+  }
+
+  @Nested
+  @TestInstance(TestInstance.Lifecycle.PER_CLASS)
+  class Cluster extends RedisContract {
+    final List<Process> servers = new ArrayList<>();
+    final List<Integer> ports = new ArrayList<>();
+
+    @BeforeAll
+    void startCluster() throws Exception {
+      RedisServers.assumeInstalled();
+      Path dir = Files.createTempDirectory("redis-cluster");
+      List<String> create = new ArrayList<>(List.of("redis-cli", "--cluster", "create"));
+      for (int i = 0; i < 3; i++) {
+        int port = RedisServers.freePort();
+        Path node = Files.createDirectories(dir.resolve("n" + i));
+        servers.add(
+            RedisServers.start(
+                port,
+                node,
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "2000"));
+        ports.add(port);
+        create.add("127.0.0.1:" + port);
+      }
+      create.addAll(List.of("--cluster-replicas", "0", "--cluster-yes"));
+      RedisServers.run(create.toArray(new String[0]));
+      long deadline = System.nanoTime() + 30_000_000_000L;
+      while (!RedisServers.run("redis-cli", "-p", ports.get(0).toString(), "CLUSTER", "INFO")
+          .contains("cluster_state:ok")) {
+        if (System.nanoTime() > deadline) {
+          throw new IllegalStateException("the cluster never became ready");
+        }
+        Thread.sleep(100);
+      }
+    }
+
+    @AfterAll
+    void stopCluster() throws Exception {
+      for (Process p : servers) {
+        RedisServers.stop(p);
+      }
+    }
+
+    @Override
+    String url() {
+      return "redis-cluster://127.0.0.1:"
+          + ports.get(0)
+          + ",127.0.0.1:"
+          + ports.get(1)
+          + ",127.0.0.1:"
+          + ports.get(2);
+    }
+
+    @Override
+    protected KvStore newStore() {
+      try {
+        for (int p : ports) {
+          RedisServers.run("redis-cli", "-p", Integer.toString(p), "FLUSHALL");
+        }
+      } catch (Exception e) {
+        throw new IllegalStateException(e);
+      }
+      return super.newStore();
+    }
+  }
+}
