@@ -73,6 +73,9 @@ public final class RedisStore implements KvStore {
   /** Seconds between connection attempts while the server is unreachable at start. */
   public static final long RECONNECT_SECONDS = 5;
 
+  /** GET and EXISTS commands sent and not yet answered; beyond this a read is a miss. */
+  static final int MAX_IN_FLIGHT_READS = 4096;
+
   /** Commands a cluster connection may queue while a node reconnects (bounds memory). */
   static final int CLUSTER_REQUEST_QUEUE = 4096;
 
@@ -86,6 +89,7 @@ public final class RedisStore implements KvStore {
   private final ClientResources resources;
   private final ErrorTally errors = new ErrorTally(LOG, "remote tier");
   private final AtomicInteger inFlightPuts = new AtomicInteger();
+  private final AtomicInteger inFlightReads = new AtomicInteger();
   private final ScheduledExecutorService reconnector;
   private final Object connectLock = new Object();
 
@@ -123,7 +127,11 @@ public final class RedisStore implements KvStore {
     this.resources = DefaultClientResources.builder().ioThreadPoolSize(2).build();
     Duration timeout = Duration.ofMillis(timeoutMillis);
     SocketOptions socket = SocketOptions.builder().connectTimeout(timeout).keepAlive(true).build();
-    TimeoutOptions timeouts = TimeoutOptions.enabled(timeout);
+    // No Lettuce command timeouts: a command it times out still decodes its late reply into a
+    // pinned buffer that nobody would release. kvtier times out its own waits and releases late
+    // replies when they land; outstanding commands are bounded instead (MAX_IN_FLIGHT_READS,
+    // remote_queue), so a server that stops answering cannot grow memory.
+    TimeoutOptions timeouts = TimeoutOptions.builder().timeoutCommands(false).build();
     String lower = url.toLowerCase(Locale.ROOT);
     try {
       if (lower.startsWith("redis-cluster://") || lower.startsWith("rediss-cluster://")) {
@@ -260,6 +268,30 @@ public final class RedisStore implements KvStore {
     return c != null && c.isOpen();
   }
 
+  /** Reserves room for {@code n} reads; false (a miss, counted) if too many are outstanding. */
+  private boolean reserveReads(int n) {
+    if (inFlightReads.addAndGet(n) > MAX_IN_FLIGHT_READS) {
+      inFlightReads.addAndGet(-n);
+      errors.record(
+          "backlog", MAX_IN_FLIGHT_READS + " reads outstanding: the server is not answering", null);
+      return false;
+    }
+    return true;
+  }
+
+  private <T> T awaitUntil(RedisFuture<T> f, long deadlineNanos, String what) {
+    try {
+      return f.get(Math.max(0, deadlineNanos - System.nanoTime()), TimeUnit.NANOSECONDS);
+    } catch (TimeoutException e) {
+      errors.record("timeout", what + " took longer than " + timeoutMillis + " ms", e);
+    } catch (ExecutionException e) {
+      errors.record(kindOf(e.getCause()), what + " failed", e.getCause());
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+    }
+    return null;
+  }
+
   private <T> T await(RedisFuture<T> f, String what) {
     try {
       return f.get(timeoutMillis, TimeUnit.MILLISECONDS);
@@ -296,18 +328,25 @@ public final class RedisStore implements KvStore {
     if (!connected() || chunkKeys.length == 0) {
       return 0;
     }
+    if (!reserveReads(chunkKeys.length)) {
+      return 0;
+    }
     List<RedisFuture<Long>> replies = new ArrayList<>(chunkKeys.length);
     try {
       for (ChunkKey k : chunkKeys) {
-        replies.add(keys.exists(redisKey(k)));
+        RedisFuture<Long> f = keys.exists(redisKey(k));
+        f.whenComplete((v, err) -> inFlightReads.decrementAndGet());
+        replies.add(f);
       }
     } catch (RuntimeException e) { // rejected while disconnected
+      inFlightReads.addAndGet(replies.size() - chunkKeys.length);
       errors.record("unavailable", "exists on " + redacted() + " rejected", e);
       return 0;
     }
+    long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(timeoutMillis);
     int n = 0;
     for (RedisFuture<Long> f : replies) {
-      Long found = await(f, "EXISTS");
+      Long found = awaitUntil(f, deadline, "EXISTS");
       if (found == null || found == 0) {
         break;
       }
@@ -378,12 +417,19 @@ public final class RedisStore implements KvStore {
       misses.add(chunkKeys.length);
       return out;
     }
+    if (!reserveReads(chunkKeys.length)) {
+      misses.add(chunkKeys.length);
+      return out;
+    }
     List<RedisFuture<ChunkBuffer>> replies = new ArrayList<>(chunkKeys.length);
     try {
       for (ChunkKey k : chunkKeys) {
-        replies.add(strings.get(redisKey(k)));
+        RedisFuture<ChunkBuffer> f = strings.get(redisKey(k));
+        f.whenComplete((v, err) -> inFlightReads.decrementAndGet());
+        replies.add(f);
       }
     } catch (RuntimeException e) {
+      inFlightReads.addAndGet(replies.size() - chunkKeys.length);
       errors.record("unavailable", "get from " + redacted() + " rejected", e);
       replies.forEach(RedisStore::releaseWhenDone);
       misses.add(chunkKeys.length);
