@@ -14,6 +14,7 @@ import io.kvtier.memory.ChunkBuffer;
 import io.kvtier.memory.ChunkPool;
 import io.kvtier.memory.HostAllocator;
 import io.kvtier.memory.MmapAllocator;
+import io.kvtier.remote.RedisStore;
 import io.kvtier.store.CpuStore;
 import io.kvtier.store.KvStore;
 import io.kvtier.store.StoreStats;
@@ -137,9 +138,10 @@ public final class KvEngine implements AutoCloseable {
               + " differs from chunk_size="
               + chunkTokens);
     }
-    if (!config.localCpu() && config.localDiskPaths().isEmpty()) {
+    if (!config.localCpu() && config.localDiskPaths().isEmpty() && config.remoteUrl() == null) {
       throw new io.kvtier.config.ConfigException(
-          "local_cpu=false leaves no tier to keep chunks in: set local_disk (or local_cpu=true)");
+          "local_cpu=false leaves no tier to keep chunks in: set local_disk or remote_url (or"
+              + " local_cpu=true)");
     }
     LOG.log(System.Logger.Level.INFO, config.describe());
     if (!config.unsupportedKeys().isEmpty()) {
@@ -147,11 +149,7 @@ public final class KvEngine implements AutoCloseable {
           System.Logger.Level.WARNING,
           "kvtier ignores these settings, which it does not support: " + config.unsupportedKeys());
     }
-    if (config.remoteUrl() != null) {
-      LOG.log(
-          System.Logger.Level.WARNING,
-          "remote_url is set, but this version has no remote tier; it is ignored");
-    }
+
     long chunkBytes = Math.multiplyExact(chunkTokens, bytesPerToken);
     this.pool =
         new ChunkPool(
@@ -165,6 +163,15 @@ public final class KvEngine implements AutoCloseable {
               DiskStore.Settings.from(config, namespace.tpRank()),
               cpu::allocate,
               NioDiskIo.INSTANCE));
+    }
+    if (config.remoteUrl() != null) {
+      lower.add(
+          new RedisStore(
+              config.remoteUrl(),
+              config.remoteTimeoutMs(),
+              config.remoteTtlSec(),
+              config.remoteQueue(),
+              cpu::allocate));
     }
     this.tiers =
         new TieredStore(
@@ -231,16 +238,21 @@ public final class KvEngine implements AutoCloseable {
       throw new IllegalArgumentException(
           "tokenCount " + tokenCount + " exceeds the token array's length " + tokens.length);
     }
-    // Hash chunk by chunk and stop at the first miss: a cold prompt costs one hash, not all.
+    // Hash chunk by chunk and stop at the first local miss: a cold prompt costs one hash, not
+    // all. With a remote tier, the rest of the prompt is then asked about in one round trip.
     int chunks = ChunkHasher.chunkCount(tokenCount, chunkTokens, partialChunks);
     long[] h = new long[2];
     int hitChunks = 0;
     for (int c = 0; c < chunks; c++) {
       ChunkHasher.hashChunk(h[0], h[1], tokens, c * chunkTokens, chunkTokensAt(c, tokenCount), h);
-      if (!tiers.contains(new ChunkKey(namespaceId, h[0], h[1]))) {
+      if (!tiers.containsLocally(new ChunkKey(namespaceId, h[0], h[1]))) {
         break;
       }
       hitChunks++;
+    }
+    if (hitChunks < chunks && tiers.hasRemote()) {
+      ChunkKey[] all = keys(tokens, tokenCount, Integer.MAX_VALUE);
+      hitChunks += tiers.prefixLength(java.util.Arrays.copyOfRange(all, hitChunks, all.length));
     }
     int hit = tokensIn(hitChunks, tokenCount);
     lookupTokens.add(tokenCount);
@@ -258,12 +270,16 @@ public final class KvEngine implements AutoCloseable {
     ChunkKey[] keys = keys(tokens, tokenCount, Integer.MAX_VALUE);
     List<ChunkKey> pinned = new ArrayList<>();
     int chunks = 0;
-    while (chunks < keys.length && tiers.pin(keys[chunks])) {
+    while (chunks < keys.length && tiers.pinLocally(keys[chunks])) {
       pinned.add(keys[chunks]);
       chunks++;
     }
     if (!pinned.isEmpty()) {
       pinsByRequest.put(requestId, new Pins(pinned, nanoClock.getAsLong()));
+    }
+    if (chunks < keys.length && tiers.hasRemote()) {
+      // Remote chunks cannot be pinned; one round trip tells how many more are there.
+      chunks += tiers.remotePrefix(java.util.Arrays.copyOfRange(keys, chunks, keys.length));
     }
     int hit = tokensIn(chunks, tokenCount);
     lookupTokens.add(tokenCount);

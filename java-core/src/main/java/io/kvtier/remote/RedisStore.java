@@ -321,6 +321,11 @@ public final class RedisStore implements KvStore {
     return prefixLength(new ChunkKey[] {key}) == 1;
   }
 
+  @Override
+  public boolean isRemote() {
+    return true;
+  }
+
   /** Pipelined {@code EXISTS} of every key; waits at most {@code remote_timeout_ms}. */
   @Override
   public int prefixLength(ChunkKey[] chunkKeys) {

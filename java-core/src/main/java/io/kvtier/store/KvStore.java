@@ -66,6 +66,14 @@ public interface KvStore extends AutoCloseable {
   ChunkBuffer get(ChunkKey key) throws IOException;
 
   /**
+   * Whether this tier is across a network: its {@link #contains} costs a round trip, so callers ask
+   * it about many keys at once ({@link #prefixLength}) and only after local tiers missed.
+   */
+  default boolean isRemote() {
+    return false;
+  }
+
+  /**
    * Gets several chunks; tiers with parallel I/O override this to read them concurrently.
    *
    * @return one buffer per key (owned by the caller), null where missing or unreadable

@@ -126,6 +126,70 @@ public final class TieredStore implements KvStore {
     return false;
   }
 
+  /** Whether the CPU tier or a local lower tier holds {@code key} (no network round trip). */
+  public boolean containsLocally(ChunkKey key) {
+    checkOpen();
+    if (cpu.contains(key)) {
+      return true;
+    }
+    for (KvStore s : lower) {
+      if (!s.isRemote() && s.contains(key)) {
+        return true;
+      }
+    }
+    return false;
+  }
+
+  /** Pins {@code key} in the CPU tier and local lower tiers; false if none of them holds it. */
+  public boolean pinLocally(ChunkKey key) {
+    checkOpen();
+    boolean any = cpu.pin(key);
+    for (KvStore s : lower) {
+      if (!s.isRemote()) {
+        any |= s.pin(key);
+      }
+    }
+    return any;
+  }
+
+  /** Whether a lower tier is remote. */
+  public boolean hasRemote() {
+    return lower.stream().anyMatch(KvStore::isRemote);
+  }
+
+  /**
+   * Leading keys stored in any tier: local tiers key by key; at a local miss, each remote tier is
+   * asked about all remaining keys in one pipelined round trip.
+   */
+  @Override
+  public int prefixLength(ChunkKey[] keys) {
+    checkOpen();
+    int n = 0;
+    while (n < keys.length) {
+      if (containsLocally(keys[n])) {
+        n++;
+        continue;
+      }
+      int remote = remotePrefix(java.util.Arrays.copyOfRange(keys, n, keys.length));
+      if (remote == 0) {
+        break;
+      }
+      n += remote;
+    }
+    return n;
+  }
+
+  /** The longest prefix of {@code keys} one remote tier holds (0 without remote tiers). */
+  public int remotePrefix(ChunkKey[] keys) {
+    int best = 0;
+    for (KvStore s : lower) {
+      if (s.isRemote()) {
+        best = Math.max(best, s.prefixLength(keys));
+      }
+    }
+    return best;
+  }
+
   @Override
   public boolean put(ChunkKey key, ChunkBuffer chunk) {
     checkOpen();

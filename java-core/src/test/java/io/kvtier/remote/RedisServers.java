@@ -15,24 +15,24 @@ import java.util.List;
 import java.util.concurrent.TimeUnit;
 
 /** Real {@code redis-server} processes on loopback ports, started and stopped by tests. */
-final class RedisServers {
+public final class RedisServers {
   private RedisServers() {}
 
-  static void assumeInstalled() {
+  public static void assumeInstalled() {
     assumeTrue(
         Files.isExecutable(Path.of("/usr/bin/redis-server"))
             || Files.isExecutable(Path.of("/usr/local/bin/redis-server")),
         "redis-server is not installed (.ci/run installs it: apt-get install redis-server)");
   }
 
-  static int freePort() throws IOException {
+  public static int freePort() throws IOException {
     try (ServerSocket s = new ServerSocket(0)) {
       return s.getLocalPort();
     }
   }
 
   /** Starts redis-server on {@code port} with {@code extra} arguments; waits until it answers. */
-  static Process start(int port, Path dir, String... extra) throws Exception {
+  public static Process start(int port, Path dir, String... extra) throws Exception {
     List<String> cmd =
         new ArrayList<>(
             List.of(
@@ -71,7 +71,7 @@ final class RedisServers {
     return p;
   }
 
-  static boolean ping(int port) {
+  public static boolean ping(int port) {
     try (Socket s = new Socket("127.0.0.1", port)) {
       s.setSoTimeout(1000);
       s.getOutputStream().write("PING\r\n".getBytes(StandardCharsets.US_ASCII));
@@ -84,7 +84,7 @@ final class RedisServers {
   }
 
   /** Runs a command (redis-cli) and returns its output; fails on a non-zero exit. */
-  static String run(String... cmd) throws Exception {
+  public static String run(String... cmd) throws Exception {
     Process p = new ProcessBuilder(cmd).redirectErrorStream(true).start();
     String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
     if (!p.waitFor(60, TimeUnit.SECONDS) || p.exitValue() != 0) {
@@ -93,7 +93,7 @@ final class RedisServers {
     return out;
   }
 
-  static void stop(Process p) throws InterruptedException {
+  public static void stop(Process p) throws InterruptedException {
     if (p != null) {
       p.destroy();
       if (!p.waitFor(10, TimeUnit.SECONDS)) {
