@@ -9,6 +9,7 @@ import io.kvtier.key.ChunkKey;
 import io.kvtier.memory.ChunkBuffer;
 import io.kvtier.store.ErrorTally;
 import io.kvtier.store.KvStore;
+import io.kvtier.store.StoreCounters;
 import io.kvtier.store.StoreStats;
 import java.io.EOFException;
 import java.io.IOException;
@@ -167,12 +168,7 @@ public final class DiskStore implements KvStore {
   private final ThreadLocal<MemorySegment> headerScratch;
   private final ThreadLocal<MemorySegment[]> dataScratch = ThreadLocal.withInitial(() -> null);
 
-  private final LongAdder hits = new LongAdder();
-  private final LongAdder misses = new LongAdder();
-  private final LongAdder puts = new LongAdder();
-  private final LongAdder duplicatePuts = new LongAdder();
-  private final LongAdder droppedPuts = new LongAdder();
-  private final LongAdder evictions = new LongAdder();
+  private final StoreCounters counters = new StoreCounters();
   private final LongAdder rawBytesWritten = new LongAdder();
   private final LongAdder storedBytesWritten = new LongAdder();
   private volatile boolean closed;
@@ -331,13 +327,13 @@ public final class DiskStore implements KvStore {
   public boolean put(ChunkKey key, ChunkBuffer chunk) {
     checkOpen();
     if (contains(key) || !pendingPuts.add(key)) {
-      duplicatePuts.increment();
+      counters.duplicatePuts.increment();
       return false;
     }
     if (queuedPuts.incrementAndGet() > settings.queueBound()) {
       queuedPuts.decrementAndGet();
       pendingPuts.remove(key);
-      droppedPuts.increment();
+      counters.droppedPuts.increment();
       return false;
     }
     chunk.retain();
@@ -371,7 +367,7 @@ public final class DiskStore implements KvStore {
               }
             });
     if (!queued) {
-      droppedPuts.increment();
+      counters.droppedPuts.increment();
     }
     return queued;
   }
@@ -412,7 +408,7 @@ public final class DiskStore implements KvStore {
     }
     victims.forEach(p -> deleteQuietly(p, "evicted"));
     if (!reserved) {
-      droppedPuts.increment();
+      counters.droppedPuts.increment();
       return;
     }
     MemorySegment header = headerScratch.get();
@@ -424,7 +420,7 @@ public final class DiskStore implements KvStore {
       synchronized (index) {
         usedBytes -= h.fileBytes();
       }
-      droppedPuts.increment();
+      counters.droppedPuts.increment();
       errors.record(writeErrorKind(e), "writing " + target + " failed", e);
       return;
     }
@@ -433,7 +429,7 @@ public final class DiskStore implements KvStore {
       index.put(key, entry);
       visible.put(key, entry);
     }
-    puts.increment();
+    counters.puts.increment();
     rawBytesWritten.add(dataLength);
     storedBytesWritten.add(stored.byteSize());
   }
@@ -468,7 +464,7 @@ public final class DiskStore implements KvStore {
         visible.remove(next.getKey(), e);
         usedBytes -= e.fileBytes;
         victims.add(e.path);
-        evictions.increment();
+        counters.evictions.increment();
       }
     }
     return usedBytes + bytes <= settings.budgetBytes();
@@ -485,12 +481,12 @@ public final class DiskStore implements KvStore {
       }
     }
     if (e == null) {
-      misses.increment();
+      counters.misses.increment();
       return null;
     }
     try {
       ChunkBuffer b = read(key, e);
-      (b == null ? misses : hits).increment();
+      (b == null ? counters.misses : counters.hits).increment();
       return b;
     } finally {
       e.pins.decrementAndGet();
@@ -703,15 +699,7 @@ public final class DiskStore implements KvStore {
       entries = index.size();
       bytes = usedBytes;
     }
-    return new StoreStats(
-        hits.sum(),
-        misses.sum(),
-        puts.sum(),
-        duplicatePuts.sum(),
-        droppedPuts.sum(),
-        evictions.sum(),
-        entries,
-        bytes);
+    return counters.snapshot(entries, bytes);
   }
 
   /** Errors by kind ({@code disk full}, {@code read-only}, {@code corrupt file}, ...). */

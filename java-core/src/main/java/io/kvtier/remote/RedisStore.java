@@ -293,16 +293,7 @@ public final class RedisStore implements KvStore {
   }
 
   private <T> T await(RedisFuture<T> f, String what) {
-    try {
-      return f.get(timeoutMillis, TimeUnit.MILLISECONDS);
-    } catch (TimeoutException e) {
-      errors.record("timeout", what + " took longer than " + timeoutMillis + " ms", e);
-    } catch (ExecutionException e) {
-      errors.record(kindOf(e.getCause()), what + " failed", e.getCause());
-    } catch (InterruptedException e) {
-      Thread.currentThread().interrupt();
-    }
-    return null;
+    return awaitUntil(f, System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(timeoutMillis), what);
   }
 
   private static String kindOf(Throwable e) {

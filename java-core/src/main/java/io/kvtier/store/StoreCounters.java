@@ -2,16 +2,17 @@ package io.kvtier.store;
 
 import java.util.concurrent.atomic.LongAdder;
 
-/** Contended counters behind {@link StoreStats}. Thread-safe. */
-final class StoreCounters {
-  final LongAdder hits = new LongAdder();
-  final LongAdder misses = new LongAdder();
-  final LongAdder puts = new LongAdder();
-  final LongAdder duplicatePuts = new LongAdder();
-  final LongAdder droppedPuts = new LongAdder();
-  final LongAdder evictions = new LongAdder();
+/** Contended counters behind {@link StoreStats}, shared by the tiers. Thread-safe. */
+public final class StoreCounters {
+  public final LongAdder hits = new LongAdder();
+  public final LongAdder misses = new LongAdder();
+  public final LongAdder puts = new LongAdder();
+  public final LongAdder duplicatePuts = new LongAdder();
+  public final LongAdder droppedPuts = new LongAdder();
+  public final LongAdder evictions = new LongAdder();
 
-  StoreStats snapshot(long entries, long bytes) {
+  /** The counters now, with the tier's current entries and bytes. */
+  public StoreStats snapshot(long entries, long bytes) {
     return new StoreStats(
         hits.sum(),
         misses.sum(),
