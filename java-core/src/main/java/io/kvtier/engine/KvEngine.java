@@ -15,6 +15,7 @@ import io.kvtier.memory.ChunkPool;
 import io.kvtier.memory.HostAllocator;
 import io.kvtier.memory.MmapAllocator;
 import io.kvtier.remote.RedisStore;
+import io.kvtier.server.ServerStore;
 import io.kvtier.store.CpuStore;
 import io.kvtier.store.KvStore;
 import io.kvtier.store.StoreStats;
@@ -164,7 +165,15 @@ public final class KvEngine implements AutoCloseable {
               cpu::allocate,
               NioDiskIo.INSTANCE));
     }
-    if (config.remoteUrl() != null) {
+    if (config.remoteUrl() != null && config.remoteUrl().startsWith("kvtier://")) {
+      lower.add(
+          new ServerStore(
+              config.remoteUrl(),
+              config.remoteTimeoutMs(),
+              config.remoteQueue(),
+              chunkBytes,
+              cpu::allocate));
+    } else if (config.remoteUrl() != null) {
       lower.add(
           new RedisStore(
               config.remoteUrl(),

@@ -165,7 +165,7 @@ public final class RedisStore implements KvStore {
             "remote_url="
                 + url
                 + " has an unknown scheme; allowed: redis://, rediss://, redis-sentinel://,"
-                + " redis-cluster://, rediss-cluster://");
+                + " redis-cluster://, rediss-cluster://, kvtier://");
       }
     } catch (IllegalArgumentException e) {
       resources.shutdown();

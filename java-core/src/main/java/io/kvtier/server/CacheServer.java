@@ -1,0 +1,424 @@
+package io.kvtier.server;
+
+import static io.kvtier.Checks.checkPositive;
+
+import io.kvtier.config.CachePolicy;
+import io.kvtier.config.DiskSharding;
+import io.kvtier.disk.DiskStore;
+import io.kvtier.disk.NioDiskIo;
+import io.kvtier.key.ChunkKey;
+import io.kvtier.memory.ChunkBuffer;
+import io.kvtier.memory.ChunkPool;
+import io.kvtier.memory.MmapAllocator;
+import io.kvtier.store.CpuStore;
+import io.kvtier.store.KvStore;
+import io.kvtier.store.TieredStore;
+import io.netty.bootstrap.ServerBootstrap;
+import io.netty.buffer.ByteBuf;
+import io.netty.buffer.Unpooled;
+import io.netty.channel.Channel;
+import io.netty.channel.ChannelHandlerContext;
+import io.netty.channel.ChannelInitializer;
+import io.netty.channel.ChannelOption;
+import io.netty.channel.EventLoopGroup;
+import io.netty.channel.MultiThreadIoEventLoopGroup;
+import io.netty.channel.epoll.Epoll;
+import io.netty.channel.epoll.EpollIoHandler;
+import io.netty.channel.epoll.EpollServerSocketChannel;
+import io.netty.channel.nio.NioIoHandler;
+import io.netty.channel.socket.SocketChannel;
+import io.netty.channel.socket.nio.NioServerSocketChannel;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.security.MessageDigest;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Locale;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicInteger;
+
+/**
+ * kvtier's cache server: one process that several vLLM instances point {@code remote_url:
+ * kvtier://host:port} at, so they reuse each other's prefixes without Redis.
+ *
+ * <p>Storage is the engine's own: a {@link CpuStore} over a pinned {@link ChunkPool} with eviction
+ * under a byte budget, optionally in front of a {@link DiskStore} it spills to. The wire protocol
+ * is {@link Protocol}; value bytes go from the socket straight into pool slots and back out of them
+ * without further copies. GETs run on a small worker pool (a disk read must not stall the event
+ * loop).
+ *
+ * <p>Start: {@code kvtier-server --port 7070 --memory-gb 8} (see {@link #main} and the README).
+ * Binds 127.0.0.1 unless told otherwise; {@code --secret-file} makes every client prove it knows
+ * the secret. Thread-safe; {@link #close()} stops it.
+ */
+public final class CacheServer implements AutoCloseable {
+  private static final System.Logger LOG = System.getLogger(CacheServer.class.getName());
+
+  /** Server settings; see {@link #main} for the flags. */
+  public record Settings(
+      String bindHost,
+      int port,
+      long memoryBytes,
+      long maxValueBytes,
+      Path diskPath,
+      long diskBytes,
+      byte[] secret,
+      int workerThreads) {
+    /** Validates sizes. */
+    public Settings {
+      checkPositive(memoryBytes, "memoryBytes");
+      checkPositive(maxValueBytes, "maxValueBytes");
+      checkPositive(workerThreads, "workerThreads");
+      if (port < 0 || port > 65535) {
+        throw new IllegalArgumentException("port must be in [0, 65535], got " + port);
+      }
+    }
+  }
+
+  private final Settings settings;
+  private final ChunkPool pool;
+  private final TieredStore store;
+  private final EventLoopGroup boss;
+  private final EventLoopGroup io;
+  private final ExecutorService workers;
+  private final Channel channel;
+
+  /**
+   * Starts serving. Blocks until the socket is bound.
+   *
+   * @throws IllegalStateException if the port cannot be bound
+   */
+  public CacheServer(Settings settings) throws InterruptedException {
+    this.settings = settings;
+    this.pool =
+        new ChunkPool(
+            MmapAllocator.INSTANCE,
+            settings.maxValueBytes(),
+            settings.memoryBytes(),
+            ChunkPool.DEFAULT_SLAB_BYTES);
+    CpuStore cpu = new CpuStore(pool, settings.memoryBytes(), CachePolicy.TINYLFU);
+    List<KvStore> lower = new ArrayList<>();
+    if (settings.diskPath() != null) {
+      lower.add(
+          new DiskStore(
+              new DiskStore.Settings(
+                  List.of(settings.diskPath()),
+                  DiskSharding.BY_GPU,
+                  settings.diskBytes(),
+                  false,
+                  false,
+                  2,
+                  4,
+                  256),
+              cpu::allocate,
+              NioDiskIo.INSTANCE));
+    }
+    this.store = new TieredStore(cpu, lower, 2, 1024);
+    AtomicInteger n = new AtomicInteger();
+    this.workers =
+        Executors.newFixedThreadPool(
+            settings.workerThreads(),
+            r -> {
+              Thread t = new Thread(r, "kvtier-server-worker-" + n.getAndIncrement());
+              t.setDaemon(true);
+              return t;
+            });
+    boolean epoll = Epoll.isAvailable();
+    var factory = epoll ? EpollIoHandler.newFactory() : NioIoHandler.newFactory();
+    this.boss = new MultiThreadIoEventLoopGroup(1, factory);
+    this.io = new MultiThreadIoEventLoopGroup(0, factory);
+    ServerBootstrap b =
+        new ServerBootstrap()
+            .group(boss, io)
+            .channel(epoll ? EpollServerSocketChannel.class : NioServerSocketChannel.class)
+            .childOption(ChannelOption.TCP_NODELAY, true)
+            .childHandler(
+                new ChannelInitializer<SocketChannel>() {
+                  @Override
+                  protected void initChannel(SocketChannel ch) {
+                    ServerHandler h = new ServerHandler();
+                    ch.pipeline().addLast(new FrameDecoder(h, settings.maxValueBytes()));
+                  }
+                });
+    try {
+      this.channel = b.bind(settings.bindHost(), settings.port()).sync().channel();
+    } catch (RuntimeException e) {
+      close();
+      throw new IllegalStateException(
+          "cannot listen on " + settings.bindHost() + ":" + settings.port() + ": " + e, e);
+    }
+    LOG.log(
+        System.Logger.Level.INFO,
+        "kvtier cache server on "
+            + channel.localAddress()
+            + " ("
+            + (epoll ? "epoll" : "nio")
+            + "), "
+            + settings.memoryBytes() / (1 << 20)
+            + " MiB memory"
+            + (settings.diskPath() == null ? "" : ", spilling to " + settings.diskPath()));
+  }
+
+  /** The port the server listens on. */
+  public int port() {
+    return ((java.net.InetSocketAddress) channel.localAddress()).getPort();
+  }
+
+  /** The store behind the server (for tests). */
+  public TieredStore store() {
+    return store;
+  }
+
+  /** Stops accepting, closes connections and releases every chunk. Idempotent. */
+  @Override
+  public void close() {
+    if (channel != null) {
+      channel.close().awaitUninterruptibly();
+    }
+    if (boss != null) {
+      boss.shutdownGracefully(0, 1, TimeUnit.SECONDS).awaitUninterruptibly();
+      io.shutdownGracefully(0, 1, TimeUnit.SECONDS).awaitUninterruptibly();
+    }
+    if (workers != null) {
+      workers.shutdownNow();
+    }
+    store.close();
+    pool.close();
+  }
+
+  /** One connection: handshake, then GET / PUT / EXISTS. Confined to its event loop. */
+  private final class ServerHandler implements FrameDecoder.Listener {
+    private boolean authenticated;
+    private ChunkKey putKey;
+    private byte putStatus;
+
+    @Override
+    public void onFrame(ChannelHandlerContext ctx, byte op, int requestId, ByteBuf payload) {
+      if (op == Protocol.HELLO) {
+        hello(ctx, requestId, payload);
+        return;
+      }
+      if (!authenticated) {
+        error(ctx, requestId, Protocol.ERR_BAD_HELLO, "HELLO first");
+        return;
+      }
+      switch (op) {
+        case Protocol.GET -> {
+          ChunkKey[] keys = keys(ctx, requestId, payload);
+          if (keys != null) {
+            workers.execute(() -> get(ctx, requestId, keys));
+          }
+        }
+        case Protocol.EXISTS -> {
+          ChunkKey[] keys = keys(ctx, requestId, payload);
+          if (keys != null) {
+            workers.execute(
+                () -> {
+                  int n = store.prefixLength(keys);
+                  ByteBuf out = ctx.alloc().buffer(Protocol.HEADER_BYTES + 2);
+                  Protocol.header(out, Protocol.EXISTS_N, requestId, 2);
+                  out.writeShortLE(n);
+                  ctx.writeAndFlush(out);
+                });
+          }
+        }
+        case Protocol.DELETE -> {
+          if (payload.readableBytes() != Protocol.KEY_BYTES) {
+            error(ctx, requestId, Protocol.ERR_PROTOCOL, "bad DELETE");
+            return;
+          }
+          boolean removed = store.remove(Protocol.key(payload));
+          ByteBuf out = ctx.alloc().buffer(Protocol.HEADER_BYTES + 1);
+          Protocol.header(out, Protocol.DELETED, requestId, 1);
+          out.writeByte(removed ? 1 : 0);
+          ctx.writeAndFlush(out);
+        }
+        default -> error(ctx, requestId, Protocol.ERR_PROTOCOL, "unexpected op " + op);
+      }
+    }
+
+    private ChunkKey[] keys(ChannelHandlerContext ctx, int requestId, ByteBuf payload) {
+      int count = payload.readUnsignedShortLE();
+      if (count > Protocol.MAX_BATCH || payload.readableBytes() != count * Protocol.KEY_BYTES) {
+        error(ctx, requestId, Protocol.ERR_PROTOCOL, "bad key list of " + count);
+        return null;
+      }
+      ChunkKey[] keys = new ChunkKey[count];
+      for (int i = 0; i < count; i++) {
+        keys[i] = Protocol.key(payload);
+      }
+      return keys;
+    }
+
+    private void hello(ChannelHandlerContext ctx, int requestId, ByteBuf payload) {
+      if (payload.readableBytes() < 8 || payload.readIntLE() != Protocol.MAGIC) {
+        error(ctx, requestId, Protocol.ERR_BAD_HELLO, "not a kvtier client");
+        return;
+      }
+      int version = payload.readUnsignedShortLE();
+      if (version != Protocol.VERSION) {
+        error(
+            ctx,
+            requestId,
+            Protocol.ERR_BAD_HELLO,
+            "protocol version "
+                + version
+                + " not supported; this server speaks "
+                + Protocol.VERSION);
+        return;
+      }
+      int n = payload.readUnsignedShortLE();
+      byte[] secret = new byte[Math.min(n, payload.readableBytes())];
+      payload.readBytes(secret);
+      byte[] expected = settings.secret() == null ? new byte[0] : settings.secret();
+      if (!MessageDigest.isEqual(secret, expected)) {
+        error(ctx, requestId, Protocol.ERR_AUTH, "wrong shared secret");
+        return;
+      }
+      authenticated = true;
+      ByteBuf out = ctx.alloc().buffer(Protocol.HEADER_BYTES + 2);
+      Protocol.header(out, Protocol.HELLO_OK, requestId, 2);
+      out.writeShortLE(Protocol.VERSION);
+      ctx.writeAndFlush(out);
+    }
+
+    private void get(ChannelHandlerContext ctx, int requestId, ChunkKey[] keys) {
+      for (int i = 0; i < keys.length; i++) {
+        ChunkBuffer b;
+        try {
+          b = store.get(keys[i]);
+        } catch (java.io.IOException e) {
+          b = null;
+        }
+        if (b == null) {
+          ByteBuf out = ctx.alloc().buffer(Protocol.HEADER_BYTES + 2);
+          Protocol.header(out, Protocol.MISS, requestId, 2);
+          out.writeShortLE(i);
+          ctx.write(out);
+          continue;
+        }
+        ByteBuf head = ctx.alloc().buffer(Protocol.HEADER_BYTES + 2);
+        Protocol.header(head, Protocol.VALUE, requestId, 2 + b.length());
+        head.writeShortLE(i);
+        ChunkBuffer held = b;
+        // One write of header and body (workers write concurrently: frames must not interleave);
+        // the body is the pinned slot itself, released once the socket has taken it.
+        ctx.write(Unpooled.wrappedBuffer(head, Unpooled.wrappedBuffer(b.segment().asByteBuffer())))
+            .addListener(f -> held.release());
+      }
+      ctx.flush();
+    }
+
+    @Override
+    public ChunkBuffer onBulkStart(
+        ChannelHandlerContext ctx, byte op, int requestId, ByteBuf prefix, long valueBytes)
+        throws FrameDecoder.ProtocolException {
+      if (!authenticated || op != Protocol.PUT) {
+        throw new FrameDecoder.ProtocolException(Protocol.ERR_PROTOCOL, "unexpected value");
+      }
+      putKey = Protocol.key(prefix);
+      if (store.contains(putKey)) {
+        putStatus = Protocol.DUPLICATE;
+        return null;
+      }
+      ChunkBuffer b = store.cpu().allocate(valueBytes);
+      putStatus = b == null ? Protocol.DROPPED : Protocol.STORED;
+      return b;
+    }
+
+    @Override
+    public void onBulkEnd(ChannelHandlerContext ctx, byte op, int requestId, ChunkBuffer target) {
+      byte status = putStatus;
+      if (target != null) {
+        if (!store.put(putKey, target)) {
+          status = Protocol.DUPLICATE;
+        }
+        target.release();
+      }
+      ByteBuf out = ctx.alloc().buffer(Protocol.HEADER_BYTES + 1);
+      Protocol.header(out, Protocol.PUT_DONE, requestId, 1);
+      out.writeByte(status);
+      ctx.writeAndFlush(out);
+    }
+
+    private void error(ChannelHandlerContext ctx, int requestId, short code, String message) {
+      byte[] msg = message.getBytes(StandardCharsets.UTF_8);
+      ByteBuf out = ctx.alloc().buffer();
+      Protocol.header(out, Protocol.ERROR, requestId, 4 + msg.length);
+      out.writeShortLE(code);
+      out.writeShortLE(msg.length);
+      out.writeBytes(msg);
+      ctx.writeAndFlush(out).addListener(f -> ctx.close());
+    }
+  }
+
+  /**
+   * Runs a server until the process is stopped.
+   *
+   * <pre>
+   *   --port N          TCP port (default 7070)
+   *   --bind HOST       address to listen on (default 127.0.0.1)
+   *   --memory-gb G     pinned memory for chunks, GB = 2^30 bytes (default 4)
+   *   --max-value-mb M  largest chunk accepted, MiB (default 64)
+   *   --disk PATH       spill evicted chunks to this directory (default: none)
+   *   --disk-gb G       disk budget when --disk is given (default 64)
+   *   --secret-file F   clients must present this file's contents (trimmed)
+   *   --workers N       threads serving GETs (default 4)
+   * </pre>
+   */
+  public static void main(String[] args) throws Exception {
+    String bind = "127.0.0.1";
+    int port = 7070;
+    double memoryGb = 4;
+    long maxValueMb = 64;
+    Path disk = null;
+    double diskGb = 64;
+    byte[] secret = null;
+    int workers = 4;
+    for (int i = 0; i < args.length; i++) {
+      String flag = args[i];
+      if (i + 1 >= args.length) {
+        usage(flag + " needs a value");
+      }
+      String v = args[++i];
+      switch (flag) {
+        case "--port" -> port = Integer.parseInt(v);
+        case "--bind" -> bind = v;
+        case "--memory-gb" -> memoryGb = Double.parseDouble(v);
+        case "--max-value-mb" -> maxValueMb = Long.parseLong(v);
+        case "--disk" -> disk = Path.of(v);
+        case "--disk-gb" -> diskGb = Double.parseDouble(v);
+        case "--secret-file" ->
+            secret = Files.readString(Path.of(v)).trim().getBytes(StandardCharsets.UTF_8);
+        case "--workers" -> workers = Integer.parseInt(v);
+        default -> usage("unknown flag " + flag);
+      }
+    }
+    CacheServer server =
+        new CacheServer(
+            new Settings(
+                bind,
+                port,
+                (long) (memoryGb * (1L << 30)),
+                maxValueMb << 20,
+                disk,
+                (long) (diskGb * (1L << 30)),
+                secret,
+                workers));
+    System.out.printf(Locale.ROOT, "kvtier cache server listening on %s:%d%n", bind, server.port());
+    Runtime.getRuntime().addShutdownHook(new Thread(server::close, "kvtier-server-shutdown"));
+    Thread.currentThread().join();
+  }
+
+  private static void usage(String problem) {
+    System.err.println(
+        "kvtier-server: "
+            + problem
+            + "\nusage: kvtier-server [--port N] [--bind HOST] [--memory-gb G] [--max-value-mb M]"
+            + " [--disk PATH --disk-gb G] [--secret-file F] [--workers N]");
+    System.exit(2);
+  }
+}
