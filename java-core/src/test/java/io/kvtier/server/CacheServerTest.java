@@ -1,0 +1,265 @@
+package io.kvtier.server;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNotNull;
+import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import io.kvtier.key.ChunkKey;
+import io.kvtier.memory.ChunkBuffer;
+import io.kvtier.memory.ChunkPool;
+import io.kvtier.memory.MmapAllocator;
+import java.io.DataInputStream;
+import java.io.InputStream;
+import java.io.OutputStream;
+import java.lang.foreign.ValueLayout;
+import java.net.ServerSocket;
+import java.net.Socket;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.file.Path;
+import java.util.concurrent.TimeUnit;
+import java.util.function.BooleanSupplier;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/** The cache server's protocol guards, eviction, spill, and the client's behaviour on faults. */
+class CacheServerTest {
+  static final int CHUNK = 64 * 1024;
+
+  ChunkPool pool;
+
+  @BeforeEach
+  void setUp() {
+    pool = new ChunkPool(MmapAllocator.INSTANCE, CHUNK, 64L * CHUNK, 1 << 22);
+  }
+
+  @AfterEach
+  void tearDown() throws InterruptedException {
+    awaitTrue(() -> pool.inUseSlots() == 0, 5000);
+    assertEquals(0, pool.inUseSlots(), "a client buffer leaked");
+    pool.close();
+  }
+
+  static void awaitTrue(BooleanSupplier c, long millis) throws InterruptedException {
+    long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(millis);
+    while (!c.getAsBoolean() && System.nanoTime() < deadline) {
+      Thread.sleep(10);
+    }
+  }
+
+  static CacheServer server(int port, long memoryChunks, Path disk, String secret)
+      throws InterruptedException {
+    return new CacheServer(
+        new CacheServer.Settings(
+            "127.0.0.1",
+            port,
+            memoryChunks * CHUNK,
+            CHUNK,
+            disk,
+            disk == null ? 0 : 64L * CHUNK * 2,
+            secret == null ? null : secret.getBytes(),
+            2));
+  }
+
+  ServerStore client(String url) {
+    return new ServerStore(url, 500, 64, CHUNK, pool::tryAllocate);
+  }
+
+  static ChunkKey key(int i) {
+    return new ChunkKey(3, i, i);
+  }
+
+  void put(ServerStore s, int i) throws InterruptedException {
+    ChunkBuffer b = pool.tryAllocate(CHUNK);
+    b.segment().fill((byte) i);
+    s.put(key(i), b);
+    b.release();
+    awaitTrue(() -> s.inFlightPuts() == 0, 5000);
+  }
+
+  void assertHolds(ServerStore s, int i) {
+    ChunkBuffer got = s.get(key(i));
+    assertNotNull(got, "chunk " + i);
+    byte[] expected = new byte[CHUNK];
+    java.util.Arrays.fill(expected, (byte) i);
+    assertArrayEquals(expected, got.segment().toArray(ValueLayout.JAVA_BYTE));
+    got.release();
+  }
+
+  @Test
+  void twoClients_shareChunks() throws Exception {
+    try (CacheServer srv = server(0, 32, null, null);
+        ServerStore a = client("kvtier://127.0.0.1:" + srv.port());
+        ServerStore b = client("kvtier://127.0.0.1:" + srv.port())) {
+      put(a, 1);
+      assertTrue(b.contains(key(1)));
+      assertHolds(b, 1);
+    }
+  }
+
+  @Test
+  void memoryBudget_evicts_andDiskSpillKeepsEvictedChunks(@TempDir Path disk) throws Exception {
+    try (CacheServer srv = server(0, 4, disk, null);
+        ServerStore c = client("kvtier://127.0.0.1:" + srv.port())) {
+      for (int i = 0; i < 12; i++) {
+        put(c, i);
+      }
+      awaitTrue(() -> srv.store().lowerTiers().get(0).stats().puts() >= 12, 10_000);
+      assertTrue(srv.store().cpu().stats().entries() <= 4, "memory budget holds");
+      for (int i = 0; i < 12; i++) {
+        assertHolds(c, i); // evicted from memory, served from the server's disk
+      }
+    }
+  }
+
+  @Test
+  void wrongSecret_isRefused_andCountsAsUnavailable() throws Exception {
+    try (CacheServer srv = server(0, 8, null, "s3cret");
+        ServerStore bad = client("kvtier://:nope@127.0.0.1:" + srv.port());
+        ServerStore good = client("kvtier://:s3cret@127.0.0.1:" + srv.port())) {
+      assertFalse(bad.connected());
+      assertTrue(bad.errorCounts().containsKey("unavailable"), bad.errorCounts().toString());
+      ChunkBuffer b = pool.tryAllocate(CHUNK);
+      assertFalse(bad.put(key(1), b));
+      b.release();
+      assertNull(bad.get(key(1)));
+      assertTrue(good.connected());
+      put(good, 2);
+      assertHolds(good, 2);
+    }
+  }
+
+  /** Sends raw bytes and returns the server's first reply frame's op (or -1 if it closed). */
+  static int rawExchange(int port, byte[] bytes) throws Exception {
+    try (Socket s = new Socket("127.0.0.1", port)) {
+      s.setSoTimeout(3000);
+      s.getOutputStream().write(bytes);
+      DataInputStream in = new DataInputStream(s.getInputStream());
+      byte[] head = new byte[9];
+      try {
+        in.readFully(head);
+      } catch (java.io.EOFException e) {
+        return -1;
+      }
+      int op = head[4];
+      // the server closes after an ERROR
+      return op;
+    }
+  }
+
+  static byte[] frame(byte op, int id, byte[] payload) {
+    ByteBuffer b = ByteBuffer.allocate(9 + payload.length).order(ByteOrder.LITTLE_ENDIAN);
+    b.putInt(5 + payload.length).put(op).putInt(id).put(payload);
+    return b.array();
+  }
+
+  @Test
+  void badPeers_getAnError_andTheServerKeepsServing() throws Exception {
+    try (CacheServer srv = server(0, 8, null, null);
+        ServerStore c = client("kvtier://127.0.0.1:" + srv.port())) {
+      // GET before HELLO
+      assertEquals(Protocol.ERROR, rawExchange(srv.port(), frame(Protocol.GET, 1, new byte[2])));
+      // wrong protocol version
+      ByteBuffer hello = ByteBuffer.allocate(8).order(ByteOrder.LITTLE_ENDIAN);
+      hello.putInt(Protocol.MAGIC).putShort((short) 99).putShort((short) 0);
+      assertEquals(
+          Protocol.ERROR, rawExchange(srv.port(), frame(Protocol.HELLO, 1, hello.array())));
+      // garbage
+      assertEquals(
+          Protocol.ERROR, rawExchange(srv.port(), "GET / HTTP/1.1\r\nHost: x\r\n\r\n".getBytes()));
+      // a value larger than the server's slots
+      ByteBuffer ok = ByteBuffer.allocate(8).order(ByteOrder.LITTLE_ENDIAN);
+      ok.putInt(Protocol.MAGIC).putShort((short) Protocol.VERSION).putShort((short) 0);
+      ByteBuffer huge = ByteBuffer.allocate(9 + 24).order(ByteOrder.LITTLE_ENDIAN);
+      huge.putInt(5 + 24 + CHUNK * 4).put(Protocol.PUT).putInt(2).put(new byte[24]);
+      byte[] both = new byte[17 + 8 + 33];
+      System.arraycopy(frame(Protocol.HELLO, 1, ok.array()), 0, both, 0, 17);
+      System.arraycopy(huge.array(), 0, both, 17, 33);
+      try (Socket s = new Socket("127.0.0.1", srv.port())) {
+        s.setSoTimeout(3000);
+        s.getOutputStream().write(both, 0, 17 + 33);
+        DataInputStream in = new DataInputStream(s.getInputStream());
+        byte[] head = new byte[9];
+        in.readFully(head);
+        assertEquals(Protocol.HELLO_OK, head[4]);
+        in.readFully(new byte[2]);
+        in.readFully(head);
+        assertEquals(Protocol.ERROR, head[4], "an oversize value is refused");
+      }
+      put(c, 5); // the server is unharmed
+      assertHolds(c, 5);
+    }
+  }
+
+  @Test
+  void serverAbsent_thenStarted_thenKilled_thenRestarted() throws Exception {
+    int port;
+    try (ServerSocket probe = new ServerSocket(0)) {
+      port = probe.getLocalPort();
+    }
+    try (ServerStore c = client("kvtier://127.0.0.1:" + port)) {
+      assertFalse(c.connected());
+      assertNull(c.get(key(1)));
+      CacheServer srv = server(port, 8, null, null);
+      try {
+        awaitTrue(c::connected, (ServerStore.RECONNECT_SECONDS + 3) * 1000);
+        assertTrue(c.connected());
+        put(c, 1);
+        assertHolds(c, 1);
+      } finally {
+        srv.close(); // killed
+      }
+      awaitTrue(() -> !c.connected(), 5000);
+      assertNull(c.get(key(1)), "a dead server is a miss");
+      ChunkBuffer b = pool.tryAllocate(CHUNK);
+      assertFalse(c.put(key(2), b));
+      b.release();
+      try (CacheServer again = server(port, 8, null, null)) {
+        assertEquals(port, again.port());
+        awaitTrue(c::connected, (ServerStore.RECONNECT_SECONDS + 3) * 1000);
+        put(c, 3);
+        assertHolds(c, 3);
+      }
+    }
+  }
+
+  @Test
+  void stalledServer_timesOutAsMisses() throws Exception {
+    try (ServerSocket stall = new ServerSocket(0)) {
+      Thread t =
+          new Thread(
+              () -> {
+                try (Socket s = stall.accept()) {
+                  InputStream in = s.getInputStream();
+                  OutputStream out = s.getOutputStream();
+                  byte[] head = new byte[9];
+                  new DataInputStream(in).readFully(head);
+                  int len = ByteBuffer.wrap(head).order(ByteOrder.LITTLE_ENDIAN).getInt();
+                  new DataInputStream(in).readFully(new byte[len - 5]);
+                  int id = ByteBuffer.wrap(head, 5, 4).order(ByteOrder.LITTLE_ENDIAN).getInt();
+                  ByteBuffer ok = ByteBuffer.allocate(11).order(ByteOrder.LITTLE_ENDIAN);
+                  ok.putInt(7).put(Protocol.HELLO_OK).putInt(id).putShort((short) 1);
+                  out.write(ok.array());
+                  in.transferTo(OutputStream.nullOutputStream()); // then answer nothing
+                } catch (Exception ignored) {
+                  // the test is over
+                }
+              });
+      t.setDaemon(true);
+      t.start();
+      try (ServerStore c = client("kvtier://127.0.0.1:" + stall.getLocalPort())) {
+        assertTrue(c.connected());
+        long t0 = System.nanoTime();
+        assertNull(c.get(key(1)));
+        assertTrue((System.nanoTime() - t0) / 1_000_000 < 2000, "gave up at the timeout");
+        assertFalse(c.contains(key(1)));
+        assertTrue(c.errorCounts().getOrDefault("timeout", 0L) >= 1, c.errorCounts().toString());
+      }
+    }
+  }
+}
