@@ -583,17 +583,21 @@ public final class KvEngine implements AutoCloseable {
   /**
    * Counters as {@code [lookupTokens, hitTokens, hits, misses, puts, duplicatePuts, droppedPuts,
    * evictions, entries, bytes, poolInUseSlots, poolMappedBytes, poolAllocationFailures,
-   * copyDownDropped, diskEntries, diskBytes, diskPuts, diskDroppedPuts, diskErrors]} (disk figures
-   * 0 without a disk tier).
+   * copyDownDropped, diskEntries, diskBytes, diskPuts, diskDroppedPuts, diskErrors, expiredPins,
+   * remoteHits, remotePuts, remoteDroppedPuts]}, named by {@link #statNames()} (disk and remote
+   * figures 0 without those tiers).
    */
   public long[] stats() {
     StoreStats s = tiers.stats();
     StoreStats d = new StoreStats(0, 0, 0, 0, 0, 0, 0, 0);
     long diskErrors = 0;
+    StoreStats r = new StoreStats(0, 0, 0, 0, 0, 0, 0, 0);
     for (KvStore lower : tiers.lowerTiers()) {
       if (lower instanceof DiskStore disk) {
         d = disk.stats();
         diskErrors = disk.errorCounts().values().stream().mapToLong(Long::longValue).sum();
+      } else if (lower.isRemote()) {
+        r = lower.stats();
       }
     }
     return new long[] {
@@ -616,7 +620,10 @@ public final class KvEngine implements AutoCloseable {
       d.puts(),
       d.droppedPuts(),
       diskErrors,
-      expiredPins.sum()
+      expiredPins.sum(),
+      r.hits(),
+      r.puts(),
+      r.droppedPuts()
     };
   }
 
@@ -642,7 +649,10 @@ public final class KvEngine implements AutoCloseable {
       "disk_puts",
       "disk_dropped_puts",
       "disk_errors",
-      "expired_pins"
+      "expired_pins",
+      "remote_hits",
+      "remote_puts",
+      "remote_dropped_puts"
     };
   }
 

@@ -504,7 +504,10 @@ public final class RedisStore implements KvStore {
     return inFlightPuts.get();
   }
 
-  /** Closes the connection and the client; in-flight puts are released as they complete. */
+  /**
+   * Waits up to {@code remote_timeout_ms} for puts in flight, then closes the connection and the
+   * client; puts still in flight are released as they fail.
+   */
   @Override
   public void close() {
     if (closed) {
@@ -512,6 +515,15 @@ public final class RedisStore implements KvStore {
     }
     closed = true;
     reconnector.shutdownNow();
+    long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(timeoutMillis);
+    while (inFlightPuts.get() > 0 && connected() && System.nanoTime() < deadline) {
+      try {
+        Thread.sleep(1); // let puts in flight land before the connection closes
+      } catch (InterruptedException e) {
+        Thread.currentThread().interrupt();
+        break;
+      }
+    }
     synchronized (connectLock) {
       StatefulConnection<byte[], ChunkBuffer> c = connection;
       if (c != null) {

