@@ -91,6 +91,8 @@ public final class CacheServer implements AutoCloseable {
    *
    * @throws IllegalStateException if the port cannot be bound
    */
+  @SuppressWarnings(
+      "deprecation") // RCVBUF_ALLOCATOR: Netty 4.2 deprecates it with no successor yet
   public CacheServer(Settings settings) throws InterruptedException {
     this.settings = settings;
     this.pool =
@@ -135,6 +137,7 @@ public final class CacheServer implements AutoCloseable {
             .group(boss, io)
             .channel(epoll ? EpollServerSocketChannel.class : NioServerSocketChannel.class)
             .childOption(ChannelOption.TCP_NODELAY, true)
+            .childOption(ChannelOption.RCVBUF_ALLOCATOR, Protocol.RECEIVE_BUFFERS)
             .childHandler(
                 new ChannelInitializer<SocketChannel>() {
                   @Override

@@ -123,6 +123,8 @@ public final class ServerStore implements KvStore {
         TimeUnit.SECONDS);
   }
 
+  @SuppressWarnings(
+      "deprecation") // RCVBUF_ALLOCATOR: Netty 4.2 deprecates it with no successor yet
   private void tryConnect() {
     try {
       ClientHandler handler = new ClientHandler();
@@ -131,6 +133,7 @@ public final class ServerStore implements KvStore {
               .group(group)
               .channel(NioSocketChannel.class)
               .option(ChannelOption.TCP_NODELAY, true)
+              .option(ChannelOption.RCVBUF_ALLOCATOR, Protocol.RECEIVE_BUFFERS)
               .option(ChannelOption.CONNECT_TIMEOUT_MILLIS, (int) timeoutMillis)
               .handler(
                   new ChannelInitializer<SocketChannel>() {

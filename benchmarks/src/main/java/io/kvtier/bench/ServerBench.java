@@ -1,0 +1,177 @@
+package io.kvtier.bench;
+
+import io.kvtier.key.ChunkKey;
+import io.kvtier.memory.ChunkBuffer;
+import io.kvtier.memory.ChunkPool;
+import io.kvtier.memory.MmapAllocator;
+import io.kvtier.server.CacheServer;
+import io.kvtier.server.ServerStore;
+import java.net.InetSocketAddress;
+import java.nio.ByteBuffer;
+import java.nio.channels.ServerSocketChannel;
+import java.nio.channels.SocketChannel;
+import java.util.Locale;
+
+/**
+ * kvtier's cache server against a raw loopback TCP stream of the same bytes, same run.
+ *
+ * <ul>
+ *   <li>Baseline: one blocking {@link SocketChannel} writing the bytes from a direct buffer to a
+ *       peer that reads them into a direct buffer (upload), and the other way (download).
+ *   <li>kvtier: {@link ServerStore} PUTs of N values with 16 in flight, timed until every PUT is
+ *       acknowledged, after a first round of N that fills the server (so slots are reused, as in a
+ *       long-running server); then GETs in pipelined batches of 16 into pinned buffers.
+ * </ul>
+ *
+ * Run: {@code scripts/bench-server}.
+ */
+public final class ServerBench {
+  static final int IN_FLIGHT = 16;
+
+  private ServerBench() {}
+
+  public static void main(String[] args) throws Exception {
+    System.out.println("kvtier cache server vs raw loopback TCP (same run)");
+    StringBuilder table = new StringBuilder();
+    for (int mib : new int[] {4, 32}) {
+      long size = (long) mib << 20;
+      int n = mib == 4 ? 256 : 48;
+      double[] raw = rawTcp(size, n);
+      double[] ours = kvtier(size, n);
+      table.append(line("PUT " + mib + " MiB (upload)", ours[0], raw[0]));
+      table.append(line("GET " + mib + " MiB (download)", ours[1], raw[1]));
+    }
+    System.out.println();
+    System.out.print(table);
+  }
+
+  private static String line(String what, double ours, double raw) {
+    double r = ours / raw;
+    return String.format(
+        Locale.ROOT,
+        "  %-22s kvtier %6.2f GB/s   raw TCP %6.2f GB/s   %.2fx %s >= 0.8x%n",
+        what,
+        ours / 1e9,
+        raw / 1e9,
+        r,
+        r >= 0.8 ? "MET" : "MISSED");
+  }
+
+  /** {upload B/s, download B/s} of n values of size bytes over one loopback connection. */
+  private static double[] rawTcp(long size, int n) throws Exception {
+    double[] out = new double[2];
+    for (int direction = 0; direction < 2; direction++) {
+      try (ServerSocketChannel server = ServerSocketChannel.open()) {
+        server.bind(new InetSocketAddress("127.0.0.1", 0));
+        boolean upload = direction == 0;
+        Thread peer =
+            new Thread(
+                () -> {
+                  try (SocketChannel c = server.accept()) {
+                    stream(c, size, n, !upload);
+                  } catch (Exception e) {
+                    throw new IllegalStateException(e);
+                  }
+                });
+        peer.start();
+        try (SocketChannel c = SocketChannel.open(server.getLocalAddress())) {
+          c.socket().setTcpNoDelay(true);
+          long t0 = System.nanoTime();
+          stream(c, size, n, upload);
+          peer.join();
+          out[direction] = size * n / ((System.nanoTime() - t0) / 1e9);
+        }
+      }
+    }
+    return out;
+  }
+
+  /** Writes (or reads) n × size bytes through a direct buffer of size bytes. */
+  private static void stream(SocketChannel c, long size, int n, boolean write) throws Exception {
+    ByteBuffer b = ByteBuffer.allocateDirect((int) size);
+    for (int i = 0; i < n; i++) {
+      b.clear();
+      while (b.hasRemaining()) {
+        if (write) {
+          c.write(b);
+        } else if (c.read(b) < 0) {
+          throw new IllegalStateException("stream ended early");
+        }
+      }
+    }
+  }
+
+  /** {PUT B/s, GET B/s} through a ServerStore against a CacheServer on loopback. */
+  private static double[] kvtier(long size, int n) throws Exception {
+    try (CacheServer server =
+            new CacheServer(
+                new CacheServer.Settings("127.0.0.1", 0, n * size, size, null, 0, null, 4));
+        ChunkPool pool =
+            new ChunkPool(MmapAllocator.INSTANCE, size, (2L * IN_FLIGHT + 4) * size, size);
+        ServerStore store =
+            new ServerStore(
+                "kvtier://127.0.0.1:" + server.port(),
+                60_000,
+                IN_FLIGHT,
+                size,
+                pool::tryAllocate)) {
+      ChunkBuffer value = pool.tryAllocate(size);
+      value.segment().fill((byte) 9);
+      // Warm-up: fill the server once, so the measured round reuses slots whose pages are already
+      // faulted in (a long-running server's steady state), and warm the JIT.
+      for (int i = 0; i < n; i++) {
+        ChunkKey k = new ChunkKey(0, -1 - i, i);
+        while (!store.put(k, value)) {
+          Thread.onSpinWait();
+        }
+      }
+      awaitPuts(store);
+      long warmupPuts = store.stats().puts();
+      for (int i = 0; i < 2 * IN_FLIGHT; i++) { // fault the client's read buffers in too
+        ChunkBuffer b = store.get(new ChunkKey(0, -1 - i, i));
+        if (b != null) {
+          b.release();
+        }
+      }
+      for (int i = 0; i < n; i++) { // free the warm slots for the measured round
+        store.remove(new ChunkKey(0, -1 - i, i));
+      }
+
+      long t0 = System.nanoTime();
+      for (int i = 0; i < n; i++) {
+        ChunkKey k = new ChunkKey(1, i, i);
+        while (!store.put(k, value)) {
+          Thread.onSpinWait(); // the pipeline is full: wait for an acknowledgement
+        }
+      }
+      awaitPuts(store);
+      double putSeconds = (System.nanoTime() - t0) / 1e9;
+      value.release();
+      if (store.stats().puts() - warmupPuts < n) {
+        throw new IllegalStateException("only " + (store.stats().puts() - warmupPuts) + " stored");
+      }
+
+      long g0 = System.nanoTime();
+      for (int i = 0; i < n; i += IN_FLIGHT) {
+        ChunkKey[] keys = new ChunkKey[Math.min(IN_FLIGHT, n - i)];
+        for (int j = 0; j < keys.length; j++) {
+          keys[j] = new ChunkKey(1, i + j, i + j);
+        }
+        for (ChunkBuffer b : store.getBatch(keys)) {
+          if (b == null) {
+            throw new IllegalStateException("a GET missed");
+          }
+          b.release();
+        }
+      }
+      double getSeconds = (System.nanoTime() - g0) / 1e9;
+      return new double[] {size * n / putSeconds, size * n / getSeconds};
+    }
+  }
+
+  private static void awaitPuts(ServerStore store) throws InterruptedException {
+    while (store.inFlightPuts() > 0) {
+      Thread.sleep(1);
+    }
+  }
+}
