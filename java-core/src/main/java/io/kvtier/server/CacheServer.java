@@ -137,13 +137,14 @@ public final class CacheServer implements AutoCloseable {
             .group(boss, io)
             .channel(epoll ? EpollServerSocketChannel.class : NioServerSocketChannel.class)
             .childOption(ChannelOption.TCP_NODELAY, true)
-            .childOption(ChannelOption.RCVBUF_ALLOCATOR, Protocol.RECEIVE_BUFFERS)
             .childHandler(
                 new ChannelInitializer<SocketChannel>() {
                   @Override
                   protected void initChannel(SocketChannel ch) {
                     ServerHandler h = new ServerHandler();
-                    ch.pipeline().addLast(new FrameDecoder(h, settings.maxValueBytes()));
+                    FrameDecoder decoder = new FrameDecoder(h, settings.maxValueBytes());
+                    ch.config().setRecvByteBufAllocator(new SlotReceiveAllocator(decoder));
+                    ch.pipeline().addLast(decoder);
                   }
                 });
     try {

@@ -57,14 +57,44 @@ final class FrameDecoder extends ChannelInboundHandlerAdapter {
   private ChunkBuffer target;
   private long targetOffset;
 
+  /** A value shorter than this is received the ordinary way (a slot read is not worth it). */
+  static final int SLOT_READ_MIN_BYTES = 64 << 10;
+
+  private ByteBuf slotBuffer; // the receive buffer handed out over the current slot, if any
+
   FrameDecoder(Listener listener, long maxValueBytes) {
     this.listener = listener;
     this.maxValueBytes = maxValueBytes;
   }
 
+  /**
+   * While value bytes are expected, a receive buffer over the rest of the value's slot (so the
+   * socket is read straight into it), else null. Called by {@link SlotReceiveAllocator}.
+   */
+  ByteBuf slotReceiveBuffer() {
+    if (state != 3 || target == null || remaining < SLOT_READ_MIN_BYTES) {
+      return null;
+    }
+    slotBuffer =
+        Unpooled.wrappedBuffer(target.segment().asSlice(targetOffset, remaining).asByteBuffer())
+            .clear(); // empty, with the slot's remaining bytes as capacity
+    return slotBuffer;
+  }
+
   @Override
   public void channelRead(ChannelHandlerContext ctx, Object msg) throws Exception {
     ByteBuf in = (ByteBuf) msg;
+    if (in == slotBuffer) { // read straight into the slot: the bytes are already in place
+      slotBuffer = null;
+      int n = in.readableBytes();
+      in.release();
+      targetOffset += n;
+      remaining -= n;
+      if (remaining == 0) {
+        bulkEnd(ctx);
+      }
+      return;
+    }
     try {
       while (in.isReadable() && state != FAILED) {
         step(ctx, in);

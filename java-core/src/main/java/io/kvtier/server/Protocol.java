@@ -66,13 +66,6 @@ public final class Protocol {
   /** Largest frame that is not a VALUE or PUT (they are bounded by the slot size). */
   public static final int MAX_CONTROL_FRAME = 8 + 2 * 2 + MAX_BATCH * KEY_BYTES;
 
-  /**
-   * Socket read sizes from 64 KiB up to 4 MiB: values are megabytes, and Netty's default (up to 64
-   * KiB per read) multiplies read calls for them.
-   */
-  static final io.netty.channel.AdaptiveRecvByteBufAllocator RECEIVE_BUFFERS =
-      new io.netty.channel.AdaptiveRecvByteBufAllocator(64 << 10, 1 << 20, 4 << 20);
-
   public static final short ERR_BAD_HELLO = 1;
   public static final short ERR_AUTH = 2;
   public static final short ERR_TOO_LARGE = 3;

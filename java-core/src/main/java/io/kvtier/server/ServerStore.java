@@ -133,13 +133,14 @@ public final class ServerStore implements KvStore {
               .group(group)
               .channel(NioSocketChannel.class)
               .option(ChannelOption.TCP_NODELAY, true)
-              .option(ChannelOption.RCVBUF_ALLOCATOR, Protocol.RECEIVE_BUFFERS)
               .option(ChannelOption.CONNECT_TIMEOUT_MILLIS, (int) timeoutMillis)
               .handler(
                   new ChannelInitializer<SocketChannel>() {
                     @Override
                     protected void initChannel(SocketChannel c) {
-                      c.pipeline().addLast(new FrameDecoder(handler, maxValueBytes), handler);
+                      FrameDecoder decoder = new FrameDecoder(handler, maxValueBytes);
+                      c.config().setRecvByteBufAllocator(new SlotReceiveAllocator(decoder));
+                      c.pipeline().addLast(decoder, handler);
                     }
                   })
               .connect(host, port)
