@@ -71,6 +71,45 @@ public final class RedisServers {
     return p;
   }
 
+  /** Starts a TLS-only redis-server on {@code tlsPort} (plain port disabled). */
+  public static Process startTls(int tlsPort, Path dir, String... tlsArgs) throws Exception {
+    List<String> cmd =
+        new ArrayList<>(
+            List.of(
+                "redis-server",
+                "--port",
+                "0",
+                "--tls-port",
+                Integer.toString(tlsPort),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                dir.toString()));
+    cmd.addAll(List.of(tlsArgs));
+    Process p =
+        new ProcessBuilder(cmd)
+            .redirectErrorStream(true)
+            .redirectOutput(ProcessBuilder.Redirect.DISCARD)
+            .start();
+    long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
+    while (true) {
+      try (Socket s = new Socket("127.0.0.1", tlsPort)) {
+        s.setSoTimeout(1000); // the TLS port accepts: the server is up
+        return p;
+      } catch (IOException e) {
+        if (System.nanoTime() > deadline || !p.isAlive()) {
+          p.destroyForcibly();
+          throw new IllegalStateException("TLS redis-server on " + tlsPort + " did not start");
+        }
+        Thread.sleep(20);
+      }
+    }
+  }
+
   public static boolean ping(int port) {
     try (Socket s = new Socket("127.0.0.1", port)) {
       s.setSoTimeout(1000);

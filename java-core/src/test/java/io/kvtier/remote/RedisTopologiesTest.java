@@ -1,0 +1,185 @@
+package io.kvtier.remote;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNotNull;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
+
+import io.kvtier.key.ChunkKey;
+import io.kvtier.memory.ChunkBuffer;
+import io.kvtier.memory.ChunkPool;
+import io.kvtier.memory.MmapAllocator;
+import java.lang.foreign.ValueLayout;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.Arrays;
+import java.util.concurrent.TimeUnit;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/** TLS and sentinel deployments, and bounded memory while a server stalls, all on real servers. */
+class RedisTopologiesTest {
+  static final int CHUNK = 32 * 1024;
+
+  @TempDir Path dir;
+  ChunkPool pool;
+
+  @BeforeEach
+  void setUp() {
+    RedisServers.assumeInstalled();
+    pool = new ChunkPool(MmapAllocator.INSTANCE, CHUNK, 64L * CHUNK, 1 << 21);
+  }
+
+  @AfterEach
+  void tearDown() throws InterruptedException {
+    for (int i = 0; i < 500 && pool.inUseSlots() > 0; i++) {
+      Thread.sleep(10);
+    }
+    assertEquals(0, pool.inUseSlots(), "a buffer leaked");
+    pool.close();
+  }
+
+  void roundTrip(RedisStore s) throws InterruptedException {
+    ChunkBuffer b = pool.tryAllocate(CHUNK);
+    b.segment().fill((byte) 42);
+    ChunkKey k = new ChunkKey(1, 2, 3);
+    s.put(k, b);
+    b.release();
+    for (int i = 0; i < 500 && !s.contains(k); i++) {
+      Thread.sleep(5);
+    }
+    ChunkBuffer got = s.get(k);
+    assertNotNull(got);
+    byte[] expected = new byte[CHUNK];
+    Arrays.fill(expected, (byte) 42);
+    assertArrayEquals(expected, got.segment().toArray(ValueLayout.JAVA_BYTE));
+    got.release();
+  }
+
+  @Test
+  void tls_roundTrip() throws Exception {
+    assumeTrue(Files.isExecutable(Path.of("/usr/bin/openssl")), "openssl is not installed");
+    RedisServers.run(
+        "openssl",
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        dir.resolve("key.pem").toString(),
+        "-out",
+        dir.resolve("cert.pem").toString());
+    int port = RedisServers.freePort();
+    Process server =
+        RedisServers.startTls(
+            port,
+            dir,
+            "--tls-cert-file",
+            dir.resolve("cert.pem").toString(),
+            "--tls-key-file",
+            dir.resolve("key.pem").toString(),
+            "--tls-ca-cert-file",
+            dir.resolve("cert.pem").toString(),
+            "--tls-auth-clients",
+            "no");
+    try (RedisStore s =
+        new RedisStore(
+            "rediss://127.0.0.1:" + port + "?verifyPeer=NONE", 2000, 0, 16, pool::tryAllocate)) {
+      assertTrue(s.connected(), s.errorCounts().toString());
+      roundTrip(s);
+    } finally {
+      RedisServers.stop(server);
+    }
+  }
+
+  @Test
+  void sentinel_findsTheMaster_andRoundTrips() throws Exception {
+    int masterPort = RedisServers.freePort();
+    Process master = RedisServers.start(masterPort, Files.createDirectories(dir.resolve("m")));
+    int sentinelPort = RedisServers.freePort();
+    Path conf = dir.resolve("sentinel.conf");
+    Files.writeString(
+        conf,
+        "port "
+            + sentinelPort
+            + "\nbind 127.0.0.1\nsentinel monitor kvmaster 127.0.0.1 "
+            + masterPort
+            + " 1\nsentinel down-after-milliseconds kvmaster 5000\n");
+    Process sentinel =
+        new ProcessBuilder("redis-server", conf.toString(), "--sentinel")
+            .redirectErrorStream(true)
+            .redirectOutput(ProcessBuilder.Redirect.DISCARD)
+            .start();
+    try {
+      for (int i = 0; i < 200 && !RedisServers.ping(sentinelPort); i++) {
+        Thread.sleep(20);
+      }
+      assertTrue(RedisServers.ping(sentinelPort), "the sentinel did not start");
+      try (RedisStore s =
+          new RedisStore(
+              "redis-sentinel://127.0.0.1:" + sentinelPort + "#kvmaster",
+              2000,
+              0,
+              16,
+              pool::tryAllocate)) {
+        assertTrue(s.connected(), s.errorCounts().toString());
+        roundTrip(s);
+      }
+    } finally {
+      sentinel.destroy();
+      sentinel.waitFor(10, TimeUnit.SECONDS);
+      RedisServers.stop(master);
+    }
+  }
+
+  @Test
+  void stalledServer_memoryStaysBounded() throws Exception {
+    int port = RedisServers.freePort();
+    Process server = RedisServers.start(port, dir, "--enable-debug-command", "yes");
+    try (RedisStore s = new RedisStore("redis://127.0.0.1:" + port, 100, 0, 8, pool::tryAllocate)) {
+      Thread sleeper =
+          new Thread(
+              () -> {
+                try {
+                  RedisServers.run(
+                      "redis-cli", "-p", Integer.toString(port), "DEBUG", "SLEEP", "3");
+                } catch (Exception ignored) {
+                  // the assertions below show whether the server stalled
+                }
+              });
+      sleeper.start();
+      Thread.sleep(200);
+      ChunkBuffer b = pool.tryAllocate(CHUNK);
+      int accepted = 0;
+      for (int i = 0; i < 1000; i++) {
+        if (s.put(new ChunkKey(5, i, i), b)) {
+          accepted++;
+        }
+      }
+      b.release();
+      assertTrue(accepted <= 8, "puts in flight are bounded by remote_queue: " + accepted);
+      assertTrue(pool.inUseSlots() <= 8, "held buffers are bounded: " + pool.inUseSlots());
+      ChunkKey[] many = new ChunkKey[2000];
+      for (int i = 0; i < many.length; i++) {
+        many[i] = new ChunkKey(6, i, i);
+      }
+      for (int round = 0; round < 4; round++) {
+        s.getBatch(many); // each round times out; replies pile up until the bound
+      }
+      assertTrue(
+          s.errorCounts().getOrDefault("backlog", 0L) >= 1,
+          "reads beyond the bound are refused, not queued: " + s.errorCounts());
+      sleeper.join();
+    } finally {
+      RedisServers.stop(server);
+    }
+  }
+}
