@@ -1,0 +1,134 @@
+package io.kvtier.transfer;
+
+import java.lang.foreign.MemorySegment;
+
+/**
+ * Moves tokens between one layer's paged KV cache in host memory (vLLM's CPU backend, or a pinned
+ * mirror of a GPU cache) and the contiguous chunk layout, driven by the slot mapping. The data path
+ * of the CPU backend, and the reference the GPU kernels are checked against.
+ *
+ * <p>Slot {@code s} is token {@code s % blockSize} of block {@code s / blockSize}. Runs of
+ * consecutive slots within one block are copied at once where a slot's heads are adjacent
+ * (NHD-style layouts), so a 16-token block costs one copy per K and V.
+ *
+ * <p>Stateless and thread-safe; callers run layers on different threads if they want parallelism.
+ * Every access is bounds-checked by the FFM segments: a wrong layout or mapping throws, it never
+ * touches memory outside the tensor or the chunk.
+ */
+public final class HostKvTransfer {
+  private HostKvTransfer() {}
+
+  /**
+   * Copies the tokens at {@code slots[from, from + count)} of the layer tensor {@code cache} into
+   * {@code chunk} at {@code chunkOffset}, as {@code [kv][token][head][d]}.
+   *
+   * @throws IllegalArgumentException if a slot is outside the tensor or a segment is too small
+   */
+  public static void gather(
+      MemorySegment cache,
+      PagedLayout layout,
+      long[] slots,
+      int from,
+      int count,
+      MemorySegment chunk,
+      long chunkOffset) {
+    move(cache, layout, slots, from, count, chunk, chunkOffset, false);
+  }
+
+  /**
+   * Copies {@code count} tokens from {@code chunk} at {@code chunkOffset} (as written by {@link
+   * #gather}) into the layer tensor {@code cache} at {@code slots[from, from + count)}.
+   *
+   * @throws IllegalArgumentException if a slot is outside the tensor or a segment is too small
+   */
+  public static void scatter(
+      MemorySegment chunk,
+      long chunkOffset,
+      PagedLayout layout,
+      long[] slots,
+      int from,
+      int count,
+      MemorySegment cache) {
+    move(cache, layout, slots, from, count, chunk, chunkOffset, true);
+  }
+
+  private static void move(
+      MemorySegment cache,
+      PagedLayout l,
+      long[] slots,
+      int from,
+      int count,
+      MemorySegment chunk,
+      long chunkOffset,
+      boolean toCache) {
+    if (cache.byteSize() < l.tensorBytes()) {
+      throw new IllegalArgumentException(
+          "the cache tensor has "
+              + cache.byteSize()
+              + " bytes; the layout needs "
+              + l.tensorBytes());
+    }
+    if (from < 0 || count < 0 || from + count > slots.length) {
+      throw new IllegalArgumentException(
+          "slots [" + from + ", " + (from + count) + ") outside a mapping of " + slots.length);
+    }
+    long need = chunkOffset + count * l.tokenBytes();
+    if (chunkOffset < 0 || chunk.byteSize() < need) {
+      throw new IllegalArgumentException(
+          "the chunk has " + chunk.byteSize() + " bytes; " + need + " are needed");
+    }
+    long e = l.elementBytes();
+    long headRow = (long) l.headSize() * e;
+    long tokenRow = headRow * l.numHeads();
+    boolean runs = l.headsContiguous();
+    for (int kv = 0; kv < l.kvCount(); kv++) {
+      long chunkBase = chunkOffset + kv * count * tokenRow;
+      int t = 0;
+      while (t < count) {
+        long slot = slots[from + t];
+        if (slot < 0 || slot >= l.slots()) {
+          throw new IllegalArgumentException(
+              "slot " + slot + " (mapping index " + (from + t) + ") is outside 0.." + l.slots());
+        }
+        long block = slot / l.blockSize();
+        long inBlock = slot % l.blockSize();
+        long base = kv * l.kvStride() + block * l.blockStride() + inBlock * l.slotStride();
+        if (runs) {
+          int run = 1;
+          while (t + run < count
+              && slots[from + t + run] == slot + run
+              && inBlock + run < l.blockSize()) {
+            run++;
+          }
+          copy(cache, base * e, chunk, chunkBase + t * tokenRow, run * tokenRow, toCache);
+          t += run;
+        } else {
+          for (int h = 0; h < l.numHeads(); h++) {
+            copy(
+                cache,
+                (base + h * l.headStride()) * e,
+                chunk,
+                chunkBase + t * tokenRow + h * headRow,
+                headRow,
+                toCache);
+          }
+          t++;
+        }
+      }
+    }
+  }
+
+  private static void copy(
+      MemorySegment cache,
+      long cacheOffset,
+      MemorySegment chunk,
+      long chunkOffset,
+      long bytes,
+      boolean toCache) {
+    if (toCache) {
+      MemorySegment.copy(chunk, chunkOffset, cache, cacheOffset, bytes);
+    } else {
+      MemorySegment.copy(cache, cacheOffset, chunk, chunkOffset, bytes);
+    }
+  }
+}

@@ -1,0 +1,100 @@
+package io.kvtier.transfer;
+
+import static io.kvtier.Checks.checkPositive;
+
+/**
+ * Where a token's K and V live in one layer's paged KV cache tensor, as element strides, so one
+ * gather/scatter serves every layout vLLM uses.
+ *
+ * <p>Element {@code (kv, block, slotInBlock, head, d)} is at {@code kv * kvStride + block *
+ * blockStride + slotInBlock * slotStride + head * headStride + d} (in elements of {@code
+ * elementBytes}); {@code d} is always contiguous. The factories name the layouts:
+ *
+ * <pre>
+ *   flashAttnNhd  [2, blocks, blockSize, heads, headSize]   (vLLM FlashAttention, NHD)
+ *   flashAttnHnd  [2, blocks, heads, blockSize, headSize]   (HND)
+ *   flashInfer    [blocks, 2, blockSize, heads, headSize]
+ *   mla           [blocks, blockSize, headSize]             (one latent vector per token)
+ * </pre>
+ *
+ * A chunk holds, per layer, {@code [kv][token][head][d]} contiguously ({@link #tokenBytes()} per
+ * token). Immutable.
+ */
+public record PagedLayout(
+    int numBlocks,
+    int blockSize,
+    int kvCount,
+    int numHeads,
+    int headSize,
+    int elementBytes,
+    long kvStride,
+    long blockStride,
+    long slotStride,
+    long headStride) {
+
+  /**
+   * Validates the geometry.
+   *
+   * @throws IllegalArgumentException naming the first bad field
+   */
+  public PagedLayout {
+    checkPositive(numBlocks, "numBlocks");
+    checkPositive(blockSize, "blockSize");
+    checkPositive(numHeads, "numHeads");
+    checkPositive(headSize, "headSize");
+    checkPositive(elementBytes, "elementBytes");
+    if (kvCount != 1 && kvCount != 2) {
+      throw new IllegalArgumentException("kvCount must be 1 (MLA) or 2 (K and V), got " + kvCount);
+    }
+  }
+
+  public static PagedLayout flashAttnNhd(
+      int blocks, int blockSize, int heads, int headSize, int elementBytes) {
+    long slot = (long) heads * headSize;
+    long block = slot * blockSize;
+    return new PagedLayout(
+        blocks, blockSize, 2, heads, headSize, elementBytes, block * blocks, block, slot, headSize);
+  }
+
+  public static PagedLayout flashAttnHnd(
+      int blocks, int blockSize, int heads, int headSize, int elementBytes) {
+    long head = (long) blockSize * headSize;
+    long block = head * heads;
+    return new PagedLayout(
+        blocks, blockSize, 2, heads, headSize, elementBytes, block * blocks, block, headSize, head);
+  }
+
+  public static PagedLayout flashInfer(
+      int blocks, int blockSize, int heads, int headSize, int elementBytes) {
+    long slot = (long) heads * headSize;
+    long kv = slot * blockSize;
+    return new PagedLayout(
+        blocks, blockSize, 2, heads, headSize, elementBytes, kv, 2 * kv, slot, headSize);
+  }
+
+  public static PagedLayout mla(int blocks, int blockSize, int headSize, int elementBytes) {
+    long block = (long) blockSize * headSize;
+    return new PagedLayout(
+        blocks, blockSize, 1, 1, headSize, elementBytes, 0, block, headSize, headSize);
+  }
+
+  /** Bytes of one layer's tensor. */
+  public long tensorBytes() {
+    return (long) kvCount * numBlocks * blockSize * numHeads * headSize * elementBytes;
+  }
+
+  /** Bytes one token takes in a chunk, for one layer (K and V, every head). */
+  public long tokenBytes() {
+    return (long) kvCount * numHeads * headSize * elementBytes;
+  }
+
+  /** Whether a slot's heads are adjacent ({@code [.., slot, head, d]}): one copy per slot run. */
+  boolean headsContiguous() {
+    return headStride == headSize && slotStride == (long) numHeads * headSize;
+  }
+
+  /** Total slots in the tensor. */
+  public long slots() {
+    return (long) numBlocks * blockSize;
+  }
+}
