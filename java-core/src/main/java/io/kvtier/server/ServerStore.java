@@ -307,7 +307,10 @@ public final class ServerStore implements KvStore {
         gaveUp = true;
       }
       if (gaveUp && out[i] == null) {
-        replies[i].whenComplete((b, err) -> release(b)); // late replies are released on arrival
+        // Forget the request: values still on their way are discarded unread, and one already
+        // being received is released when it lands. Nothing waits on a silent server forever.
+        pending.remove(id);
+        replies[i].whenComplete((b, err) -> release(b));
       }
       (out[i] == null ? counters.misses : counters.hits).increment();
     }
@@ -357,6 +360,11 @@ public final class ServerStore implements KvStore {
   /** Errors by kind. */
   public Map<String, Long> errorCounts() {
     return errors.counts();
+  }
+
+  /** Requests waiting for replies, puts in flight included. */
+  public int pendingRequests() {
+    return pending.size();
   }
 
   /** Puts sent and not yet acknowledged. */

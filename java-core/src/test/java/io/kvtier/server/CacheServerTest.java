@@ -259,6 +259,11 @@ class CacheServerTest {
         assertTrue((System.nanoTime() - t0) / 1_000_000 < 2000, "gave up at the timeout");
         assertFalse(c.contains(key(1)));
         assertTrue(c.errorCounts().getOrDefault("timeout", 0L) >= 1, c.errorCounts().toString());
+        for (int i = 0; i < 5; i++) {
+          c.getBatch(new ChunkKey[] {key(i), key(i + 100)});
+        }
+        assertEquals(
+            0, c.pendingRequests(), "requests a silent server never answers are forgotten");
       }
     }
   }
