@@ -81,6 +81,10 @@ public final class HostKvTransfer {
     long headRow = (long) l.headSize() * e;
     long tokenRow = headRow * l.numHeads();
     boolean runs = l.headsContiguous();
+    if (l.headMajorChunk()) {
+      moveHeadMajor(cache, l, slots, from, count, chunk, chunkOffset, toCache);
+      return;
+    }
     for (int kv = 0; kv < l.kvCount(); kv++) {
       long chunkBase = chunkOffset + kv * count * tokenRow;
       int t = 0;
@@ -113,6 +117,48 @@ public final class HostKvTransfer {
                 toCache);
           }
           t++;
+        }
+      }
+    }
+  }
+
+  /** {@code [kv][head][token][d]} chunks: one copy per run of a head's consecutive tokens. */
+  private static void moveHeadMajor(
+      MemorySegment cache,
+      PagedLayout l,
+      long[] slots,
+      int from,
+      int count,
+      MemorySegment chunk,
+      long chunkOffset,
+      boolean toCache) {
+    long e = l.elementBytes();
+    long headRow = (long) l.headSize() * e;
+    for (int kv = 0; kv < l.kvCount(); kv++) {
+      for (int h = 0; h < l.numHeads(); h++) {
+        long chunkBase = chunkOffset + ((long) kv * l.numHeads() + h) * count * headRow;
+        int t = 0;
+        while (t < count) {
+          long slot = slots[from + t];
+          if (slot < 0 || slot >= l.slots()) {
+            throw new IllegalArgumentException(
+                "slot " + slot + " (mapping index " + (from + t) + ") is outside 0.." + l.slots());
+          }
+          long block = slot / l.blockSize();
+          long inBlock = slot % l.blockSize();
+          int run = 1;
+          while (t + run < count
+              && slots[from + t + run] == slot + run
+              && inBlock + run < l.blockSize()) {
+            run++;
+          }
+          long base =
+              kv * l.kvStride()
+                  + block * l.blockStride()
+                  + h * l.headStride()
+                  + inBlock * l.slotStride();
+          copy(cache, base * e, chunk, chunkBase + t * headRow, run * headRow, toCache);
+          t += run;
         }
       }
     }

@@ -17,8 +17,11 @@ import static io.kvtier.Checks.checkPositive;
  *   mla           [blocks, blockSize, headSize]             (one latent vector per token)
  * </pre>
  *
- * A chunk holds, per layer, {@code [kv][token][head][d]} contiguously ({@link #tokenBytes()} per
- * token). Immutable.
+ * A chunk holds, per layer, {@link #tokenBytes()} per token, in the order that keeps copies long
+ * for the layout ({@link #headMajorChunk()}): {@code [kv][token][head][d]} where a slot's heads are
+ * adjacent (NHD, FlashInfer, MLA), {@code [kv][head][token][d]} where a head's tokens are adjacent
+ * within a block (HND, and vLLM's CPU backend). The order is part of what makes chunk bytes
+ * interchangeable, so it belongs in the key namespace. Immutable.
  */
 public record PagedLayout(
     int numBlocks,
@@ -91,6 +94,19 @@ public record PagedLayout(
   /** Whether a slot's heads are adjacent ({@code [.., slot, head, d]}): one copy per slot run. */
   boolean headsContiguous() {
     return headStride == headSize && slotStride == (long) numHeads * headSize;
+  }
+
+  /**
+   * Whether chunks are laid out {@code [kv][head][token][d]}: true where a head's consecutive
+   * tokens are adjacent in the cache ({@code slotStride == headSize}, heads further apart).
+   */
+  public boolean headMajorChunk() {
+    return !headsContiguous() && slotStride == headSize && numHeads > 1;
+  }
+
+  /** The chunk order's name, for the key namespace: {@code token-major} or {@code head-major}. */
+  public String chunkOrder() {
+    return headMajorChunk() ? "head-major" : "token-major";
   }
 
   /** Total slots in the tensor. */

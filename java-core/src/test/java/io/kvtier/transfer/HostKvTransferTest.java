@@ -53,6 +53,20 @@ class HostKvTransferTest {
         * l.elementBytes();
   }
 
+  /** Row index of (kv, token, head) in the chunk order the layout documents. */
+  static long chunkIndex(PagedLayout l, int kv, int t, int h, int tokens) {
+    return l.headMajorChunk()
+        ? ((long) kv * l.numHeads() + h) * tokens + t
+        : ((long) kv * tokens + t) * l.numHeads() + h;
+  }
+
+  @ParameterizedTest
+  @MethodSource("layouts")
+  void chunkOrder_followsTheLayout(PagedLayout l) {
+    boolean hnd = l.slotStride() == l.headSize() && l.numHeads() > 1;
+    assertEquals(hnd ? "head-major" : "token-major", l.chunkOrder());
+  }
+
   @ParameterizedTest
   @MethodSource("layouts")
   void gather_matchesReference_andScatterRoundTrips(PagedLayout l) {
@@ -69,15 +83,15 @@ class HostKvTransferTest {
       HostKvTransfer.gather(cache, l, slots, 0, tokens, chunk, chunkOffset);
 
       int e = l.elementBytes();
-      long pos = chunkOffset;
       for (int kv = 0; kv < l.kvCount(); kv++) {
         for (int t = 0; t < tokens; t++) {
           for (int h = 0; h < l.numHeads(); h++) {
             for (int d = 0; d < l.headSize(); d++) {
               long src = offset(l, kv, slots[t], h, d);
-              for (int b = 0; b < e; b++, pos++) {
+              long pos = chunkOffset + chunkIndex(l, kv, t, h, tokens) * l.headSize() * e + d * e;
+              for (int b = 0; b < e; b++) {
                 if (cache.get(ValueLayout.JAVA_BYTE, src + b)
-                    != chunk.get(ValueLayout.JAVA_BYTE, pos)) {
+                    != chunk.get(ValueLayout.JAVA_BYTE, pos + b)) {
                   throw new AssertionError("kv " + kv + " token " + t + " head " + h + " d " + d);
                 }
               }
