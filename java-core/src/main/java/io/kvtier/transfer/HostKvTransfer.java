@@ -89,21 +89,12 @@ public final class HostKvTransfer {
       long chunkBase = chunkOffset + kv * count * tokenRow;
       int t = 0;
       while (t < count) {
-        long slot = slots[from + t];
-        if (slot < 0 || slot >= l.slots()) {
-          throw new IllegalArgumentException(
-              "slot " + slot + " (mapping index " + (from + t) + ") is outside 0.." + l.slots());
-        }
+        long slot = slotAt(l, slots, from + t);
         long block = slot / l.blockSize();
         long inBlock = slot % l.blockSize();
         long base = kv * l.kvStride() + block * l.blockStride() + inBlock * l.slotStride();
         if (runs) {
-          int run = 1;
-          while (t + run < count
-              && slots[from + t + run] == slot + run
-              && inBlock + run < l.blockSize()) {
-            run++;
-          }
+          int run = runLength(l, slots, from + t, from + count, slot);
           copy(cache, base * e, chunk, chunkBase + t * tokenRow, run * tokenRow, toCache);
           t += run;
         } else {
@@ -139,19 +130,10 @@ public final class HostKvTransfer {
         long chunkBase = chunkOffset + ((long) kv * l.numHeads() + h) * count * headRow;
         int t = 0;
         while (t < count) {
-          long slot = slots[from + t];
-          if (slot < 0 || slot >= l.slots()) {
-            throw new IllegalArgumentException(
-                "slot " + slot + " (mapping index " + (from + t) + ") is outside 0.." + l.slots());
-          }
+          long slot = slotAt(l, slots, from + t);
           long block = slot / l.blockSize();
           long inBlock = slot % l.blockSize();
-          int run = 1;
-          while (t + run < count
-              && slots[from + t + run] == slot + run
-              && inBlock + run < l.blockSize()) {
-            run++;
-          }
+          int run = runLength(l, slots, from + t, from + count, slot);
           long base =
               kv * l.kvStride()
                   + block * l.blockStride()
@@ -162,6 +144,26 @@ public final class HostKvTransfer {
         }
       }
     }
+  }
+
+  /** The slot at mapping index {@code i}, checked against the tensor. */
+  private static long slotAt(PagedLayout l, long[] slots, int i) {
+    long slot = slots[i];
+    if (slot < 0 || slot >= l.slots()) {
+      throw new IllegalArgumentException(
+          "slot " + slot + " (mapping index " + i + ") is outside 0.." + l.slots());
+    }
+    return slot;
+  }
+
+  /** How many consecutive slots from mapping index {@code i} (slot {@code slot}) share a block. */
+  private static int runLength(PagedLayout l, long[] slots, int i, int end, long slot) {
+    long inBlock = slot % l.blockSize();
+    int run = 1;
+    while (i + run < end && slots[i + run] == slot + run && inBlock + run < l.blockSize()) {
+      run++;
+    }
+    return run;
   }
 
   private static void copy(
