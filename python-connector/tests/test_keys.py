@@ -78,3 +78,10 @@ def test_java_matches_spec_on_random_prompts():
             assert java_hashes(tokens, chunk, partial) == spec_hashes(
                 tokens.tolist(), chunk, partial
             )
+
+
+@pytest.mark.parametrize("vector", VECTORS["namespaces"], ids=lambda v: v["canonical"][-11:])
+def test_namespace_ids_follow_the_spec(vector):
+    """A namespace id is h1 of MurmurHash3 of its canonical text, as a signed 64-bit integer."""
+    digest = mmh3.hash_bytes(vector["canonical"].encode(), SEED)
+    assert int.from_bytes(digest[:8], "little", signed=True) == vector["id"]

@@ -33,6 +33,8 @@ class Layout:
     tp_size: int = 1
     tp_rank: int = 0
     mla: bool = False
+    chunk_order: str = "token-major"
+    """``token-major`` (NHD-style caches, MLA) or ``head-major`` (HND-style, vLLM's CPU backend)."""
 
 
 def _tokens(tokens: Sequence[int] | np.ndarray) -> tuple[Any, int]:
@@ -75,6 +77,7 @@ class Engine:
             layout.tp_rank,
             chunk,
             layout.mla,
+            layout.chunk_order,
         )
         allocator = _jvm.java_class("io.kvtier.memory.MmapAllocator").INSTANCE
         self._engine = _jvm.new(

@@ -20,6 +20,9 @@ import java.util.Objects;
  * @param tpRank this process's rank; ignored (stored once for all ranks) when {@code mla}
  * @param chunkTokens tokens per chunk
  * @param mla whether the cache is MLA's single latent tensor (no separate K and V)
+ * @param chunkOrder how a chunk orders its bytes, {@code token-major} or {@code head-major} (see
+ *     {@code io.kvtier.transfer.PagedLayout#chunkOrder()}): engines whose caches differ in layout
+ *     store different bytes for the same tokens and must not share chunks
  */
 public record KeyNamespace(
     String modelId,
@@ -30,7 +33,8 @@ public record KeyNamespace(
     int tpSize,
     int tpRank,
     int chunkTokens,
-    boolean mla) {
+    boolean mla,
+    String chunkOrder) {
 
   /**
    * Validates every field.
@@ -49,6 +53,34 @@ public record KeyNamespace(
     if (tpRank >= tpSize) {
       throw new IllegalArgumentException("tpRank " + tpRank + " must be < tpSize " + tpSize);
     }
+    if (!"token-major".equals(chunkOrder) && !"head-major".equals(chunkOrder)) {
+      throw new IllegalArgumentException(
+          "chunkOrder must be token-major or head-major, got " + chunkOrder);
+    }
+  }
+
+  /** A namespace with token-major chunks (NHD-style caches, MLA). */
+  public KeyNamespace(
+      String modelId,
+      String kvDtype,
+      int numLayers,
+      int kvHeadsPerRank,
+      int headSize,
+      int tpSize,
+      int tpRank,
+      int chunkTokens,
+      boolean mla) {
+    this(
+        modelId,
+        kvDtype,
+        numLayers,
+        kvHeadsPerRank,
+        headSize,
+        tpSize,
+        tpRank,
+        chunkTokens,
+        mla,
+        "token-major");
   }
 
   /** The canonical text that {@link #id()} hashes (docs/keys.md). */
@@ -70,7 +102,9 @@ public record KeyNamespace(
         + ";rank="
         + (mla ? "all" : Integer.toString(tpRank))
         + ";chunk="
-        + chunkTokens;
+        + chunkTokens
+        + ";order="
+        + chunkOrder;
   }
 
   /** The 64-bit namespace id: h1 of MurmurHash3_x64_128 of {@link #canonical()} in UTF-8. */

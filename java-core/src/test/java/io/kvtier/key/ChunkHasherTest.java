@@ -86,6 +86,7 @@ class ChunkHasherTest {
       new KeyNamespace("m", "bfloat16", 32, 8, 128, 4, 1, 256, false),
       new KeyNamespace("m", "bfloat16", 32, 8, 128, 2, 0, 256, false),
       new KeyNamespace("m", "bfloat16", 32, 8, 128, 2, 1, 128, false),
+      new KeyNamespace("m", "bfloat16", 32, 8, 128, 2, 1, 256, false, "head-major"),
     };
     for (KeyNamespace o : others) {
       assertNotEquals(base.id(), o.id(), o.canonical());

@@ -62,6 +62,23 @@ class KeyVectorsTest {
 
   @Test
   @SuppressWarnings("unchecked")
+  void namespaceIds_matchDocumentedVectors() throws IOException {
+    List<Map<String, Object>> ns = (List<Map<String, Object>>) vectors().get("namespaces");
+    assertEquals(
+        ns.get(0).get("canonical"),
+        new KeyNamespace("meta-llama/Llama-3.1-8B", "bfloat16", 32, 8, 128, 1, 0, 256, false)
+            .canonical());
+    assertEquals(
+        ns.get(1).get("canonical"),
+        new KeyNamespace("tiny", "bfloat16", 2, 2, 64, 2, 1, 256, false, "head-major").canonical());
+    for (Map<String, Object> v : ns) {
+      byte[] text = ((String) v.get("canonical")).getBytes(java.nio.charset.StandardCharsets.UTF_8);
+      assertEquals(((Number) v.get("id")).longValue(), Murmur3x64.hash(text, ChunkHasher.SEED)[0]);
+    }
+  }
+
+  @Test
+  @SuppressWarnings("unchecked")
   void chunkHashes_matchDocumentedVectors() throws IOException {
     for (Map<String, Object> v : (List<Map<String, Object>>) vectors().get("chunks")) {
       int[] tokens = tokensOf(v);
