@@ -13,9 +13,10 @@ import java.util.Random;
 
 /**
  * Gather and scatter of one 256-token chunk in Llama-3.1-8B geometry (32 layers, 8 KV heads, head
- * size 128, bf16, block 16: 32 MiB) between per-layer paged caches in host memory and a chunk,
- * against one plain copy of the same 32 MiB, same run, one thread, median of 30 after warm-up.
- * Blocks are scattered at random over a 64-block cache per layer, as vLLM allocates them.
+ * size 128, bf16: 32 MiB) between per-layer paged caches in host memory and a chunk, against one
+ * plain copy of the same 32 MiB, same run, one thread, median of 30 after warm-up. Layouts: NHD and
+ * HND with 16-token blocks (64 per layer), and vLLM's CPU backend order with 64-token blocks (16
+ * per layer); blocks in random order, as vLLM allocates them.
  *
  * <p>Run: {@code scripts/bench-gather}.
  */
@@ -27,11 +28,13 @@ public final class GatherBench {
     int tokens = 256;
     int reps = 30;
     System.out.println("host gather/scatter, Llama-3.1-8B geometry, 256 tokens (32 MiB)");
-    for (String name : new String[] {"NHD", "HND"}) {
+    for (String name : new String[] {"NHD", "HND", "CPU"}) {
       PagedLayout l =
-          name.equals("NHD")
-              ? PagedLayout.flashAttnNhd(64, 16, 8, 128, 2)
-              : PagedLayout.flashAttnHnd(64, 16, 8, 128, 2);
+          switch (name) {
+            case "NHD" -> PagedLayout.flashAttnNhd(64, 16, 8, 128, 2);
+            case "HND" -> PagedLayout.flashAttnHnd(64, 16, 8, 128, 2);
+            default -> PagedLayout.cpuBackend(16, 64, 8, 128, 2); // vLLM CPU_ATTN, block 64
+          };
       try (Arena arena = Arena.ofConfined()) {
         MemorySegment[] caches = new MemorySegment[layers];
         for (int i = 0; i < layers; i++) {
@@ -50,7 +53,7 @@ public final class GatherBench {
         Collections.shuffle(blocks, new Random(3));
         long[] slots = new long[tokens];
         for (int t = 0; t < tokens; t++) {
-          slots[t] = (long) blocks.get(t / 16) * 16 + t % 16;
+          slots[t] = (long) blocks.get(t / l.blockSize()) * l.blockSize() + t % l.blockSize();
         }
         double[] gather = new double[reps];
         double[] scatter = new double[reps];

@@ -23,6 +23,7 @@ class HostKvTransferTest {
         PagedLayout.flashAttnHnd(12, 16, 4, 32, 2),
         PagedLayout.flashInfer(12, 16, 4, 32, 2),
         PagedLayout.mla(12, 16, 96, 2),
+        PagedLayout.cpuBackend(8, 64, 2, 64, 2), // vLLM CPU_ATTN, block 64
         PagedLayout.flashAttnNhd(10, 32, 2, 64, 1), // fp8, block 32
         PagedLayout.flashAttnHnd(6, 64, 8, 16, 1)); // block 64
   }
