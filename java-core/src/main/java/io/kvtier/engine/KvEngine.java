@@ -243,10 +243,7 @@ public final class KvEngine implements AutoCloseable {
    */
   public int lookup(int[] tokens, int tokenCount) {
     checkOpen();
-    if (tokenCount > tokens.length) {
-      throw new IllegalArgumentException(
-          "tokenCount " + tokenCount + " exceeds the token array's length " + tokens.length);
-    }
+    ChunkHasher.checkTokenCount(tokens, tokenCount);
     // Hash chunk by chunk and stop at the first local miss: a cold prompt costs one hash, not
     // all. With a remote tier, the rest of the prompt is then asked about in one round trip.
     int chunks = ChunkHasher.chunkCount(tokenCount, chunkTokens, partialChunks);
@@ -260,8 +257,14 @@ public final class KvEngine implements AutoCloseable {
       hitChunks++;
     }
     if (hitChunks < chunks && tiers.hasRemote()) {
-      ChunkKey[] all = keys(tokens, tokenCount, Integer.MAX_VALUE);
-      hitChunks += tiers.prefixLength(java.util.Arrays.copyOfRange(all, hitChunks, all.length));
+      // h holds the hash of the chunk that missed locally; continue the chain from there.
+      ChunkKey[] rest = new ChunkKey[chunks - hitChunks];
+      rest[0] = new ChunkKey(namespaceId, h[0], h[1]);
+      for (int c = hitChunks + 1; c < chunks; c++) {
+        ChunkHasher.hashChunk(h[0], h[1], tokens, c * chunkTokens, chunkTokensAt(c, tokenCount), h);
+        rest[c - hitChunks] = new ChunkKey(namespaceId, h[0], h[1]);
+      }
+      hitChunks += tiers.prefixLength(rest);
     }
     int hit = tokensIn(hitChunks, tokenCount);
     lookupTokens.add(tokenCount);
@@ -356,8 +359,8 @@ public final class KvEngine implements AutoCloseable {
    *
    * @return {@code [handle, address_0, address_1, ...]}, one address per chunk of the prompt (saved
    *     or not); 0 where the chunk is already stored, before {@code skipChunks}, or has no room
-   *     (dropped, counted). Chunk {@code c} takes {@code tokensInChunk(c) * bytesPerToken} bytes at
-   *     its address.
+   *     (dropped, counted). Chunk {@code c} takes {@code tokensInChunk(c) *
+   *     bytesPerToken} bytes at its address.
    * @throws IllegalArgumentException if {@code skipChunks} is negative
    */
   public long[] prepareStore(int[] tokens, int tokenCount, int skipChunks) {

@@ -34,6 +34,20 @@ public final class ChunkHasher {
   }
 
   /**
+   * Returns {@code tokenCount} if the first {@code tokenCount} entries of {@code tokens} exist.
+   *
+   * @throws IllegalArgumentException if {@code tokenCount} is negative or exceeds the array
+   */
+  public static int checkTokenCount(int[] tokens, int tokenCount) {
+    checkNonNegative(tokenCount, "tokenCount");
+    if (tokenCount > tokens.length) {
+      throw new IllegalArgumentException(
+          "tokenCount " + tokenCount + " exceeds the token array's length " + tokens.length);
+    }
+    return tokenCount;
+  }
+
+  /**
    * Returns the chained hashes of the first {@code maxChunks} chunks of {@code tokens[0,
    * tokenCount)} as {@code {h1_0, h2_0, h1_1, h2_1, ...}}.
    *
@@ -42,10 +56,7 @@ public final class ChunkHasher {
    */
   public static long[] hashes(
       int[] tokens, int tokenCount, int chunkTokens, boolean includePartial, int maxChunks) {
-    if (tokenCount > tokens.length) {
-      throw new IllegalArgumentException(
-          "tokenCount " + tokenCount + " exceeds the token array's length " + tokens.length);
-    }
+    checkTokenCount(tokens, tokenCount);
     checkNonNegative(maxChunks, "maxChunks");
     int chunks = Math.min(maxChunks, chunkCount(tokenCount, chunkTokens, includePartial));
     long[] out = new long[2 * chunks];

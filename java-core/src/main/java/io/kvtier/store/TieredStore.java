@@ -114,16 +114,7 @@ public final class TieredStore implements KvStore {
 
   @Override
   public boolean contains(ChunkKey key) {
-    checkOpen();
-    if (cpu.contains(key)) {
-      return true;
-    }
-    for (KvStore s : lower) {
-      if (s.contains(key)) {
-        return true;
-      }
-    }
-    return false;
+    return containsLocally(key) || remotePrefix(new ChunkKey[] {key}) == 1;
   }
 
   /** Whether the CPU tier or a local lower tier holds {@code key} (no network round trip). */
@@ -342,10 +333,11 @@ public final class TieredStore implements KvStore {
 
   @Override
   public boolean pin(ChunkKey key) {
-    checkOpen();
-    boolean any = cpu.pin(key);
+    boolean any = pinLocally(key);
     for (KvStore s : lower) {
-      any |= s.pin(key);
+      if (s.isRemote()) {
+        any |= s.pin(key);
+      }
     }
     return any;
   }

@@ -3,8 +3,6 @@ package io.kvtier.remote;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import java.io.IOException;
-import java.io.InputStream;
-import java.io.OutputStream;
 import java.net.ServerSocket;
 import java.net.Socket;
 import java.nio.charset.StandardCharsets;
@@ -13,6 +11,7 @@ import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
+import java.util.function.BooleanSupplier;
 
 /** Real {@code redis-server} processes on loopback ports, started and stopped by tests. */
 public final class RedisServers {
@@ -33,35 +32,34 @@ public final class RedisServers {
 
   /** Starts redis-server on {@code port} with {@code extra} arguments; waits until it answers. */
   public static Process start(int port, Path dir, String... extra) throws Exception {
-    List<String> cmd =
-        new ArrayList<>(
-            List.of(
-                "redis-server",
-                "--port",
-                Integer.toString(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                dir.toString()));
+    return launch(port, dir, List.of("--port", Integer.toString(port)), extra, () -> ping(port));
+  }
+
+  /** Starts a TLS-only redis-server on {@code tlsPort} (plain port disabled). */
+  public static Process startTls(int tlsPort, Path dir, String... tlsArgs) throws Exception {
+    return launch(
+        tlsPort,
+        dir,
+        List.of("--port", "0", "--tls-port", Integer.toString(tlsPort)),
+        tlsArgs,
+        () -> accepts(tlsPort));
+  }
+
+  private static Process launch(
+      int port, Path dir, List<String> ports, String[] extra, BooleanSupplier up) throws Exception {
+    List<String> cmd = new ArrayList<>(List.of("redis-server"));
+    cmd.addAll(ports);
+    cmd.addAll(
+        List.of(
+            "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir.toString()));
     cmd.addAll(List.of(extra));
-    Process p = new ProcessBuilder(cmd).redirectErrorStream(true).start();
-    Thread drain =
-        new Thread(
-            () -> {
-              try (InputStream in = p.getInputStream()) {
-                in.transferTo(OutputStream.nullOutputStream());
-              } catch (IOException ignored) {
-                // the process ended
-              }
-            });
-    drain.setDaemon(true);
-    drain.start();
+    Process p =
+        new ProcessBuilder(cmd)
+            .redirectErrorStream(true)
+            .redirectOutput(ProcessBuilder.Redirect.DISCARD)
+            .start();
     long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
-    while (!ping(port)) {
+    while (!up.getAsBoolean()) {
       if (System.nanoTime() > deadline || !p.isAlive()) {
         p.destroyForcibly();
         throw new IllegalStateException("redis-server on port " + port + " did not start");
@@ -71,42 +69,12 @@ public final class RedisServers {
     return p;
   }
 
-  /** Starts a TLS-only redis-server on {@code tlsPort} (plain port disabled). */
-  public static Process startTls(int tlsPort, Path dir, String... tlsArgs) throws Exception {
-    List<String> cmd =
-        new ArrayList<>(
-            List.of(
-                "redis-server",
-                "--port",
-                "0",
-                "--tls-port",
-                Integer.toString(tlsPort),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                dir.toString()));
-    cmd.addAll(List.of(tlsArgs));
-    Process p =
-        new ProcessBuilder(cmd)
-            .redirectErrorStream(true)
-            .redirectOutput(ProcessBuilder.Redirect.DISCARD)
-            .start();
-    long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
-    while (true) {
-      try (Socket s = new Socket("127.0.0.1", tlsPort)) {
-        s.setSoTimeout(1000); // the TLS port accepts: the server is up
-        return p;
-      } catch (IOException e) {
-        if (System.nanoTime() > deadline || !p.isAlive()) {
-          p.destroyForcibly();
-          throw new IllegalStateException("TLS redis-server on " + tlsPort + " did not start");
-        }
-        Thread.sleep(20);
-      }
+  /** Whether something accepts TCP connections on {@code port} (a TLS port cannot be PINGed). */
+  private static boolean accepts(int port) {
+    try (Socket s = new Socket("127.0.0.1", port)) {
+      return s.isConnected();
+    } catch (IOException e) {
+      return false;
     }
   }
 
