@@ -358,8 +358,10 @@ public final class KvEngine implements AutoCloseable {
    * Reserves buffers for the chunks of the prompt from chunk {@code skipChunks} on.
    *
    * @return {@code [handle, address_0, address_1, ...]}, one address per chunk of the prompt (saved
-   *     or not); 0 where the chunk is already stored, before {@code skipChunks}, or has no room
-   *     (dropped, counted). Chunk {@code c} takes {@code tokensInChunk(c) *
+   *     or not); 0 where the chunk is already in a local tier (CPU or disk: a remote store is not
+   *     asked, which would wait on the network), before {@code skipChunks}, or has no room
+   *     (dropped, counted). A chunk held only remotely is stored again; its write-back to the
+   *     remote store is a no-op there. Chunk {@code c} takes {@code tokensInChunk(c) *
    *     bytesPerToken} bytes at its address.
    * @throws IllegalArgumentException if {@code skipChunks} is negative
    */
@@ -370,7 +372,7 @@ public final class KvEngine implements AutoCloseable {
     ChunkBuffer[] buffers = new ChunkBuffer[keys.length];
     long[] out = new long[1 + keys.length];
     for (int c = skipChunks; c < keys.length; c++) {
-      if (tiers.contains(keys[c])) {
+      if (tiers.containsLocally(keys[c])) { // never a network round trip on the step loop
         continue;
       }
       ChunkBuffer b = tiers.cpu().allocate(chunkTokensAt(c, tokenCount) * bytesPerToken);
