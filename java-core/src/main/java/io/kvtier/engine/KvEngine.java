@@ -224,8 +224,14 @@ public final class KvEngine implements AutoCloseable {
     return ChunkHasher.keys(namespaceId, tokens, tokenCount, chunkTokens, partialChunks, maxChunks);
   }
 
-  private int chunkTokensAt(int chunk, int tokenCount) {
+  /** Tokens in chunk {@code chunk} of a prompt of {@code tokenCount} tokens. */
+  public int chunkTokensAt(int chunk, int tokenCount) {
     return Math.min(chunkTokens, tokenCount - chunk * chunkTokens);
+  }
+
+  /** Bytes one token takes in a chunk (all layers, K and V). */
+  public long bytesPerToken() {
+    return bytesPerToken;
   }
 
   /** Tokens covered by the first {@code chunks} chunks of a prompt of {@code tokenCount}. */
@@ -277,12 +283,30 @@ public final class KvEngine implements AutoCloseable {
    * until {@link #unpinRequest}. A second lookup for the same request replaces its pins.
    */
   public int lookupAndPin(long requestId, int[] tokens, int tokenCount) {
+    return lookupAndPinTiers(requestId, tokens, tokenCount)[0];
+  }
+
+  /**
+   * Like {@link #lookupAndPin}, also telling how much of the hit is in memory.
+   *
+   * @return {@code [hitTokens, memoryTokens]}: the stored prefix, and the part of it whose chunks
+   *     are all in the CPU tier (a load of more than that reads disk or the network)
+   */
+  public int[] lookupAndPinTiers(long requestId, int[] tokens, int tokenCount) {
     checkOpen();
     unpinRequest(requestId);
     ChunkKey[] keys = keys(tokens, tokenCount, Integer.MAX_VALUE);
     List<ChunkKey> pinned = new ArrayList<>();
     int chunks = 0;
-    while (chunks < keys.length && tiers.pinLocally(keys[chunks])) {
+    int memoryChunks = 0;
+    while (chunks < keys.length) {
+      TieredStore.LocalPin where = tiers.pinLocallyWhere(keys[chunks]);
+      if (where == TieredStore.LocalPin.NONE) {
+        break;
+      }
+      if (where == TieredStore.LocalPin.MEMORY && memoryChunks == chunks) {
+        memoryChunks++;
+      }
       pinned.add(keys[chunks]);
       chunks++;
     }
@@ -296,7 +320,7 @@ public final class KvEngine implements AutoCloseable {
     int hit = tokensIn(chunks, tokenCount);
     lookupTokens.add(tokenCount);
     hitTokens.add(hit);
-    return hit;
+    return new int[] {hit, tokensIn(memoryChunks, tokenCount)};
   }
 
   /** Drops the pins of {@code requestId}; unknown ids are ignored. Idempotent. */
@@ -463,9 +487,24 @@ public final class KvEngine implements AutoCloseable {
    *     chunk {@code c}'s bytes at {@code address_c}, then calls {@link #completeLoad}
    */
   public long[] prepareLoad(int[] tokens, int tokenCount, int maxChunks) {
+    return prepareLoad(tokens, tokenCount, 0, maxChunks);
+  }
+
+  /**
+   * Like {@link #prepareLoad(int[], int, int)} for chunks {@code [firstChunk, maxChunks)} only (the
+   * caller already has the earlier ones): {@code address_0} is chunk {@code firstChunk}'s.
+   *
+   * @throws IllegalArgumentException if {@code firstChunk} is negative
+   */
+  public long[] prepareLoad(int[] tokens, int tokenCount, int firstChunk, int maxChunks) {
     checkOpen();
+    checkNonNegative(firstChunk, "firstChunk");
     ChunkKey[] keys = keys(tokens, tokenCount, maxChunks);
-    List<ChunkBuffer> held = List.of(tiers.getPrefix(keys));
+    ChunkKey[] wanted =
+        firstChunk >= keys.length
+            ? new ChunkKey[0]
+            : java.util.Arrays.copyOfRange(keys, firstChunk, keys.length);
+    List<ChunkBuffer> held = List.of(tiers.getPrefix(wanted));
     long handle = nextHandle.getAndIncrement();
     pendingLoads.put(handle, held);
     long[] out = new long[1 + held.size()];

@@ -133,14 +133,30 @@ public final class TieredStore implements KvStore {
 
   /** Pins {@code key} in the CPU tier and local lower tiers; false if none of them holds it. */
   public boolean pinLocally(ChunkKey key) {
+    return pinLocallyWhere(key) != LocalPin.NONE;
+  }
+
+  /** Where {@link #pinLocallyWhere} found a chunk. */
+  public enum LocalPin {
+    /** In no local tier; nothing pinned. */
+    NONE,
+    /** In the CPU tier (and maybe below): loads need no I/O. */
+    MEMORY,
+    /** Only in a lower local tier (disk): loading it reads a file. */
+    LOWER
+  }
+
+  /** Like {@link #pinLocally}, telling whether the chunk is in memory or only on a lower tier. */
+  public LocalPin pinLocallyWhere(ChunkKey key) {
     checkOpen();
-    boolean any = cpu.pin(key);
+    boolean memory = cpu.pin(key);
+    boolean lowerTier = false;
     for (KvStore s : lower) {
       if (!s.isRemote()) {
-        any |= s.pin(key);
+        lowerTier |= s.pin(key);
       }
     }
-    return any;
+    return memory ? LocalPin.MEMORY : lowerTier ? LocalPin.LOWER : LocalPin.NONE;
   }
 
   /** Whether a lower tier is remote. */

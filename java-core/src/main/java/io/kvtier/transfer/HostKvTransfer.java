@@ -32,7 +32,7 @@ public final class HostKvTransfer {
       int count,
       MemorySegment chunk,
       long chunkOffset) {
-    move(cache, layout, slots, from, count, chunk, chunkOffset, false);
+    move(cache, layout, slots, from, count, chunk, chunkOffset, count, 0, false);
   }
 
   /**
@@ -49,7 +49,40 @@ public final class HostKvTransfer {
       int from,
       int count,
       MemorySegment cache) {
-    move(cache, layout, slots, from, count, chunk, chunkOffset, true);
+    move(cache, layout, slots, from, count, chunk, chunkOffset, count, 0, true);
+  }
+
+  /**
+   * Copies tokens {@code [skip, skip + count)} of a chunk laid out for {@code rowTokens} tokens (as
+   * {@link #gather} writes a chunk of {@code rowTokens}) to or from the cache slots {@code
+   * slots[from, from + count)}: part of a chunk, as a load that starts or ends inside one needs.
+   *
+   * @param toCache true to scatter (chunk to cache), false to gather
+   * @throws IllegalArgumentException if a slot is outside the tensor, the token range is outside
+   *     the chunk's rows, or a segment is too small
+   */
+  public static void copyRange(
+      MemorySegment cache,
+      PagedLayout layout,
+      long[] slots,
+      int from,
+      int count,
+      MemorySegment chunk,
+      long chunkOffset,
+      int rowTokens,
+      int skip,
+      boolean toCache) {
+    if (skip < 0 || rowTokens < 0 || skip + count > rowTokens) {
+      throw new IllegalArgumentException(
+          "tokens ["
+              + skip
+              + ", "
+              + (skip + count)
+              + ") are outside a chunk of "
+              + rowTokens
+              + " tokens");
+    }
+    move(cache, layout, slots, from, count, chunk, chunkOffset, rowTokens, skip, toCache);
   }
 
   private static void move(
@@ -60,6 +93,8 @@ public final class HostKvTransfer {
       int count,
       MemorySegment chunk,
       long chunkOffset,
+      int rowTokens,
+      int skip,
       boolean toCache) {
     if (cache.byteSize() < l.tensorBytes()) {
       throw new IllegalArgumentException(
@@ -72,7 +107,7 @@ public final class HostKvTransfer {
       throw new IllegalArgumentException(
           "slots [" + from + ", " + (from + count) + ") outside a mapping of " + slots.length);
     }
-    long need = chunkOffset + count * l.tokenBytes();
+    long need = chunkOffset + rowTokens * l.tokenBytes();
     if (chunkOffset < 0 || chunk.byteSize() < need) {
       throw new IllegalArgumentException(
           "the chunk has " + chunk.byteSize() + " bytes; " + need + " are needed");
@@ -82,11 +117,11 @@ public final class HostKvTransfer {
     long tokenRow = headRow * l.numHeads();
     boolean runs = l.headsContiguous();
     if (l.headMajorChunk()) {
-      moveHeadMajor(cache, l, slots, from, count, chunk, chunkOffset, toCache);
+      moveHeadMajor(cache, l, slots, from, count, chunk, chunkOffset, rowTokens, skip, toCache);
       return;
     }
     for (int kv = 0; kv < l.kvCount(); kv++) {
-      long chunkBase = chunkOffset + kv * count * tokenRow;
+      long chunkBase = chunkOffset + (kv * rowTokens + skip) * tokenRow;
       int t = 0;
       while (t < count) {
         long slot = slotAt(l, slots, from + t);
@@ -122,12 +157,15 @@ public final class HostKvTransfer {
       int count,
       MemorySegment chunk,
       long chunkOffset,
+      int rowTokens,
+      int skip,
       boolean toCache) {
     long e = l.elementBytes();
     long headRow = (long) l.headSize() * e;
     for (int kv = 0; kv < l.kvCount(); kv++) {
       for (int h = 0; h < l.numHeads(); h++) {
-        long chunkBase = chunkOffset + ((long) kv * l.numHeads() + h) * count * headRow;
+        long chunkBase =
+            chunkOffset + (((long) kv * l.numHeads() + h) * rowTokens + skip) * headRow;
         int t = 0;
         while (t < count) {
           long slot = slotAt(l, slots, from + t);

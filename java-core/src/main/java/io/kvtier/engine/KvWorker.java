@@ -1,0 +1,451 @@
+package io.kvtier.engine;
+
+import static io.kvtier.Checks.checkNonNegative;
+import static io.kvtier.Checks.checkPositive;
+
+import io.kvtier.bridge.HostMemory;
+import io.kvtier.store.ErrorTally;
+import io.kvtier.transfer.PagedKvCache;
+import java.lang.foreign.MemorySegment;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.ConcurrentLinkedQueue;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
+import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.concurrent.atomic.LongAdder;
+
+/**
+ * The worker side of the vLLM connector: saves a request's tokens from the paged KV cache into the
+ * engine's chunks and loads stored chunks back into the request's blocks, whole or layer by layer,
+ * on the caller's thread or in the background.
+ *
+ * <p>A request is given as its prompt tokens and its block table ({@code blockIds}, vLLM's block
+ * ids in order); prompt token {@code t} is in block {@code blockIds[t / blockSize]}. Saves store
+ * the chunks {@code [fromChunk, chunks of tokenCount)} that no local tier has yet; loads copy
+ * prompt tokens {@code [from, to)} out of the chunks of the stored prefix {@code tokens[0,
+ * storedTokens)}.
+ *
+ * <p>Nothing here fails a request: a save that goes wrong is discarded (nothing becomes visible), a
+ * load that goes wrong reports how far it got so the caller recomputes the rest; both are counted
+ * and the first of each kind is logged. Bad arguments (a block table too short for the tokens, a
+ * block id outside the cache) are such failures too, since they come from the running engine.
+ *
+ * <p>Background operations ({@link #submitSave}, {@link #submitLoad}) run on {@code
+ * kvtier-transfer-N} threads; their results are collected with {@link #drainCompleted}.
+ * Thread-safe.
+ */
+public final class KvWorker implements AutoCloseable {
+  private static final System.Logger LOG = System.getLogger(KvWorker.class.getName());
+
+  private final KvEngine engine;
+  private final PagedKvCache cache;
+  private final int chunkTokens;
+  private final long bytesPerToken;
+  private final ExecutorService transfers;
+  private final ErrorTally errors = new ErrorTally(LOG, "kvtier worker");
+  private final AtomicLong nextId = new AtomicLong(1);
+  private final Map<Long, SaveOp> saves = new ConcurrentHashMap<>();
+  private final Map<Long, LoadOp> loads = new ConcurrentHashMap<>();
+  private final Map<Long, Future<Integer>> inFlight = new ConcurrentHashMap<>();
+  private final ConcurrentLinkedQueue<long[]> completed = new ConcurrentLinkedQueue<>();
+  private final LongAdder savedChunks = new LongAdder();
+  private final LongAdder loadedTokens = new LongAdder();
+  private final LongAdder failedSaves = new LongAdder();
+  private final LongAdder failedLoads = new LongAdder();
+
+  /** A save between {@link #beginSave} and {@link #endSave}. */
+  private record SaveOp(long engineHandle, int[] blockIds, int tokenCount, long[] addresses) {}
+
+  /** A load between {@link #beginLoad} and {@link #endLoad}: chunks from {@code firstChunk}. */
+  private record LoadOp(
+      long engineHandle,
+      int[] blockIds,
+      int storedTokens,
+      int from,
+      int to,
+      int firstChunk,
+      long[] addresses,
+      boolean[] failed) {}
+
+  /**
+   * Binds an engine to a paged KV cache; {@code threads} background transfer threads are started.
+   *
+   * @throws IllegalArgumentException if the cache's bytes per token differ from the engine's
+   */
+  public KvWorker(KvEngine engine, PagedKvCache cache, int threads) {
+    this.engine = engine;
+    this.cache = cache;
+    this.chunkTokens = engine.chunkTokens();
+    this.bytesPerToken = engine.bytesPerToken();
+    if (cache.tokenBytes() != bytesPerToken) {
+      throw new IllegalArgumentException(
+          "the KV cache holds "
+              + cache.tokenBytes()
+              + " bytes per token; the engine was opened for "
+              + bytesPerToken);
+    }
+    AtomicInteger n = new AtomicInteger();
+    this.transfers =
+        Executors.newFixedThreadPool(
+            checkPositive(threads, "threads"),
+            r -> {
+              Thread t = new Thread(r, "kvtier-transfer-" + n.getAndIncrement());
+              t.setDaemon(true);
+              return t;
+            });
+  }
+
+  // ---- saves ----------------------------------------------------------------------------------
+
+  /**
+   * Saves the prompt's chunks from {@code fromChunk} on, all layers at once.
+   *
+   * @return chunks stored (0 on failure, counted)
+   */
+  public int save(int[] tokens, int tokenCount, int[] blockIds, int fromChunk) {
+    long h = beginSave(tokens, tokenCount, blockIds, fromChunk);
+    if (h == 0) {
+      return 0;
+    }
+    boolean ok = false;
+    try {
+      SaveOp op = saves.get(h);
+      forEachSaved(op, (seg, start, n) -> cache.gather(op.blockIds, start, n, seg));
+      ok = true;
+    } catch (RuntimeException e) {
+      errors.record("save failed", "a save was discarded", e);
+    }
+    return endSave(h, ok);
+  }
+
+  /**
+   * Reserves the chunks a save will fill, layer by layer ({@link #saveLayer}), until {@link
+   * #endSave}.
+   *
+   * @return a handle, or 0 when there is nothing to save (every chunk stored, no room, or bad
+   *     arguments — counted)
+   */
+  public long beginSave(int[] tokens, int tokenCount, int[] blockIds, int fromChunk) {
+    long[] prepared;
+    try {
+      checkNonNegative(fromChunk, "fromChunk");
+      prepared = engine.prepareStore(tokens, tokenCount, fromChunk);
+    } catch (RuntimeException e) {
+      failedSaves.increment();
+      errors.record("save failed", "a save could not start", e);
+      return 0;
+    }
+    boolean any = false;
+    for (int i = 1; i < prepared.length; i++) {
+      any |= prepared[i] != 0;
+    }
+    if (!any) {
+      engine.completeStore(prepared[0], false);
+      return 0;
+    }
+    long h = nextId.getAndIncrement();
+    saves.put(
+        h,
+        new SaveOp(
+            prepared[0],
+            blockIds,
+            tokenCount,
+            java.util.Arrays.copyOfRange(prepared, 1, prepared.length)));
+    return h;
+  }
+
+  /** Copies layer {@code layer} of the tokens of a {@link #beginSave}. */
+  public void saveLayer(long handle, int layer) {
+    SaveOp op = saves.get(handle);
+    if (op == null) {
+      throw new IllegalArgumentException("unknown or ended save handle " + handle);
+    }
+    forEachSaved(op, (seg, start, n) -> cache.gatherLayer(layer, op.blockIds, start, n, seg));
+  }
+
+  /**
+   * Ends a save: with {@code ok} its chunks become visible, otherwise they are discarded.
+   *
+   * @return chunks stored
+   */
+  public int endSave(long handle, boolean ok) {
+    SaveOp op = saves.remove(handle);
+    if (op == null) {
+      throw new IllegalArgumentException("unknown or ended save handle " + handle);
+    }
+    if (!ok) {
+      failedSaves.increment();
+    }
+    int stored = engine.completeStore(op.engineHandle, ok);
+    savedChunks.add(stored);
+    return stored;
+  }
+
+  @FunctionalInterface
+  private interface ChunkCopy {
+    void copy(MemorySegment chunk, int firstToken, int tokens);
+  }
+
+  private void forEachSaved(SaveOp op, ChunkCopy copy) {
+    for (int c = 0; c < op.addresses.length; c++) {
+      if (op.addresses[c] != 0) {
+        int n = engine.chunkTokensAt(c, op.tokenCount);
+        copy.copy(segment(op.addresses[c], n), c * chunkTokens, n);
+      }
+    }
+  }
+
+  // ---- loads ----------------------------------------------------------------------------------
+
+  /**
+   * Loads prompt tokens {@code [from, to)} into the request's blocks, all layers at once.
+   *
+   * @return the end of the loaded range: {@code to} when everything was loaded, less when chunks
+   *     were missing or a copy failed (tokens from there on must be recomputed)
+   */
+  public int load(int[] tokens, int storedTokens, int[] blockIds, int from, int to) {
+    long h = beginLoad(tokens, storedTokens, blockIds, from, to);
+    LoadOp op = loads.get(h);
+    try {
+      forEachLoaded(
+          op, (seg, rows, start, skip, n) -> cache.scatter(seg, rows, op.blockIds, start, skip, n));
+    } catch (RuntimeException e) {
+      op.failed[0] = true;
+      errors.record("load failed", "a load was abandoned; its tokens are recomputed", e);
+    }
+    return endLoad(h);
+  }
+
+  /**
+   * Takes the stored chunks a load needs (reading lower tiers if it must), for {@link #loadLayer}
+   * until {@link #endLoad}.
+   *
+   * @return a handle (a load that cannot start ends at {@code from})
+   */
+  public long beginLoad(int[] tokens, int storedTokens, int[] blockIds, int from, int to) {
+    long h = nextId.getAndIncrement();
+    int firstChunk = from / chunkTokens;
+    try {
+      if (from < 0 || from > to || to > storedTokens) {
+        throw new IllegalArgumentException(
+            "cannot load tokens [" + from + ", " + to + ") of a stored prefix of " + storedTokens);
+      }
+      int lastChunk = (to + chunkTokens - 1) / chunkTokens;
+      long[] prepared = engine.prepareLoad(tokens, storedTokens, firstChunk, lastChunk);
+      loads.put(
+          h,
+          new LoadOp(
+              prepared[0],
+              blockIds,
+              storedTokens,
+              from,
+              to,
+              firstChunk,
+              java.util.Arrays.copyOfRange(prepared, 1, prepared.length),
+              new boolean[1]));
+    } catch (RuntimeException e) {
+      errors.record("load failed", "a load could not start; its tokens are recomputed", e);
+      loads.put(
+          h,
+          new LoadOp(
+              0,
+              blockIds,
+              storedTokens,
+              from,
+              to,
+              firstChunk,
+              new long[0],
+              new boolean[] {true}));
+    }
+    return h;
+  }
+
+  /** Copies layer {@code layer} of a {@link #beginLoad} into the cache. */
+  public void loadLayer(long handle, int layer) {
+    LoadOp op = loads.get(handle);
+    if (op == null) {
+      throw new IllegalArgumentException("unknown or ended load handle " + handle);
+    }
+    if (op.failed[0]) {
+      return;
+    }
+    try {
+      forEachLoaded(
+          op,
+          (seg, rows, start, skip, n) ->
+              cache.scatterLayer(layer, seg, rows, op.blockIds, start, skip, n));
+    } catch (RuntimeException e) {
+      op.failed[0] = true;
+      errors.record("load failed", "a load was abandoned; its tokens are recomputed", e);
+    }
+  }
+
+  /**
+   * Ends a load and releases its chunks.
+   *
+   * @return the end of the loaded range (see {@link #load})
+   */
+  public int endLoad(long handle) {
+    LoadOp op = loads.remove(handle);
+    if (op == null) {
+      throw new IllegalArgumentException("unknown or ended load handle " + handle);
+    }
+    if (op.engineHandle != 0) {
+      engine.completeLoad(op.engineHandle);
+    }
+    int end;
+    if (op.failed[0]) {
+      end = op.from;
+    } else {
+      int covered = (op.firstChunk + op.addresses.length) * chunkTokens;
+      end = Math.max(op.from, Math.min(op.to, Math.min(covered, op.storedTokens)));
+    }
+    if (end < op.to) {
+      failedLoads.increment();
+    }
+    loadedTokens.add(end - op.from);
+    return end;
+  }
+
+  @FunctionalInterface
+  private interface RangeCopy {
+    void copy(MemorySegment chunk, int rowTokens, int chunkStart, int skip, int count);
+  }
+
+  private void forEachLoaded(LoadOp op, RangeCopy copy) {
+    for (int i = 0; i < op.addresses.length; i++) {
+      int c = op.firstChunk + i;
+      int start = c * chunkTokens;
+      int rows = engine.chunkTokensAt(c, op.storedTokens);
+      int lo = Math.max(op.from, start);
+      int hi = Math.min(op.to, start + rows);
+      if (hi > lo) {
+        copy.copy(segment(op.addresses[i], rows), rows, start, lo - start, hi - lo);
+      }
+    }
+  }
+
+  private MemorySegment segment(long address, int tokens) {
+    return HostMemory.view(address, tokens * bytesPerToken);
+  }
+
+  // ---- background operations ------------------------------------------------------------------
+
+  /**
+   * {@link #save} on a transfer thread. The blocks must not be reused until the ticket completes.
+   *
+   * @return a ticket reported by {@link #drainCompleted} with the chunks stored
+   */
+  public long submitSave(int[] tokens, int tokenCount, int[] blockIds, int fromChunk) {
+    return submit(() -> save(tokens, tokenCount, blockIds, fromChunk));
+  }
+
+  /**
+   * {@link #load} on a transfer thread (lower-tier reads included).
+   *
+   * @return a ticket reported by {@link #drainCompleted} with the end of the loaded range
+   */
+  public long submitLoad(int[] tokens, int storedTokens, int[] blockIds, int from, int to) {
+    return submit(() -> load(tokens, storedTokens, blockIds, from, to));
+  }
+
+  private long submit(java.util.concurrent.Callable<Integer> work) {
+    long ticket = nextId.getAndIncrement();
+    inFlight.put(
+        ticket,
+        transfers.submit(
+            () -> {
+              int result = work.call();
+              completed.add(new long[] {ticket, result});
+              inFlight.remove(ticket);
+              return result;
+            }));
+    return ticket;
+  }
+
+  /**
+   * Takes the background operations finished since the last call.
+   *
+   * @return {@code [ticket_0, result_0, ticket_1, result_1, ...]}
+   */
+  public long[] drainCompleted() {
+    List<long[]> done = new ArrayList<>();
+    for (long[] d; (d = completed.poll()) != null; ) {
+      done.add(d);
+    }
+    long[] out = new long[done.size() * 2];
+    for (int i = 0; i < done.size(); i++) {
+      out[2 * i] = done.get(i)[0];
+      out[2 * i + 1] = done.get(i)[1];
+    }
+    return out;
+  }
+
+  /**
+   * Waits until the given tickets have finished (their results still come from {@link
+   * #drainCompleted}); unknown or finished tickets return at once.
+   *
+   * @return false if {@code timeoutMillis} passed first
+   */
+  public boolean await(long[] tickets, long timeoutMillis) throws InterruptedException {
+    long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(timeoutMillis);
+    for (long t : tickets) {
+      Future<Integer> f = inFlight.get(t);
+      if (f == null) {
+        continue;
+      }
+      try {
+        f.get(Math.max(0, deadline - System.nanoTime()), TimeUnit.NANOSECONDS);
+      } catch (ExecutionException e) {
+        // save/load never throw; an error here is a bug reported with its cause
+        errors.record("transfer failed", "a background transfer failed", e.getCause());
+      } catch (TimeoutException e) {
+        return false;
+      }
+    }
+    return true;
+  }
+
+  // ---- stats and lifecycle --------------------------------------------------------------------
+
+  /** Counters as {@code [savedChunks, loadedTokens, failedSaves, failedLoads]}. */
+  public long[] stats() {
+    return new long[] {savedChunks.sum(), loadedTokens.sum(), failedSaves.sum(), failedLoads.sum()};
+  }
+
+  /** Names of the {@link #stats()} entries. */
+  public static String[] statNames() {
+    return new String[] {"saved_chunks", "loaded_tokens", "failed_saves", "failed_loads"};
+  }
+
+  public PagedKvCache cache() {
+    return cache;
+  }
+
+  /**
+   * Stops the transfer threads after the operations already submitted (waiting up to 10 s) and ends
+   * any operation left open. Does not close the engine. Idempotent.
+   */
+  @Override
+  public void close() {
+    transfers.shutdown();
+    try {
+      if (!transfers.awaitTermination(10, TimeUnit.SECONDS)) {
+        LOG.log(System.Logger.Level.WARNING, "kvtier worker: transfers still running at close");
+        transfers.shutdownNow();
+      }
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+    }
+    saves.keySet().forEach(h -> endSave(h, false));
+    loads.keySet().forEach(this::endLoad);
+  }
+}

@@ -1,0 +1,266 @@
+package io.kvtier.engine;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNotEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import io.kvtier.config.KvTierConfig;
+import io.kvtier.key.ChunkHasher;
+import io.kvtier.key.ChunkKey;
+import io.kvtier.key.KeyNamespace;
+import io.kvtier.memory.MmapAllocator;
+import io.kvtier.transfer.PagedKvCache;
+import io.kvtier.transfer.PagedLayout;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.util.HashMap;
+import java.util.Map;
+import java.util.Random;
+import java.util.stream.IntStream;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
+
+class KvWorkerTest {
+  static final int CHUNK = 16;
+  static final int LAYERS = 2;
+  static final int BLOCKS = 64;
+  static final int BLOCK = 8;
+
+  private final Arena arena = Arena.ofShared();
+  private final PagedLayout layout = PagedLayout.cpuBackend(BLOCKS, BLOCK, 2, 4, 2);
+  private final MemorySegment[] layers = new MemorySegment[LAYERS];
+  private KvEngine engine;
+  private KvWorker worker;
+
+  KvWorker open(Map<String, ?> settings, PagedLayout l) {
+    Map<String, Object> s = new HashMap<>(Map.of("chunk_size", CHUNK));
+    s.putAll(settings);
+    for (int i = 0; i < LAYERS; i++) {
+      layers[i] = arena.allocate(l.tensorBytes(), 64);
+      fillRandom(layers[i], 100 + i);
+    }
+    PagedKvCache cache = new PagedKvCache(layers, l);
+    engine =
+        new KvEngine(
+            KvTierConfig.of(s),
+            new KeyNamespace(
+                "m", "bfloat16", LAYERS, l.numHeads(), l.headSize(), 1, 0, CHUNK, false),
+            cache.tokenBytes(),
+            MmapAllocator.INSTANCE);
+    worker = new KvWorker(engine, cache, 2);
+    return worker;
+  }
+
+  KvWorker open() {
+    return open(Map.of(), layout);
+  }
+
+  @AfterEach
+  void close() {
+    if (worker != null) {
+      worker.close();
+    }
+    if (engine != null) {
+      engine.close();
+      assertEquals(0, engine.pool().inUseSlots(), "leaked slots");
+    }
+    arena.close();
+  }
+
+  static void fillRandom(MemorySegment s, long seed) {
+    byte[] b = new byte[(int) s.byteSize()];
+    new Random(seed).nextBytes(b);
+    MemorySegment.copy(b, 0, s, ValueLayout.JAVA_BYTE, 0, b.length);
+  }
+
+  static int[] prompt(int n, long seed) {
+    return new Random(seed).ints(n, 0, 100_000).toArray();
+  }
+
+  /** Block tables: {@code count} distinct blocks from {@code first}, stepping by {@code step}. */
+  static int[] blocks(int first, int step, int count) {
+    return IntStream.range(0, count).map(i -> (first + i * step) % BLOCKS).toArray();
+  }
+
+  /** The bytes of prompt token {@code t} of one layer (every kv and head) under a block table. */
+  byte[] token(int layer, PagedLayout l, int[] table, int t) {
+    long slot = (long) table[t / l.blockSize()] * l.blockSize() + t % l.blockSize();
+    long block = slot / l.blockSize();
+    long in = slot % l.blockSize();
+    int row = l.headSize() * l.elementBytes();
+    byte[] out = new byte[l.kvCount() * l.numHeads() * row];
+    int o = 0;
+    for (int kv = 0; kv < l.kvCount(); kv++) {
+      for (int h = 0; h < l.numHeads(); h++) {
+        long e =
+            kv * l.kvStride() + block * l.blockStride() + in * l.slotStride() + h * l.headStride();
+        MemorySegment.copy(layers[layer], ValueLayout.JAVA_BYTE, e * l.elementBytes(), out, o, row);
+        o += row;
+      }
+    }
+    return out;
+  }
+
+  void assertSameTokens(PagedLayout l, int[] a, int[] b, int from, int to) {
+    for (int layer = 0; layer < LAYERS; layer++) {
+      for (int t = from; t < to; t++) {
+        assertArrayEquals(
+            token(layer, l, a, t), token(layer, l, b, t), "layer " + layer + " token " + t);
+      }
+    }
+  }
+
+  @ParameterizedTest
+  @ValueSource(strings = {"cpu", "nhd", "hnd", "flashinfer"})
+  void savedTokensLoadIntoOtherBlocksByteForByte(String kind) {
+    PagedLayout l =
+        switch (kind) {
+          case "cpu" -> layout;
+          case "nhd" -> PagedLayout.flashAttnNhd(BLOCKS, BLOCK, 2, 4, 2);
+          case "hnd" -> PagedLayout.flashAttnHnd(BLOCKS, BLOCK, 2, 4, 2);
+          default -> PagedLayout.flashInfer(BLOCKS, BLOCK, 2, 4, 2);
+        };
+    open(Map.of(), l);
+    int[] p = prompt(48, 1);
+    int[] src = blocks(0, 1, 6);
+    int[] dst = blocks(20, 3, 6);
+    assertEquals(3, worker.save(p, 48, src, 0));
+    assertEquals(48, engine.lookup(p, 48));
+    assertEquals(48, worker.load(p, 48, dst, 0, 48));
+    assertSameTokens(l, src, dst, 0, 48);
+    assertArrayEquals(new long[] {3, 48, 0, 0}, worker.stats());
+  }
+
+  @Test
+  void loadStartingAndEndingInsideChunksTouchesOnlyThoseTokens() {
+    open();
+    int[] p = prompt(48, 2);
+    int[] src = blocks(0, 1, 6);
+    int[] dst = blocks(30, 1, 6);
+    worker.save(p, 48, src, 0);
+    byte[] before0 = token(0, layout, dst, 7);
+    byte[] before1 = token(1, layout, dst, 41);
+    assertEquals(41, worker.load(p, 48, dst, 8, 41));
+    assertSameTokens(layout, src, dst, 8, 41);
+    assertArrayEquals(before0, token(0, layout, dst, 7), "token before the range changed");
+    assertArrayEquals(before1, token(1, layout, dst, 41), "token after the range changed");
+  }
+
+  @Test
+  void partialTailChunkRoundTrips() {
+    open(Map.of("save_unfull_chunk", true), layout);
+    int[] p = prompt(40, 3);
+    int[] src = blocks(0, 1, 5);
+    int[] dst = blocks(40, 1, 5);
+    assertEquals(3, worker.save(p, 40, src, 0));
+    assertEquals(40, engine.lookup(p, 40));
+    assertEquals(39, worker.load(p, 40, dst, 0, 39));
+    assertSameTokens(layout, src, dst, 0, 39);
+  }
+
+  @Test
+  void savesSkipChunksAlreadyStoredAndChunksBeforeFromChunk() {
+    open();
+    int[] p = prompt(64, 4);
+    int[] src = blocks(0, 1, 8);
+    assertEquals(1, worker.save(p, 16, src, 0));
+    assertEquals(2, worker.save(p, 64, src, 2));
+    assertEquals(16, engine.lookup(p, 64), "chunk 1 was skipped, so the prefix ends there");
+    assertEquals(1, worker.save(p, 64, src, 0));
+    assertEquals(64, engine.lookup(p, 64));
+  }
+
+  @Test
+  void missingChunkEndsTheLoadThere() {
+    open();
+    int[] p = prompt(48, 5);
+    int[] src = blocks(0, 1, 6);
+    worker.save(p, 48, src, 0);
+    ChunkKey[] keys = ChunkHasher.keys(engine.namespace().id(), p, 48, CHUNK, false, 3);
+    assertTrue(engine.tiers().remove(keys[1]));
+    int[] dst = blocks(10, 1, 6);
+    assertEquals(16, worker.load(p, 48, dst, 0, 48));
+    assertSameTokens(layout, src, dst, 0, 16);
+    assertEquals(1, worker.stats()[3], "failed loads");
+  }
+
+  @Test
+  void layerwiseSaveAndLoadEqualWholeOnes() {
+    open();
+    int[] p = prompt(32, 6);
+    int[] src = blocks(0, 1, 4);
+    long h = worker.beginSave(p, 32, src, 0);
+    assertNotEquals(0, h);
+    for (int l = 0; l < LAYERS; l++) {
+      worker.saveLayer(h, l);
+    }
+    assertEquals(2, worker.endSave(h, true));
+    int[] dst = blocks(50, 1, 4);
+    long lh = worker.beginLoad(p, 32, dst, 0, 32);
+    for (int l = LAYERS - 1; l >= 0; l--) {
+      worker.loadLayer(lh, l);
+    }
+    assertEquals(32, worker.endLoad(lh));
+    assertSameTokens(layout, src, dst, 0, 32);
+    assertEquals(0, worker.beginSave(p, 32, src, 0), "nothing left to save");
+  }
+
+  @Test
+  void discardedSaveLeavesNothingVisible() {
+    open();
+    int[] p = prompt(32, 7);
+    long h = worker.beginSave(p, 32, blocks(0, 1, 4), 0);
+    worker.saveLayer(h, 0);
+    assertEquals(0, worker.endSave(h, false));
+    assertEquals(0, engine.lookup(p, 32));
+    assertEquals(1, worker.stats()[2]);
+  }
+
+  @Test
+  void badBlockTablesAreCountedFailuresNotExceptions() {
+    open();
+    int[] p = prompt(32, 8);
+    assertEquals(0, worker.save(p, 32, blocks(0, 1, 2), 0), "table covers 16 of 32 tokens");
+    assertEquals(0, engine.lookup(p, 32));
+    assertEquals(0, worker.save(p, 32, new int[] {0, 1, BLOCKS, 3}, 0), "block id out of range");
+    worker.save(p, 32, blocks(0, 1, 4), 0);
+    assertEquals(0, worker.load(p, 32, blocks(0, 1, 1), 0, 32));
+    assertEquals(0, worker.load(p, 32, blocks(0, 1, 4), 0, 40), "beyond the stored prefix");
+    assertEquals(2, worker.stats()[2]);
+    assertEquals(2, worker.stats()[3]);
+  }
+
+  @Test
+  void backgroundSavesAndLoadsReportTheirTickets() throws Exception {
+    open();
+    int[] p = prompt(64, 9);
+    int[] src = blocks(0, 1, 8);
+    long s = worker.submitSave(p, 64, src, 0);
+    assertTrue(worker.await(new long[] {s}, 10_000));
+    int[] dst = blocks(32, 1, 8);
+    long l = worker.submitLoad(p, 64, dst, 16, 64);
+    assertTrue(worker.await(new long[] {l}, 10_000));
+    Map<Long, Long> done = new HashMap<>();
+    long[] d = worker.drainCompleted();
+    for (int i = 0; i < d.length; i += 2) {
+      done.put(d[i], d[i + 1]);
+    }
+    assertEquals(Map.of(s, 4L, l, 64L), done);
+    assertSameTokens(layout, src, dst, 16, 64);
+    assertEquals(0, worker.drainCompleted().length);
+  }
+
+  @Test
+  void cacheMustMatchTheEnginesBytesPerToken() {
+    open();
+    PagedKvCache other = new PagedKvCache(new MemorySegment[] {layers[0]}, layout);
+    IllegalArgumentException e =
+        assertThrows(IllegalArgumentException.class, () -> new KvWorker(engine, other, 1));
+    assertTrue(e.getMessage().contains("bytes per token"), e.getMessage());
+  }
+}
