@@ -90,6 +90,11 @@ class Engine:
             str(n) for n in _jvm.java_class("io.kvtier.engine.KvEngine").statNames()
         ]
 
+    @property
+    def java(self) -> Any:
+        """The ``io.kvtier.engine.KvEngine`` behind this object (for kvtier's own modules)."""
+        return self._engine
+
     def lookup(self, tokens: Sequence[int] | np.ndarray) -> int:
         """Leading tokens of the prompt that are stored (chunk-aligned). Non-blocking."""
         jt, n = _tokens(tokens)

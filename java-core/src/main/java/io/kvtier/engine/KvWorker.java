@@ -395,7 +395,7 @@ public final class KvWorker implements AutoCloseable {
    *
    * @return false if {@code timeoutMillis} passed first
    */
-  public boolean await(long[] tickets, long timeoutMillis) throws InterruptedException {
+  public boolean awaitTickets(long[] tickets, long timeoutMillis) throws InterruptedException {
     long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(timeoutMillis);
     for (long t : tickets) {
       Future<Integer> f = inFlight.get(t);

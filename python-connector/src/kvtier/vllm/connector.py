@@ -1,0 +1,130 @@
+"""``KVTierConnector``: kvtier as a vLLM V1 KV connector.
+
+Start vLLM with ``--kv-transfer-config '{"kv_connector":"KVTierConnector","kv_role":"kv_both"}'``
+(the name is registered by kvtier's vLLM plugin), or name this module with
+``"kv_connector_module_path":"kvtier.vllm.connector"``. Settings come from ``KVTIER_CONFIG_FILE``,
+``KVTIER_<KEY>`` variables and ``kv_connector_extra_config`` (highest priority); a bad setting stops
+vLLM at start-up with a message naming the key.
+
+The connector dispatches by role: :class:`~kvtier.vllm.scheduler.KVTierScheduler` in the
+scheduler process, :class:`~kvtier.vllm.worker.KVTierWorker` in each worker process.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from vllm.distributed.kv_transfer.kv_connector.v1.base import (
+    KVConnectorBase_V1,
+    KVConnectorMetadata,
+    KVConnectorRole,
+)
+
+from kvtier.vllm.metadata import KVTierMetadata
+from kvtier.vllm.scheduler import KVTierScheduler
+from kvtier.vllm.worker import KVTierWorker
+
+if TYPE_CHECKING:
+    import torch
+    from vllm.attention.backends.abstract import AttentionMetadata
+    from vllm.config import VllmConfig
+    from vllm.forward_context import ForwardContext
+    from vllm.v1.core.kv_cache_manager import KVCacheBlocks
+    from vllm.v1.core.sched.output import SchedulerOutput
+    from vllm.v1.kv_cache_interface import KVCacheConfig
+    from vllm.v1.request import Request
+
+__all__ = ["KVTierConnector", "KVTierMetadata"]
+
+
+class KVTierConnector(KVConnectorBase_V1):
+    """Saves prompts' KV in chunks to kvtier's tiers and loads it back for shared prefixes."""
+
+    def __init__(
+        self,
+        vllm_config: VllmConfig,
+        role: KVConnectorRole,
+        kv_cache_config: KVCacheConfig | None = None,
+    ) -> None:
+        super().__init__(vllm_config, role, kv_cache_config)
+        settings = dict(self._kv_transfer_config.kv_connector_extra_config or {})
+        self._scheduler: KVTierScheduler | None = None
+        self._worker: KVTierWorker | None = None
+        if role == KVConnectorRole.SCHEDULER:
+            self._scheduler = KVTierScheduler(vllm_config, settings)
+        else:
+            self._worker = KVTierWorker(vllm_config, settings)
+
+    # ---- worker side --------------------------------------------------------------------------
+
+    def register_kv_caches(self, kv_caches: dict[str, torch.Tensor]) -> None:
+        assert self._worker is not None
+        self._worker.register_kv_caches(kv_caches)
+
+    def bind_connector_metadata(self, connector_metadata: KVConnectorMetadata) -> None:
+        super().bind_connector_metadata(connector_metadata)
+        if self._worker is not None and isinstance(connector_metadata, KVTierMetadata):
+            self._worker.bind(connector_metadata)
+
+    def handle_preemptions(self, kv_connector_metadata: KVConnectorMetadata) -> None:
+        if self._worker is not None and isinstance(kv_connector_metadata, KVTierMetadata):
+            self._worker.handle_preemptions(kv_connector_metadata)
+
+    def start_load_kv(self, forward_context: ForwardContext, **kwargs: Any) -> None:
+        # Loads start when the metadata is bound (before the forward when vLLM needs them);
+        # nothing is left to do here.
+        return
+
+    def wait_for_layer_load(self, layer_name: str) -> None:
+        assert self._worker is not None
+        self._worker.wait_for_layer_load(layer_name)
+
+    def save_kv_layer(
+        self,
+        layer_name: str,
+        kv_layer: torch.Tensor,
+        attn_metadata: AttentionMetadata,
+        **kwargs: Any,
+    ) -> None:
+        assert self._worker is not None
+        self._worker.save_kv_layer(layer_name)
+
+    def wait_for_save(self) -> None:
+        assert self._worker is not None
+        self._worker.wait_for_save()
+
+    def get_finished(self, finished_req_ids: set[str]) -> tuple[set[str] | None, set[str] | None]:
+        assert self._worker is not None
+        return self._worker.get_finished(finished_req_ids)
+
+    def get_block_ids_with_load_errors(self) -> set[int]:
+        assert self._worker is not None
+        return self._worker.get_block_ids_with_load_errors()
+
+    def shutdown(self) -> None:
+        if self._worker is not None:
+            self._worker.shutdown()
+
+    # ---- scheduler side -----------------------------------------------------------------------
+
+    def get_num_new_matched_tokens(
+        self, request: Request, num_computed_tokens: int
+    ) -> tuple[int | None, bool]:
+        assert self._scheduler is not None
+        return self._scheduler.get_num_new_matched_tokens(request, num_computed_tokens)
+
+    def update_state_after_alloc(
+        self, request: Request, blocks: KVCacheBlocks, num_external_tokens: int
+    ) -> None:
+        assert self._scheduler is not None
+        self._scheduler.update_state_after_alloc(request, blocks, num_external_tokens)
+
+    def build_connector_meta(self, scheduler_output: SchedulerOutput) -> KVConnectorMetadata:
+        assert self._scheduler is not None
+        return self._scheduler.build_connector_meta(scheduler_output)
+
+    def request_finished(
+        self, request: Request, block_ids: list[int]
+    ) -> tuple[bool, dict[str, Any] | None]:
+        assert self._scheduler is not None
+        return self._scheduler.request_finished(request), None
