@@ -1,0 +1,135 @@
+"""vLLM (CPU) with kvtier: warm vs cold time to first token, and the connector's cost on misses.
+
+    python benchmarks/vllm_bench.py ttft [--sizes 2048 8192 16384]
+    python benchmarks/vllm_bench.py overhead [--repeats 3 --prompts 24 --tokens 1024]
+
+``ttft``: one vLLM with kvtier (CPU tier, vLLM's prefix cache off); each prompt is generated twice
+with one output token; the first request computes and saves, the second loads. Prints both times
+and their ratio per size.
+
+``overhead``: a batch of distinct prompts (nothing can hit) through vLLM without and with kvtier,
+each run in a fresh process, alternating off/on ``--repeats`` times; prints the median throughput
+(prompt + output tokens per second) of each and their ratio. This is the serving cost of the
+connector's lookups and saves when it never helps.
+
+Both use the small local model of examples/tiny_model.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "examples"))
+
+import tiny_model  # noqa: E402
+
+CONNECTOR = {"kv_connector": "KVTierConnector", "kv_role": "kv_both"}
+
+
+def make_llm(model: str, max_model_len: int, connector: bool):  # noqa: ANN201 - vllm.LLM
+    from vllm import LLM
+
+    return LLM(
+        model=model,
+        dtype="bfloat16",
+        max_model_len=max_model_len,
+        max_num_batched_tokens=max_model_len,
+        enforce_eager=True,
+        enable_prefix_caching=False,
+        gpu_memory_utilization=0.3,
+        kv_transfer_config=CONNECTOR if connector else None,
+        seed=0,
+    )
+
+
+def ttft(sizes: list[int]) -> None:
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    model = str(tiny_model.build())
+    llm = make_llm(model, max(sizes) + 64, connector=True)
+    one = SamplingParams(max_tokens=1, temperature=0.0)
+    llm.generate([TokensPrompt(prompt_token_ids=tiny_model.prompt(512, seed=99))], one)  # warm-up
+    print(f"{'tokens':>7} {'cold ms':>9} {'warm ms':>9} {'ratio':>7} {'hit':>7}")
+    for n in sizes:
+        prompt = TokensPrompt(prompt_token_ids=tiny_model.prompt(n, seed=n))
+        times, hits = [], []
+        for _ in range(2):
+            start = time.perf_counter()
+            out = llm.generate([prompt], one, use_tqdm=False)[0]
+            times.append(time.perf_counter() - start)
+            hits.append(int(out.num_cached_tokens or 0))
+        cold, warm = times
+        print(f"{n:>7} {cold * 1e3:>9.1f} {warm * 1e3:>9.1f} {cold / warm:>6.1f}x {hits[1]:>7}")
+
+
+def throughput_once(connector: bool, prompts: int, tokens: int, seed: int) -> float:
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    model = str(tiny_model.build())
+    llm = make_llm(model, 4096, connector)
+    batch = [
+        TokensPrompt(prompt_token_ids=tiny_model.prompt(tokens, seed=seed * 1000 + i))
+        for i in range(prompts)
+    ]
+    params = SamplingParams(max_tokens=32, temperature=0.0, ignore_eos=True)
+    llm.generate(batch[:2], params, use_tqdm=False)  # warm-up (these two are then not reused)
+    start = time.perf_counter()
+    outs = llm.generate(batch[2:], params, use_tqdm=False)
+    elapsed = time.perf_counter() - start
+    total = sum(len(o.prompt_token_ids) + len(o.outputs[0].token_ids) for o in outs)
+    return total / elapsed
+
+
+def overhead(repeats: int, prompts: int, tokens: int) -> None:
+    runs: dict[str, list[float]] = {"off": [], "on": []}
+    for r in range(repeats):
+        for mode in ("off", "on"):
+            out = subprocess.run(
+                [sys.executable, __file__, "_throughput", mode, str(prompts), str(tokens), str(r)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            value = json.loads(out.stdout.strip().splitlines()[-1])["tokens_per_s"]
+            runs[mode].append(value)
+            print(f"run {r} kvtier {mode:>3}: {value:10.1f} tokens/s", flush=True)
+    off, on = statistics.median(runs["off"]), statistics.median(runs["on"])
+    print(f"median without kvtier: {off:.1f} tokens/s")
+    print(f"median with kvtier:    {on:.1f} tokens/s   ratio {on / off:.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("ttft")
+    p.add_argument("--sizes", type=int, nargs="+", default=[2048, 8192, 16384])
+    p = sub.add_parser("overhead")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--prompts", type=int, default=24)
+    p.add_argument("--tokens", type=int, default=1024)
+    p = sub.add_parser("_throughput")
+    p.add_argument("mode", choices=["on", "off"])
+    p.add_argument("prompts", type=int)
+    p.add_argument("tokens", type=int)
+    p.add_argument("seed", type=int)
+    args = parser.parse_args()
+    if args.cmd == "ttft":
+        ttft(args.sizes)
+    elif args.cmd == "overhead":
+        overhead(args.repeats, args.prompts, args.tokens)
+    else:
+        value = throughput_once(args.mode == "on", args.prompts, args.tokens, args.seed)
+        print(json.dumps({"tokens_per_s": value}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""End to end with real vLLM on CPU: greedy outputs with a warm kvtier cache equal cold ones.
+
+Each scenario starts vLLM in a fresh process (``run_llm.py``) with the small local model, prompts
+given as token ids, vLLM's own prefix cache off (so every hit is kvtier's), and compares the
+generated tokens of cold and warm requests and of runs without the connector.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("vllm", reason="vLLM (CPU) is not installed; scripts/lib/vllm-env.sh installs it")
+
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+
+HERE = Path(__file__).parent
+ROOT = HERE.parents[2]
+sys.path.insert(0, str(ROOT / "examples"))
+
+import tiny_model  # noqa: E402
+
+CHUNK = 256
+CONNECTOR = {"kv_connector": "KVTierConnector", "kv_role": "kv_both"}
+IN_PROCESS = {"distributed_executor_backend": "uni"}
+IN_PROCESS_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+
+
+@pytest.fixture(scope="session")
+def model() -> str:
+    return str(tiny_model.build())
+
+
+def run(
+    model: str,
+    prompts: list[list[int]],
+    connector: dict[str, Any] | None,
+    rounds: int = 1,
+    env: dict[str, str] | None = None,
+    llm: dict[str, Any] | None = None,
+    expect_failure: bool = False,
+) -> Any:
+    spec = {
+        "model": model,
+        "prompts": prompts,
+        "connector": connector,
+        "rounds": rounds,
+        "max_tokens": 8,
+        "llm": llm or {},
+    }
+    proc = subprocess.run(
+        [sys.executable, str(HERE / "run_llm.py"), json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **(env or {})},
+    )
+    if expect_failure:
+        assert proc.returncode != 0, "vLLM started although it should have refused"
+        return proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"vLLM run failed:\n{proc.stderr[-6000:]}"
+    return json.loads(proc.stdout.strip().splitlines()[-1])["rounds"]
+
+
+def with_settings(**settings: Any) -> dict[str, Any]:
+    return {**CONNECTOR, "kv_connector_extra_config": settings}
+
+
+def test_same_prompt_twice_hits_and_generates_the_same_tokens(model: str) -> None:
+    """A 4.1-chunk prompt asked twice (scheduler and worker in one process): the second request
+    loads 4 chunks from kvtier and its greedy output equals the first's."""
+    prompt = tiny_model.prompt(4 * CHUNK + 37, seed=1)
+    cold, warm = run(model, [prompt], CONNECTOR, rounds=2, env=IN_PROCESS_ENV, llm=IN_PROCESS)
+    assert cold[0]["cached"] == 0
+    assert warm[0]["cached"] == 4 * CHUNK
+    assert warm[0]["tokens"] == cold[0]["tokens"]
+
+
+def test_shared_prefixes_hit_partially_and_match_a_run_without_kvtier(model: str) -> None:
+    """Prompts sharing 3 chunks, then differing: later prompts hit the shared chunks only, and
+    every output equals vLLM's without the connector."""
+    prefix = tiny_model.prompt(3 * CHUNK, seed=2)
+    prompts = [prefix + tiny_model.prompt(n, seed=10 + n) for n in (100, 300, 600)]
+    baseline = run(model, prompts, None)[0]
+    got = run(model, prompts, CONNECTOR)[0]
+    assert [r["cached"] for r in got] == [0, 3 * CHUNK, 3 * CHUNK]
+    assert [r["tokens"] for r in got] == [r["tokens"] for r in baseline]
+
+
+def test_separate_scheduler_and_worker_processes_look_up_over_the_socket(model: str) -> None:
+    """vLLM's multiprocess executor (scheduler and worker in different processes; the connector
+    named by module path): the warm request still hits, with identical output."""
+    connector = {
+        "kv_connector": "KVTierConnector",
+        "kv_role": "kv_both",
+        "kv_connector_module_path": "kvtier.vllm.connector",
+    }
+    prompt = tiny_model.prompt(3 * CHUNK + 5, seed=3)
+    cold, warm = run(model, [prompt], connector, rounds=2, llm={"distributed_executor_backend": "mp"})
+    assert warm[0]["cached"] == 3 * CHUNK
+    assert warm[0]["tokens"] == cold[0]["tokens"]
+
+
+def test_disk_tier_hits_survive_a_vllm_restart(model: str, tmp_path: Path) -> None:
+    """vLLM with CPU and disk tiers stores a prompt; a new vLLM process on the same directory
+    loads it from disk (in the background) and generates the same tokens."""
+    prompt = tiny_model.prompt(5 * CHUNK + 11, seed=4)
+    settings = with_settings(local_disk=str(tmp_path / "kv"), max_local_disk_size=1)
+    first = run(model, [prompt], settings)[0]
+    assert any((tmp_path / "kv").rglob("*.kvc")), "nothing was written to disk"
+    second = run(model, [prompt], settings)[0]
+    assert first[0]["cached"] == 0
+    assert second[0]["cached"] == 5 * CHUNK
+    assert second[0]["tokens"] == first[0]["tokens"]
+
+
+def test_bad_setting_stops_vllm_with_kvtier_message(model: str) -> None:
+    """A misspelt key in kv_connector_extra_config: vLLM refuses to start, saying which key."""
+    output = run(model, [[1, 2, 3]], with_settings(max_local_cpu=1), expect_failure=True)
+    assert "max_local_cpu" in output
+    assert "max_local_cpu_size" in output, output[-3000:]
+
+
+def test_exhausted_pool_turns_into_misses_not_wrong_tokens(model: str) -> None:
+    """A CPU tier that holds two chunks of this model while prompts need six: saves are dropped
+    and lookups miss partly, yet every output equals the run without kvtier."""
+    prompts = [tiny_model.prompt(6 * CHUNK + 3, seed=s) for s in (5, 6)]
+    baseline = run(model, prompts, None)[0]
+    chunk_gb = tiny_model.kv_bytes_per_token() * CHUNK / 2**30
+    got = run(model, prompts, with_settings(max_local_cpu_size=2.5 * chunk_gb), rounds=2)
+    for rnd in got:
+        assert [r["tokens"] for r in rnd] == [r["tokens"] for r in baseline]
+    assert all(r["cached"] <= 2 * CHUNK for r in got[1])
