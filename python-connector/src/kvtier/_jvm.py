@@ -334,6 +334,12 @@ def info() -> JvmInfo | None:
 # Calling
 
 
+def running() -> bool:
+    """Whether this process's JVM is up (False before the first use and after interpreter exit
+    began shutting it down)."""
+    return bool(jpype.isJVMStarted())
+
+
 def translate(exc: BaseException) -> JavaError:
     """Returns the kvtier exception for a Java exception raised through JPype."""
     cls = exc.getClass()  # type: ignore[attr-defined]

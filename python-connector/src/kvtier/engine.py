@@ -92,8 +92,8 @@ class Engine:
 
     @property
     def java(self) -> Any:
-        """The ``io.kvtier.engine.KvEngine`` behind this object (for kvtier's own modules)."""
-        return self._engine
+        """The raw ``io.kvtier.engine.KvEngine`` behind this object, for passing to Java."""
+        return self._engine.java
 
     def lookup(self, tokens: Sequence[int] | np.ndarray) -> int:
         """Leading tokens of the prompt that are stored (chunk-aligned). Non-blocking."""
@@ -104,6 +104,15 @@ class Engine:
         """Like :meth:`lookup`, pinning what it reports until :meth:`unpin` of ``request_id``."""
         jt, n = _tokens(tokens)
         return int(self._engine.lookupAndPin(request_id, jt, n))
+
+    def lookup_and_pin_tiers(
+        self, request_id: int, tokens: Sequence[int] | np.ndarray
+    ) -> tuple[int, int]:
+        """Like :meth:`lookup_and_pin`, also telling how much of the hit is in CPU memory:
+        ``(hit tokens, hit tokens in memory)``."""
+        jt, n = _tokens(tokens)
+        hit = self._engine.lookupAndPinTiers(request_id, jt, n)
+        return int(hit[0]), int(hit[1])
 
     def unpin(self, request_id: int) -> None:
         """Drops the pins of ``request_id``. Idempotent."""

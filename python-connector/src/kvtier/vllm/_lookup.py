@@ -41,7 +41,7 @@ _REPLY_HEADER = struct.Struct("<IB")  # u32 length, u8 status
 _LOOKUP_HEADER = struct.Struct("<IBqBi")  # u32 length, u8 op, i64 request id, u8 flags, i32 n
 _UNPIN = struct.Struct("<IBq")
 _HELLO = struct.Struct("<IBI")
-_I32 = struct.Struct("<i")
+_HIT = struct.Struct("<ii")
 _U32 = struct.Struct("<I")
 _I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
 
@@ -104,7 +104,7 @@ def start_server(engine: Engine, path: str | os.PathLike[str]) -> Any:
     """
     java_path = _jvm.java_class("java.nio.file.Path").of(os.fspath(path), [])
     server_cls = _jvm.java_class("io.kvtier.engine.LookupServer")
-    return _jvm.JavaProxy(server_cls.start(engine._engine.java, java_path))
+    return _jvm.JavaProxy(server_cls.start(engine.java, java_path))
 
 
 class _ShortRead(OSError):
@@ -146,14 +146,21 @@ class LookupClient:
             LookupFailed: a server answered with an error.
             ValueError: ``tokens`` is not one-dimensional, or ``request_id`` is not an int64.
         """
+        return self.lookup_tiers(request_id, tokens, pin)[0]
+
+    def lookup_tiers(
+        self, request_id: int, tokens: Sequence[int] | np.ndarray, pin: bool
+    ) -> tuple[int, int]:
+        """Like :meth:`lookup`, also returning how much of the hit every rank has in memory
+        (-1 without ``pin``): ``(hit tokens, hit tokens in memory)``."""
         body = np.asarray(tokens, dtype="<i4")
         if body.ndim != 1:
             raise ValueError(f"tokens must be one-dimensional, got shape {body.shape}")
         _check_request_id(request_id)
         n = int(body.shape[0])
         header = _LOOKUP_HEADER.pack(14 + 4 * n, _OP_LOOKUP, request_id, _FLAG_PIN if pin else 0, n)
-        replies = self._round_trip(header + body.tobytes(), 4)
-        return min(_I32.unpack(r)[0] for r in replies)
+        replies = [_HIT.unpack(r) for r in self._round_trip(header + body.tobytes(), 8)]
+        return min(r[0] for r in replies), min(r[1] for r in replies)
 
     def unpin(self, request_id: int) -> None:
         """Drops the pins of ``request_id`` on every rank. Unknown ids are fine.

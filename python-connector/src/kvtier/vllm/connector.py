@@ -12,6 +12,7 @@ scheduler process, :class:`~kvtier.vllm.worker.KVTierWorker` in each worker proc
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from vllm.distributed.kv_transfer.kv_connector.v1.base import (
@@ -36,9 +37,16 @@ if TYPE_CHECKING:
 
 __all__ = ["KVTierConnector", "KVTierMetadata"]
 
+logger = logging.getLogger(__name__)
+
 
 class KVTierConnector(KVConnectorBase_V1):
     """Saves prompts' KV in chunks to kvtier's tiers and loads it back for shared prefixes."""
+
+    @property
+    def requires_kv_delivery(self) -> bool:
+        """A cache: a save dropped by a preemption is a later miss, not a lost hand-off."""
+        return False
 
     def __init__(
         self,
@@ -52,6 +60,12 @@ class KVTierConnector(KVConnectorBase_V1):
         self._worker: KVTierWorker | None = None
         if role == KVConnectorRole.SCHEDULER:
             self._scheduler = KVTierScheduler(vllm_config, settings)
+            # A kvtier miss or failed load must never fail a request (vLLM's default policy for
+            # connectors is "fail"): failed blocks are recomputed. The scheduler reads this right
+            # after creating its connector.
+            if self._kv_transfer_config.kv_load_failure_policy != "recompute":
+                logger.info("kvtier: kv_load_failure_policy set to 'recompute'")
+                self._kv_transfer_config.kv_load_failure_policy = "recompute"
         else:
             self._worker = KVTierWorker(vllm_config, settings)
 

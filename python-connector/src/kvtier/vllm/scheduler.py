@@ -106,7 +106,7 @@ class KVTierScheduler:
             else:
                 paths = [socket_path(self._engine_id, r) for r in range(self._ranks)]
                 client = LookupClient(paths, timeout_s=self._lookup_timeout_s)
-                self._lookup = lambda java_id, tokens: client.lookup(java_id, tokens, pin=True)
+                self._lookup = lambda java_id, tokens: client.lookup_tiers(java_id, tokens, pin=True)
         return self._lookup
 
     def _request(self, request: Request) -> _Request:

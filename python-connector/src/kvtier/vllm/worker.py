@@ -56,7 +56,8 @@ def detect_layout(kv_caches: dict[str, torch.Tensor], vllm_config: VllmConfig) -
     """Checks the registered KV tensors and names their layout.
 
     Supported here: vLLM's CPU attention backend, one tensor per layer shaped
-    ``[num_blocks, 2, num_kv_heads * block_size, head_size]``.
+    ``[num_blocks, num_kv_heads, block_size, 2 * head_size]`` (per block and head, the K rows of
+    the block's tokens, then their V rows).
 
     Raises:
         ValueError: the tensors are not all alike, not contiguous, not in host memory, or in a
@@ -83,12 +84,12 @@ def detect_layout(kv_caches: dict[str, torch.Tensor], vllm_config: VllmConfig) -
             f"kvtier: the KV cache is on {first.device} ({seen}); this kvtier build moves KV "
             "for vLLM's CPU backend only"
         )
-    expected = (first.shape[0], 2, heads * block_size, head_size)
+    expected = (first.shape[0], heads, block_size, 2 * head_size)
     if first.dim() != 4 or tuple(first.shape) != expected:
         raise ValueError(
             f"kvtier: unknown KV cache layout ({seen}); expected vLLM's CPU backend layout "
-            f"[num_blocks, 2, num_kv_heads * block_size, head_size] = [n, 2, {heads} * "
-            f"{block_size}, {head_size}]"
+            f"[num_blocks, num_kv_heads, block_size, 2 * head_size] = [n, {heads}, "
+            f"{block_size}, {2 * head_size}]"
         )
     return KvCacheLayout(
         kind="cpu",
@@ -186,8 +187,7 @@ class KVTierWorker:
     def lookup(self, java_id: int, tokens: np.ndarray) -> tuple[int, int]:
         """In-process lookup (scheduler in this process): (hit tokens, hit tokens in memory)."""
         assert self._engine is not None
-        hit = self._engine.java.lookupAndPinTiers(java_id, _jvm.int_array(tokens), len(tokens))
-        return int(hit[0]), int(hit[1])
+        return self._engine.lookup_and_pin_tiers(java_id, tokens)
 
     # ---- per step ---------------------------------------------------------------------------
 
@@ -372,6 +372,9 @@ class KVTierWorker:
         with _LOCAL_LOCK:
             if _LOCAL.get(self._engine_id) is self:
                 del _LOCAL[self._engine_id]
+        if not _jvm.running():  # interpreter exit: the JVM already released everything
+            self._server = self._worker = self._engine = None
+            return
         if self._server is not None:
             self._server.close()
             self._server = None

@@ -256,14 +256,7 @@ public final class KvWorker implements AutoCloseable {
       loads.put(
           h,
           new LoadOp(
-              0,
-              blockIds,
-              storedTokens,
-              from,
-              to,
-              firstChunk,
-              new long[0],
-              new boolean[] {true}));
+              0, blockIds, storedTokens, from, to, firstChunk, new long[0], new boolean[] {true}));
     }
     return h;
   }

@@ -15,7 +15,7 @@ import static io.kvtier.Checks.checkPositive;
  *   flashAttnHnd  [2, blocks, heads, blockSize, headSize]   (HND)
  *   flashInfer    [blocks, 2, blockSize, heads, headSize]
  *   mla           [blocks, blockSize, headSize]             (one latent vector per token)
- *   cpuBackend    [blocks, 2, heads, blockSize, headSize]   (vLLM CPU_ATTN, LBHNC; seen in 0.32)
+ *   cpuBackend    [blocks, heads, 2, blockSize, headSize]   (vLLM CPU_ATTN; seen in 0.32)
  * </pre>
  *
  * A chunk holds, per layer, {@link #tokenBytes()} per token, in the order that keeps copies long
@@ -77,15 +77,16 @@ public record PagedLayout(
   }
 
   /**
-   * vLLM's CPU attention backend: per layer {@code [blocks, 2, heads * blockSize, headSize]}, i.e.
-   * K and V per block, then heads, then tokens (as registered by vLLM 0.32.0 on CPU).
+   * vLLM's CPU attention backend: per layer {@code [blocks, heads, blockSize, 2 * headSize]}, read
+   * by vLLM as {@code [blocks, heads, 2 * blockSize, headSize]}: per block and head, the block's K
+   * rows, then its V rows (as registered by vLLM 0.32.0 on CPU).
    */
   public static PagedLayout cpuBackend(
       int blocks, int blockSize, int heads, int headSize, int elementBytes) {
-    long head = (long) blockSize * headSize;
-    long kv = head * heads;
+    long kv = (long) blockSize * headSize;
+    long head = 2 * kv;
     return new PagedLayout(
-        blocks, blockSize, 2, heads, headSize, elementBytes, kv, 2 * kv, headSize, head);
+        blocks, blockSize, 2, heads, headSize, elementBytes, kv, head * heads, headSize, head);
   }
 
   public static PagedLayout mla(int blocks, int blockSize, int headSize, int elementBytes) {

@@ -142,8 +142,13 @@ class LookupServerTest {
   record Reply(int status, byte[] payload) {
     int hitTokens() {
       assertEquals(0, status, () -> "error reply: " + message());
-      assertEquals(4, payload.length);
+      assertEquals(8, payload.length);
       return ByteBuffer.wrap(payload).order(ByteOrder.LITTLE_ENDIAN).getInt();
+    }
+
+    int memoryTokens() {
+      hitTokens();
+      return ByteBuffer.wrap(payload).order(ByteOrder.LITTLE_ENDIAN).getInt(4);
     }
 
     String message() {
@@ -270,12 +275,16 @@ class LookupServerTest {
     Client c = greeted(serve(dir.resolve("l.sock")).path());
 
     c.send(lookup(77, true, p));
-    assertEquals(2 * CHUNK, c.read().hitTokens());
+    Reply pinned = c.read();
+    assertEquals(2 * CHUNK, pinned.hitTokens());
+    assertEquals(2 * CHUNK, pinned.memoryTokens(), "a pinned lookup says what is in memory");
     for (int i = 0; i < 6; i++) {
       store(prompt(2 * CHUNK, 200 + i));
     }
     c.send(lookup(78, false, p));
-    assertEquals(2 * CHUNK, c.read().hitTokens(), "pinned chunks survive churn");
+    Reply unpinned = c.read();
+    assertEquals(2 * CHUNK, unpinned.hitTokens(), "pinned chunks survive churn");
+    assertEquals(-1, unpinned.memoryTokens(), "not worked out without pin");
 
     c.send(unpin(77));
     assertReply(c.read(), 0, new byte[0]);
