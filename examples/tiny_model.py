@@ -99,6 +99,12 @@ def build(cache_dir: str | os.PathLike[str] | None = None, spec: ModelSpec = SPE
     return target
 
 
+def kv_bytes_per_token(spec: ModelSpec = SPEC) -> int:
+    """Bytes of KV cache one token takes in bf16: every layer, K and V, every KV head."""
+    head_size = spec.hidden_size // spec.num_attention_heads
+    return spec.num_hidden_layers * 2 * spec.num_key_value_heads * head_size * 2
+
+
 def prompt(n_tokens: int, seed: int, spec: ModelSpec = SPEC) -> list[int]:
     """Returns ``n_tokens`` token ids drawn uniformly from the vocabulary without special tokens.
 

@@ -329,7 +329,10 @@ public final class KvTierConfig {
           "KVTIER_JVM_OPTIONS",
           "KVTIER_BUILD_JAVA_HOME",
           "KVTIER_PYTHON",
-          "KVTIER_LOG_LEVEL");
+          "KVTIER_LOG_LEVEL",
+          "KVTIER_RUNTIME_DIR",
+          "KVTIER_MODEL_CACHE",
+          "KVTIER_SKIP_VLLM");
 
   private final Map<String, Object> values; // key name -> parsed value; every key present
   private final Map<String, String> sources; // key name -> "default", "file <path>", "env", ...

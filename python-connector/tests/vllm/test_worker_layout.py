@@ -1,0 +1,139 @@
+"""The worker side against torch tensors in vLLM's CPU-backend KV layout, without vLLM itself.
+
+The K and V rows are written and read through the same view vLLM's CPU attention uses
+(``[blocks, heads, 2 * block_size, head_size]`` split in two along dim 2), so a layout mistake in
+kvtier shows up as a byte mismatch here.
+"""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="torch is not installed (it comes with vLLM)")
+
+from kvtier.vllm.metadata import KVTierMetadata, LoadSpec, RequestOp  # noqa: E402
+from kvtier.vllm.worker import KVTierWorker, detect_layout  # noqa: E402
+
+LAYERS, BLOCKS, HEADS, BLOCK, HEAD = 3, 24, 2, 32, 64
+CHUNK = 64
+
+
+def vllm_config(engine_id: str) -> SimpleNamespace:
+    model = SimpleNamespace(
+        model="test/tiny",
+        get_num_kv_heads=lambda parallel: HEADS,
+        get_head_size=lambda: HEAD,
+    )
+    return SimpleNamespace(
+        model_config=model,
+        cache_config=SimpleNamespace(block_size=BLOCK),
+        parallel_config=SimpleNamespace(tensor_parallel_size=1, world_size=1),
+        kv_transfer_config=SimpleNamespace(engine_id=engine_id),
+    )
+
+
+def caches(seed: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        f"model.layers.{i}.self_attn.attn": torch.randn(
+            BLOCKS, HEADS, BLOCK, 2 * HEAD, generator=g
+        ).to(torch.bfloat16)
+        for i in range(LAYERS)
+    }
+
+
+def kv_rows(cache: torch.Tensor, table: list[int], t: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """K and V of prompt token ``t`` (every head), read the way vLLM's CPU attention reads them."""
+    view = cache.view(BLOCKS, HEADS, 2 * BLOCK, HEAD)
+    key, value = view.chunk(2, dim=2)
+    block, slot = table[t // BLOCK], t % BLOCK
+    return key[block, :, slot, :], value[block, :, slot, :]
+
+
+@pytest.fixture
+def worker(tmp_path, monkeypatch):
+    monkeypatch.setenv("KVTIER_RUNTIME_DIR", str(tmp_path))
+    w = KVTierWorker(vllm_config(f"t{time.monotonic_ns()}"), {"chunk_size": CHUNK})
+    yield w
+    w.shutdown()
+
+
+def finish(worker: KVTierWorker, req_id: str) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        sending, _ = worker.get_finished({req_id})
+        if sending and req_id in sending:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"{req_id} never reported finished")
+
+
+def test_saved_tokens_load_into_other_blocks_as_vllm_reads_them(worker: KVTierWorker) -> None:
+    """A request's 3 chunks saved from one set of blocks load into another set; every token's K
+    and V, in every layer and head, equal the source's when read through vLLM's view."""
+    src = caches(1)
+    worker.register_kv_caches(src)
+    tokens = np.random.default_rng(0).integers(0, 30_000, 3 * CHUNK + 10, dtype=np.int32)
+    table_a = [5, 0, 17, 3, 9, 12, 20]
+    save = RequestOp("a", 1, tokens=tokens, new_blocks=table_a, save_to=3 * CHUNK)
+    save.reports_finish = True
+    worker.bind(KVTierMetadata(ops=[save]))
+    worker.wait_for_save()
+    finish(worker, "a")
+    assert worker.lookup(2, tokens) == (3 * CHUNK, 3 * CHUNK)
+
+    # Load into other blocks of the same tensors, then compare token by token.
+    table_b = [1, 2, 4, 6, 7, 8, 10]
+    load = RequestOp("b", 2, tokens=tokens, new_blocks=table_b, load=LoadSpec(0, 3 * CHUNK - 1, 3 * CHUNK, False))
+    worker.bind(KVTierMetadata(ops=[load]))
+    assert worker.get_block_ids_with_load_errors() == set()
+    for name in src:
+        for t in range(3 * CHUNK - 1):
+            k_a, v_a = kv_rows(src[name], table_a, t)
+            k_b, v_b = kv_rows(src[name], table_b, t)
+            assert torch.equal(k_a, k_b), f"{name} K of token {t}"
+            assert torch.equal(v_a, v_b), f"{name} V of token {t}"
+
+
+def test_missing_chunk_reports_its_blocks_as_load_errors(worker: KVTierWorker) -> None:
+    """A load asked for more than is stored fills what exists and reports the remaining blocks."""
+    worker.register_kv_caches(caches(3))
+    tokens = np.arange(4 * CHUNK, dtype=np.int32)
+    table = list(range(8))
+    save = RequestOp("s", 1, tokens=tokens, new_blocks=table, save_to=CHUNK, reports_finish=True)
+    worker.bind(KVTierMetadata(ops=[save]))
+    worker.wait_for_save()
+    finish(worker, "s")
+    target = [10, 11, 12, 13, 14, 15, 16, 17]
+    load = RequestOp("l", 2, tokens=tokens, new_blocks=target, load=LoadSpec(0, 3 * CHUNK, 3 * CHUNK, False))
+    worker.bind(KVTierMetadata(ops=[load]))
+    assert worker.get_block_ids_with_load_errors() == {12, 13, 14, 15}
+
+
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [
+        ((2, BLOCKS, BLOCK, HEADS, HEAD), "unknown KV cache layout"),
+        ((BLOCKS, HEADS, BLOCK, HEAD), "unknown KV cache layout"),
+    ],
+)
+def test_unknown_layouts_are_refused_naming_what_was_seen(shape, message) -> None:
+    """FlashAttention's GPU shape, or a CPU shape without V, is refused with the shape seen."""
+    config = vllm_config("x")
+    with pytest.raises(ValueError, match=message) as e:
+        detect_layout({"l0": torch.zeros(shape, dtype=torch.bfloat16)}, config)
+    assert str(tuple(shape)) in str(e.value)
+
+
+def test_non_contiguous_and_non_host_tensors_are_refused() -> None:
+    config = vllm_config("x")
+    t = torch.zeros(BLOCKS, HEADS, BLOCK, 4 * HEAD, dtype=torch.bfloat16)[..., ::2]
+    with pytest.raises(ValueError, match="not contiguous"):
+        detect_layout({"l0": t}, config)
+    meta = torch.empty(BLOCKS, HEADS, BLOCK, 2 * HEAD, dtype=torch.bfloat16, device="meta")
+    with pytest.raises(ValueError, match="CPU backend only"):
+        detect_layout({"l0": meta}, config)
