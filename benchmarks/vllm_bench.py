@@ -99,7 +99,8 @@ def overhead(repeats: int, prompts: int, tokens: int) -> None:
                 text=True,
                 check=True,
             )
-            value = json.loads(out.stdout.strip().splitlines()[-1])["tokens_per_s"]
+            line = next(x for x in reversed(out.stdout.splitlines()) if x.startswith("{"))
+            value = json.loads(line)["tokens_per_s"]
             runs[mode].append(value)
             print(f"run {r} kvtier {mode:>3}: {value:10.1f} tokens/s", flush=True)
     off, on = statistics.median(runs["off"]), statistics.median(runs["on"])

@@ -65,7 +65,8 @@ def run(
         assert proc.returncode != 0, "vLLM started although it should have refused"
         return proc.stdout + proc.stderr
     assert proc.returncode == 0, f"vLLM run failed:\n{proc.stderr[-6000:]}"
-    return json.loads(proc.stdout.strip().splitlines()[-1])["rounds"]
+    line = next(x for x in reversed(proc.stdout.splitlines()) if x.startswith('{"rounds"'))
+    return json.loads(line)["rounds"]
 
 
 def with_settings(**settings: Any) -> dict[str, Any]:
