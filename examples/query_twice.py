@@ -47,7 +47,11 @@ def first_token(url: str, model: str, prompt: list[int], max_tokens: int) -> tup
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
             event: dict[str, Any] = json.loads(line[len("data: ") :])
-            if ttft is None and event.get("choices") and event["choices"][0].get("text") is not None:
+            if (
+                ttft is None
+                and event.get("choices")
+                and event["choices"][0].get("text") is not None
+            ):
                 ttft = time.perf_counter() - start
             usage = event.get("usage") or {}
             details = usage.get("prompt_tokens_details") or {}

@@ -107,12 +107,13 @@ class Engine:
 
     def lookup_and_pin_tiers(
         self, request_id: int, tokens: Sequence[int] | np.ndarray
-    ) -> tuple[int, int]:
-        """Like :meth:`lookup_and_pin`, also telling how much of the hit is in CPU memory:
-        ``(hit tokens, hit tokens in memory)``."""
+    ) -> tuple[int, int, bool]:
+        """Like :meth:`lookup_and_pin`, also telling how much of the hit is in CPU memory and
+        whether the chunk after it is being stored right now:
+        ``(hit tokens, hit tokens in memory, storing)``."""
         jt, n = _tokens(tokens)
         hit = self._engine.lookupAndPinTiers(request_id, jt, n)
-        return int(hit[0]), int(hit[1])
+        return int(hit[0]), int(hit[1]), bool(hit[2])
 
     def unpin(self, request_id: int) -> None:
         """Drops the pins of ``request_id``. Idempotent."""

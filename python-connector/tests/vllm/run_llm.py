@@ -6,6 +6,7 @@ JVM must never be forked). Input: one JSON object on the command line::
     {"model": "/path", "prompts": [[token ids], ...], "max_tokens": 8,
      "connector": {"kv_connector": "KVTierConnector", ...} or null,
      "rounds": 2,            # each round generates every prompt again, one prompt at a time
+     "batch": false,         # true: a round submits all prompts at once
      "llm": {...}}           # extra LLM(...) arguments
 
 Output (last stdout line): {"rounds": [[{"tokens": [...], "cached": n, "seconds": s}, ...], ...]}
@@ -36,19 +37,24 @@ def main() -> None:
         args["kv_transfer_config"] = spec["connector"]
     args.update(spec.get("llm", {}))
     llm = LLM(**args)
-    params = SamplingParams(max_tokens=spec.get("max_tokens", 8), temperature=0.0)
+    params = SamplingParams(max_tokens=spec.get("max_tokens", 8), temperature=0.0, ignore_eos=True)
     rounds = []
+    groups = [spec["prompts"]] if spec.get("batch") else [[p] for p in spec["prompts"]]
     for _ in range(spec.get("rounds", 1)):
         results = []
-        for prompt in spec["prompts"]:
+        for group in groups:
             start = time.perf_counter()
-            out = llm.generate([TokensPrompt(prompt_token_ids=prompt)], params, use_tqdm=False)[0]
-            results.append(
+            outs = llm.generate(
+                [TokensPrompt(prompt_token_ids=p) for p in group], params, use_tqdm=False
+            )
+            seconds = time.perf_counter() - start
+            results.extend(
                 {
                     "tokens": list(out.outputs[0].token_ids),
                     "cached": int(out.num_cached_tokens or 0),
-                    "seconds": time.perf_counter() - start,
+                    "seconds": seconds,
                 }
+                for out in outs
             )
         rounds.append(results)
     print(json.dumps({"rounds": rounds}), flush=True)

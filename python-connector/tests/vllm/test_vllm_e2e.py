@@ -16,7 +16,9 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("vllm", reason="vLLM (CPU) is not installed; scripts/lib/vllm-env.sh installs it")
+pytest.importorskip(
+    "vllm", reason="vLLM (CPU) is not installed; scripts/lib/vllm-env.sh installs it"
+)
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
@@ -43,6 +45,8 @@ def run(
     connector: dict[str, Any] | None,
     rounds: int = 1,
     env: dict[str, str] | None = None,
+    batch: bool = False,
+    max_tokens: int = 8,
     llm: dict[str, Any] | None = None,
     expect_failure: bool = False,
 ) -> Any:
@@ -51,7 +55,8 @@ def run(
         "prompts": prompts,
         "connector": connector,
         "rounds": rounds,
-        "max_tokens": 8,
+        "batch": batch,
+        "max_tokens": max_tokens,
         "llm": llm or {},
     }
     proc = subprocess.run(
@@ -73,11 +78,14 @@ def with_settings(**settings: Any) -> dict[str, Any]:
     return {**CONNECTOR, "kv_connector_extra_config": settings}
 
 
-def test_same_prompt_twice_hits_and_generates_the_same_tokens(model: str) -> None:
-    """A 4.1-chunk prompt asked twice (scheduler and worker in one process): the second request
-    loads 4 chunks from kvtier and its greedy output equals the first's."""
+@pytest.mark.parametrize("layerwise", [False, True], ids=["whole", "layerwise"])
+def test_same_prompt_twice_hits_and_generates_the_same_tokens(model: str, layerwise: bool) -> None:
+    """A 4.1-chunk prompt asked twice (scheduler and worker in one process), with whole-chunk or
+    layerwise saves and loads: the second request loads 4 chunks from kvtier and its greedy
+    output equals the first's."""
     prompt = tiny_model.prompt(4 * CHUNK + 37, seed=1)
-    cold, warm = run(model, [prompt], CONNECTOR, rounds=2, env=IN_PROCESS_ENV, llm=IN_PROCESS)
+    connector = with_settings(use_layerwise=layerwise)
+    cold, warm = run(model, [prompt], connector, rounds=2, env=IN_PROCESS_ENV, llm=IN_PROCESS)
     assert cold[0]["cached"] == 0
     assert warm[0]["cached"] == 4 * CHUNK
     assert warm[0]["tokens"] == cold[0]["tokens"]
@@ -103,7 +111,9 @@ def test_separate_scheduler_and_worker_processes_look_up_over_the_socket(model: 
         "kv_connector_module_path": "kvtier.vllm.connector",
     }
     prompt = tiny_model.prompt(3 * CHUNK + 5, seed=3)
-    cold, warm = run(model, [prompt], connector, rounds=2, llm={"distributed_executor_backend": "mp"})
+    cold, warm = run(
+        model, [prompt], connector, rounds=2, llm={"distributed_executor_backend": "mp"}
+    )
     assert warm[0]["cached"] == 3 * CHUNK
     assert warm[0]["tokens"] == cold[0]["tokens"]
 
@@ -138,3 +148,70 @@ def test_exhausted_pool_turns_into_misses_not_wrong_tokens(model: str) -> None:
     for rnd in got:
         assert [r["tokens"] for r in rnd] == [r["tokens"] for r in baseline]
     assert all(r["cached"] <= 2 * CHUNK for r in got[1])
+
+
+def test_chunked_prefill_and_preemption_keep_outputs_identical(model: str) -> None:
+    """Four prompts at once in a KV cache too small for all of them (vLLM preempts) and a token
+    budget that splits every prefill into steps: the second round hits every saved chunk and all
+    outputs equal vLLM's without the connector under the same limits."""
+    prompts = [tiny_model.prompt(4 * CHUNK + 60, seed=20 + i) for i in range(4)]
+    limits = {"max_num_batched_tokens": 384, "num_gpu_blocks_override": 40, "max_num_seqs": 4}
+    baseline = run(model, prompts, None, batch=True, max_tokens=48, llm=limits)[0]
+    cold, warm = run(model, prompts, CONNECTOR, rounds=2, batch=True, max_tokens=48, llm=limits)
+    assert [r["tokens"] for r in cold] == [r["tokens"] for r in baseline]
+    assert [r["tokens"] for r in warm] == [r["tokens"] for r in baseline]
+    assert [r["cached"] for r in warm] == [4 * CHUNK] * 4
+
+
+def test_two_vllm_instances_share_prefixes_through_the_kvtier_server(
+    model: str, tmp_path: Path
+) -> None:
+    """vLLM A stores a prompt in a kvtier cache server; vLLM B (a new process with empty local
+    tiers) loads it from the server in the background and generates the same tokens."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "kvtier-server"),
+            "--port",
+            str(port),
+            "--memory-gb",
+            "0.5",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_for_port(port, server)
+        settings = with_settings(remote_url=f"kvtier://127.0.0.1:{port}")
+        prompt = tiny_model.prompt(3 * CHUNK + 20, seed=30)
+        first = run(model, [prompt], settings)[0]
+        second = run(model, [prompt], settings)[0]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert first[0]["cached"] == 0
+    assert second[0]["cached"] == 3 * CHUNK
+    assert second[0]["tokens"] == first[0]["tokens"]
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen[str]) -> None:
+    import socket
+    import time
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(
+                f"kvtier-server exited: {proc.stderr.read() if proc.stderr else ''}"
+            )
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError("kvtier-server did not listen within 60 s")

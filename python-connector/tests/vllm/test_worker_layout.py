@@ -84,11 +84,13 @@ def test_saved_tokens_load_into_other_blocks_as_vllm_reads_them(worker: KVTierWo
     worker.bind(KVTierMetadata(ops=[save]))
     worker.wait_for_save()
     finish(worker, "a")
-    assert worker.lookup(2, tokens) == (3 * CHUNK, 3 * CHUNK)
+    assert worker.lookup(2, tokens) == (3 * CHUNK, 3 * CHUNK, False)
 
     # Load into other blocks of the same tensors, then compare token by token.
     table_b = [1, 2, 4, 6, 7, 8, 10]
-    load = RequestOp("b", 2, tokens=tokens, new_blocks=table_b, load=LoadSpec(0, 3 * CHUNK - 1, 3 * CHUNK, False))
+    load = RequestOp(
+        "b", 2, tokens=tokens, new_blocks=table_b, load=LoadSpec(0, 3 * CHUNK - 1, 3 * CHUNK, False)
+    )
     worker.bind(KVTierMetadata(ops=[load]))
     assert worker.get_block_ids_with_load_errors() == set()
     for name in src:
@@ -109,7 +111,9 @@ def test_missing_chunk_reports_its_blocks_as_load_errors(worker: KVTierWorker) -
     worker.wait_for_save()
     finish(worker, "s")
     target = [10, 11, 12, 13, 14, 15, 16, 17]
-    load = RequestOp("l", 2, tokens=tokens, new_blocks=target, load=LoadSpec(0, 3 * CHUNK, 3 * CHUNK, False))
+    load = RequestOp(
+        "l", 2, tokens=tokens, new_blocks=target, load=LoadSpec(0, 3 * CHUNK, 3 * CHUNK, False)
+    )
     worker.bind(KVTierMetadata(ops=[load]))
     assert worker.get_block_ids_with_load_errors() == {12, 13, 14, 15}
 

@@ -41,7 +41,7 @@ _REPLY_HEADER = struct.Struct("<IB")  # u32 length, u8 status
 _LOOKUP_HEADER = struct.Struct("<IBqBi")  # u32 length, u8 op, i64 request id, u8 flags, i32 n
 _UNPIN = struct.Struct("<IBq")
 _HELLO = struct.Struct("<IBI")
-_HIT = struct.Struct("<ii")
+_HIT = struct.Struct("<iii")
 _U32 = struct.Struct("<I")
 _I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
 
@@ -150,17 +150,21 @@ class LookupClient:
 
     def lookup_tiers(
         self, request_id: int, tokens: Sequence[int] | np.ndarray, pin: bool
-    ) -> tuple[int, int]:
+    ) -> tuple[int, int, bool]:
         """Like :meth:`lookup`, also returning how much of the hit every rank has in memory
-        (-1 without ``pin``): ``(hit tokens, hit tokens in memory)``."""
+        (-1 without ``pin``) and whether a rank is storing the chunk right after the hit:
+        ``(hit tokens, hit tokens in memory, storing)``."""
         body = np.asarray(tokens, dtype="<i4")
         if body.ndim != 1:
             raise ValueError(f"tokens must be one-dimensional, got shape {body.shape}")
         _check_request_id(request_id)
         n = int(body.shape[0])
         header = _LOOKUP_HEADER.pack(14 + 4 * n, _OP_LOOKUP, request_id, _FLAG_PIN if pin else 0, n)
-        replies = [_HIT.unpack(r) for r in self._round_trip(header + body.tobytes(), 8)]
-        return min(r[0] for r in replies), min(r[1] for r in replies)
+        replies = [_HIT.unpack(r) for r in self._round_trip(header + body.tobytes(), 12)]
+        hit = min(r[0] for r in replies)
+        # A rank storing the next chunk matters only where its hit is the smallest.
+        storing = any(r[2] and r[0] == hit for r in replies)
+        return hit, min(r[1] for r in replies), storing
 
     def unpin(self, request_id: int) -> None:
         """Drops the pins of ``request_id`` on every rank. Unknown ids are fine.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -29,8 +30,13 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-Lookup = Callable[[int, np.ndarray], tuple[int, int]]
-"""(java request id, prompt tokens) -> (hit tokens, hit tokens in memory); pins the hit."""
+Lookup = Callable[[int, np.ndarray], tuple[int, int, bool]]
+"""(java request id, prompt tokens) -> (hit tokens, hit tokens in memory, next chunk being
+stored); pins the hit."""
+
+STORING_WAIT_S = 2.0
+"""How long, in seconds, a request may wait for a save of its own next chunk to finish before
+the scheduler stops waiting and lets vLLM compute it."""
 
 
 @dataclass
@@ -48,6 +54,8 @@ class _Request:
     saved_to: int = 0
     """Prompt tokens the workers were told to save up to."""
     reports_finish: bool = False
+    waiting_since: float = 0.0
+    """When the scheduler started waiting for this prompt's save to finish (0: not waiting)."""
 
 
 class KVTierScheduler:
@@ -73,8 +81,10 @@ class KVTierScheduler:
 
     def get_num_new_matched_tokens(
         self, request: Request, num_computed_tokens: int
-    ) -> tuple[int, bool]:
-        """Stored tokens beyond ``num_computed_tokens`` and whether they load in the background."""
+    ) -> tuple[int | None, bool]:
+        """Stored tokens beyond ``num_computed_tokens`` and whether they load in the background;
+        ``None`` (ask again next step) while the prompt's next chunk is being saved, as when the
+        same prompt comes again right after the first finished."""
         req = self._request(request)
         if not self._can_load:
             return 0, False
@@ -82,12 +92,18 @@ class KVTierScheduler:
         if prompt < self._chunk_tokens and not self._save_unfull:
             return 0, False
         try:
-            hit, in_memory = self._lookups()(req.java_id, req.tokens)
+            hit, in_memory, storing = self._lookups()(req.java_id, req.tokens)
         except (LookupUnavailable, LookupFailed, JavaError) as e:
             self._failed_lookups += 1
             if self._failed_lookups == 1:
                 logger.warning("kvtier: lookup failed, counted as a miss (logged once): %s", e)
             return 0, False
+        if storing and hit < prompt:
+            now = time.monotonic()
+            req.waiting_since = req.waiting_since or now
+            if now - req.waiting_since < STORING_WAIT_S:
+                return None, False
+        req.waiting_since = 0.0
         # One token is always left for vLLM to compute, so a full hit still yields logits.
         end = min(hit, request.num_tokens - 1)
         if end <= num_computed_tokens:
@@ -106,7 +122,9 @@ class KVTierScheduler:
             else:
                 paths = [socket_path(self._engine_id, r) for r in range(self._ranks)]
                 client = LookupClient(paths, timeout_s=self._lookup_timeout_s)
-                self._lookup = lambda java_id, tokens: client.lookup_tiers(java_id, tokens, pin=True)
+                self._lookup = lambda java_id, tokens: client.lookup_tiers(
+                    java_id, tokens, pin=True
+                )
         return self._lookup
 
     def _request(self, request: Request) -> _Request:

@@ -184,8 +184,8 @@ class KVTierWorker:
             self._chunk_tokens,
         )  # fmt: skip
 
-    def lookup(self, java_id: int, tokens: np.ndarray) -> tuple[int, int]:
-        """In-process lookup (scheduler in this process): (hit tokens, hit tokens in memory)."""
+    def lookup(self, java_id: int, tokens: np.ndarray) -> tuple[int, int, bool]:
+        """In-process lookup (scheduler in this process): (hit, hit in memory, storing)."""
         assert self._engine is not None
         return self._engine.lookup_and_pin_tiers(java_id, tokens)
 
@@ -278,9 +278,7 @@ class KVTierWorker:
             for req_id, save_to in self._take_saves():
                 req = self._requests[req_id]
                 handle = int(
-                    self._worker.beginSave(
-                        req.tokens, save_to, self._table(req), req.saved_chunks
-                    )
+                    self._worker.beginSave(req.tokens, save_to, self._table(req), req.saved_chunks)
                 )
                 req.saved_chunks = -(-save_to // self._chunk_tokens)
                 if handle != 0:
@@ -317,7 +315,9 @@ class KVTierWorker:
             if (req := self._requests.get(req_id)) is not None
             for t in req.tickets
         ]
-        if tickets and not self._worker.awaitTickets(_jvm.long_array(np.array(tickets)), SAVE_WAIT_MILLIS):
+        if tickets and not self._worker.awaitTickets(
+            _jvm.long_array(np.array(tickets)), SAVE_WAIT_MILLIS
+        ):
             logger.warning("kvtier: saves of preempted requests still running after %d ms",
                            SAVE_WAIT_MILLIS)  # fmt: skip
         for req_id in meta.preempted:

@@ -23,6 +23,7 @@ import io.kvtier.store.TieredStore;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.Executors;
 import java.util.concurrent.ScheduledExecutorService;
@@ -73,6 +74,10 @@ public final class KvEngine implements AutoCloseable {
   private final Map<Long, PendingStore> pendingStores = new ConcurrentHashMap<>();
   private final Map<Long, List<ChunkBuffer>> pendingLoads = new ConcurrentHashMap<>();
   private final Map<Long, Pins> pinsByRequest = new ConcurrentHashMap<>();
+
+  /** Keys with a prepared store not yet completed (not visible yet, but soon). */
+  private final Set<ChunkKey> storing = ConcurrentHashMap.newKeySet();
+
   private final LongSupplier nanoClock;
   private final long pinTimeoutNanos;
   private final ScheduledExecutorService pinMonitor;
@@ -289,8 +294,10 @@ public final class KvEngine implements AutoCloseable {
   /**
    * Like {@link #lookupAndPin}, also telling how much of the hit is in memory.
    *
-   * @return {@code [hitTokens, memoryTokens]}: the stored prefix, and the part of it whose chunks
-   *     are all in the CPU tier (a load of more than that reads disk or the network)
+   * @return {@code [hitTokens, memoryTokens, storing]}: the stored prefix; the part of it whose
+   *     chunks are all in the CPU tier (a load of more than that reads disk or the network); and 1
+   *     when the chunk right after the local prefix is being stored at this moment (a lookup a
+   *     moment later may hit more), else 0
    */
   public int[] lookupAndPinTiers(long requestId, int[] tokens, int tokenCount) {
     checkOpen();
@@ -313,6 +320,7 @@ public final class KvEngine implements AutoCloseable {
     if (!pinned.isEmpty()) {
       pinsByRequest.put(requestId, new Pins(pinned, nanoClock.getAsLong()));
     }
+    int beingStored = chunks < keys.length && storing.contains(keys[chunks]) ? 1 : 0;
     if (chunks < keys.length && tiers.hasRemote()) {
       // Remote chunks cannot be pinned; one round trip tells how many more are there.
       chunks += tiers.remotePrefix(java.util.Arrays.copyOfRange(keys, chunks, keys.length));
@@ -320,7 +328,7 @@ public final class KvEngine implements AutoCloseable {
     int hit = tokensIn(chunks, tokenCount);
     lookupTokens.add(tokenCount);
     hitTokens.add(hit);
-    return new int[] {hit, tokensIn(memoryChunks, tokenCount)};
+    return new int[] {hit, tokensIn(memoryChunks, tokenCount), beingStored};
   }
 
   /** Drops the pins of {@code requestId}; unknown ids are ignored. Idempotent. */
@@ -405,6 +413,7 @@ public final class KvEngine implements AutoCloseable {
       }
       buffers[c] = b;
       out[1 + c] = b.address();
+      storing.add(keys[c]);
     }
     long handle = nextHandle.getAndIncrement();
     pendingStores.put(handle, new PendingStore(keys, buffers));
@@ -433,9 +442,10 @@ public final class KvEngine implements AutoCloseable {
         }
       }
     } finally {
-      for (ChunkBuffer b : p.buffers) {
-        if (b != null) {
-          b.release();
+      for (int c = 0; c < p.buffers.length; c++) {
+        if (p.buffers[c] != null) {
+          storing.remove(p.keys[c]);
+          p.buffers[c].release();
         }
       }
     }

@@ -111,19 +111,23 @@ public final class KvWorker implements AutoCloseable {
    * @return chunks stored (0 on failure, counted)
    */
   public int save(int[] tokens, int tokenCount, int[] blockIds, int fromChunk) {
-    long h = beginSave(tokens, tokenCount, blockIds, fromChunk);
-    if (h == 0) {
+    return copyAndEndSave(beginSave(tokens, tokenCount, blockIds, fromChunk));
+  }
+
+  /** Gathers every layer of a {@link #beginSave} (handle 0: nothing) and ends it. */
+  private int copyAndEndSave(long handle) {
+    if (handle == 0) {
       return 0;
     }
     boolean ok = false;
     try {
-      SaveOp op = saves.get(h);
+      SaveOp op = saves.get(handle);
       forEachSaved(op, (seg, start, n) -> cache.gather(op.blockIds, start, n, seg));
       ok = true;
     } catch (RuntimeException e) {
       errors.record("save failed", "a save was discarded", e);
     }
-    return endSave(h, ok);
+    return endSave(handle, ok);
   }
 
   /**
@@ -338,7 +342,10 @@ public final class KvWorker implements AutoCloseable {
    * @return a ticket reported by {@link #drainCompleted} with the chunks stored
    */
   public long submitSave(int[] tokens, int tokenCount, int[] blockIds, int fromChunk) {
-    return submit(() -> save(tokens, tokenCount, blockIds, fromChunk));
+    // Reserve on the caller's thread, so a lookup right after this returns sees the chunks as
+    // being stored; the copies and the completion run on a transfer thread.
+    long h = beginSave(tokens, tokenCount, blockIds, fromChunk);
+    return submit(() -> copyAndEndSave(h));
   }
 
   /**

@@ -50,7 +50,7 @@ import java.util.concurrent.atomic.AtomicBoolean;
  *   reply   = u32 length | u8 status | payload      status 0 ok, 1 error (payload: UTF-8 message)
  *
  *   HELLO  (0)  u32 version                                   → u32 version
- *   LOOKUP (1)  i64 requestId | u8 flags | i32 n | n × i32    → i32 hit, i32 in memory (bit 0: pin)
+ *   LOOKUP (1)  i64 requestId | u8 flags | i32 n | n × i32    → i32 hit, in memory, storing
  *   UNPIN  (2)  i64 requestId                                 → (empty)
  * </pre>
  *
@@ -348,10 +348,11 @@ public final class LookupServer implements AutoCloseable {
       int[] hit =
           (flags & FLAG_PIN) != 0
               ? engine.lookupAndPinTiers(requestId, tokens, tokenCount)
-              : new int[] {engine.lookup(tokens, tokenCount), -1};
-      ByteBuf out = reply(ctx, STATUS_OK, 8);
+              : new int[] {engine.lookup(tokens, tokenCount), -1, 0};
+      ByteBuf out = reply(ctx, STATUS_OK, 12);
       out.writeIntLE(hit[0]);
       out.writeIntLE(hit[1]);
+      out.writeIntLE(hit[2]);
       ctx.write(out);
     }
 

@@ -142,7 +142,7 @@ class LookupServerTest {
   record Reply(int status, byte[] payload) {
     int hitTokens() {
       assertEquals(0, status, () -> "error reply: " + message());
-      assertEquals(8, payload.length);
+      assertEquals(12, payload.length);
       return ByteBuffer.wrap(payload).order(ByteOrder.LITTLE_ENDIAN).getInt();
     }
 
