@@ -9,7 +9,8 @@ JVM must never be forked). Input: one JSON object on the command line::
      "batch": false,         # true: a round submits all prompts at once
      "llm": {...}}           # extra LLM(...) arguments
 
-Output (last stdout line): {"rounds": [[{"tokens": [...], "cached": n, "seconds": s}, ...], ...]}
+Output (last stdout line): {"rounds": [[{"tokens": [...], "cached": n, "seconds": s}, ...], ...],
+"kvtier": {counter: value} when the kvtier worker runs in this process, else {}}
 """
 
 from __future__ import annotations
@@ -57,7 +58,14 @@ def main() -> None:
                 for out in outs
             )
         rounds.append(results)
-    print(json.dumps({"rounds": rounds}), flush=True)
+    stats = {}
+    if spec.get("connector") is not None:
+        from kvtier.vllm.worker import local_worker
+
+        engine_id = str(llm.llm_engine.vllm_config.kv_transfer_config.engine_id)
+        worker = local_worker(engine_id)
+        stats = worker.stats() if worker is not None else {}
+    print(json.dumps({"rounds": rounds, "kvtier": stats}), flush=True)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ def run(
     env: dict[str, str] | None = None,
     batch: bool = False,
     max_tokens: int = 8,
+    stats: dict[str, int] | None = None,
     llm: dict[str, Any] | None = None,
     expect_failure: bool = False,
 ) -> Any:
@@ -71,7 +72,10 @@ def run(
         return proc.stdout + proc.stderr
     assert proc.returncode == 0, f"vLLM run failed:\n{proc.stderr[-6000:]}"
     line = next(x for x in reversed(proc.stdout.splitlines()) if x.startswith('{"rounds"'))
-    return json.loads(line)["rounds"]
+    result = json.loads(line)
+    if stats is not None:
+        stats.update(result["kvtier"])
+    return result["rounds"]
 
 
 def with_settings(**settings: Any) -> dict[str, Any]:

@@ -141,6 +141,7 @@ class KVTierWorker:
         self._load_errors: set[int] = set()
         self._finished_recving: set[str] = set()
         self._meta: KVTierMetadata | None = None
+        self._preempted = 0
 
     # ---- set-up -----------------------------------------------------------------------------
 
@@ -309,6 +310,7 @@ class KVTierWorker:
 
     def handle_preemptions(self, meta: KVTierMetadata) -> None:
         """Waits for in-flight saves out of preempted requests' blocks before vLLM reuses them."""
+        self._preempted += len(meta.preempted)
         tickets = [
             t
             for req_id in meta.preempted
@@ -365,6 +367,7 @@ class KVTierWorker:
         names = [str(n) for n in _jvm.java_class("io.kvtier.engine.KvWorker").statNames()]
         out = self._engine.stats()
         out.update(zip(names, (int(v) for v in self._worker.stats()), strict=True))
+        out["preempted_requests"] = self._preempted
         return out
 
     def shutdown(self) -> None:
