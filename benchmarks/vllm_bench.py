@@ -8,9 +8,12 @@ with one output token; the first request computes and saves, the second loads. P
 and their ratio per size.
 
 ``overhead``: a batch of distinct prompts (nothing can hit) through vLLM without and with kvtier,
-each run in a fresh process, alternating off/on ``--repeats`` times; prints the median throughput
+each run in a fresh process, alternating (off, on, on, off, ...) ``--repeats`` times; prints the
+median throughput
 (prompt + output tokens per second) of each and their ratio. This is the serving cost of the
-connector's lookups and saves when it never helps.
+connector's lookups and saves when it never helps. Both modes run with the same
+``VLLM_CPU_NUM_OF_RESERVED_CPU`` (``--reserved-cpus``): by default vLLM's CPU backend keeps one
+more core out of its compute threads when any KV connector is configured.
 
 Both use the small local model of examples/tiny_model.py.
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -89,15 +93,17 @@ def throughput_once(connector: bool, prompts: int, tokens: int, seed: int) -> fl
     return total / elapsed
 
 
-def overhead(repeats: int, prompts: int, tokens: int) -> None:
+def overhead(repeats: int, prompts: int, tokens: int, reserved_cpus: int) -> None:
     runs: dict[str, list[float]] = {"off": [], "on": []}
     for r in range(repeats):
-        for mode in ("off", "on"):
+        # ABBA order, so drift over the run (heat, page cache) weighs on both modes alike.
+        for mode in ("off", "on") if r % 2 == 0 else ("on", "off"):
             out = subprocess.run(
                 [sys.executable, __file__, "_throughput", mode, str(prompts), str(tokens), str(r)],
                 capture_output=True,
                 text=True,
                 check=True,
+                env={**os.environ, "VLLM_CPU_NUM_OF_RESERVED_CPU": str(reserved_cpus)},
             )
             line = next(x for x in reversed(out.stdout.splitlines()) if x.startswith("{"))
             value = json.loads(line)["tokens_per_s"]
@@ -114,9 +120,16 @@ def main() -> None:
     p = sub.add_parser("ttft")
     p.add_argument("--sizes", type=int, nargs="+", default=[2048, 8192, 16384])
     p = sub.add_parser("overhead")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=4)
     p.add_argument("--prompts", type=int, default=24)
     p.add_argument("--tokens", type=int, default=1024)
+    p.add_argument(
+        "--reserved-cpus",
+        type=int,
+        default=1,
+        help="VLLM_CPU_NUM_OF_RESERVED_CPU for both modes (vLLM reserves one more core when a KV "
+        "connector is configured, which would compare different thread counts)",
+    )
     p = sub.add_parser("_throughput")
     p.add_argument("mode", choices=["on", "off"])
     p.add_argument("prompts", type=int)
@@ -126,7 +139,7 @@ def main() -> None:
     if args.cmd == "ttft":
         ttft(args.sizes)
     elif args.cmd == "overhead":
-        overhead(args.repeats, args.prompts, args.tokens)
+        overhead(args.repeats, args.prompts, args.tokens, args.reserved_cpus)
     else:
         value = throughput_once(args.mode == "on", args.prompts, args.tokens, args.seed)
         print(json.dumps({"tokens_per_s": value}), flush=True)
