@@ -148,3 +148,16 @@ def test_roles_limit_loads_and_saves(role, loads, saves) -> None:
     assert (got > 0) == loads
     meta = s.build_connector_meta(output(new=[("x", [1, 2], 0)], scheduled={"x": 2 * CHUNK}))
     assert any(op.save_to > 0 for op in meta.ops) == saves
+
+
+def test_save_unfull_chunk_saves_the_tail_once_the_prompt_is_computed() -> None:
+    """With save_unfull_chunk a 300-token prompt is saved whole (tail included) once its last
+    token is computed, and not before."""
+    s = KVTierScheduler(vllm_config(), {"chunk_size": CHUNK, "save_unfull_chunk": True})
+    s._lookup = lambda java_id, tokens: (0, 0, False)
+    s.get_num_new_matched_tokens(request("t", 300), 0)
+    assert s.build_connector_meta(output(new=[("t", [1, 2], 0)], scheduled={"t": 200})).ops == []
+    (op,) = s.build_connector_meta(
+        output(cached=[("t", None, 200, False)], scheduled={"t": 100})
+    ).ops
+    assert op.save_to == 300 and op.new_blocks == [1, 2] and op.blocks_at == 0

@@ -167,31 +167,30 @@ def test_chunked_prefill_and_preemption_keep_outputs_identical(model: str) -> No
     assert [r["cached"] for r in warm] == [4 * CHUNK] * 4
 
 
-def test_two_vllm_instances_share_prefixes_through_the_kvtier_server(
-    model: str, tmp_path: Path
-) -> None:
-    """vLLM A stores a prompt in a kvtier cache server; vLLM B (a new process with empty local
-    tiers) loads it from the server in the background and generates the same tokens."""
+@pytest.mark.parametrize("store", ["kvtier-server", "redis"])
+def test_two_vllm_instances_share_prefixes_through_a_remote_store(model: str, store: str) -> None:
+    """vLLM A stores a prompt in a remote store (kvtier's cache server, or a real redis-server);
+    vLLM B (a new process with empty local tiers) loads it from there in the background and
+    generates the same tokens."""
+    import shutil
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "kvtier-server"),
-            "--port",
-            str(port),
-            "--memory-gb",
-            "0.5",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    if store == "redis":
+        if shutil.which("redis-server") is None:
+            pytest.skip("redis-server is not installed (.ci/run installs it)")
+        command = ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"]
+        url = f"redis://127.0.0.1:{port}"
+    else:
+        command = [str(Path(sys.executable).parent / "kvtier-server"), "--port", str(port)]
+        command += ["--memory-gb", "0.5"]
+        url = f"kvtier://127.0.0.1:{port}"
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         _wait_for_port(port, server)
-        settings = with_settings(remote_url=f"kvtier://127.0.0.1:{port}")
+        settings = with_settings(remote_url=url)
         prompt = tiny_model.prompt(3 * CHUNK + 20, seed=30)
         first = run(model, [prompt], settings)[0]
         second = run(model, [prompt], settings)[0]

@@ -4,6 +4,7 @@ import static io.kvtier.Checks.checkAddress;
 import static io.kvtier.Checks.checkNonNegative;
 import static io.kvtier.Checks.checkPositive;
 
+import io.kvtier.DaemonThreads;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.util.ArrayList;
@@ -12,7 +13,6 @@ import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
-import java.util.concurrent.atomic.AtomicInteger;
 import java.util.zip.CRC32;
 
 /**
@@ -156,14 +156,8 @@ public final class HostMemory {
     static final ExecutorService EXECUTOR = newPool();
 
     private static ExecutorService newPool() {
-      AtomicInteger n = new AtomicInteger();
       return Executors.newFixedThreadPool(
-          Runtime.getRuntime().availableProcessors(),
-          r -> {
-            Thread t = new Thread(r, "kvtier-copy-" + n.getAndIncrement());
-            t.setDaemon(true);
-            return t;
-          });
+          Runtime.getRuntime().availableProcessors(), DaemonThreads.numbered("kvtier-copy-"));
     }
   }
 }

@@ -2,6 +2,7 @@ package io.kvtier.disk;
 
 import static io.kvtier.Checks.checkPositive;
 
+import io.kvtier.DaemonThreads;
 import io.kvtier.config.ConfigException;
 import io.kvtier.config.DiskSharding;
 import io.kvtier.config.KvTierConfig;
@@ -197,16 +198,9 @@ public final class DiskStore implements KvStore {
     }
     rebuildIndex();
     this.workers = new IoWorkers(settings.writeThreads(), 3, "kvtier-disk-io-");
-    AtomicInteger m = new AtomicInteger();
     this.readers =
         Executors.newFixedThreadPool(
-            settings.readThreads(), r -> daemon(r, "kvtier-disk-read-" + m.getAndIncrement()));
-  }
-
-  private static Thread daemon(Runnable r, String name) {
-    Thread t = new Thread(r, name);
-    t.setDaemon(true);
-    return t;
+            settings.readThreads(), DaemonThreads.numbered("kvtier-disk-read-"));
   }
 
   private void prepareDirectory(Path dir) {

@@ -3,6 +3,7 @@ package io.kvtier.engine;
 import static io.kvtier.Checks.checkNonNegative;
 import static io.kvtier.Checks.checkPositive;
 
+import io.kvtier.DaemonThreads;
 import io.kvtier.bridge.HostMemory;
 import io.kvtier.config.KvTierConfig;
 import io.kvtier.disk.DiskStore;
@@ -192,12 +193,7 @@ public final class KvEngine implements AutoCloseable {
             cpu, lower, config.copyDownThreads(), config.copyDownQueue(), config.localCpu());
     if (startPinMonitor) {
       this.pinMonitor =
-          Executors.newSingleThreadScheduledExecutor(
-              r -> {
-                Thread t = new Thread(r, "kvtier-pin-monitor");
-                t.setDaemon(true);
-                return t;
-              });
+          Executors.newSingleThreadScheduledExecutor(DaemonThreads.named("kvtier-pin-monitor"));
       long every = config.pinCheckIntervalSec();
       pinMonitor.scheduleWithFixedDelay(this::expirePins, every, every, TimeUnit.SECONDS);
     } else {

@@ -3,6 +3,7 @@ package io.kvtier.engine;
 import static io.kvtier.Checks.checkNonNegative;
 import static io.kvtier.Checks.checkPositive;
 
+import io.kvtier.DaemonThreads;
 import io.kvtier.bridge.HostMemory;
 import io.kvtier.store.ErrorTally;
 import io.kvtier.transfer.PagedKvCache;
@@ -18,7 +19,6 @@ import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
-import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.atomic.LongAdder;
 
@@ -92,15 +92,9 @@ public final class KvWorker implements AutoCloseable {
               + " bytes per token; the engine was opened for "
               + bytesPerToken);
     }
-    AtomicInteger n = new AtomicInteger();
     this.transfers =
         Executors.newFixedThreadPool(
-            checkPositive(threads, "threads"),
-            r -> {
-              Thread t = new Thread(r, "kvtier-transfer-" + n.getAndIncrement());
-              t.setDaemon(true);
-              return t;
-            });
+            checkPositive(threads, "threads"), DaemonThreads.numbered("kvtier-transfer-"));
   }
 
   // ---- saves ----------------------------------------------------------------------------------

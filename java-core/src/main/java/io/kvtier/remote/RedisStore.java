@@ -2,6 +2,7 @@ package io.kvtier.remote;
 
 import static io.kvtier.Checks.checkPositive;
 
+import io.kvtier.DaemonThreads;
 import io.kvtier.config.ConfigException;
 import io.kvtier.key.ChunkKey;
 import io.kvtier.memory.ChunkBuffer;
@@ -175,12 +176,7 @@ public final class RedisStore implements KvStore {
       throw new ConfigException("remote_url=" + url + " is malformed: " + e.getMessage());
     }
     this.reconnector =
-        Executors.newSingleThreadScheduledExecutor(
-            r -> {
-              Thread t = new Thread(r, "kvtier-remote-connect");
-              t.setDaemon(true);
-              return t;
-            });
+        Executors.newSingleThreadScheduledExecutor(DaemonThreads.named("kvtier-remote-connect"));
     if (!tryConnect()) {
       reconnector.scheduleWithFixedDelay(
           () -> {

@@ -2,6 +2,7 @@ package io.kvtier.server;
 
 import static io.kvtier.Checks.checkPositive;
 
+import io.kvtier.DaemonThreads;
 import io.kvtier.config.CachePolicy;
 import io.kvtier.config.DiskSharding;
 import io.kvtier.disk.DiskStore;
@@ -38,7 +39,6 @@ import java.util.Locale;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.TimeUnit;
-import java.util.concurrent.atomic.AtomicInteger;
 
 /**
  * kvtier's cache server: one process that several vLLM instances point {@code remote_url:
@@ -119,15 +119,9 @@ public final class CacheServer implements AutoCloseable {
               NioDiskIo.INSTANCE));
     }
     this.store = new TieredStore(cpu, lower, 2, 1024);
-    AtomicInteger n = new AtomicInteger();
     this.workers =
         Executors.newFixedThreadPool(
-            settings.workerThreads(),
-            r -> {
-              Thread t = new Thread(r, "kvtier-server-worker-" + n.getAndIncrement());
-              t.setDaemon(true);
-              return t;
-            });
+            settings.workerThreads(), DaemonThreads.numbered("kvtier-server-worker-"));
     boolean epoll = Epoll.isAvailable();
     var factory = epoll ? EpollIoHandler.newFactory() : NioIoHandler.newFactory();
     this.boss = new MultiThreadIoEventLoopGroup(1, factory);

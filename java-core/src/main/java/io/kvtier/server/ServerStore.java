@@ -2,6 +2,7 @@ package io.kvtier.server;
 
 import static io.kvtier.Checks.checkPositive;
 
+import io.kvtier.DaemonThreads;
 import io.kvtier.config.ConfigException;
 import io.kvtier.key.ChunkKey;
 import io.kvtier.memory.ChunkBuffer;
@@ -105,12 +106,7 @@ public final class ServerStore implements KvStore {
     this.maxValueBytes = checkPositive(maxValueBytes, "maxValueBytes");
     this.buffers = buffers;
     this.reconnector =
-        Executors.newSingleThreadScheduledExecutor(
-            r -> {
-              Thread t = new Thread(r, "kvtier-server-connect");
-              t.setDaemon(true);
-              return t;
-            });
+        Executors.newSingleThreadScheduledExecutor(DaemonThreads.named("kvtier-server-connect"));
     tryConnect();
     reconnector.scheduleWithFixedDelay(
         () -> {

@@ -2,6 +2,7 @@ package io.kvtier.store;
 
 import static io.kvtier.Checks.checkPositive;
 
+import io.kvtier.DaemonThreads;
 import io.kvtier.key.ChunkKey;
 import io.kvtier.memory.ChunkBuffer;
 import java.io.IOException;
@@ -10,7 +11,6 @@ import java.util.concurrent.ArrayBlockingQueue;
 import java.util.concurrent.RejectedExecutionException;
 import java.util.concurrent.ThreadPoolExecutor;
 import java.util.concurrent.TimeUnit;
-import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.LongAdder;
 
 /**
@@ -75,7 +75,6 @@ public final class TieredStore implements KvStore {
     this.lower = List.copyOf(lower);
     checkPositive(copyDownThreads, "copyDownThreads");
     checkPositive(copyDownQueue, "copyDownQueue");
-    AtomicInteger n = new AtomicInteger();
     this.copyDown =
         new ThreadPoolExecutor(
             copyDownThreads,
@@ -83,11 +82,7 @@ public final class TieredStore implements KvStore {
             30,
             TimeUnit.SECONDS,
             new ArrayBlockingQueue<>(copyDownQueue),
-            r -> {
-              Thread t = new Thread(r, "kvtier-copy-down-" + n.getAndIncrement());
-              t.setDaemon(true);
-              return t;
-            },
+            DaemonThreads.numbered("kvtier-copy-down-"),
             new ThreadPoolExecutor.AbortPolicy());
     this.copyDown.allowCoreThreadTimeOut(true);
   }
