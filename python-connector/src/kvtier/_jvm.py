@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import jpype
+import jpype.config
 
 from kvtier.errors import (
     ConfigError,
@@ -272,6 +273,11 @@ def start(heap: str | None = None, options: Sequence[str] | None = None) -> JvmI
         classpath = _classpath(LIB_DIR)
         opts = requested if requested is not None else _options(None, None)
         libjvm = _libjvm(java_home)
+        # At interpreter exit JPype detaches Python but does not destroy the JVM: DestroyJavaVM
+        # there crashed the process (SIGSEGV in JPype's atexit hook) after torch and kvtier's
+        # threads had run in it. Nothing is lost by skipping it: the embedded JVM registers no
+        # shutdown hooks, chunks are visible only once fully written, and the OS reclaims the rest.
+        jpype.config.destroy_jvm = False
         try:
             jpype.startJVM(str(libjvm), *opts, classpath=list(classpath), convertStrings=True)
         except Exception as e:  # JPype raises OSError, RuntimeError or TypeError here
