@@ -9,6 +9,7 @@ vLLM keeps the blocks until the worker reports the request finished).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,10 @@ logger = logging.getLogger(__name__)
 
 _LOCAL: dict[str, KVTierWorker] = {}
 _LOCAL_LOCK = threading.Lock()
+
+COPY_THREADS = min(4, os.cpu_count() or 1)
+"""Threads one whole-chunk save or load splits its layers over (the caller's and the copy pool's):
+one thread cannot reach memory bandwidth with the short runs of a paged cache."""
 
 SAVE_WAIT_MILLIS = 60_000
 """How long a preemption or shutdown waits for a request's saves, in milliseconds."""
@@ -171,7 +176,7 @@ class KVTierWorker:
         self._engine = Engine(engine_layout, self._settings)
         addresses = np.array([t.data_ptr() for t in kv_caches.values()], dtype=np.int64)
         cache = _jvm.java_class("io.kvtier.transfer.PagedKvCache").ofAddresses(
-            _jvm.long_array(addresses), paged
+            _jvm.long_array(addresses), paged, COPY_THREADS
         )
         self._worker = _jvm.new(
             "io.kvtier.engine.KvWorker", self._engine.java, cache, self._transfer_threads

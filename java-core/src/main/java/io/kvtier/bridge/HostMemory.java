@@ -133,6 +133,47 @@ public final class HostMemory {
     }
   }
 
+  /**
+   * Runs {@code tasks} at once, the first on the calling thread and the others on the shared copy
+   * pool, and returns when all are done. A task's {@link RuntimeException} is rethrown (the first
+   * one in task order) after all have finished. Must not be called from a copy-pool thread.
+   *
+   * @throws IllegalStateException if the calling thread is interrupted (the flag is restored)
+   */
+  public static void runParallel(Runnable[] tasks) {
+    List<Future<?>> pending = new ArrayList<>(tasks.length);
+    for (int i = 1; i < tasks.length; i++) {
+      pending.add(CopyPool.EXECUTOR.submit(tasks[i]));
+    }
+    RuntimeException first = null;
+    try {
+      if (tasks.length > 0) {
+        tasks[0].run();
+      }
+    } catch (RuntimeException e) {
+      first = e;
+    }
+    for (Future<?> f : pending) {
+      try {
+        f.get();
+      } catch (InterruptedException e) {
+        Thread.currentThread().interrupt();
+        pending.forEach(p -> p.cancel(false));
+        throw new IllegalStateException("interrupted while waiting for parallel copies", e);
+      } catch (ExecutionException e) {
+        if (first == null) {
+          first =
+              e.getCause() instanceof RuntimeException r
+                  ? r
+                  : new IllegalStateException("a parallel copy failed", e.getCause());
+        }
+      }
+    }
+    if (first != null) {
+      throw first;
+    }
+  }
+
   private static long alignUp(long value, long alignment) {
     return (value + alignment - 1) / alignment * alignment;
   }

@@ -17,6 +17,7 @@ import java.util.Objects;
 public final class PagedKvCache {
   private final MemorySegment[] layers;
   private final PagedLayout layout;
+  private final int threads;
 
   /**
    * Views {@code layers} (one segment per layer, in model order).
@@ -24,6 +25,18 @@ public final class PagedKvCache {
    * @throws IllegalArgumentException if there is no layer or a segment is smaller than the layout
    */
   public PagedKvCache(MemorySegment[] layers, PagedLayout layout) {
+    this(layers, layout, 1);
+  }
+
+  /**
+   * Like {@link #PagedKvCache(MemorySegment[], PagedLayout)}; whole-chunk {@link #gather} and
+   * {@link #scatter} split the layers over {@code threads} threads (the caller's and the shared
+   * copy pool's).
+   *
+   * @throws IllegalArgumentException also if {@code threads <= 0}
+   */
+  public PagedKvCache(MemorySegment[] layers, PagedLayout layout, int threads) {
+    this.threads = io.kvtier.Checks.checkPositive(threads, "threads");
     this.layout = Objects.requireNonNull(layout, "layout");
     if (layers.length == 0) {
       throw new IllegalArgumentException("a KV cache needs at least one layer");
@@ -48,7 +61,7 @@ public final class PagedKvCache {
    *
    * @throws IllegalArgumentException if an address is 0
    */
-  public static PagedKvCache ofAddresses(long[] addresses, PagedLayout layout) {
+  public static PagedKvCache ofAddresses(long[] addresses, PagedLayout layout, int threads) {
     MemorySegment[] segs = new MemorySegment[addresses.length];
     for (int l = 0; l < addresses.length; l++) {
       if (addresses[l] == 0) {
@@ -56,7 +69,7 @@ public final class PagedKvCache {
       }
       segs[l] = HostMemory.view(addresses[l], layout.tensorBytes());
     }
-    return new PagedKvCache(segs, layout);
+    return new PagedKvCache(segs, layout, threads);
   }
 
   public int layerCount() {
@@ -81,9 +94,7 @@ public final class PagedKvCache {
    */
   public void gather(int[] blockIds, int firstToken, int count, MemorySegment chunk) {
     long[] slots = slots(blockIds, firstToken, count);
-    for (int l = 0; l < layers.length; l++) {
-      moveLayer(l, slots, chunk, count, 0, count, false);
-    }
+    forLayers(l -> moveLayer(l, slots, chunk, count, 0, count, false));
   }
 
   /** {@link #gather} of one layer only (layerwise saves). */
@@ -101,9 +112,30 @@ public final class PagedKvCache {
   public void scatter(
       MemorySegment chunk, int rowTokens, int[] blockIds, int chunkStart, int skip, int count) {
     long[] slots = slots(blockIds, chunkStart + skip, count);
-    for (int l = 0; l < layers.length; l++) {
-      moveLayer(l, slots, chunk, rowTokens, skip, count, true);
+    forLayers(l -> moveLayer(l, slots, chunk, rowTokens, skip, count, true));
+  }
+
+  /** Runs {@code move} for every layer, the layers split in contiguous runs over the threads. */
+  private void forLayers(java.util.function.IntConsumer move) {
+    int parts = Math.min(threads, layers.length);
+    if (parts == 1) {
+      for (int l = 0; l < layers.length; l++) {
+        move.accept(l);
+      }
+      return;
     }
+    Runnable[] tasks = new Runnable[parts];
+    for (int p = 0; p < parts; p++) {
+      int from = p * layers.length / parts;
+      int to = (p + 1) * layers.length / parts;
+      tasks[p] =
+          () -> {
+            for (int l = from; l < to; l++) {
+              move.accept(l);
+            }
+          };
+    }
+    HostMemory.runParallel(tasks);
   }
 
   /** {@link #scatter} of one layer only (layerwise loads). */

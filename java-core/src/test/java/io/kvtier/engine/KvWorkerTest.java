@@ -23,7 +23,7 @@ import java.util.stream.IntStream;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
-import org.junit.jupiter.params.provider.ValueSource;
+import org.junit.jupiter.params.provider.CsvSource;
 
 class KvWorkerTest {
   static final int CHUNK = 16;
@@ -38,13 +38,17 @@ class KvWorkerTest {
   private KvWorker worker;
 
   KvWorker open(Map<String, ?> settings, PagedLayout l) {
+    return open(settings, l, 1);
+  }
+
+  KvWorker open(Map<String, ?> settings, PagedLayout l, int copyThreads) {
     Map<String, Object> s = new HashMap<>(Map.of("chunk_size", CHUNK));
     s.putAll(settings);
     for (int i = 0; i < LAYERS; i++) {
       layers[i] = arena.allocate(l.tensorBytes(), 64);
       fillRandom(layers[i], 100 + i);
     }
-    PagedKvCache cache = new PagedKvCache(layers, l);
+    PagedKvCache cache = new PagedKvCache(layers, l, copyThreads);
     engine =
         new KvEngine(
             KvTierConfig.of(s),
@@ -116,8 +120,8 @@ class KvWorkerTest {
   }
 
   @ParameterizedTest
-  @ValueSource(strings = {"cpu", "nhd", "hnd", "flashinfer"})
-  void savedTokensLoadIntoOtherBlocksByteForByte(String kind) {
+  @CsvSource({"cpu,1", "cpu,2", "nhd,1", "nhd,3", "hnd,1", "flashinfer,1"})
+  void savedTokensLoadIntoOtherBlocksByteForByte(String kind, int copyThreads) {
     PagedLayout l =
         switch (kind) {
           case "cpu" -> layout;
@@ -125,7 +129,7 @@ class KvWorkerTest {
           case "hnd" -> PagedLayout.flashAttnHnd(BLOCKS, BLOCK, 2, 4, 2);
           default -> PagedLayout.flashInfer(BLOCKS, BLOCK, 2, 4, 2);
         };
-    open(Map.of(), l);
+    open(Map.of(), l, copyThreads);
     int[] p = prompt(48, 1);
     int[] src = blocks(0, 1, 6);
     int[] dst = blocks(20, 3, 6);
