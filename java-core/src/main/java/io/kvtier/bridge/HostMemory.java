@@ -90,16 +90,13 @@ public final class HostMemory {
       return;
     }
     long sliceBytes = alignUp(Math.ceilDiv(byteCount, slices), PARALLEL_SLICE_ALIGN_BYTES);
-    List<Future<?>> pending = new ArrayList<>(slices);
-    long offset = sliceBytes; // the caller copies slice 0 itself
-    while (offset < byteCount) {
+    List<Runnable> tasks = new ArrayList<>(slices);
+    for (long offset = 0; offset < byteCount; offset += sliceBytes) {
       long from = offset;
       long length = Math.min(sliceBytes, byteCount - from);
-      pending.add(CopyPool.EXECUTOR.submit(() -> MemorySegment.copy(src, from, dst, from, length)));
-      offset += sliceBytes;
+      tasks.add(() -> MemorySegment.copy(src, from, dst, from, length));
     }
-    MemorySegment.copy(src, 0, dst, 0, Math.min(sliceBytes, byteCount));
-    awaitAll(pending);
+    runParallel(tasks.toArray(new Runnable[0]));
   }
 
   /**
@@ -176,20 +173,6 @@ public final class HostMemory {
 
   private static long alignUp(long value, long alignment) {
     return (value + alignment - 1) / alignment * alignment;
-  }
-
-  private static void awaitAll(List<Future<?>> pending) {
-    try {
-      for (Future<?> f : pending) {
-        f.get();
-      }
-    } catch (InterruptedException e) {
-      Thread.currentThread().interrupt();
-      pending.forEach(f -> f.cancel(false));
-      throw new IllegalStateException("interrupted while waiting for a parallel copy", e);
-    } catch (ExecutionException e) {
-      throw new IllegalStateException("a parallel copy slice failed", e.getCause());
-    }
   }
 
   /** Holder for the lazily created copy pool (initialised on first parallel copy). */
