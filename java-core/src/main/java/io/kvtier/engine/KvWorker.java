@@ -62,7 +62,8 @@ public final class KvWorker implements AutoCloseable {
   private final LongAdder failedLoads = new LongAdder();
 
   /** A save between {@link #beginSave} and {@link #endSave}. */
-  private record SaveOp(long engineHandle, int[] blockIds, int tokenCount, long[] addresses) {}
+  private record SaveOp(
+      long engineHandle, int[] blockIds, int tokenCount, long[] addresses, boolean[] failed) {}
 
   /** A load between {@link #beginLoad} and {@link #endLoad}: chunks from {@code firstChunk}. */
   private record LoadOp(
@@ -113,15 +114,9 @@ public final class KvWorker implements AutoCloseable {
     if (handle == 0) {
       return 0;
     }
-    boolean ok = false;
-    try {
-      SaveOp op = saves.get(handle);
-      forEachSaved(op, (seg, start, n) -> cache.gather(op.blockIds, start, n, seg));
-      ok = true;
-    } catch (RuntimeException e) {
-      errors.record("save failed", "a save was discarded", e);
-    }
-    return endSave(handle, ok);
+    SaveOp op = saves.get(handle);
+    copySaved(op, (seg, start, n) -> cache.gather(op.blockIds, start, n, seg));
+    return endSave(handle, true);
   }
 
   /**
@@ -156,21 +151,28 @@ public final class KvWorker implements AutoCloseable {
             prepared[0],
             blockIds,
             tokenCount,
-            java.util.Arrays.copyOfRange(prepared, 1, prepared.length)));
+            java.util.Arrays.copyOfRange(prepared, 1, prepared.length),
+            new boolean[1]));
     return h;
   }
 
-  /** Copies layer {@code layer} of the tokens of a {@link #beginSave}. */
+  /**
+   * Copies layer {@code layer} of the tokens of a {@link #beginSave}. A copy that fails (a bad
+   * block table) is counted and makes {@link #endSave} discard the save; it does not throw.
+   *
+   * @throws IllegalArgumentException if the handle is unknown or ended
+   */
   public void saveLayer(long handle, int layer) {
     SaveOp op = saves.get(handle);
     if (op == null) {
       throw new IllegalArgumentException("unknown or ended save handle " + handle);
     }
-    forEachSaved(op, (seg, start, n) -> cache.gatherLayer(layer, op.blockIds, start, n, seg));
+    copySaved(op, (seg, start, n) -> cache.gatherLayer(layer, op.blockIds, start, n, seg));
   }
 
   /**
-   * Ends a save: with {@code ok} its chunks become visible, otherwise they are discarded.
+   * Ends a save: with {@code ok}, and no copy of it failed, its chunks become visible; otherwise
+   * they are discarded.
    *
    * @return chunks stored
    */
@@ -179,6 +181,7 @@ public final class KvWorker implements AutoCloseable {
     if (op == null) {
       throw new IllegalArgumentException("unknown or ended save handle " + handle);
     }
+    ok &= !op.failed[0];
     if (!ok) {
       failedSaves.increment();
     }
@@ -190,6 +193,19 @@ public final class KvWorker implements AutoCloseable {
   @FunctionalInterface
   private interface ChunkCopy {
     void copy(MemorySegment chunk, int firstToken, int tokens);
+  }
+
+  /** Runs {@code copy} over a save's chunks unless one failed; a failure is recorded on it. */
+  private void copySaved(SaveOp op, ChunkCopy copy) {
+    if (op.failed[0]) {
+      return;
+    }
+    try {
+      forEachSaved(op, copy);
+    } catch (RuntimeException e) {
+      op.failed[0] = true;
+      errors.record("save failed", "a save was discarded", e);
+    }
   }
 
   private void forEachSaved(SaveOp op, ChunkCopy copy) {
@@ -212,13 +228,8 @@ public final class KvWorker implements AutoCloseable {
   public int load(int[] tokens, int storedTokens, int[] blockIds, int from, int to) {
     long h = beginLoad(tokens, storedTokens, blockIds, from, to);
     LoadOp op = loads.get(h);
-    try {
-      forEachLoaded(
-          op, (seg, rows, start, skip, n) -> cache.scatter(seg, rows, op.blockIds, start, skip, n));
-    } catch (RuntimeException e) {
-      op.failed[0] = true;
-      errors.record("load failed", "a load was abandoned; its tokens are recomputed", e);
-    }
+    copyLoaded(
+        op, (seg, rows, start, skip, n) -> cache.scatter(seg, rows, op.blockIds, start, skip, n));
     return endLoad(h);
   }
 
@@ -265,18 +276,10 @@ public final class KvWorker implements AutoCloseable {
     if (op == null) {
       throw new IllegalArgumentException("unknown or ended load handle " + handle);
     }
-    if (op.failed[0]) {
-      return;
-    }
-    try {
-      forEachLoaded(
-          op,
-          (seg, rows, start, skip, n) ->
-              cache.scatterLayer(layer, seg, rows, op.blockIds, start, skip, n));
-    } catch (RuntimeException e) {
-      op.failed[0] = true;
-      errors.record("load failed", "a load was abandoned; its tokens are recomputed", e);
-    }
+    copyLoaded(
+        op,
+        (seg, rows, start, skip, n) ->
+            cache.scatterLayer(layer, seg, rows, op.blockIds, start, skip, n));
   }
 
   /**
@@ -309,6 +312,19 @@ public final class KvWorker implements AutoCloseable {
   @FunctionalInterface
   private interface RangeCopy {
     void copy(MemorySegment chunk, int rowTokens, int chunkStart, int skip, int count);
+  }
+
+  /** Runs {@code copy} over a load's chunks unless one failed; a failure is recorded on it. */
+  private void copyLoaded(LoadOp op, RangeCopy copy) {
+    if (op.failed[0]) {
+      return;
+    }
+    try {
+      forEachLoaded(op, copy);
+    } catch (RuntimeException e) {
+      op.failed[0] = true;
+      errors.record("load failed", "a load was abandoned; its tokens are recomputed", e);
+    }
   }
 
   private void forEachLoaded(LoadOp op, RangeCopy copy) {

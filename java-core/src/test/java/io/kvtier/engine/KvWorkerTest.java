@@ -258,6 +258,19 @@ class KvWorkerTest {
   }
 
   @Test
+  void layerwiseSaveWithABadBlockTableIsDiscardedNotThrown() {
+    open();
+    int[] p = prompt(32, 13);
+    long h = worker.beginSave(p, 32, blocks(0, 1, 2), 0); // the table covers 16 of 32 tokens
+    for (int l = 0; l < LAYERS; l++) {
+      worker.saveLayer(h, l);
+    }
+    assertEquals(0, worker.endSave(h, true));
+    assertEquals(0, engine.lookup(p, 32));
+    assertEquals(1, worker.stats()[2], "failed saves");
+  }
+
+  @Test
   void backgroundSavesAndLoadsReportTheirTickets() throws Exception {
     open();
     int[] p = prompt(64, 9);
