@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -172,9 +175,6 @@ def test_two_vllm_instances_share_prefixes_through_a_remote_store(model: str, st
     """vLLM A stores a prompt in a remote store (kvtier's cache server, or a real redis-server);
     vLLM B (a new process with empty local tiers) loads it from there in the background and
     generates the same tokens."""
-    import shutil
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -203,9 +203,6 @@ def test_two_vllm_instances_share_prefixes_through_a_remote_store(model: str, st
 
 
 def _wait_for_port(port: int, proc: subprocess.Popen[str]) -> None:
-    import socket
-    import time
-
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:

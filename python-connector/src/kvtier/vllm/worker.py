@@ -30,6 +30,9 @@ logger = logging.getLogger(__name__)
 _LOCAL: dict[str, KVTierWorker] = {}
 _LOCAL_LOCK = threading.Lock()
 
+TRANSFER_THREADS = 2
+"""Threads that run background saves and loads (``kvtier-transfer-N``)."""
+
 COPY_THREADS = min(4, os.cpu_count() or 1)
 """Threads one whole-chunk save or load splits its layers over (the caller's and the copy pool's):
 one thread cannot reach memory bandwidth with the short runs of a paged cache."""
@@ -131,7 +134,6 @@ class KVTierWorker:
         config = _jvm.java_class("io.kvtier.config.KvTierConfig").load(settings)
         self._layerwise = bool(config.useLayerwise())
         self._chunk_tokens = int(config.chunkTokens())
-        self._transfer_threads = 2
         self._engine_id = str(vllm_config.kv_transfer_config.engine_id)
         self._engine: Engine | None = None
         self._worker: Any = None
@@ -179,7 +181,7 @@ class KVTierWorker:
             _jvm.long_array(addresses), paged, COPY_THREADS
         )
         self._worker = _jvm.new(
-            "io.kvtier.engine.KvWorker", self._engine.java, cache, self._transfer_threads
+            "io.kvtier.engine.KvWorker", self._engine.java, cache, TRANSFER_THREADS
         )
         self._server = start_server(self._engine, socket_path(self._engine_id, rank))
         with _LOCAL_LOCK:
