@@ -6,7 +6,7 @@ import static io.kvtier.Checks.checkPositive;
 import io.kvtier.DaemonThreads;
 import io.kvtier.bridge.HostMemory;
 import io.kvtier.store.ErrorTally;
-import io.kvtier.transfer.PagedKvCache;
+import io.kvtier.transfer.KvCacheTransfer;
 import java.lang.foreign.MemorySegment;
 import java.util.ArrayList;
 import java.util.List;
@@ -38,6 +38,10 @@ import java.util.concurrent.atomic.LongAdder;
  * and the first of each kind is logged. Bad arguments (a block table too short for the tokens, a
  * block id outside the cache) are such failures too, since they come from the running engine.
  *
+ * <p>Copies may be asynchronous ({@link KvCacheTransfer}): {@link #endSave} and {@link #endLoad}
+ * wait for the calling thread's copies before chunks become visible or are released, so a save's or
+ * load's layers must be copied on the thread that ends it.
+ *
  * <p>Background operations ({@link #submitSave}, {@link #submitLoad}) run on {@code
  * kvtier-transfer-N} threads; their results are collected with {@link #drainCompleted}.
  * Thread-safe.
@@ -46,7 +50,7 @@ public final class KvWorker implements AutoCloseable {
   private static final System.Logger LOG = System.getLogger(KvWorker.class.getName());
 
   private final KvEngine engine;
-  private final PagedKvCache cache;
+  private final KvCacheTransfer cache;
   private final int chunkTokens;
   private final long bytesPerToken;
   private final ExecutorService transfers;
@@ -81,7 +85,7 @@ public final class KvWorker implements AutoCloseable {
    *
    * @throws IllegalArgumentException if the cache's bytes per token differ from the engine's
    */
-  public KvWorker(KvEngine engine, PagedKvCache cache, int threads) {
+  public KvWorker(KvEngine engine, KvCacheTransfer cache, int threads) {
     this.engine = engine;
     this.cache = cache;
     this.chunkTokens = engine.chunkTokens();
@@ -181,6 +185,7 @@ public final class KvWorker implements AutoCloseable {
     if (op == null) {
       throw new IllegalArgumentException("unknown or ended save handle " + handle);
     }
+    awaitCopies(op.failed, "save failed", "a save was discarded");
     ok &= !op.failed[0];
     if (!ok) {
       failedSaves.increment();
@@ -213,6 +218,21 @@ public final class KvWorker implements AutoCloseable {
       if (op.addresses[c] != 0) {
         int n = engine.chunkTokensAt(c, op.tokenCount);
         copy.copy(segment(op.addresses[c], n), c * chunkTokens, n);
+      }
+    }
+  }
+
+  /**
+   * Waits for the calling thread's copies ({@link KvCacheTransfer#complete}); a failure marks the
+   * operation failed. Runs even for a failed operation, so no copy outlives its chunks.
+   */
+  private void awaitCopies(boolean[] failed, String kind, String consequence) {
+    try {
+      cache.complete();
+    } catch (RuntimeException e) {
+      if (!failed[0]) {
+        failed[0] = true;
+        errors.record(kind, consequence, e);
       }
     }
   }
@@ -292,6 +312,8 @@ public final class KvWorker implements AutoCloseable {
     if (op == null) {
       throw new IllegalArgumentException("unknown or ended load handle " + handle);
     }
+    // The chunks are released only once no copy reads them any more.
+    awaitCopies(op.failed, "load failed", "a load was abandoned; its tokens are recomputed");
     if (op.engineHandle != 0) {
       engine.completeLoad(op.engineHandle);
     }
@@ -436,7 +458,7 @@ public final class KvWorker implements AutoCloseable {
     return new String[] {"saved_chunks", "loaded_tokens", "failed_saves", "failed_loads"};
   }
 
-  public PagedKvCache cache() {
+  public KvCacheTransfer cache() {
     return cache;
   }
 

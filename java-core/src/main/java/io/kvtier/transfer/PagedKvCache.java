@@ -5,16 +5,13 @@ import java.lang.foreign.MemorySegment;
 import java.util.Objects;
 
 /**
- * A model's paged KV cache in host memory — one tensor per layer, all of one {@link PagedLayout} —
- * addressed by a request's block table, and the chunk layout its tokens are stored in.
- *
- * <p>A chunk of {@code n} tokens holds every layer in turn: layer {@code l} starts at {@code l * n
- * * layout.tokenBytes()} and is laid out as {@link HostKvTransfer} writes one layer. Prompt token
- * {@code t} lives in slot {@code blockIds[t / blockSize] * blockSize + t % blockSize}.
+ * A model's paged KV cache in host memory — one tensor per layer, all of one {@link PagedLayout}
+ * (vLLM's CPU backend) — with the chunk layout of {@link KvCacheTransfer}. Copies finish before the
+ * methods return.
  *
  * <p>Immutable; thread-safe as long as callers do not move the same tokens concurrently.
  */
-public final class PagedKvCache {
+public final class PagedKvCache implements KvCacheTransfer {
   private final MemorySegment[] layers;
   private final PagedLayout layout;
   private final int threads;
@@ -72,43 +69,29 @@ public final class PagedKvCache {
     return new PagedKvCache(segs, layout, threads);
   }
 
+  @Override
   public int layerCount() {
     return layers.length;
   }
 
+  @Override
   public PagedLayout layout() {
     return layout;
   }
 
-  /** Bytes one token takes in a chunk: every layer, K and V. */
-  public long tokenBytes() {
-    return layers.length * layout.tokenBytes();
-  }
-
-  /**
-   * Copies prompt tokens {@code [firstToken, firstToken + count)} of every layer into {@code chunk}
-   * (a chunk of {@code count} tokens).
-   *
-   * @throws IllegalArgumentException if the block table does not cover the tokens, a block id is
-   *     outside the cache, or the chunk is too small
-   */
+  @Override
   public void gather(int[] blockIds, int firstToken, int count, MemorySegment chunk) {
     long[] slots = slots(blockIds, firstToken, count);
     forLayers(l -> moveLayer(l, slots, chunk, count, 0, count, false));
   }
 
-  /** {@link #gather} of one layer only (layerwise saves). */
+  @Override
   public void gatherLayer(
       int layer, int[] blockIds, int firstToken, int count, MemorySegment chunk) {
     moveLayer(checkLayer(layer), slots(blockIds, firstToken, count), chunk, count, 0, count, false);
   }
 
-  /**
-   * Copies tokens {@code [skip, skip + count)} of a stored chunk of {@code rowTokens} tokens, whose
-   * token 0 is prompt token {@code chunkStart}, into every layer's slots.
-   *
-   * @throws IllegalArgumentException as {@link #gather}, or if the range is outside the chunk
-   */
+  @Override
   public void scatter(
       MemorySegment chunk, int rowTokens, int[] blockIds, int chunkStart, int skip, int count) {
     long[] slots = slots(blockIds, chunkStart + skip, count);
@@ -138,7 +121,7 @@ public final class PagedKvCache {
     HostMemory.runParallel(tasks);
   }
 
-  /** {@link #scatter} of one layer only (layerwise loads). */
+  @Override
   public void scatterLayer(
       int layer,
       MemorySegment chunk,
@@ -172,36 +155,7 @@ public final class PagedKvCache {
     return layer;
   }
 
-  /**
-   * The slots of prompt tokens {@code [first, first + count)} under the block table.
-   *
-   * @throws IllegalArgumentException if the table is too short or a block id is out of range
-   */
   long[] slots(int[] blockIds, int first, int count) {
-    int bs = layout.blockSize();
-    if (first < 0 || count < 0) {
-      throw new IllegalArgumentException("bad token range " + first + " + " + count);
-    }
-    long last = (long) first + count;
-    if (count > 0 && (last - 1) / bs >= blockIds.length) {
-      throw new IllegalArgumentException(
-          "tokens up to "
-              + last
-              + " need "
-              + ((last - 1) / bs + 1)
-              + " blocks; the block table has "
-              + blockIds.length);
-    }
-    long[] slots = new long[count];
-    for (int i = 0; i < count; i++) {
-      int t = first + i;
-      int block = blockIds[t / bs];
-      if (block < 0 || block >= layout.numBlocks()) {
-        throw new IllegalArgumentException(
-            "block id " + block + " is outside 0.." + (layout.numBlocks() - 1));
-      }
-      slots[i] = (long) block * bs + t % bs;
-    }
-    return slots;
+    return KvCacheTransfer.slots(layout, blockIds, first, count);
   }
 }

@@ -16,6 +16,7 @@ import static io.kvtier.Checks.checkPositive;
  *   flashInfer    [blocks, 2, blockSize, heads, headSize]
  *   mla           [blocks, blockSize, headSize]             (one latent vector per token)
  *   cpuBackend    [blocks, heads, 2, blockSize, headSize]   (vLLM CPU_ATTN; seen in 0.32)
+ *   splitKv       [blocks, heads, blockSize, 2 * headSize]  (vLLM 0.32 GPU backends, any order)
  * </pre>
  *
  * A chunk holds, per layer, {@link #tokenBytes()} per token, in the order that keeps copies long
@@ -50,6 +51,47 @@ public record PagedLayout(
     if (kvCount != 1 && kvCount != 2) {
       throw new IllegalArgumentException("kvCount must be 1 (MLA) or 2 (K and V), got " + kvCount);
     }
+    if (kvStride < 0 || blockStride <= 0 || slotStride <= 0 || headStride <= 0) {
+      throw new IllegalArgumentException(
+          "strides must be positive (kv "
+              + kvStride
+              + ", block "
+              + blockStride
+              + ", slot "
+              + slotStride
+              + ", head "
+              + headStride
+              + ")");
+    }
+  }
+
+  /**
+   * vLLM's attention backends on GPU (0.32 on): each layer's cache is viewed as {@code [blocks,
+   * heads, blockSize, 2 * headSize]}, a token's K vector then its V vector in the last dimension,
+   * in any physical order of the first three dimensions ({@code blockStride}, {@code headStride},
+   * {@code slotStride} in elements, as {@code tensor.stride()} gives them). NHD, HND and the
+   * cross-layer orders differ only in those strides.
+   */
+  public static PagedLayout splitKv(
+      int blocks,
+      int blockSize,
+      int heads,
+      int headSize,
+      int elementBytes,
+      long blockStride,
+      long headStride,
+      long slotStride) {
+    return new PagedLayout(
+        blocks,
+        blockSize,
+        2,
+        heads,
+        headSize,
+        elementBytes,
+        headSize,
+        blockStride,
+        slotStride,
+        headStride);
   }
 
   public static PagedLayout flashAttnNhd(
@@ -95,9 +137,19 @@ public record PagedLayout(
         blocks, blockSize, 1, 1, headSize, elementBytes, 0, block, headSize, headSize);
   }
 
-  /** Bytes of one layer's tensor. */
+  /**
+   * Bytes one layer's view spans from its first element: one past its furthest element. For a dense
+   * tensor this is its size; for a strided view (HND as a permuted view, or one layer of a
+   * cross-layer tensor) it is how far the view reaches.
+   */
   public long tensorBytes() {
-    return (long) kvCount * numBlocks * blockSize * numHeads * headSize * elementBytes;
+    long last =
+        (kvCount - 1) * kvStride
+            + (numBlocks - 1L) * blockStride
+            + (blockSize - 1L) * slotStride
+            + (numHeads - 1L) * headStride
+            + headSize;
+    return last * elementBytes;
   }
 
   /** Bytes one token takes in a chunk, for one layer (K and V, every head). */
