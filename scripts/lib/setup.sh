@@ -20,5 +20,8 @@ VENV_PY="$ROOT/.venv/bin/python"
 install_kvtier() {
   "$VENV_PY" -m pip install -q --upgrade "pip>=24"
   "$VENV_PY" -m pip install -q "pytest>=8" "ruff>=0.6" "mmh3>=4"
+  # ptxas of CUDA 12.0 (no GPU needed): the tests assemble the shipped PTX with the oldest
+  # CUDA 12 toolchain, for sm_70, sm_80 and sm_90.
+  "$VENV_PY" -m pip install -q "nvidia-cuda-nvcc-cu12==12.0.76"
   "$VENV_PY" -m pip install -q "$ROOT/python-connector"
 }

@@ -55,14 +55,21 @@ class Engine:
     """A kvtier engine: lookups, stores and loads of prompts' chunks. Thread-safe.
 
     Configuration comes from ``KVTIER_CONFIG_FILE``, ``KVTIER_<KEY>`` variables and ``settings``
-    (highest priority), with the chunk size taken from ``settings``/the environment.
+    (highest priority), with the chunk size taken from ``settings``/the environment. The CPU tier's
+    slabs come from ``allocator`` (an ``io.kvtier.memory.HostAllocator``; default: anonymous
+    mappings; the vLLM worker passes pinned CUDA memory when the KV cache is on a GPU).
 
     Raises:
         kvtier.JavaValueError: a bad setting or layout (the message names the key and value).
         kvtier.JvmError: the JVM cannot start.
     """
 
-    def __init__(self, layout: Layout, settings: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        layout: Layout,
+        settings: Mapping[str, Any] | None = None,
+        allocator: Any = None,
+    ) -> None:
         config_cls = _jvm.java_class("io.kvtier.config.KvTierConfig")
         config = config_cls.load(dict(settings or {}))
         chunk = int(config.chunkTokens())
@@ -79,7 +86,8 @@ class Engine:
             layout.mla,
             layout.chunk_order,
         )
-        allocator = _jvm.java_class("io.kvtier.memory.MmapAllocator").INSTANCE
+        if allocator is None:
+            allocator = _jvm.java_class("io.kvtier.memory.MmapAllocator").INSTANCE
         self._engine = _jvm.new(
             "io.kvtier.engine.KvEngine", config, ns.java, layout.bytes_per_token, allocator
         )

@@ -119,25 +119,33 @@ def test_missing_chunk_reports_its_blocks_as_load_errors(worker: KVTierWorker) -
 
 
 @pytest.mark.parametrize(
-    ("shape", "message"),
+    "shape",
     [
-        ((2, BLOCKS, BLOCK, HEADS, HEAD), "unknown KV cache layout"),
-        ((BLOCKS, HEADS, BLOCK, HEAD), "unknown KV cache layout"),
+        (3, BLOCKS, BLOCK, HEADS, HEAD),  # no K/V dimension of 2
+        (BLOCKS, HEADS, BLOCK, HEAD),  # K only
+        (BLOCKS, HEADS + 1, BLOCK, 2 * HEAD),  # heads of another model
+        (BLOCKS, HEADS, 2 * BLOCK, 2 * HEAD),  # another block size
     ],
 )
-def test_unknown_layouts_are_refused_naming_what_was_seen(shape, message) -> None:
-    """FlashAttention's GPU shape, or a CPU shape without V, is refused with the shape seen."""
+def test_unknown_layouts_are_refused_naming_what_was_seen(shape) -> None:
+    """A shape that fits no layout with vLLM's geometry is refused with what was seen."""
     config = vllm_config("x")
-    with pytest.raises(ValueError, match=message) as e:
+    with pytest.raises(ValueError, match="unknown KV cache layout") as e:
         detect_layout({"l0": torch.zeros(shape, dtype=torch.bfloat16)}, config)
     assert str(tuple(shape)) in str(e.value)
+    assert f"[num_blocks, {HEADS}, {BLOCK}, {2 * HEAD}]" in str(e.value)
 
 
-def test_non_contiguous_and_non_host_tensors_are_refused() -> None:
+def test_non_contiguous_and_unsupported_device_tensors_are_refused() -> None:
     config = vllm_config("x")
-    t = torch.zeros(BLOCKS, HEADS, BLOCK, 4 * HEAD, dtype=torch.bfloat16)[..., ::2]
+    t = torch.zeros(BLOCKS, HEADS, 2 * BLOCK, 2 * HEAD, dtype=torch.bfloat16)[:, :, ::2]
     with pytest.raises(ValueError, match="not contiguous"):
         detect_layout({"l0": t}, config)
     meta = torch.empty(BLOCKS, HEADS, BLOCK, 2 * HEAD, dtype=torch.bfloat16, device="meta")
-    with pytest.raises(ValueError, match="CPU backend only"):
+    with pytest.raises(ValueError, match="on meta"):
         detect_layout({"l0": meta}, config)
+    with pytest.raises(ValueError, match="differ between layers"):
+        detect_layout({"l0": caches(1)["model.layers.0.self_attn.attn"], "l1": t}, config)
+    with pytest.raises(ValueError, match=r"dtype torch\.float64 is not moved"):
+        detect_layout({"l0": torch.zeros(BLOCKS, HEADS, BLOCK, 2 * HEAD, dtype=torch.float64)},
+                      config)  # fmt: skip

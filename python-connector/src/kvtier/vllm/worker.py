@@ -19,6 +19,7 @@ import numpy as np
 from kvtier import _jvm
 from kvtier.engine import Engine, Layout
 from kvtier.vllm._lookup import socket_path, start_server
+from kvtier.vllm.layouts import KvCacheLayout, describe
 from kvtier.vllm.metadata import KVTierMetadata, LoadSpec
 
 if TYPE_CHECKING:
@@ -47,67 +48,27 @@ def local_worker(engine_id: str) -> KVTierWorker | None:
         return _LOCAL.get(engine_id)
 
 
-@dataclass(frozen=True)
-class KvCacheLayout:
-    """The paged KV cache vLLM registered, as kvtier moves it."""
-
-    kind: str
-    num_blocks: int
-    block_size: int
-    num_heads: int
-    head_size: int
-    element_bytes: int
-    dtype: str
-
-
 def detect_layout(kv_caches: dict[str, torch.Tensor], vllm_config: VllmConfig) -> KvCacheLayout:
-    """Checks the registered KV tensors and names their layout.
-
-    Supported here: vLLM's CPU attention backend, one tensor per layer shaped
-    ``[num_blocks, num_kv_heads, block_size, 2 * head_size]`` (per block and head, the K rows of
-    the block's tokens, then their V rows).
+    """Checks the registered KV tensors against vLLM's geometry and names their layout.
 
     Raises:
-        ValueError: the tensors are not all alike, not contiguous, not in host memory, or in a
-            layout kvtier does not move (the message says what was seen and what is supported).
+        ValueError: the tensors are not all alike, not on a CPU or CUDA device, or in a layout
+            kvtier does not move (the message says what was seen and what is supported).
     """
-    if not kv_caches:
-        raise ValueError("kvtier: vLLM registered no KV cache tensors")
-    tensors = list(kv_caches.values())
-    first = tensors[0]
-    block_size = int(vllm_config.cache_config.block_size)
-    heads = int(vllm_config.model_config.get_num_kv_heads(vllm_config.parallel_config))
-    head_size = int(vllm_config.model_config.get_head_size())
-    seen = f"shape {tuple(first.shape)}, dtype {first.dtype}, device {first.device}"
-    for name, t in kv_caches.items():
-        if t.shape != first.shape or t.dtype != first.dtype or t.device != first.device:
-            raise ValueError(
-                f"kvtier: KV cache tensors differ between layers ({name}: {tuple(t.shape)} "
-                f"{t.dtype} {t.device} vs {seen}); kvtier needs one layout for every layer"
-            )
-        if not t.is_contiguous():
-            raise ValueError(f"kvtier: the KV cache tensor of {name} is not contiguous")
-    if first.device.type != "cpu":
-        raise ValueError(
-            f"kvtier: the KV cache is on {first.device} ({seen}); this kvtier build moves KV "
-            "for vLLM's CPU backend only"
-        )
-    expected = (first.shape[0], heads, block_size, 2 * head_size)
-    if first.dim() != 4 or tuple(first.shape) != expected:
-        raise ValueError(
-            f"kvtier: unknown KV cache layout ({seen}); expected vLLM's CPU backend layout "
-            f"[num_blocks, num_kv_heads, block_size, 2 * head_size] = [n, {heads}, "
-            f"{block_size}, {2 * head_size}]"
-        )
-    return KvCacheLayout(
-        kind="cpu",
-        num_blocks=int(first.shape[0]),
-        block_size=block_size,
-        num_heads=heads,
-        head_size=head_size,
-        element_bytes=int(first.element_size()),
-        dtype=str(first.dtype).removeprefix("torch."),
+    model = vllm_config.model_config
+    layout = describe(
+        kv_caches,
+        block_size=int(vllm_config.cache_config.block_size),
+        num_heads=int(model.get_num_kv_heads(vllm_config.parallel_config)),
+        head_size=int(model.get_head_size()),
+        mla=bool(getattr(model, "use_mla", False)),
     )
+    if not (layout.device == "cpu" or layout.device.startswith("cuda")):
+        raise ValueError(
+            f"kvtier: the KV cache is on {layout.device}; kvtier moves KV caches in host memory "
+            "(vLLM's CPU backend) or on CUDA GPUs"
+        )
+    return layout
 
 
 @dataclass
@@ -132,6 +93,7 @@ class KVTierWorker:
         self._vllm_config = vllm_config
         self._settings = settings
         config = _jvm.java_class("io.kvtier.config.KvTierConfig").load(settings)
+        self._config = config
         self._layerwise = bool(config.useLayerwise())
         self._chunk_tokens = int(config.chunkTokens())
         self._engine_id = str(vllm_config.kv_transfer_config.engine_id)
@@ -149,6 +111,8 @@ class KVTierWorker:
         self._finished_recving: set[str] = set()
         self._meta: KVTierMetadata | None = None
         self._preempted = 0
+        self._gpu: Any = None
+        self._cuda_context: Any = None
 
     # ---- set-up -----------------------------------------------------------------------------
 
@@ -158,10 +122,7 @@ class KVTierWorker:
         names = list(kv_caches)
         self._layer_index = {n: i for i, n in enumerate(names)}
         self._block_size = layout.block_size
-        paged = _jvm.java_class("io.kvtier.transfer.PagedLayout").cpuBackend(
-            layout.num_blocks, layout.block_size, layout.num_heads, layout.head_size,
-            layout.element_bytes,
-        )  # fmt: skip
+        paged = layout.paged_layout()
         parallel = self._vllm_config.parallel_config
         rank = _rank()
         engine_layout = Layout(
@@ -173,13 +134,19 @@ class KVTierWorker:
             bytes_per_token=len(names) * int(paged.tokenBytes()),
             tp_size=int(parallel.tensor_parallel_size),
             tp_rank=rank % int(parallel.tensor_parallel_size),
+            mla=layout.mla,
             chunk_order=str(paged.chunkOrder()),
         )
-        self._engine = Engine(engine_layout, self._settings)
-        addresses = np.array([t.data_ptr() for t in kv_caches.values()], dtype=np.int64)
-        cache = _jvm.java_class("io.kvtier.transfer.PagedKvCache").ofAddresses(
-            _jvm.long_array(addresses), paged, COPY_THREADS
+        addresses = _jvm.long_array(
+            np.array([t.data_ptr() for t in kv_caches.values()], dtype=np.int64)
         )
+        if layout.device == "cpu":
+            self._engine = Engine(engine_layout, self._settings)
+            cache = _jvm.java_class("io.kvtier.transfer.PagedKvCache").ofAddresses(
+                addresses, paged, COPY_THREADS
+            )
+        else:
+            cache = self._open_gpu(layout, engine_layout, addresses, paged)
         self._worker = _jvm.new(
             "io.kvtier.engine.KvWorker", self._engine.java, cache, TRANSFER_THREADS
         )
@@ -187,10 +154,43 @@ class KVTierWorker:
         with _LOCAL_LOCK:
             _LOCAL[self._engine_id] = self
         logger.info(
-            "kvtier: %d layers, %s layout, %d blocks of %d tokens, %s, chunks of %d tokens",
-            len(names), layout.kind, layout.num_blocks, layout.block_size, layout.dtype,
-            self._chunk_tokens,
+            "kvtier: %d layers, %s layout on %s, %d blocks of %d tokens, %s, chunks of %d tokens",
+            len(names), layout.kind, layout.device, layout.num_blocks, layout.block_size,
+            layout.dtype, self._chunk_tokens,
         )  # fmt: skip
+
+    def _open_gpu(
+        self, layout: KvCacheLayout, engine_layout: Layout, addresses: Any, paged: Any
+    ) -> Any:
+        """The engine with pinned CPU-tier memory, and the kernels' view of the GPU KV cache."""
+        import torch
+
+        device = torch.device(layout.device)
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        cuda = "io.kvtier.cuda."
+        self._cuda_context = _jvm.java_class(cuda + "CudaContext").primary(index)
+        pinned = _jvm.new(cuda + "PinnedHostAllocator", self._cuda_context).java
+        self._engine = Engine(engine_layout, self._settings, allocator=pinned)
+        mode = _jvm.java_class(cuda + "GpuKvCache$Mode")
+        self._gpu = _jvm.new(
+            cuda + "GpuKvCache", self._cuda_context, addresses, paged, pinned,
+            mode.parse(self._config.gpuSaveMode()), mode.parse(self._config.gpuLoadMode()),
+        )  # fmt: skip
+        return self._gpu.java
+
+    def _fence(self) -> None:
+        """GPU: copies started from now on wait for the work vLLM has enqueued so far."""
+        if self._gpu is not None:
+            import torch
+
+            self._gpu.recordFence(int(torch.cuda.current_stream().cuda_stream))
+
+    def _order_compute(self) -> None:
+        """GPU: vLLM's stream waits for the copies this thread has started into blocks."""
+        if self._gpu is not None:
+            import torch
+
+            self._gpu.orderBeforeCompute(int(torch.cuda.current_stream().cuda_stream))
 
     def lookup(self, java_id: int, tokens: np.ndarray) -> tuple[int, int, bool]:
         """In-process lookup (scheduler in this process): (hit, hit in memory, storing)."""
@@ -204,6 +204,8 @@ class KVTierWorker:
         if self._worker is None or meta is self._meta:
             return
         self._meta = meta
+        if any(op.load is not None for op in meta.ops):
+            self._fence()
         for java_id in meta.unpin:
             self._engine.unpin(java_id)  # type: ignore[union-attr]
         for op in meta.ops:
@@ -269,6 +271,8 @@ class KVTierWorker:
             return
         for _, handle, _ in self._sync_loads:
             self._worker.loadLayer(handle, layer)
+        if self._sync_loads:
+            self._order_compute()
         if layer == len(self._layer_index) - 1:
             self._end_layer_loads()
 
@@ -291,6 +295,8 @@ class KVTierWorker:
                 req.saved_chunks = -(-save_to // self._chunk_tokens)
                 if handle != 0:
                     self._layer_saves.append((req_id, handle, save_to))
+        if self._layer_saves:
+            self._fence()
         for _, handle, _ in self._layer_saves:
             self._worker.saveLayer(handle, layer)
 
@@ -303,7 +309,10 @@ class KVTierWorker:
         saves, self._layer_saves = self._layer_saves, []
         for _, handle, _ in saves:
             self._worker.endSave(handle, True)
-        for req_id, save_to in self._take_saves():
+        whole = self._take_saves()
+        if whole:
+            self._fence()
+        for req_id, save_to in whole:
             req = self._requests[req_id]
             ticket = int(
                 self._worker.submitSave(req.tokens, save_to, self._table(req), req.saved_chunks)
@@ -383,7 +392,7 @@ class KVTierWorker:
             if _LOCAL.get(self._engine_id) is self:
                 del _LOCAL[self._engine_id]
         if not _jvm.running():  # interpreter exit: the JVM already released everything
-            self._server = self._worker = self._engine = None
+            self._server = self._worker = self._engine = self._gpu = self._cuda_context = None
             return
         if self._server is not None:
             self._server.close()
@@ -391,9 +400,15 @@ class KVTierWorker:
         if self._worker is not None:
             self._worker.close()
             self._worker = None
+        if self._gpu is not None:
+            self._gpu.close()
+            self._gpu = None
         if self._engine is not None:
             self._engine.close()
             self._engine = None
+        if self._cuda_context is not None:
+            self._cuda_context.close()
+            self._cuda_context = None
 
 
 def _rank() -> int:

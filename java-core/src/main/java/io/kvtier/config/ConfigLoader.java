@@ -108,6 +108,9 @@ final class ConfigLoader {
   }
 
   private static void validate(KvTierConfig c) {
+    c.gpuSaveMode();
+    c.gpuLoadMode();
+    c.useODirect();
     if (c.localCpu() && c.maxLocalCpuBytes() == 0) {
       throw new ConfigException(
           "max_local_cpu_size=0 with local_cpu=true; set a size in GB > 0 or local_cpu=false");

@@ -236,7 +236,8 @@ public final class KvTierConfig {
           EXTRA_CONFIG);
 
   /** {@code extra_config} entries kvtier reads; others are reported as unsupported. */
-  public static final Set<String> EXTRA_KEYS = Set.of("use_odirect");
+  public static final Set<String> EXTRA_KEYS =
+      Set.of("use_odirect", "gpu_save_mode", "gpu_load_mode");
 
   /**
    * LMCache keys kvtier recognises but does not implement: reported by name at start-up, not
@@ -479,6 +480,32 @@ public final class KvTierConfig {
   public boolean useODirect() {
     Object v = get(EXTRA_CONFIG).get("use_odirect");
     return v != null && ConfigKey.bool().parse("extra_config.use_odirect", v);
+  }
+
+  /**
+   * {@code extra_config.gpu_save_mode}: how a save on a GPU moves chunk bytes to pinned memory,
+   * {@code mapped} (the gather kernel writes them through the device mapping; default) or {@code
+   * dma} (gather into device staging, then one copy-engine transfer).
+   */
+  public String gpuSaveMode() {
+    return copyMode("gpu_save_mode");
+  }
+
+  /** {@code extra_config.gpu_load_mode}: as {@link #gpuSaveMode}, for loads (default mapped). */
+  public String gpuLoadMode() {
+    return copyMode("gpu_load_mode");
+  }
+
+  private String copyMode(String name) {
+    Object v = get(EXTRA_CONFIG).get(name);
+    if (v == null) {
+      return "mapped";
+    }
+    String mode = String.valueOf(v).trim().toLowerCase(Locale.ROOT);
+    if (!mode.equals("mapped") && !mode.equals("dma")) {
+      throw ConfigKey.invalid("extra_config." + name, v, "expected mapped or dma");
+    }
+    return mode;
   }
 
   /** A multi-line description of every key, its value and its source; logged once per engine. */

@@ -96,6 +96,27 @@ class ConfigTest {
   }
 
   @Test
+  void gpuCopyModes_defaultToMapped_andBadValuesFailAtLoad() throws IOException {
+    KvTierConfig c = load(Map.of(), Map.of());
+    assertEquals("mapped", c.gpuSaveMode());
+    assertEquals("mapped", c.gpuLoadMode());
+    KvTierConfig dma =
+        load(
+            Map.of(),
+            Map.of("extra_config", Map.of("gpu_save_mode", "DMA", "gpu_load_mode", "dma")));
+    assertEquals("dma", dma.gpuSaveMode());
+    assertEquals("dma", dma.gpuLoadMode());
+    assertTrue(dma.unsupportedKeys().isEmpty());
+    ConfigException e =
+        assertThrows(
+            ConfigException.class,
+            () -> load(Map.of(), Map.of("extra_config", Map.of("gpu_load_mode", "zero-copy"))));
+    assertEquals(
+        "extra_config.gpu_load_mode=zero-copy is not allowed; expected mapped or dma",
+        e.getMessage());
+  }
+
+  @Test
   void unknownKey_failsNamingClosest() throws IOException {
     ConfigException e =
         assertThrows(ConfigException.class, () -> load(envWithFile("chunk_sise: 256\n"), Map.of()));
