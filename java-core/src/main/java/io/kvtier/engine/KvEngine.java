@@ -255,9 +255,11 @@ public final class KvEngine implements AutoCloseable {
     // all. With a remote tier, the rest of the prompt is then asked about in one round trip.
     int chunks = ChunkHasher.chunkCount(tokenCount, chunkTokens, partialChunks);
     long[] h = new long[2];
+    long root = 0;
     int hitChunks = 0;
     for (int c = 0; c < chunks; c++) {
       ChunkHasher.hashChunk(h[0], h[1], tokens, c * chunkTokens, chunkTokensAt(c, tokenCount), h);
+      root = c == 0 ? h[0] : root;
       if (!tiers.containsLocally(new ChunkKey(namespaceId, h[0], h[1]))) {
         break;
       }
@@ -266,10 +268,10 @@ public final class KvEngine implements AutoCloseable {
     if (hitChunks < chunks && tiers.hasRemote()) {
       // h holds the hash of the chunk that missed locally; continue the chain from there.
       ChunkKey[] rest = new ChunkKey[chunks - hitChunks];
-      rest[0] = new ChunkKey(namespaceId, h[0], h[1]);
+      rest[0] = new ChunkKey(namespaceId, h[0], h[1], root);
       for (int c = hitChunks + 1; c < chunks; c++) {
         ChunkHasher.hashChunk(h[0], h[1], tokens, c * chunkTokens, chunkTokensAt(c, tokenCount), h);
-        rest[c - hitChunks] = new ChunkKey(namespaceId, h[0], h[1]);
+        rest[c - hitChunks] = new ChunkKey(namespaceId, h[0], h[1], root);
       }
       hitChunks += tiers.prefixLength(rest);
     }

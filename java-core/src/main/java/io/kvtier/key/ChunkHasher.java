@@ -82,7 +82,10 @@ public final class ChunkHasher {
     Murmur3x64.hashChunk(parentH1, parentH2, tokens, from, count, SEED, out, 0);
   }
 
-  /** Returns the keys of the chunks of a prompt in {@code namespace}; see {@link #hashes}. */
+  /**
+   * Returns the keys of the chunks of a prompt in {@code namespace}, each with the prompt's root
+   * ({@link ChunkKey#root}); see {@link #hashes}.
+   */
   public static ChunkKey[] keys(
       long namespace,
       int[] tokens,
@@ -93,7 +96,7 @@ public final class ChunkHasher {
     long[] h = hashes(tokens, tokenCount, chunkTokens, includePartial, maxChunks);
     ChunkKey[] keys = new ChunkKey[h.length / 2];
     for (int i = 0; i < keys.length; i++) {
-      keys[i] = new ChunkKey(namespace, h[2 * i], h[2 * i + 1]);
+      keys[i] = new ChunkKey(namespace, h[2 * i], h[2 * i + 1], h[0]);
     }
     return keys;
   }

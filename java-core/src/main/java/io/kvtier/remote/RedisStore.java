@@ -252,10 +252,28 @@ public final class RedisStore implements KvStore {
     return url.replaceAll("//[^@/]*@", "//***@");
   }
 
-  /** The Redis key of a chunk: {@code kvtier:<namespace>:<hash>}. */
-  static byte[] redisKey(ChunkKey key) {
-    return ("kvtier:" + HexFormat.of().toHexDigits(key.namespace()) + ":" + key.hashHex())
-        .getBytes(StandardCharsets.US_ASCII);
+  /** The Redis key of a chunk; see {@link #redisKey(ChunkKey, boolean)}. */
+  private byte[] redisKey(ChunkKey key) {
+    return redisKey(key, clusterClient != null);
+  }
+
+  /**
+   * The Redis key of a chunk: {@code kvtier:<namespace>:<hash>}, or with {@code hashTags} (cluster
+   * mode) {@code kvtier:{<namespace>:<root>}:<hash>}, so every chunk of a prompt — and of every
+   * prompt that starts with the same chunk — hashes to one slot, and a prompt's pipelined gets and
+   * existence checks go to one node. A key without a root ({@link ChunkKey#root} 0) is tagged by
+   * its own hash.
+   */
+  static byte[] redisKey(ChunkKey key, boolean hashTags) {
+    String ns = HexFormat.of().toHexDigits(key.namespace());
+    String s;
+    if (!hashTags) {
+      s = "kvtier:" + ns + ":" + key.hashHex();
+    } else {
+      long root = key.root() != 0 ? key.root() : key.h1();
+      s = "kvtier:{" + ns + ":" + HexFormat.of().toHexDigits(root) + "}:" + key.hashHex();
+    }
+    return s.getBytes(StandardCharsets.US_ASCII);
   }
 
   /** Whether commands can be sent now. */

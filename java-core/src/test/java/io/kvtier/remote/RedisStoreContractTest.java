@@ -2,10 +2,12 @@ package io.kvtier.remote;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 
+import io.kvtier.memory.ChunkBuffer;
 import io.kvtier.memory.ChunkPool;
 import io.kvtier.memory.MmapAllocator;
 import io.kvtier.store.KvStore;
 import io.kvtier.store.KvStoreContract;
+import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -128,6 +130,51 @@ class RedisStoreContractTest {
       for (Process p : servers) {
         RedisServers.stop(p);
       }
+    }
+
+    /**
+     * Hash tags: every chunk of a prompt (keys from {@code ChunkHasher}, which carry the prompt's
+     * root) lands on one node, and the prompt's batched get is served from it.
+     */
+    @org.junit.jupiter.api.Test
+    void aPromptsChunksLiveOnOneNode() throws Exception {
+      int[] tokens = new int[6 * 16];
+      for (int i = 0; i < tokens.length; i++) {
+        tokens[i] = 1000 + i * 7;
+      }
+      io.kvtier.key.ChunkKey[] keys =
+          io.kvtier.key.ChunkHasher.keys(42, tokens, tokens.length, 16, false, 100);
+      byte[][] expected = new byte[keys.length][];
+      for (int c = 0; c < keys.length; c++) {
+        ChunkBuffer b = chunk(100 + c, CHUNK_BYTES);
+        expected[c] = bytesOf(b);
+        putAndAwait(keys[c], b);
+        b.release();
+      }
+      List<Long> perNode = new ArrayList<>();
+      for (int p : ports) {
+        perNode.add(
+            Long.parseLong(
+                RedisServers.run("redis-cli", "-p", Integer.toString(p), "DBSIZE").trim()));
+      }
+      perNode.sort(null);
+      assertEquals(List.of(0L, 0L, (long) keys.length), perNode, "keys per node");
+      ChunkBuffer[] got = store.getBatch(keys);
+      for (int c = 0; c < keys.length; c++) {
+        org.junit.jupiter.api.Assertions.assertArrayEquals(expected[c], bytesOf(got[c]));
+        got[c].release();
+      }
+      // the tag is the namespace and the root; the key without a root is tagged by its own hash
+      String k = new String(RedisStore.redisKey(keys[3], true), StandardCharsets.US_ASCII);
+      assertEquals(
+          "kvtier:{000000000000002a:"
+              + String.format("%016x", keys[0].h1())
+              + "}:"
+              + keys[3].hashHex(),
+          k);
+      assertEquals(
+          "kvtier:000000000000002a:" + keys[3].hashHex(),
+          new String(RedisStore.redisKey(keys[3], false), StandardCharsets.US_ASCII));
     }
 
     @Override
