@@ -34,6 +34,15 @@ final class ChunkCodec implements RedisCodec<byte[], ChunkBuffer> {
   @Override
   public ChunkBuffer decodeValue(ByteBuffer bytes) {
     int n = bytes.remaining();
+    ChunkBuffer b = allocate(n);
+    if (b != null) {
+      MemorySegment.copy(MemorySegment.ofBuffer(bytes), 0, b.segment(), 0, n);
+    }
+    return b;
+  }
+
+  /** A buffer for a value of {@code n} bytes, or null (counted) when none is free or fits. */
+  ChunkBuffer allocate(long n) {
     ChunkBuffer b;
     try {
       b = buffers.apply(n);
@@ -42,9 +51,7 @@ final class ChunkCodec implements RedisCodec<byte[], ChunkBuffer> {
     }
     if (b == null) {
       noBuffer.increment();
-      return null;
     }
-    MemorySegment.copy(MemorySegment.ofBuffer(bytes), 0, b.segment(), 0, n);
     return b;
   }
 

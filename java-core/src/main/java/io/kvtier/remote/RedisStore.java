@@ -25,6 +25,7 @@ import io.lettuce.core.cluster.RedisClusterClient;
 import io.lettuce.core.cluster.api.StatefulRedisClusterConnection;
 import io.lettuce.core.resource.ClientResources;
 import io.lettuce.core.resource.DefaultClientResources;
+import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.time.Duration;
 import java.util.ArrayList;
@@ -51,8 +52,10 @@ import java.util.function.LongFunction;
  * <p>Implementation note.
  *
  * <ul>
- *   <li>Values move through {@link ChunkCodec}: decoded from Netty's buffer straight into a pinned
- *       buffer from the injected allocator, encoded as a view of the pinned buffer.
+ *   <li>Values are written through {@link ChunkCodec}, encoded as views of pinned buffers. On a
+ *       plain {@code redis://} server, GETs go through {@link RespGetClient}, which reads the
+ *       socket straight into a pinned buffer from the injected allocator; elsewhere (TLS, sentinel,
+ *       cluster) Lettuce decodes them and the codec copies them into one.
  *   <li>{@link #put} never blocks: it retains the chunk, sends {@code SET} asynchronously and
  *       releases on completion; more than {@code remote_queue} puts in flight drop the put
  *       (counted). Gets, exists and batched forms are pipelined (every command is sent before any
@@ -94,6 +97,7 @@ public final class RedisStore implements KvStore {
   private final ScheduledExecutorService reconnector;
   private final Object connectLock = new Object();
 
+  private RespGetClient getClient; // plain redis://: GETs read straight into pinned buffers
   private final RedisClient client; // standalone and sentinel; null for cluster
   private final RedisClusterClient clusterClient; // cluster; null otherwise
   private volatile StatefulConnection<byte[], ChunkBuffer> connection; // null until connected
@@ -153,7 +157,8 @@ public final class RedisStore implements KvStore {
           || lower.startsWith("redis-sentinel://")
           || lower.startsWith("rediss-sentinel://")) {
         this.clusterClient = null;
-        this.client = RedisClient.create(resources, RedisURI.create(url));
+        RedisURI uri = RedisURI.create(url);
+        this.client = RedisClient.create(resources, uri);
         client.setOptions(
             ClientOptions.builder()
                 .socketOptions(socket)
@@ -161,6 +166,11 @@ public final class RedisStore implements KvStore {
                 .disconnectedBehavior(ClientOptions.DisconnectedBehavior.REJECT_COMMANDS)
                 .autoReconnect(true)
                 .build());
+        if (lower.startsWith("redis://")) {
+          getClient =
+              new RespGetClient(
+                  uri.getHost(), uri.getPort(), handshake(uri), timeoutMillis, codec::allocate);
+        }
       } else {
         throw new ConfigException(
             "remote_url="
@@ -188,6 +198,29 @@ public final class RedisStore implements KvStore {
           RECONNECT_SECONDS,
           TimeUnit.SECONDS);
     }
+  }
+
+  /** {@code AUTH} and {@code SELECT} as the URL asks, for {@link RespGetClient}'s connections. */
+  private static List<byte[][]> handshake(RedisURI uri) {
+    List<byte[][]> cmds = new ArrayList<>();
+    io.lettuce.core.RedisCredentials credentials =
+        uri.getCredentialsProvider().resolveCredentials().block(Duration.ofSeconds(10));
+    if (credentials != null && credentials.hasPassword()) {
+      byte[] pw = new String(credentials.getPassword()).getBytes(StandardCharsets.UTF_8);
+      byte[] auth = "AUTH".getBytes(StandardCharsets.US_ASCII);
+      cmds.add(
+          credentials.hasUsername()
+              ? new byte[][] {auth, credentials.getUsername().getBytes(StandardCharsets.UTF_8), pw}
+              : new byte[][] {auth, pw});
+    }
+    if (uri.getDatabase() != 0) {
+      cmds.add(
+          new byte[][] {
+            "SELECT".getBytes(StandardCharsets.US_ASCII),
+            Integer.toString(uri.getDatabase()).getBytes(StandardCharsets.US_ASCII)
+          });
+    }
+    return cmds;
   }
 
   private static List<RedisURI> clusterUris(String url) {
@@ -431,23 +464,21 @@ public final class RedisStore implements KvStore {
       misses.add(chunkKeys.length);
       return out;
     }
-    List<RedisFuture<ChunkBuffer>> replies = new ArrayList<>(chunkKeys.length);
+    List<java.util.concurrent.CompletableFuture<ChunkBuffer>> replies;
     try {
-      for (ChunkKey k : chunkKeys) {
-        RedisFuture<ChunkBuffer> f = strings.get(redisKey(k));
-        f.whenComplete((v, err) -> inFlightReads.decrementAndGet());
-        replies.add(f);
-      }
-    } catch (RuntimeException e) {
-      inFlightReads.addAndGet(replies.size() - chunkKeys.length);
-      errors.record("unavailable", "get from " + redacted() + " rejected", e);
-      replies.forEach(RedisStore::releaseWhenDone);
+      replies = getClient != null ? getClient.get(redisKeys(chunkKeys)) : lettuceGets(chunkKeys);
+    } catch (IOException | RuntimeException e) {
+      inFlightReads.addAndGet(-chunkKeys.length);
+      errors.record("unavailable", "get from " + redacted() + " failed", e);
       misses.add(chunkKeys.length);
       return out;
     }
+    for (var f : replies) {
+      f.whenComplete((v, err) -> inFlightReads.decrementAndGet());
+    }
     long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(timeoutMillis);
     for (int i = 0; i < out.length; i++) {
-      RedisFuture<ChunkBuffer> f = replies.get(i);
+      var f = replies.get(i);
       try {
         long left = Math.max(0, deadline - System.nanoTime());
         out[i] = f.get(left, TimeUnit.NANOSECONDS);
@@ -465,8 +496,30 @@ public final class RedisStore implements KvStore {
     return out;
   }
 
+  private byte[][] redisKeys(ChunkKey[] chunkKeys) {
+    byte[][] k = new byte[chunkKeys.length][];
+    for (int i = 0; i < k.length; i++) {
+      k[i] = redisKey(chunkKeys[i]);
+    }
+    return k;
+  }
+
+  /** Pipelined GETs through Lettuce (cluster, sentinel, TLS); a rejected command fails them all. */
+  private List<java.util.concurrent.CompletableFuture<ChunkBuffer>> lettuceGets(ChunkKey[] keys) {
+    List<java.util.concurrent.CompletableFuture<ChunkBuffer>> replies = new ArrayList<>();
+    try {
+      for (ChunkKey k : keys) {
+        replies.add(strings.get(redisKey(k)).toCompletableFuture());
+      }
+    } catch (RuntimeException e) {
+      replies.forEach(RedisStore::releaseWhenDone);
+      throw e;
+    }
+    return replies;
+  }
+
   /** Releases a reply that nobody will receive, whenever it arrives. */
-  private static void releaseWhenDone(RedisFuture<ChunkBuffer> f) {
+  private static void releaseWhenDone(java.util.concurrent.CompletionStage<ChunkBuffer> f) {
     f.whenComplete(
         (b, err) -> {
           if (b != null) {
@@ -552,6 +605,9 @@ public final class RedisStore implements KvStore {
       clusterClient.shutdown(quiet, timeout);
     }
     resources.shutdown(0, timeout.toMillis(), TimeUnit.MILLISECONDS);
+    if (getClient != null) {
+      getClient.close();
+    }
   }
 
   private void checkOpen() {

@@ -14,7 +14,8 @@ import io.netty.channel.ChannelInboundHandlerAdapter;
  *
  * <p>Confined to the channel's event loop.
  */
-final class FrameDecoder extends ChannelInboundHandlerAdapter {
+final class FrameDecoder extends ChannelInboundHandlerAdapter
+    implements SlotReceiveAllocator.SlotReceiver {
   /** What the decoder reports to. Methods run on the event loop. */
   interface Listener {
     /** A whole control frame; {@code payload} is released after the call. */
@@ -71,7 +72,8 @@ final class FrameDecoder extends ChannelInboundHandlerAdapter {
    * While value bytes are expected, a receive buffer over the rest of the value's slot (so the
    * socket is read straight into it), else null. Called by {@link SlotReceiveAllocator}.
    */
-  ByteBuf slotReceiveBuffer() {
+  @Override
+  public ByteBuf slotReceiveBuffer() {
     if (state != 3 || target == null || remaining < SLOT_READ_MIN_BYTES) {
       return null;
     }

@@ -12,16 +12,26 @@ import io.netty.util.UncheckedBooleanSupplier;
  * read into is the value's pinned slot itself, so the kernel copies straight into it and no user
  * space copy follows; otherwise Netty's adaptive buffers (64 KiB to 4 MiB reads).
  *
- * <p>One instance per channel (it asks that channel's {@link FrameDecoder}); confined to the
- * channel's event loop.
+ * <p>One instance per channel (it asks that channel's decoder); confined to the channel's event
+ * loop.
  */
 @SuppressWarnings("deprecation") // ExtendedHandle is how Netty 4.2 still asks for receive buffers
-final class SlotReceiveAllocator implements RecvByteBufAllocator {
-  private final FrameDecoder decoder;
+public final class SlotReceiveAllocator implements RecvByteBufAllocator {
+  /** A decoder that may want the next read to land in a value's slot. */
+  public interface SlotReceiver {
+    /**
+     * An empty buffer over the rest of the slot being filled, whose capacity bounds the read; null
+     * for an ordinary receive buffer. The decoder recognises it in {@code channelRead}: its bytes
+     * are then already in place.
+     */
+    ByteBuf slotReceiveBuffer();
+  }
+
+  private final SlotReceiver decoder;
   private final AdaptiveRecvByteBufAllocator adaptive =
       new AdaptiveRecvByteBufAllocator(64 << 10, 1 << 20, 4 << 20);
 
-  SlotReceiveAllocator(FrameDecoder decoder) {
+  public SlotReceiveAllocator(SlotReceiver decoder) {
     this.decoder = decoder;
   }
 

@@ -60,6 +60,71 @@ class RedisTopologiesTest {
   }
 
   @Test
+  void aclUserAndDatabase_roundTrip_andAWrongPasswordIsMisses() throws Exception {
+    int port = RedisServers.freePort();
+    Process server =
+        RedisServers.start(
+            port, dir, "--user", "alice", "on", ">s3cret", "~*", "&*", "+@all", "--save", "");
+    try {
+      try (RedisStore s =
+          new RedisStore(
+              "redis://alice:s3cret@127.0.0.1:" + port + "/3", 2000, 0, 16, pool::tryAllocate)) {
+        roundTrip(s);
+      }
+      // the chunk went to database 3, as the URL says
+      assertEquals("1", RedisServers.run("redis-cli", "-p", "" + port, "-n", "3", "DBSIZE").trim());
+      try (RedisStore wrong =
+          new RedisStore(
+              "redis://alice:nope@127.0.0.1:" + port + "/3", 2000, 0, 16, pool::tryAllocate)) {
+        assertEquals(null, wrong.get(new ChunkKey(1, 2, 3)));
+        assertEquals(1, wrong.stats().misses());
+      }
+    } finally {
+      RedisServers.stop(server);
+    }
+  }
+
+  @Test
+  void valuesThatFindNoBuffer_areMisses_andLaterRepliesStayInStep() throws Exception {
+    int port = RedisServers.freePort();
+    Process server = RedisServers.start(port, dir, "--save", "");
+    ChunkPool small = new ChunkPool(MmapAllocator.INSTANCE, CHUNK, 2L * CHUNK, 1 << 21);
+    try (RedisStore s =
+        new RedisStore("redis://127.0.0.1:" + port, 2000, 0, 16, small::tryAllocate)) {
+      ChunkKey[] keys = new ChunkKey[4];
+      for (int i = 0; i < keys.length; i++) {
+        keys[i] = new ChunkKey(1, 10 + i, 3);
+        ChunkBuffer b = pool.tryAllocate(CHUNK);
+        b.segment().fill((byte) i);
+        s.put(keys[i], b);
+        b.release();
+      }
+      for (int i = 0; i < 500 && s.prefixLength(keys) < keys.length; i++) {
+        Thread.sleep(5);
+      }
+      ChunkBuffer[] got = s.getBatch(keys); // two slots for four values
+      assertNotNull(got[0]);
+      assertNotNull(got[1]);
+      assertEquals(null, got[2]);
+      assertEquals(null, got[3]);
+      for (int i = 0; i < 2; i++) {
+        assertEquals((byte) i, got[i].segment().get(ValueLayout.JAVA_BYTE, CHUNK - 1));
+        got[i].release();
+      }
+      ChunkBuffer last = s.get(keys[3]);
+      assertNotNull(last);
+      byte[] expected = new byte[CHUNK];
+      Arrays.fill(expected, (byte) 3);
+      assertArrayEquals(expected, last.segment().toArray(ValueLayout.JAVA_BYTE));
+      last.release();
+    } finally {
+      RedisServers.stop(server);
+      assertEquals(0, small.inUseSlots());
+      small.close();
+    }
+  }
+
+  @Test
   void tls_roundTrip() throws Exception {
     assumeTrue(Files.isExecutable(Path.of("/usr/bin/openssl")), "openssl is not installed");
     RedisServers.run(

@@ -1,0 +1,389 @@
+package io.kvtier.remote;
+
+import io.kvtier.memory.ChunkBuffer;
+import io.kvtier.server.SlotReceiveAllocator;
+import io.netty.bootstrap.Bootstrap;
+import io.netty.buffer.ByteBuf;
+import io.netty.buffer.Unpooled;
+import io.netty.channel.Channel;
+import io.netty.channel.ChannelHandlerContext;
+import io.netty.channel.ChannelInboundHandlerAdapter;
+import io.netty.channel.ChannelInitializer;
+import io.netty.channel.ChannelOption;
+import io.netty.channel.EventLoopGroup;
+import io.netty.channel.MultiThreadIoEventLoopGroup;
+import io.netty.channel.nio.NioIoHandler;
+import io.netty.channel.socket.SocketChannel;
+import io.netty.channel.socket.nio.NioSocketChannel;
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Queue;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ConcurrentLinkedQueue;
+import java.util.concurrent.TimeUnit;
+import java.util.function.LongFunction;
+
+/**
+ * Pipelined {@code GET}s to one Redis or Valkey server (plain TCP, RESP2) whose values land in
+ * pinned buffers with no copy in user space: while a value's bytes arrive, the socket is read
+ * straight into its buffer ({@link SlotReceiveAllocator}). Lettuce, which the rest of {@link
+ * RedisStore} uses, gathers a whole reply in a growing buffer and then hands it to the codec, which
+ * copies it again.
+ *
+ * <p>One connection, opened on first use and again after it drops; {@code AUTH} and {@code SELECT}
+ * are sent first when the URL asks for them. Errors (connection lost, {@code -ERR} replies, bytes
+ * that are not RESP) fail the affected futures; garbage closes the connection. A value that finds
+ * no buffer (the allocator answers null) is read past and answered as a miss. Thread-safe.
+ */
+final class RespGetClient implements AutoCloseable {
+  private final String host;
+  private final int port;
+  private final List<byte[][]> handshake;
+  private final long timeoutMillis;
+  private final LongFunction<ChunkBuffer> buffers;
+  private final EventLoopGroup group =
+      new MultiThreadIoEventLoopGroup(
+          1, io.kvtier.DaemonThreads.named("kvtier-redis-get"), NioIoHandler.newFactory());
+  private final Object writeLock = new Object();
+  private volatile Channel channel;
+  private volatile Decoder decoder;
+
+  /**
+   * @param handshake commands sent on each new connection before any GET (e.g. {@code AUTH}, {@code
+   *     SELECT}), each as its arguments
+   */
+  RespGetClient(
+      String host,
+      int port,
+      List<byte[][]> handshake,
+      long timeoutMillis,
+      LongFunction<ChunkBuffer> buffers) {
+    this.host = host;
+    this.port = port;
+    this.handshake = List.copyOf(handshake);
+    this.timeoutMillis = timeoutMillis;
+    this.buffers = buffers;
+  }
+
+  /**
+   * Sends {@code GET key} for every key in one write and returns the replies in order: a buffer the
+   * caller owns, or null for a key that does not exist. A future completes exceptionally when the
+   * server answers an error or the connection fails.
+   *
+   * @throws IOException if no connection can be opened
+   */
+  List<CompletableFuture<ChunkBuffer>> get(byte[][] keys) throws IOException {
+    Channel ch = connection();
+    List<CompletableFuture<ChunkBuffer>> out = new ArrayList<>(keys.length);
+    ByteBuf cmds = ch.alloc().buffer(keys.length * 64);
+    synchronized (writeLock) { // replies come back in the order the commands are queued
+      Decoder d = decoder;
+      for (byte[] key : keys) {
+        writeCommand(cmds, "GET".getBytes(StandardCharsets.US_ASCII), key);
+        CompletableFuture<ChunkBuffer> f = new CompletableFuture<>();
+        d.pending.add(f);
+        out.add(f);
+      }
+      ch.writeAndFlush(cmds);
+    }
+    if (!ch.isActive()) { // closed while queuing: nothing will answer these
+      decoder.failPending(new IOException("connection to " + host + ":" + port + " closed"));
+    }
+    return out;
+  }
+
+  private Channel connection() throws IOException {
+    Channel ch = channel;
+    if (ch != null && ch.isActive()) {
+      return ch;
+    }
+    synchronized (this) {
+      ch = channel;
+      if (ch != null && ch.isActive()) {
+        return ch;
+      }
+      return connect();
+    }
+  }
+
+  @SuppressWarnings("deprecation") // RCVBUF_ALLOCATOR: Netty 4.2 deprecates it with no successor
+  private Channel connect() throws IOException {
+    Decoder d = new Decoder();
+    Channel ch;
+    try {
+      ch =
+          new Bootstrap()
+              .group(group)
+              .channel(NioSocketChannel.class)
+              .option(ChannelOption.TCP_NODELAY, true)
+              .option(ChannelOption.CONNECT_TIMEOUT_MILLIS, (int) timeoutMillis)
+              .handler(
+                  new ChannelInitializer<SocketChannel>() {
+                    @Override
+                    protected void initChannel(SocketChannel c) {
+                      c.config().setRecvByteBufAllocator(new SlotReceiveAllocator(d));
+                      c.pipeline().addLast(d);
+                    }
+                  })
+              .connect(host, port)
+              .sync()
+              .channel();
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+      throw new IOException("interrupted while connecting to " + host + ":" + port, e);
+    } catch (RuntimeException e) {
+      throw new IOException("cannot connect to " + host + ":" + port + ": " + e.getMessage(), e);
+    }
+    List<CompletableFuture<ChunkBuffer>> replies = new ArrayList<>();
+    ByteBuf cmds = ch.alloc().buffer();
+    for (byte[][] args : handshake) {
+      writeCommand(cmds, args);
+      CompletableFuture<ChunkBuffer> f = new CompletableFuture<>();
+      d.pending.add(f);
+      replies.add(f);
+    }
+    ch.writeAndFlush(cmds);
+    try {
+      for (CompletableFuture<ChunkBuffer> f : replies) {
+        f.get(timeoutMillis, TimeUnit.MILLISECONDS);
+      }
+    } catch (Exception e) {
+      ch.close();
+      Throwable cause = e instanceof java.util.concurrent.ExecutionException ? e.getCause() : e;
+      throw new IOException("handshake with " + host + ":" + port + " failed: " + cause, cause);
+    }
+    decoder = d;
+    channel = ch;
+    return ch;
+  }
+
+  /** Writes one RESP array of bulk strings. */
+  private static void writeCommand(ByteBuf out, byte[]... args) {
+    out.writeByte('*')
+        .writeBytes(Integer.toString(args.length).getBytes(StandardCharsets.US_ASCII));
+    out.writeByte('\r').writeByte('\n');
+    for (byte[] a : args) {
+      out.writeByte('$').writeBytes(Integer.toString(a.length).getBytes(StandardCharsets.US_ASCII));
+      out.writeByte('\r').writeByte('\n').writeBytes(a).writeByte('\r').writeByte('\n');
+    }
+  }
+
+  @Override
+  public void close() {
+    Channel ch = channel;
+    if (ch != null) {
+      ch.close().awaitUninterruptibly(1, TimeUnit.SECONDS);
+    }
+    group.shutdownGracefully(0, 1, TimeUnit.SECONDS).awaitUninterruptibly(2, TimeUnit.SECONDS);
+  }
+
+  /** RESP2 replies, one per queued future, values read into pinned buffers. */
+  private final class Decoder extends ChannelInboundHandlerAdapter
+      implements SlotReceiveAllocator.SlotReceiver {
+    private static final int LINE = 0;
+    private static final int BODY = 1;
+    private static final int BODY_END = 2;
+    private static final int FAILED = 3;
+    private static final int MAX_LINE = 4096;
+    private static final int SLOT_READ_MIN_BYTES = 64 << 10;
+
+    final Queue<CompletableFuture<ChunkBuffer>> pending = new ConcurrentLinkedQueue<>();
+    private int state = LINE;
+    private final byte[] line = new byte[MAX_LINE];
+    private int lineLength;
+    private ChunkBuffer target; // null while skipping a value that found no buffer
+    private long targetOffset;
+    private long remaining;
+    private int endBytes;
+    private ByteBuf slotBuffer;
+
+    @Override
+    public ByteBuf slotReceiveBuffer() {
+      if (state != BODY || target == null || remaining < SLOT_READ_MIN_BYTES) {
+        return null;
+      }
+      slotBuffer =
+          Unpooled.wrappedBuffer(target.segment().asSlice(targetOffset, remaining).asByteBuffer())
+              .clear();
+      return slotBuffer;
+    }
+
+    @Override
+    public void channelRead(ChannelHandlerContext ctx, Object msg) {
+      ByteBuf in = (ByteBuf) msg;
+      if (in == slotBuffer) { // the socket was read straight into the value's buffer
+        slotBuffer = null;
+        int n = in.readableBytes();
+        in.release();
+        targetOffset += n;
+        remaining -= n;
+        if (remaining == 0) {
+          state = BODY_END;
+        }
+        return;
+      }
+      try {
+        while (in.isReadable() && state != FAILED) {
+          step(in);
+        }
+      } catch (IOException e) {
+        state = FAILED;
+        failAll(e);
+        ctx.close();
+      } finally {
+        in.release();
+      }
+    }
+
+    private void step(ByteBuf in) throws IOException {
+      switch (state) {
+        case LINE -> {
+          int nl = in.bytesBefore((byte) '\n');
+          int take = nl < 0 ? in.readableBytes() : nl + 1;
+          if (lineLength + take > MAX_LINE) {
+            throw new IOException("a reply line longer than " + MAX_LINE + " bytes");
+          }
+          in.readBytes(line, lineLength, take);
+          lineLength += take;
+          if (nl >= 0) {
+            reply();
+          }
+        }
+        case BODY -> {
+          int n = (int) Math.min(remaining, in.readableBytes());
+          if (target != null) {
+            in.readBytes(target.segment().asSlice(targetOffset, n).asByteBuffer());
+          } else {
+            in.skipBytes(n);
+          }
+          targetOffset += n;
+          remaining -= n;
+          if (remaining == 0) {
+            state = BODY_END;
+          }
+        }
+        case BODY_END -> {
+          byte b = in.readByte();
+          if (b != (endBytes == 0 ? '\r' : '\n')) {
+            throw new IOException("a bulk reply does not end with CRLF");
+          }
+          if (++endBytes == 2) {
+            endBytes = 0;
+            state = LINE;
+            ChunkBuffer value = target;
+            target = null;
+            complete(value);
+          }
+        }
+        default -> throw new IllegalStateException("state " + state);
+      }
+    }
+
+    /** A whole reply line is in {@code line}. */
+    private void reply() throws IOException {
+      int n = lineLength;
+      lineLength = 0;
+      if (n < 3 || line[n - 2] != '\r') {
+        throw new IOException("a reply line does not end with CRLF");
+      }
+      String rest = new String(line, 1, n - 3, StandardCharsets.US_ASCII);
+      switch (line[0]) {
+        case '$' -> {
+          long length = parseLength(rest);
+          if (length == -1) {
+            complete(null);
+          } else if (length < 0) {
+            throw new IOException("a bulk reply of length " + length);
+          } else {
+            startValue(length);
+          }
+        }
+        case '+', ':' -> complete(null);
+        case '-' -> {
+          CompletableFuture<ChunkBuffer> f = next();
+          f.completeExceptionally(new IOException("server error: " + rest));
+        }
+        default -> throw new IOException("not a RESP reply: " + printable(line, n));
+      }
+    }
+
+    private void startValue(long length) {
+      target = buffers.apply(length); // null: read past it, answer a miss
+      targetOffset = 0;
+      remaining = length;
+      state = length == 0 ? BODY_END : BODY;
+    }
+
+    private CompletableFuture<ChunkBuffer> next() throws IOException {
+      CompletableFuture<ChunkBuffer> f = pending.poll();
+      if (f == null) {
+        throw new IOException("a reply to no command");
+      }
+      return f;
+    }
+
+    private void complete(ChunkBuffer value) throws IOException {
+      CompletableFuture<ChunkBuffer> f;
+      try {
+        f = next();
+      } catch (IOException e) {
+        if (value != null) {
+          value.release();
+        }
+        throw e;
+      }
+      if (!f.complete(value) && value != null) {
+        value.release(); // cannot happen: only this decoder completes with a value
+      }
+    }
+
+    @Override
+    public void channelInactive(ChannelHandlerContext ctx) {
+      state = FAILED;
+      failAll(new IOException("connection to " + host + ":" + port + " closed"));
+      ctx.fireChannelInactive();
+    }
+
+    @Override
+    public void exceptionCaught(ChannelHandlerContext ctx, Throwable cause) {
+      state = FAILED;
+      failAll(cause instanceof IOException io ? io : new IOException(cause));
+      ctx.close();
+    }
+
+    /** On the event loop: drops the value being received and fails every pending command. */
+    private void failAll(IOException e) {
+      if (target != null) {
+        target.release();
+        target = null;
+      }
+      failPending(e);
+    }
+
+    /** Fails every pending command; any thread. */
+    void failPending(IOException e) {
+      for (CompletableFuture<ChunkBuffer> f; (f = pending.poll()) != null; ) {
+        f.completeExceptionally(e);
+      }
+    }
+  }
+
+  private static long parseLength(String s) throws IOException {
+    try {
+      return Long.parseLong(s);
+    } catch (NumberFormatException e) {
+      throw new IOException("a bulk length that is not a number: '" + s + "'");
+    }
+  }
+
+  private static String printable(byte[] b, int n) {
+    StringBuilder sb = new StringBuilder();
+    for (int i = 0; i < Math.min(n, 40); i++) {
+      int c = b[i] & 0xff;
+      sb.append(c >= 0x20 && c < 0x7f ? Character.toString(c) : String.format("\\x%02x", c));
+    }
+    return sb.toString();
+  }
+}
