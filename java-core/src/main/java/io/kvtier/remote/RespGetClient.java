@@ -47,8 +47,11 @@ final class RespGetClient implements AutoCloseable {
       new MultiThreadIoEventLoopGroup(
           1, io.kvtier.DaemonThreads.named("kvtier-redis-get"), NioIoHandler.newFactory());
   private final Object writeLock = new Object();
-  private volatile Channel channel;
-  private volatile Decoder decoder;
+
+  /** A connection and the decoder of its replies: commands and futures always go in pairs. */
+  private record Conn(Channel channel, Decoder decoder) {}
+
+  private volatile Conn conn;
 
   /**
    * @param handshake commands sent on each new connection before any GET (e.g. {@code AUTH}, {@code
@@ -75,41 +78,44 @@ final class RespGetClient implements AutoCloseable {
    * @throws IOException if no connection can be opened
    */
   List<CompletableFuture<ChunkBuffer>> get(byte[][] keys) throws IOException {
-    Channel ch = connection();
+    Conn c = connection();
+    Channel ch = c.channel();
     List<CompletableFuture<ChunkBuffer>> out = new ArrayList<>(keys.length);
     ByteBuf cmds = ch.alloc().buffer(keys.length * 64);
+    byte[] get = "GET".getBytes(StandardCharsets.US_ASCII);
     synchronized (writeLock) { // replies come back in the order the commands are queued
-      Decoder d = decoder;
       for (byte[] key : keys) {
-        writeCommand(cmds, "GET".getBytes(StandardCharsets.US_ASCII), key);
+        writeCommand(cmds, get, key);
         CompletableFuture<ChunkBuffer> f = new CompletableFuture<>();
-        d.pending.add(f);
+        c.decoder().pending.add(f);
         out.add(f);
       }
       ch.writeAndFlush(cmds);
     }
     if (!ch.isActive()) { // closed while queuing: nothing will answer these
-      decoder.failPending(new IOException("connection to " + host + ":" + port + " closed"));
+      c.decoder().failPending(new IOException("connection to " + host + ":" + port + " closed"));
     }
     return out;
   }
 
-  private Channel connection() throws IOException {
-    Channel ch = channel;
-    if (ch != null && ch.isActive()) {
-      return ch;
+  private Conn connection() throws IOException {
+    Conn c = conn;
+    if (c != null && c.channel().isActive()) {
+      return c;
     }
     synchronized (this) {
-      ch = channel;
-      if (ch != null && ch.isActive()) {
-        return ch;
+      c = conn;
+      if (c != null && c.channel().isActive()) {
+        return c;
       }
-      return connect();
+      c = connect();
+      conn = c;
+      return c;
     }
   }
 
   @SuppressWarnings("deprecation") // RCVBUF_ALLOCATOR: Netty 4.2 deprecates it with no successor
-  private Channel connect() throws IOException {
+  private Conn connect() throws IOException {
     Decoder d = new Decoder();
     Channel ch;
     try {
@@ -154,9 +160,7 @@ final class RespGetClient implements AutoCloseable {
       Throwable cause = e instanceof java.util.concurrent.ExecutionException ? e.getCause() : e;
       throw new IOException("handshake with " + host + ":" + port + " failed: " + cause, cause);
     }
-    decoder = d;
-    channel = ch;
-    return ch;
+    return new Conn(ch, d);
   }
 
   /** Writes one RESP array of bulk strings. */
@@ -172,9 +176,9 @@ final class RespGetClient implements AutoCloseable {
 
   @Override
   public void close() {
-    Channel ch = channel;
-    if (ch != null) {
-      ch.close().awaitUninterruptibly(1, TimeUnit.SECONDS);
+    Conn c = conn;
+    if (c != null) {
+      c.channel().close().awaitUninterruptibly(1, TimeUnit.SECONDS);
     }
     group.shutdownGracefully(0, 1, TimeUnit.SECONDS).awaitUninterruptibly(2, TimeUnit.SECONDS);
   }
