@@ -125,6 +125,63 @@ class RedisTopologiesTest {
   }
 
   @Test
+  void concurrentBatchedGets_eachGetTheirOwnValues() throws Exception {
+    int port = RedisServers.freePort();
+    Process server = RedisServers.start(port, dir, "--save", "");
+    try (RedisStore s =
+        new RedisStore("redis://127.0.0.1:" + port, 5000, 0, 64, pool::tryAllocate)) {
+      ChunkKey[] keys = new ChunkKey[16];
+      for (int i = 0; i < keys.length; i++) {
+        keys[i] = new ChunkKey(7, 100 + i, 5);
+        ChunkBuffer b = pool.tryAllocate(CHUNK);
+        b.segment().fill((byte) (i + 1));
+        s.put(keys[i], b);
+        b.release();
+      }
+      for (int i = 0; i < 500 && s.prefixLength(keys) < keys.length; i++) {
+        Thread.sleep(5);
+      }
+      java.util.concurrent.ExecutorService threads =
+          java.util.concurrent.Executors.newFixedThreadPool(4);
+      java.util.List<java.util.concurrent.Future<Integer>> results = new java.util.ArrayList<>();
+      for (int t = 0; t < 4; t++) {
+        long seed = t;
+        results.add(
+            threads.submit(
+                () -> {
+                  java.util.Random r = new java.util.Random(seed);
+                  int checked = 0;
+                  for (int round = 0; round < 50; round++) {
+                    int[] idx = r.ints(3, 0, keys.length).toArray();
+                    ChunkKey[] batch = {keys[idx[0]], keys[idx[1]], keys[idx[2]]};
+                    ChunkBuffer[] got = s.getBatch(batch);
+                    for (int j = 0; j < batch.length; j++) {
+                      assertNotNull(got[j], "a stored value went missing");
+                      assertFilled(got[j], (byte) (idx[j] + 1), CHUNK);
+                      got[j].release();
+                      checked++;
+                    }
+                  }
+                  return checked;
+                }));
+      }
+      for (var f : results) {
+        assertEquals(150, f.get(60, TimeUnit.SECONDS));
+      }
+      threads.shutdown();
+    } finally {
+      RedisServers.stop(server);
+    }
+  }
+
+  /** Checks every byte of a buffer. */
+  static void assertFilled(ChunkBuffer b, byte value, int length) {
+    byte[] expected = new byte[length];
+    Arrays.fill(expected, value);
+    assertArrayEquals(expected, b.segment().toArray(ValueLayout.JAVA_BYTE));
+  }
+
+  @Test
   void tls_roundTrip() throws Exception {
     assumeTrue(Files.isExecutable(Path.of("/usr/bin/openssl")), "openssl is not installed");
     RedisServers.run(
