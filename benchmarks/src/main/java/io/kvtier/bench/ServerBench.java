@@ -6,6 +6,8 @@ import io.kvtier.memory.ChunkPool;
 import io.kvtier.memory.MmapAllocator;
 import io.kvtier.server.CacheServer;
 import io.kvtier.server.ServerStore;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
 import java.net.InetSocketAddress;
 import java.nio.ByteBuffer;
 import java.nio.channels.ServerSocketChannel;
@@ -16,8 +18,9 @@ import java.util.Locale;
  * kvtier's cache server against a raw loopback TCP stream of the same bytes, same run.
  *
  * <ul>
- *   <li>Baseline: one blocking {@link SocketChannel} writing the bytes from a direct buffer to a
- *       peer that reads them into a direct buffer (upload), and the other way (download).
+ *   <li>Baseline: one blocking {@link SocketChannel} writing the bytes to a peer that reads them
+ *       (upload), and the other way (download), through the same amount of memory as kvtier's run
+ *       (n distinct values on the server side, kvtier's read-pool rotation on the client side).
  *   <li>kvtier: {@link ServerStore} PUTs of N values with 16 in flight, timed until every PUT is
  *       acknowledged, after a first round of N that fills the server (so slots are reused, as in a
  *       long-running server); then GETs in pipelined batches of 16 into pinned buffers.
@@ -57,39 +60,62 @@ public final class ServerBench {
         r >= 0.8 ? "MET" : "MISSED");
   }
 
-  /** {upload B/s, download B/s} of n values of size bytes over one loopback connection. */
+  /**
+   * {upload B/s, download B/s} of n values of size bytes over one loopback connection, touching the
+   * memory kvtier's run touches: the server side reads into (upload) or writes from (download) n
+   * distinct values, as the cache server's slots; the client writes every value from one buffer (as
+   * the PUT loop does) and reads into a rotation of as many buffers as kvtier's read pool. All
+   * pages are faulted in before the clock starts.
+   */
   private static double[] rawTcp(long size, int n) throws Exception {
     double[] out = new double[2];
-    for (int direction = 0; direction < 2; direction++) {
-      try (ServerSocketChannel server = ServerSocketChannel.open()) {
-        server.bind(new InetSocketAddress("127.0.0.1", 0));
-        boolean upload = direction == 0;
-        Thread peer =
-            new Thread(
-                () -> {
-                  try (SocketChannel c = server.accept()) {
-                    stream(c, size, n, !upload);
-                  } catch (Exception e) {
-                    throw new IllegalStateException(e);
-                  }
-                });
-        peer.start();
-        try (SocketChannel c = SocketChannel.open(server.getLocalAddress())) {
-          c.socket().setTcpNoDelay(true);
-          long t0 = System.nanoTime();
-          stream(c, size, n, upload);
-          peer.join();
-          out[direction] = size * n / ((System.nanoTime() - t0) / 1e9);
+    try (Arena arena = Arena.ofShared()) {
+      ByteBuffer[] stored = buffers(arena, size, n);
+      ByteBuffer[] one = buffers(arena, size, 1);
+      ByteBuffer[] pool = buffers(arena, size, 2 * IN_FLIGHT + 4);
+      for (int direction = 0; direction < 2; direction++) {
+        try (ServerSocketChannel server = ServerSocketChannel.open()) {
+          server.bind(new InetSocketAddress("127.0.0.1", 0));
+          boolean upload = direction == 0;
+          Thread peer =
+              new Thread(
+                  () -> {
+                    try (SocketChannel c = server.accept()) {
+                      stream(c, stored, n, !upload);
+                    } catch (Exception e) {
+                      throw new IllegalStateException(e);
+                    }
+                  });
+          peer.start();
+          try (SocketChannel c = SocketChannel.open(server.getLocalAddress())) {
+            c.socket().setTcpNoDelay(true);
+            long t0 = System.nanoTime();
+            stream(c, upload ? one : pool, n, upload);
+            peer.join();
+            out[direction] = size * n / ((System.nanoTime() - t0) / 1e9);
+          }
         }
       }
     }
     return out;
   }
 
-  /** Writes (or reads) n × size bytes through a direct buffer of size bytes. */
-  private static void stream(SocketChannel c, long size, int n, boolean write) throws Exception {
-    ByteBuffer b = ByteBuffer.allocateDirect((int) size);
+  /** {@code count} direct buffers of {@code size} bytes, their pages faulted in. */
+  private static ByteBuffer[] buffers(Arena arena, long size, int count) {
+    ByteBuffer[] b = new ByteBuffer[count];
+    for (int i = 0; i < count; i++) {
+      MemorySegment m = arena.allocate(size, 4096);
+      m.fill((byte) i);
+      b[i] = m.asByteBuffer();
+    }
+    return b;
+  }
+
+  /** Writes (or reads) n values of one buffer's size, going round {@code buffers}. */
+  private static void stream(SocketChannel c, ByteBuffer[] buffers, int n, boolean write)
+      throws Exception {
     for (int i = 0; i < n; i++) {
+      ByteBuffer b = buffers[i % buffers.length];
       b.clear();
       while (b.hasRemaining()) {
         if (write) {
