@@ -24,12 +24,13 @@ import jcuda.driver.JCudaDriver;
  * host chunks by the {@code kv_copy} kernels: one launch per call, every layer of the call at once,
  * driven by the slot mapping.
  *
- * <p><b>Streams.</b> Each calling thread has its own lane: a non-blocking stream, a ring of
- * argument buffers and, for {@link Mode#DMA}, a device staging buffer of one chunk. Copies are
- * enqueued and return at once; {@link #complete} waits for the calling thread's. Ordering against
- * vLLM's stream (DESIGN invariant 1) is by events: {@link #recordFence} marks vLLM's stream, and
- * every later copy waits for that mark on the GPU before touching a block; {@link
- * #orderBeforeCompute} makes vLLM's stream wait for the calling thread's copies into blocks.
+ * <p><b>Streams.</b> Each calling thread has two lanes, one for gathers and one for scatters: a
+ * non-blocking stream, a ring of argument buffers that grows rather than waits while launches queue
+ * behind a fence and, for {@link Mode#DMA}, a device staging buffer. Copies are enqueued and return
+ * at once; {@link #completeGathers} and {@link #completeScatters} wait for the calling thread's.
+ * Ordering against vLLM's stream (DESIGN invariant 1) is by events: {@link #recordFence} marks
+ * vLLM's stream, and every later copy waits for that mark on the GPU before touching a block;
+ * {@link #orderBeforeCompute} makes vLLM's stream wait for the calling thread's scatters.
  *
  * <p><b>Modes.</b> {@link Mode#MAPPED}: the kernel reads or writes the pinned chunk through its
  * device mapping (one pass over the bytes). {@link Mode#DMA}: the kernel gathers into (scatters
@@ -58,8 +59,11 @@ public final class GpuKvCache implements KvCacheTransfer, AutoCloseable {
     }
   }
 
-  /** Argument buffers per lane: that many launches may be in flight before one is reused. */
-  private static final int ARG_SLOTS = 16;
+  /**
+   * Most argument buffers per lane. The ring grows (from 16) while launches wait behind a fence, so
+   * the thread that enqueues them does not wait for the GPU; past this it waits.
+   */
+  private static final int MAX_ARG_SLOTS = 1024;
 
   private final CudaContext context;
   private final PinnedHostAllocator pinned;
@@ -71,8 +75,12 @@ public final class GpuKvCache implements KvCacheTransfer, AutoCloseable {
   private final CUdeviceptr layerTable = new CUdeviceptr();
   private final CUevent fence = new CUevent();
   private volatile boolean fenced;
-  private final ThreadLocal<Lane> lanes = new ThreadLocal<>();
+  private final ThreadLocal<Lane> gatherLanes = new ThreadLocal<>();
+  private final ThreadLocal<Lane> scatterLanes = new ThreadLocal<>();
   private final List<Lane> allLanes = new ArrayList<>();
+  // Every driver call on this object's resources holds the read lock; close() takes the write lock.
+  private final java.util.concurrent.locks.ReadWriteLock closeLock =
+      new java.util.concurrent.locks.ReentrantReadWriteLock();
   private boolean closed;
 
   /**
@@ -99,7 +107,7 @@ public final class GpuKvCache implements KvCacheTransfer, AutoCloseable {
     this.scatterMode = scatterMode;
     context.makeCurrent();
     for (int l = 0; l < layerAddresses.length; l++) {
-      checkDeviceRange(l, layerAddresses[l], layout.tensorBytes());
+      checkDeviceRange(l, layerAddresses[l], layout.tensorBytes(), context.ordinal());
     }
     this.kernels = new KvCopyKernels();
     long tableBytes = 8L * layerAddresses.length;
@@ -110,7 +118,7 @@ public final class GpuKvCache implements KvCacheTransfer, AutoCloseable {
     check(JCudaDriver.cuEventCreate(fence, CUevent_flags.CU_EVENT_DISABLE_TIMING), "cuEventCreate");
   }
 
-  private static void checkDeviceRange(int layer, long address, long bytes) {
+  private static void checkDeviceRange(int layer, long address, long bytes, int device) {
     if (address == 0) {
       throw new IllegalArgumentException("layer " + layer + " has address 0");
     }
@@ -122,8 +130,19 @@ public final class GpuKvCache implements KvCacheTransfer, AutoCloseable {
     if (rc != 0 || type[0] != CUmemorytype.CU_MEMORYTYPE_DEVICE) {
       throw new IllegalArgumentException(
           String.format(
-              "layer %d at 0x%x is not device memory of this context (%s)",
+              "layer %d at 0x%x is not device memory (%s)",
               layer, address, rc != 0 ? new CudaException("cuPointerGetAttribute", rc) : "host"));
+    }
+    int[] ordinal = new int[1];
+    check(
+        JCudaDriver.cuPointerGetAttribute(
+            Pointer.to(ordinal), CUpointer_attribute.CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL, p),
+        "cuPointerGetAttribute(device ordinal)");
+    if (ordinal[0] != device) {
+      throw new IllegalArgumentException(
+          String.format(
+              "layer %d at 0x%x is on CUDA device %d; this cache is on device %d",
+              layer, address, ordinal[0], device));
     }
     long[] start = new long[1];
     long[] size = new long[1];
@@ -158,23 +177,43 @@ public final class GpuKvCache implements KvCacheTransfer, AutoCloseable {
    * after this returns waits on the GPU until vLLM's work enqueued so far has finished.
    */
   public void recordFence(long rawStream) {
-    context.makeCurrent();
-    check(JCudaDriver.cuEventRecord(fence, Cuda.stream(rawStream)), "cuEventRecord(fence)");
-    fenced = true;
+    withOpen(
+        () -> {
+          check(JCudaDriver.cuEventRecord(fence, Cuda.stream(rawStream)), "cuEventRecord(fence)");
+          fenced = true;
+        });
   }
 
   /**
-   * Makes vLLM's stream wait on the GPU for the copies the calling thread has started so far (no
+   * Makes vLLM's stream wait on the GPU for the scatters the calling thread has started so far (no
    * CPU wait): attention then never reads a block before the copy into it is done.
    */
   public void orderBeforeCompute(long rawStream) {
-    Lane ln = lanes.get();
+    Lane ln = scatterLanes.get();
     if (ln == null) {
       return;
     }
-    context.makeCurrent();
-    check(JCudaDriver.cuEventRecord(ln.done, ln.stream), "cuEventRecord");
-    check(JCudaDriver.cuStreamWaitEvent(Cuda.stream(rawStream), ln.done, 0), "cuStreamWaitEvent");
+    withOpen(
+        () -> {
+          check(JCudaDriver.cuEventRecord(ln.done, ln.stream), "cuEventRecord");
+          check(
+              JCudaDriver.cuStreamWaitEvent(Cuda.stream(rawStream), ln.done, 0),
+              "cuStreamWaitEvent");
+        });
+  }
+
+  /** Runs {@code work} with the context current, unless closed (then it throws). */
+  private void withOpen(Runnable work) {
+    closeLock.readLock().lock();
+    try {
+      if (closed) {
+        throw new IllegalStateException("the GPU KV cache is closed");
+      }
+      context.makeCurrent();
+      work.run();
+    } finally {
+      closeLock.readLock().unlock();
+    }
   }
 
   @Override
@@ -218,13 +257,21 @@ public final class GpuKvCache implements KvCacheTransfer, AutoCloseable {
     return layer;
   }
 
-  /** Waits for the calling thread's copies. */
+  /** Waits for the calling thread's gathers. */
   @Override
-  public void complete() {
-    Lane ln = lanes.get();
+  public void completeGathers() {
+    complete(gatherLanes.get());
+  }
+
+  /** Waits for the calling thread's scatters. */
+  @Override
+  public void completeScatters() {
+    complete(scatterLanes.get());
+  }
+
+  private void complete(Lane ln) {
     if (ln != null) {
-      context.makeCurrent();
-      check(JCudaDriver.cuStreamSynchronize(ln.stream), "cuStreamSynchronize");
+      withOpen(() -> check(JCudaDriver.cuStreamSynchronize(ln.stream), "cuStreamSynchronize"));
     }
   }
 
@@ -245,34 +292,51 @@ public final class GpuKvCache implements KvCacheTransfer, AutoCloseable {
       throw new IllegalArgumentException(
           "the chunk has " + chunk.byteSize() + " bytes; " + chunkBytes + " are needed");
     }
-    context.makeCurrent();
-    Lane ln = lane();
+    withOpen(() -> enqueue(toCache, firstLayer, layerCount, slots, chunk, rowTokens, skip));
+  }
+
+  private void enqueue(
+      boolean toCache,
+      int firstLayer,
+      int layerCount,
+      long[] slots,
+      MemorySegment chunk,
+      int rowTokens,
+      int skip) {
+    int count = slots.length;
+    long chunkBytes = rowTokens * tokenBytes();
+    Lane ln = lane(toCache);
     Mode mode = toCache ? scatterMode : gatherMode;
-    long target = mode == Mode.MAPPED ? pinned.deviceAddress(chunk.address(), chunkBytes) : 0;
-    boolean dma = target == 0;
-    if (dma) {
-      target = ln.staging(chunkBytes);
-    }
-    long[] touched = java.util.Arrays.copyOf(layerAddresses, layerAddresses.length + 1);
-    touched[layerAddresses.length] = target;
-    KvCopyArgs a = KvCopyArgs.plan(layout, firstLayer, layerCount, rowTokens, skip, count, touched);
-    ArgSlot s = ln.slot(count + 1);
-    MemorySegment.copy(slots, 0, s.host, ValueLayout.JAVA_LONG, 0, count);
-    s.host.setAtIndex(ValueLayout.JAVA_LONG, count, target);
-    long argBytes = 8L * (count + 1);
-    check(
-        JCudaDriver.cuMemcpyHtoDAsync(s.device, Cuda.host(s.host.address()), argBytes, ln.stream),
-        "cuMemcpyHtoDAsync(slots)");
-    if (fenced) {
-      check(JCudaDriver.cuStreamWaitEvent(ln.stream, fence, 0), "cuStreamWaitEvent(fence)");
-    }
     long layerBytes = rowTokens * layout.tokenBytes();
     long from = firstLayer * layerBytes;
     long bytes = layerCount * layerBytes;
+    long base = mode == Mode.MAPPED ? pinned.deviceAddress(chunk.address(), chunkBytes) : 0;
+    boolean dma = base == 0;
+    if (dma) {
+      // Staging holds only the layers moved; the kernel adds the layers' offset to its base.
+      base = ln.staging(bytes) - from;
+    }
+    long[] touched = java.util.Arrays.copyOf(layerAddresses, layerAddresses.length + 1);
+    touched[layerAddresses.length] = base + from;
+    KvCopyArgs a = KvCopyArgs.plan(layout, firstLayer, layerCount, rowTokens, skip, count, touched);
+    ArgSlot s = ln.slot(count + 1);
+    MemorySegment.copy(slots, 0, s.host, ValueLayout.JAVA_LONG, 0, count);
+    s.host.setAtIndex(ValueLayout.JAVA_LONG, count, base);
+    check(
+        JCudaDriver.cuMemcpyHtoDAsync(
+            s.device, Cuda.host(s.host.address()), 8L * (count + 1), ln.stream),
+        "cuMemcpyHtoDAsync(slots)");
+    // The host side may be rewritten once this copy is done; the device side is reused in stream
+    // order, after the kernel that reads it.
+    check(JCudaDriver.cuEventRecord(s.used, ln.stream), "cuEventRecord");
+    s.pending = true;
+    if (fenced) {
+      check(JCudaDriver.cuStreamWaitEvent(ln.stream, fence, 0), "cuStreamWaitEvent(fence)");
+    }
     if (toCache && dma) {
       check(
           JCudaDriver.cuMemcpyHtoDAsync(
-              Cuda.device(target + from), Cuda.host(chunk.address() + from), bytes, ln.stream),
+              Cuda.device(base + from), Cuda.host(chunk.address() + from), bytes, ln.stream),
           "cuMemcpyHtoDAsync(chunk)");
     }
     long slotTable = Cuda.raw(s.device);
@@ -280,21 +344,18 @@ public final class GpuKvCache implements KvCacheTransfer, AutoCloseable {
     if (!toCache && dma) {
       check(
           JCudaDriver.cuMemcpyDtoHAsync(
-              Cuda.host(chunk.address() + from), Cuda.device(target + from), bytes, ln.stream),
+              Cuda.host(chunk.address() + from), Cuda.device(base + from), bytes, ln.stream),
           "cuMemcpyDtoHAsync(chunk)");
     }
-    check(JCudaDriver.cuEventRecord(s.used, ln.stream), "cuEventRecord");
-    s.pending = true;
   }
 
-  private Lane lane() {
+  /** The calling thread's lane for one direction; under the read lock. */
+  private Lane lane(boolean toCache) {
+    ThreadLocal<Lane> lanes = toCache ? scatterLanes : gatherLanes;
     Lane ln = lanes.get();
     if (ln == null) {
+      ln = new Lane();
       synchronized (allLanes) {
-        if (closed) {
-          throw new IllegalStateException("the GPU KV cache is closed");
-        }
-        ln = new Lane();
         allLanes.add(ln);
       }
       lanes.set(ln);
@@ -302,11 +363,11 @@ public final class GpuKvCache implements KvCacheTransfer, AutoCloseable {
     return ln;
   }
 
-  /** One thread's stream, events and buffers. Used by that thread only, until close. */
+  /** One thread's stream, events and buffers for one direction. Used by that thread only. */
   private final class Lane {
     final CUstream stream = new CUstream();
     final CUevent done = new CUevent();
-    final ArgSlot[] args = new ArgSlot[ARG_SLOTS];
+    final List<ArgSlot> args = new ArrayList<>();
     int next;
     CUdeviceptr staging;
     long stagingBytes;
@@ -317,20 +378,26 @@ public final class GpuKvCache implements KvCacheTransfer, AutoCloseable {
           "cuStreamCreate");
       check(
           JCudaDriver.cuEventCreate(done, CUevent_flags.CU_EVENT_DISABLE_TIMING), "cuEventCreate");
+      for (int i = 0; i < 16; i++) {
+        args.add(new ArgSlot());
+      }
     }
 
-    /** The next argument buffer, with room for {@code longs} values, once its last use is done. */
+    /**
+     * The next argument buffer with room for {@code longs} values. One whose last copy has not run
+     * yet (queued behind a fence) is skipped by inserting a new one, up to {@link #MAX_ARG_SLOTS};
+     * beyond that the thread waits for it.
+     */
     ArgSlot slot(int longs) {
-      int i = next;
-      next = (next + 1) % ARG_SLOTS;
-      if (args[i] == null) {
-        args[i] = new ArgSlot();
-      }
-      ArgSlot s = args[i];
-      if (s.pending) {
+      ArgSlot s = args.get(next);
+      if (s.pending && JCudaDriver.cuEventQuery(s.used) != 0 && args.size() < MAX_ARG_SLOTS) {
+        s = new ArgSlot();
+        args.add(next, s);
+      } else if (s.pending) {
         check(JCudaDriver.cuEventSynchronize(s.used), "cuEventSynchronize");
-        s.pending = false;
       }
+      s.pending = false;
+      next = (next + 1) % args.size();
       s.ensure(longs);
       return s;
     }
@@ -343,9 +410,12 @@ public final class GpuKvCache implements KvCacheTransfer, AutoCloseable {
         if (staging != null) {
           check(JCudaDriver.cuStreamSynchronize(stream), "cuStreamSynchronize");
           check(JCudaDriver.cuMemFree(staging), "cuMemFree");
+          staging = null;
+          stagingBytes = 0;
         }
-        staging = new CUdeviceptr();
-        check(JCudaDriver.cuMemAlloc(staging, bytes), "cuMemAlloc(staging " + bytes + ")");
+        CUdeviceptr p = new CUdeviceptr();
+        check(JCudaDriver.cuMemAlloc(p, bytes), "cuMemAlloc(staging " + bytes + ")");
+        staging = p;
         stagingBytes = bytes;
       }
       return Cuda.raw(staging);
@@ -354,12 +424,13 @@ public final class GpuKvCache implements KvCacheTransfer, AutoCloseable {
     void destroy() {
       JCudaDriver.cuStreamSynchronize(stream);
       for (ArgSlot s : args) {
-        if (s != null) {
-          s.free();
-        }
+        s.free();
       }
+      args.clear();
       if (staging != null) {
         JCudaDriver.cuMemFree(staging);
+        staging = null;
+        stagingBytes = 0;
       }
       JCudaDriver.cuEventDestroy(done);
       JCudaDriver.cuStreamDestroy(stream);
@@ -406,22 +477,30 @@ public final class GpuKvCache implements KvCacheTransfer, AutoCloseable {
     }
   }
 
-  /** Waits for every lane, then frees streams, buffers and the module. Idempotent. */
+  /**
+   * Waits for calls in progress and every lane's copies, then frees streams, buffers and the
+   * module; later calls throw {@link IllegalStateException}. Idempotent.
+   */
   @Override
   public void close() {
-    synchronized (allLanes) {
+    closeLock.writeLock().lock();
+    try {
       if (closed) {
         return;
       }
       closed = true;
       context.makeCurrent();
-      for (Lane ln : allLanes) {
-        ln.destroy();
+      synchronized (allLanes) {
+        for (Lane ln : allLanes) {
+          ln.destroy();
+        }
+        allLanes.clear();
       }
-      allLanes.clear();
+      JCudaDriver.cuEventDestroy(fence);
+      JCudaDriver.cuMemFree(layerTable);
+      kernels.unload();
+    } finally {
+      closeLock.writeLock().unlock();
     }
-    JCudaDriver.cuEventDestroy(fence);
-    JCudaDriver.cuMemFree(layerTable);
-    kernels.unload();
   }
 }

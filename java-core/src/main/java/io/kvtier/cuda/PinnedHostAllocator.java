@@ -21,6 +21,9 @@ import jcuda.driver.JCudaDriver;
  * <p>Thread-safe.
  */
 public final class PinnedHostAllocator implements HostAllocator {
+  /** Largest allocation: JCuda returns pinned memory as a ByteBuffer, limited to 2 GiB - 1. */
+  public static final long MAX_ALLOCATION = Integer.MAX_VALUE;
+
   private record Slab(long host, long bytes, long device, Pointer pointer) {}
 
   private final CudaContext context;
@@ -34,10 +37,20 @@ public final class PinnedHostAllocator implements HostAllocator {
    * {@inheritDoc}
    *
    * @throws OutOfMemoryError if the driver cannot pin that much memory
+   * @throws IllegalArgumentException above {@link #MAX_ALLOCATION} bytes
    * @throws CudaException on any other driver error
    */
   @Override
   public MemorySegment allocate(long byteCount) {
+    if (byteCount > MAX_ALLOCATION) {
+      // JCuda wraps the pinned memory in a ByteBuffer, which cannot exceed 2 GiB: the call would
+      // pin the memory and then fail, leaking it.
+      throw new IllegalArgumentException(
+          "cuMemHostAlloc through JCuda is limited to "
+              + MAX_ALLOCATION
+              + " bytes; asked "
+              + byteCount);
+    }
     context.makeCurrent();
     Pointer p = new Pointer();
     int rc =

@@ -185,7 +185,7 @@ public final class KvWorker implements AutoCloseable {
     if (op == null) {
       throw new IllegalArgumentException("unknown or ended save handle " + handle);
     }
-    awaitCopies(op.failed, "save failed", "a save was discarded");
+    awaitCopies(cache::completeGathers, op.failed, "save failed", "a save was discarded");
     ok &= !op.failed[0];
     if (!ok) {
       failedSaves.increment();
@@ -223,12 +223,12 @@ public final class KvWorker implements AutoCloseable {
   }
 
   /**
-   * Waits for the calling thread's copies ({@link KvCacheTransfer#complete}); a failure marks the
+   * Waits for the calling thread's copies of one direction ({@code complete}); a failure marks the
    * operation failed. Runs even for a failed operation, so no copy outlives its chunks.
    */
-  private void awaitCopies(boolean[] failed, String kind, String consequence) {
+  private void awaitCopies(Runnable complete, boolean[] failed, String kind, String consequence) {
     try {
-      cache.complete();
+      complete.run();
     } catch (RuntimeException e) {
       if (!failed[0]) {
         failed[0] = true;
@@ -313,7 +313,11 @@ public final class KvWorker implements AutoCloseable {
       throw new IllegalArgumentException("unknown or ended load handle " + handle);
     }
     // The chunks are released only once no copy reads them any more.
-    awaitCopies(op.failed, "load failed", "a load was abandoned; its tokens are recomputed");
+    awaitCopies(
+        cache::completeScatters,
+        op.failed,
+        "load failed",
+        "a load was abandoned; its tokens are recomputed");
     if (op.engineHandle != 0) {
       engine.completeLoad(op.engineHandle);
     }

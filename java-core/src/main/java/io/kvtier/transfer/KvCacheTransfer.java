@@ -11,9 +11,11 @@ import java.lang.foreign.MemorySegment;
  * * layout().tokenBytes()} and is laid out as {@link HostKvTransfer} writes one layer. Prompt token
  * {@code t} lives in slot {@code blockIds[t / blockSize] * blockSize + t % blockSize}.
  *
- * <p>Copies may be asynchronous: a chunk written by {@link #gather} may be read, and one read by
- * {@link #scatter} may be reused, only after the calling thread's {@link #complete} returned.
- * Implementations are thread-safe as long as callers do not move the same tokens concurrently.
+ * <p>Copies may be asynchronous: a chunk written by {@link #gather} may be read only after the
+ * calling thread's {@link #completeGathers} returned, and one read by {@link #scatter} may be
+ * reused only after its {@link #completeScatters} returned. The two are apart so a thread that
+ * loads one request while saving another waits only for what it needs. Implementations are
+ * thread-safe as long as callers do not move the same tokens concurrently.
  */
 public interface KvCacheTransfer {
   int layerCount();
@@ -57,12 +59,15 @@ public interface KvCacheTransfer {
       int count);
 
   /**
-   * Waits until every copy the calling thread started has finished. The default does nothing (for
+   * Waits until every gather the calling thread started has finished. The default does nothing (for
    * implementations whose copies finish before they return).
    *
    * @throws RuntimeException if one of those copies failed (its chunks must not be used)
    */
-  default void complete() {}
+  default void completeGathers() {}
+
+  /** As {@link #completeGathers}, for scatters. */
+  default void completeScatters() {}
 
   /**
    * The slots of prompt tokens {@code [first, first + count)} under the block table.
