@@ -4,12 +4,10 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 
 import io.kvtier.transfer.HostKvTransfer;
+import io.kvtier.transfer.HostKvTransferTest;
 import io.kvtier.transfer.PagedLayout;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
-import java.util.ArrayList;
-import java.util.Collections;
-import java.util.List;
 import java.util.Random;
 import java.util.stream.Stream;
 import org.junit.jupiter.api.Test;
@@ -37,19 +35,6 @@ class KvCopyArgsTest {
         // One layer of a cross-layer tensor [B, L=3, H, N, C]: blocks are 3 layers apart.
         PagedLayout.splitKv(6, 16, 2, 32, 2, 3L * 2 * 16 * 64, 16 * 64, 64),
         PagedLayout.flashAttnHnd(4, 16, 3, 12, 4)); // fp32, 48-byte rows
-  }
-
-  static long[] mapping(PagedLayout l, int tokens, long seed) {
-    List<Integer> blocks = new ArrayList<>();
-    for (int b = 0; b < l.numBlocks(); b++) {
-      blocks.add(b);
-    }
-    Collections.shuffle(blocks, new Random(seed));
-    long[] slots = new long[tokens];
-    for (int t = 0; t < tokens; t++) {
-      slots[t] = (long) blocks.get(t / l.blockSize()) * l.blockSize() + t % l.blockSize();
-    }
-    return slots;
   }
 
   /** What the kernel does, thread by thread, for one launch. */
@@ -98,7 +83,7 @@ class KvCopyArgsTest {
     int tokens = 2 * l.blockSize() + 5;
     try (Arena arena = Arena.ofConfined()) {
       MemorySegment[] layers = randomLayers(arena, l, layerCount, 1);
-      long[] slots = mapping(l, tokens, 2);
+      long[] slots = HostKvTransferTest.mapping(l, tokens, 2);
       long chunkBytes = tokens * l.tokenBytes() * layerCount;
       MemorySegment expected = arena.allocate(chunkBytes, 16);
       for (int layer = 0; layer < layerCount; layer++) {
@@ -131,7 +116,7 @@ class KvCopyArgsTest {
       new Random(6).nextBytes(bytes);
       MemorySegment chunk = arena.allocate(bytes.length, 16);
       MemorySegment.copy(MemorySegment.ofArray(bytes), 0, chunk, 0, bytes.length);
-      long[] slots = mapping(l, count, 7);
+      long[] slots = HostKvTransferTest.mapping(l, count, 7);
       MemorySegment[] expected = randomLayers(arena, l, layerCount, 8);
       MemorySegment[] actual = randomLayers(arena, l, layerCount, 8);
       for (int layer = 0; layer < layerCount; layer++) {

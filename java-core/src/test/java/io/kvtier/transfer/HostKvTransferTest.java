@@ -16,7 +16,7 @@ import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.MethodSource;
 
 /** Gather and scatter against an element-by-element reference, for every layout. */
-class HostKvTransferTest {
+public class HostKvTransferTest {
   static Stream<PagedLayout> layouts() {
     return Stream.of(
         PagedLayout.flashAttnNhd(12, 16, 4, 32, 2), // bf16/fp16
@@ -29,7 +29,7 @@ class HostKvTransferTest {
   }
 
   /** A mapping like vLLM's: whole blocks in random order, then a partial block. */
-  static long[] mapping(PagedLayout l, int tokens, long seed) {
+  public static long[] mapping(PagedLayout l, int tokens, long seed) {
     List<Integer> blocks = new ArrayList<>();
     for (int b = 0; b < l.numBlocks(); b++) {
       blocks.add(b);
