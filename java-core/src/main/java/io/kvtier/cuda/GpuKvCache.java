@@ -69,6 +69,7 @@ public final class GpuKvCache implements KvCacheTransfer, AutoCloseable {
   private final PinnedHostAllocator pinned;
   private final PagedLayout layout;
   private final long[] layerAddresses;
+  private final long layerAddressBits; // every layer base OR-ed: their common alignment
   private final Mode gatherMode;
   private final Mode scatterMode;
   private final KvCopyKernels kernels;
@@ -103,6 +104,11 @@ public final class GpuKvCache implements KvCacheTransfer, AutoCloseable {
     this.pinned = pinned;
     this.layout = layout;
     this.layerAddresses = layerAddresses.clone();
+    long bits = 0;
+    for (long a : layerAddresses) {
+      bits |= a;
+    }
+    this.layerAddressBits = bits;
     this.gatherMode = gatherMode;
     this.scatterMode = scatterMode;
     context.makeCurrent();
@@ -250,11 +256,7 @@ public final class GpuKvCache implements KvCacheTransfer, AutoCloseable {
   }
 
   private int checkLayer(int layer) {
-    if (layer < 0 || layer >= layerAddresses.length) {
-      throw new IllegalArgumentException(
-          "layer " + layer + " is outside 0.." + (layerAddresses.length - 1));
-    }
-    return layer;
+    return KvCacheTransfer.checkLayer(layer, layerAddresses.length);
   }
 
   /** Waits for the calling thread's gathers. */
@@ -316,9 +318,9 @@ public final class GpuKvCache implements KvCacheTransfer, AutoCloseable {
       // Staging holds only the layers moved; the kernel adds the layers' offset to its base.
       base = ln.staging(bytes) - from;
     }
-    long[] touched = java.util.Arrays.copyOf(layerAddresses, layerAddresses.length + 1);
-    touched[layerAddresses.length] = base + from;
-    KvCopyArgs a = KvCopyArgs.plan(layout, firstLayer, layerCount, rowTokens, skip, count, touched);
+    KvCopyArgs a =
+        KvCopyArgs.plan(
+            layout, firstLayer, layerCount, rowTokens, skip, count, layerAddressBits, base + from);
     ArgSlot s = ln.slot(count + 1);
     MemorySegment.copy(slots, 0, s.host, ValueLayout.JAVA_LONG, 0, count);
     s.host.setAtIndex(ValueLayout.JAVA_LONG, count, base);

@@ -41,7 +41,8 @@ public record KvCopyArgs(
   /**
    * Plans a launch.
    *
-   * @param addresses every address the launch touches: the layer views' bases and the chunks'
+   * @param addresses every address the launch touches (the layer views' bases and the chunks'), or
+   *     values OR-ed together from them: only their low bits count
    * @throws IllegalArgumentException if the range is empty or outside the chunk, or the grid would
    *     be too large
    */

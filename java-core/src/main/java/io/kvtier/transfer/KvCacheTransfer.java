@@ -70,6 +70,18 @@ public interface KvCacheTransfer {
   default void completeScatters() {}
 
   /**
+   * Returns {@code layer} if it is one of {@code layerCount} layers.
+   *
+   * @throws IllegalArgumentException otherwise
+   */
+  static int checkLayer(int layer, int layerCount) {
+    if (layer < 0 || layer >= layerCount) {
+      throw new IllegalArgumentException("layer " + layer + " is outside 0.." + (layerCount - 1));
+    }
+    return layer;
+  }
+
+  /**
    * The slots of prompt tokens {@code [first, first + count)} under the block table.
    *
    * @throws IllegalArgumentException if the table is too short or a block id is out of range

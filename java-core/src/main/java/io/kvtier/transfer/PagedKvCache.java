@@ -148,11 +148,7 @@ public final class PagedKvCache implements KvCacheTransfer {
   }
 
   private int checkLayer(int layer) {
-    if (layer < 0 || layer >= layers.length) {
-      throw new IllegalArgumentException(
-          "layer " + layer + " is outside 0.." + (layers.length - 1));
-    }
-    return layer;
+    return KvCacheTransfer.checkLayer(layer, layers.length);
   }
 
   long[] slots(int[] blockIds, int first, int count) {
