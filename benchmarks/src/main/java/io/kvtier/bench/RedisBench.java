@@ -128,16 +128,16 @@ public final class RedisBench {
       for (int i = 0; i < PIPELINE; i++) { // warm-up: connection, JIT
         store.put(new ChunkKey(0, -1 - i, i), value);
       }
-      awaitPuts(store);
+      Pipeline.drain(store::inFlightPuts);
 
       long t0 = System.nanoTime();
       for (int i = 0; i < n; i++) {
         ChunkKey k = new ChunkKey(1, i, i);
         while (!store.put(k, value)) { // full pipeline: wait for a slot, as redis-benchmark does
-          pipelineFull();
+          Pipeline.full();
         }
       }
-      awaitPuts(store);
+      Pipeline.drain(store::inFlightPuts);
       double setSeconds = (System.nanoTime() - t0) / 1e9;
       if (store.stats().puts() < n) {
         throw new IllegalStateException("only " + store.stats().puts() + " SETs acknowledged");
@@ -159,20 +159,6 @@ public final class RedisBench {
       }
       double getSeconds = (System.nanoTime() - g0) / 1e9;
       return new double[] {(double) n * size / setSeconds, (double) n * size / getSeconds};
-    }
-  }
-
-  /**
-   * The pipeline is full: wait a little without spinning. A spinning caller would take one of this
-   * machine's two cores from the event loops it waits for (redis-benchmark waits in epoll).
-   */
-  private static void pipelineFull() {
-    java.util.concurrent.locks.LockSupport.parkNanos(20_000);
-  }
-
-  private static void awaitPuts(RedisStore store) throws InterruptedException {
-    while (store.inFlightPuts() > 0) {
-      Thread.sleep(1);
     }
   }
 

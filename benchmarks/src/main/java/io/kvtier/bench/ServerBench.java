@@ -148,10 +148,10 @@ public final class ServerBench {
       for (int i = 0; i < n; i++) {
         ChunkKey k = new ChunkKey(0, -1 - i, i);
         while (!store.put(k, value)) {
-          pipelineFull();
+          Pipeline.full();
         }
       }
-      awaitPuts(store);
+      Pipeline.drain(store::inFlightPuts);
       long warmupPuts = store.stats().puts();
       for (int i = 0; i < 2 * IN_FLIGHT; i++) { // fault the client's read buffers in too
         ChunkBuffer b = store.get(new ChunkKey(0, -1 - i, i));
@@ -167,10 +167,10 @@ public final class ServerBench {
       for (int i = 0; i < n; i++) {
         ChunkKey k = new ChunkKey(1, i, i);
         while (!store.put(k, value)) {
-          pipelineFull(); // wait for an acknowledgement
+          Pipeline.full(); // wait for an acknowledgement
         }
       }
-      awaitPuts(store);
+      Pipeline.drain(store::inFlightPuts);
       double putSeconds = (System.nanoTime() - t0) / 1e9;
       value.release();
       if (store.stats().puts() - warmupPuts < n) {
@@ -192,20 +192,6 @@ public final class ServerBench {
       }
       double getSeconds = (System.nanoTime() - g0) / 1e9;
       return new double[] {size * n / putSeconds, size * n / getSeconds};
-    }
-  }
-
-  /**
-   * The pipeline is full: wait a little without spinning. A spinning caller would take one of this
-   * machine's two cores from the event loops it waits for (redis-benchmark waits in epoll).
-   */
-  private static void pipelineFull() {
-    java.util.concurrent.locks.LockSupport.parkNanos(20_000);
-  }
-
-  private static void awaitPuts(ServerStore store) throws InterruptedException {
-    while (store.inFlightPuts() > 0) {
-      Thread.sleep(1);
     }
   }
 }
