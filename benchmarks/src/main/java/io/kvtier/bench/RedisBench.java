@@ -12,7 +12,6 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
-import java.util.Locale;
 import java.util.concurrent.TimeUnit;
 
 /**
@@ -55,35 +54,34 @@ public final class RedisBench {
     try {
       Thread.sleep(500);
       System.out.println("redis-server on 127.0.0.1:" + port);
-      List<String> lines = new ArrayList<>();
+      List<Rounds> measures = new ArrayList<>();
       for (int mib : new int[] {4, 32}) {
         int n = mib == 4 ? 256 : 48;
-        double[] theirs = redisBenchmark(port, mib << 20, n);
+        Rounds set = new Rounds("SET " + mib + " MiB", "redis-benchmark", 0.9);
+        Rounds get = new Rounds("GET " + mib + " MiB", "redis-benchmark", 0.9);
+        kvtier(port, mib << 20, n); // warm-up round, not counted
         run(port, "FLUSHALL");
-        double[] ours = kvtier(port, mib << 20, n);
-        run(port, "FLUSHALL");
-        lines.add(line("SET " + mib + " MiB", ours[0], theirs[0]));
-        lines.add(line("GET " + mib + " MiB", ours[1], theirs[1]));
+        for (int round = 0; round < Rounds.COUNT; round++) {
+          double[] theirs = redisBenchmark(port, mib << 20, n);
+          run(port, "FLUSHALL");
+          double[] ours = kvtier(port, mib << 20, n);
+          run(port, "FLUSHALL");
+          set.add(ours[0], theirs[0]);
+          get.add(ours[1], theirs[1]);
+        }
+        measures.add(set);
+        measures.add(get);
       }
       System.out.println();
-      System.out.println("kvtier remote tier on Redis (same run; ratio against redis-benchmark)");
-      lines.forEach(System.out::println);
+      System.out.println(
+          "kvtier remote tier on Redis against redis-benchmark (same run; median of "
+              + Rounds.COUNT
+              + " rounds, range of the ratio, after a warm-up round)");
+      measures.forEach(m -> System.out.println(m.line()));
     } finally {
       server.destroy();
       server.waitFor(10, TimeUnit.SECONDS);
     }
-  }
-
-  private static String line(String what, double ours, double theirs) {
-    double r = ours / theirs;
-    return String.format(
-        Locale.ROOT,
-        "  %-12s kvtier %6.2f GB/s   redis-benchmark %6.2f GB/s   %.2fx %s >= 0.9x",
-        what,
-        ours / 1e9,
-        theirs / 1e9,
-        r,
-        r >= 0.9 ? "MET" : "MISSED");
   }
 
   /** {SET bytes/s, GET bytes/s} from redis-benchmark. */

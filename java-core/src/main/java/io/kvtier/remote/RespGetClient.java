@@ -2,9 +2,9 @@ package io.kvtier.remote;
 
 import io.kvtier.memory.ChunkBuffer;
 import io.kvtier.server.SlotReceiveAllocator;
+import io.kvtier.server.ValueSink;
 import io.netty.bootstrap.Bootstrap;
 import io.netty.buffer.ByteBuf;
-import io.netty.buffer.Unpooled;
 import io.netty.channel.Channel;
 import io.netty.channel.ChannelHandlerContext;
 import io.netty.channel.ChannelInboundHandlerAdapter;
@@ -191,39 +191,24 @@ final class RespGetClient implements AutoCloseable {
     private static final int BODY_END = 2;
     private static final int FAILED = 3;
     private static final int MAX_LINE = 4096;
-    private static final int SLOT_READ_MIN_BYTES = 64 << 10;
 
     final Queue<CompletableFuture<ChunkBuffer>> pending = new ConcurrentLinkedQueue<>();
     private int state = LINE;
     private final byte[] line = new byte[MAX_LINE];
     private int lineLength;
-    private ChunkBuffer target; // null while skipping a value that found no buffer
-    private long targetOffset;
-    private long remaining;
+    private final ValueSink value = new ValueSink(); // discards a value that found no buffer
     private int endBytes;
-    private ByteBuf slotBuffer;
 
     @Override
     public ByteBuf slotReceiveBuffer() {
-      if (state != BODY || target == null || remaining < SLOT_READ_MIN_BYTES) {
-        return null;
-      }
-      slotBuffer =
-          Unpooled.wrappedBuffer(target.segment().asSlice(targetOffset, remaining).asByteBuffer())
-              .clear();
-      return slotBuffer;
+      return state == BODY ? value.receiveBuffer() : null;
     }
 
     @Override
     public void channelRead(ChannelHandlerContext ctx, Object msg) {
       ByteBuf in = (ByteBuf) msg;
-      if (in == slotBuffer) { // the socket was read straight into the value's buffer
-        slotBuffer = null;
-        int n = in.readableBytes();
-        in.release();
-        targetOffset += n;
-        remaining -= n;
-        if (remaining == 0) {
+      if (value.tookSlotRead(in)) { // the socket was read straight into the value's buffer
+        if (value.remaining() == 0) {
           state = BODY_END;
         }
         return;
@@ -256,15 +241,8 @@ final class RespGetClient implements AutoCloseable {
           }
         }
         case BODY -> {
-          int n = (int) Math.min(remaining, in.readableBytes());
-          if (target != null) {
-            in.readBytes(target.segment().asSlice(targetOffset, n).asByteBuffer());
-          } else {
-            in.skipBytes(n);
-          }
-          targetOffset += n;
-          remaining -= n;
-          if (remaining == 0) {
+          value.copyFrom(in);
+          if (value.remaining() == 0) {
             state = BODY_END;
           }
         }
@@ -276,9 +254,7 @@ final class RespGetClient implements AutoCloseable {
           if (++endBytes == 2) {
             endBytes = 0;
             state = LINE;
-            ChunkBuffer value = target;
-            target = null;
-            complete(value);
+            complete(value.take());
           }
         }
         default -> throw new IllegalStateException("state " + state);
@@ -314,9 +290,7 @@ final class RespGetClient implements AutoCloseable {
     }
 
     private void startValue(long length) {
-      target = buffers.apply(length); // null: read past it, answer a miss
-      targetOffset = 0;
-      remaining = length;
+      value.start(buffers.apply(length), length); // no buffer: read past it, answer a miss
       state = length == 0 ? BODY_END : BODY;
     }
 
@@ -328,18 +302,18 @@ final class RespGetClient implements AutoCloseable {
       return f;
     }
 
-    private void complete(ChunkBuffer value) throws IOException {
+    private void complete(ChunkBuffer buffer) throws IOException {
       CompletableFuture<ChunkBuffer> f;
       try {
         f = next();
       } catch (IOException e) {
-        if (value != null) {
-          value.release();
+        if (buffer != null) {
+          buffer.release();
         }
         throw e;
       }
-      if (!f.complete(value) && value != null) {
-        value.release(); // cannot happen: only this decoder completes with a value
+      if (!f.complete(buffer) && buffer != null) {
+        buffer.release(); // cannot happen: only this decoder completes with a value
       }
     }
 
@@ -359,10 +333,7 @@ final class RespGetClient implements AutoCloseable {
 
     /** On the event loop: drops the value being received and fails every pending command. */
     private void failAll(IOException e) {
-      if (target != null) {
-        target.release();
-        target = null;
-      }
+      value.release();
       failPending(e);
     }
 

@@ -9,8 +9,9 @@ import io.netty.channel.ChannelInboundHandlerAdapter;
 /**
  * Splits the byte stream into {@link Protocol} frames. Control frames are gathered (bounded by
  * {@link Protocol#MAX_CONTROL_FRAME}) and handed over whole; the value bytes of VALUE and PUT
- * frames are copied from each incoming socket buffer straight into the {@link ChunkBuffer} the
- * listener provides — one copy, no accumulation of large values.
+ * frames go to a {@link ValueSink}: into the {@link ChunkBuffer} the listener provides, read from
+ * the socket straight into it where possible, else copied once from the receive buffer — no
+ * accumulation of large values.
  *
  * <p>Confined to the channel's event loop.
  */
@@ -54,14 +55,8 @@ final class FrameDecoder extends ChannelInboundHandlerAdapter
   private int state; // 0 header, 1 control payload, 2 bulk prefix, 3 bulk value, FAILED
   private byte op;
   private int requestId;
-  private long remaining; // bytes of the current part still to come
-  private ChunkBuffer target;
-  private long targetOffset;
-
-  /** A value shorter than this is received the ordinary way (a slot read is not worth it). */
-  static final int SLOT_READ_MIN_BYTES = 64 << 10;
-
-  private ByteBuf slotBuffer; // the receive buffer handed out over the current slot, if any
+  private long remaining; // bytes of the current header or control payload still to come
+  private final ValueSink value = new ValueSink();
 
   FrameDecoder(Listener listener, long maxValueBytes) {
     this.listener = listener;
@@ -74,25 +69,14 @@ final class FrameDecoder extends ChannelInboundHandlerAdapter
    */
   @Override
   public ByteBuf slotReceiveBuffer() {
-    if (state != 3 || target == null || remaining < SLOT_READ_MIN_BYTES) {
-      return null;
-    }
-    slotBuffer =
-        Unpooled.wrappedBuffer(target.segment().asSlice(targetOffset, remaining).asByteBuffer())
-            .clear(); // empty, with the slot's remaining bytes as capacity
-    return slotBuffer;
+    return state == 3 ? value.receiveBuffer() : null;
   }
 
   @Override
   public void channelRead(ChannelHandlerContext ctx, Object msg) throws Exception {
     ByteBuf in = (ByteBuf) msg;
-    if (in == slotBuffer) { // read straight into the slot: the bytes are already in place
-      slotBuffer = null;
-      int n = in.readableBytes();
-      in.release();
-      targetOffset += n;
-      remaining -= n;
-      if (remaining == 0) {
+    if (value.tookSlotRead(in)) { // read straight into the slot: the bytes are already in place
+      if (value.remaining() == 0) {
         bulkEnd(ctx);
       }
       return;
@@ -156,25 +140,16 @@ final class FrameDecoder extends ChannelInboundHandlerAdapter
           return;
         }
         long valueBytes = remaining - prefix;
-        target = listener.onBulkStart(ctx, op, requestId, small, valueBytes);
+        value.start(listener.onBulkStart(ctx, op, requestId, small, valueBytes), valueBytes);
         small.clear();
-        targetOffset = 0;
-        remaining = valueBytes;
         state = 3;
-        if (remaining == 0) {
+        if (valueBytes == 0) {
           bulkEnd(ctx);
         }
       }
       case 3 -> {
-        int n = (int) Math.min(remaining, in.readableBytes());
-        if (target != null) {
-          in.readBytes(target.segment().asSlice(targetOffset, n).asByteBuffer());
-        } else {
-          in.skipBytes(n);
-        }
-        targetOffset += n;
-        remaining -= n;
-        if (remaining == 0) {
+        value.copyFrom(in);
+        if (value.remaining() == 0) {
           bulkEnd(ctx);
         }
       }
@@ -204,17 +179,12 @@ final class FrameDecoder extends ChannelInboundHandlerAdapter
 
   private void bulkEnd(ChannelHandlerContext ctx) {
     state = 0;
-    ChunkBuffer t = target;
-    target = null;
-    listener.onBulkEnd(ctx, op, requestId, t);
+    listener.onBulkEnd(ctx, op, requestId, value.take());
   }
 
   private void fail(ChannelHandlerContext ctx, ProtocolException e) {
     state = FAILED;
-    if (target != null) {
-      target.release();
-      target = null;
-    }
+    value.release();
     ByteBuf out = ctx.alloc().buffer();
     byte[] msg = String.valueOf(e.getMessage()).getBytes(java.nio.charset.StandardCharsets.UTF_8);
     Protocol.header(out, Protocol.ERROR, requestId, 4 + msg.length);
@@ -226,10 +196,7 @@ final class FrameDecoder extends ChannelInboundHandlerAdapter
 
   @Override
   public void channelInactive(ChannelHandlerContext ctx) throws Exception {
-    if (target != null) {
-      target.release();
-      target = null;
-    }
+    value.release();
     small.release();
     super.channelInactive(ctx);
   }
