@@ -187,6 +187,16 @@ public final class KvTierConfig {
           "Remote puts in flight; more are dropped and counted (kvtier key).",
           ConfigKey.positiveInt());
 
+  /** On a Redis cluster, whether a prompt's chunks share a hash tag and so live on one node. */
+  public static final ConfigKey<Boolean> REMOTE_HASH_TAGS =
+      new ConfigKey<>(
+          "remote_hash_tags",
+          true,
+          "",
+          "On a Redis cluster, keep each prompt's chunks on one node with a hash tag; false"
+              + " spreads them by their own hash (kvtier key).",
+          ConfigKey.bool());
+
   /** Longest time a lookup's pins may hold chunks before they are released, in seconds. */
   public static final ConfigKey<Integer> PIN_TIMEOUT_SEC =
       new ConfigKey<>(
@@ -231,6 +241,7 @@ public final class KvTierConfig {
           REMOTE_TIMEOUT_MS,
           REMOTE_TTL_SEC,
           REMOTE_QUEUE,
+          REMOTE_HASH_TAGS,
           PIN_TIMEOUT_SEC,
           PIN_CHECK_INTERVAL_SEC,
           EXTRA_CONFIG);
@@ -466,6 +477,10 @@ public final class KvTierConfig {
 
   public int remoteQueue() {
     return get(REMOTE_QUEUE);
+  }
+
+  public boolean remoteHashTags() {
+    return get(REMOTE_HASH_TAGS);
   }
 
   public int pinTimeoutSec() {

@@ -186,6 +186,7 @@ public final class KvEngine implements AutoCloseable {
               config.remoteTimeoutMs(),
               config.remoteTtlSec(),
               config.remoteQueue(),
+              config.remoteHashTags(),
               cpu::allocate));
     }
     this.tiers =

@@ -89,6 +89,7 @@ public final class RedisStore implements KvStore {
   private final long timeoutMillis;
   private final int ttlSeconds;
   private final int queueBound;
+  private final boolean hashTags; // cluster keys tagged by the prompt's root
   private final ChunkCodec codec;
   private final ClientResources resources;
   private final ErrorTally errors = new ErrorTally(LOG, "remote tier");
@@ -111,10 +112,22 @@ public final class RedisStore implements KvStore {
   private final LongAdder duplicatePuts = new LongAdder();
   private volatile boolean closed;
 
+  /** As {@link #RedisStore(String, long, int, int, boolean, LongFunction)}, with hash tags. */
+  public RedisStore(
+      String url,
+      long timeoutMillis,
+      int ttlSeconds,
+      int queueBound,
+      LongFunction<ChunkBuffer> buffers) {
+    this(url, timeoutMillis, ttlSeconds, queueBound, true, buffers);
+  }
+
   /**
    * Connects to {@code url}; if the server does not answer, starts anyway (every operation is a
    * miss or a dropped put) and keeps trying in the background.
    *
+   * @param hashTags on a cluster, key chunks with their prompt's root as hash tag ({@link
+   *     #redisKey(ChunkKey, boolean)}), so a prompt's chunks live on one node; ignored elsewhere
    * @param buffers where values read from the server go (null when none is free: a miss)
    * @throws ConfigException if the URL is malformed or of an unknown scheme
    */
@@ -123,11 +136,13 @@ public final class RedisStore implements KvStore {
       long timeoutMillis,
       int ttlSeconds,
       int queueBound,
+      boolean hashTags,
       LongFunction<ChunkBuffer> buffers) {
     this.url = url;
     this.timeoutMillis = checkPositive(timeoutMillis, "timeoutMillis");
     this.ttlSeconds = ttlSeconds;
     this.queueBound = checkPositive(queueBound, "queueBound");
+    this.hashTags = hashTags;
     this.codec = new ChunkCodec(buffers);
     this.resources = DefaultClientResources.builder().ioThreadPoolSize(2).build();
     Duration timeout = Duration.ofMillis(timeoutMillis);
@@ -287,7 +302,7 @@ public final class RedisStore implements KvStore {
 
   /** The Redis key of a chunk; see {@link #redisKey(ChunkKey, boolean)}. */
   private byte[] redisKey(ChunkKey key) {
-    return redisKey(key, clusterClient != null);
+    return redisKey(key, hashTags && clusterClient != null);
   }
 
   /**

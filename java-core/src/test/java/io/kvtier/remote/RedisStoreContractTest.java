@@ -132,24 +132,34 @@ class RedisStoreContractTest {
       }
     }
 
-    /**
-     * Hash tags: every chunk of a prompt (keys from {@code ChunkHasher}, which carry the prompt's
-     * root) lands on one node, and the prompt's batched get is served from it.
-     */
-    @org.junit.jupiter.api.Test
-    void aPromptsChunksLiveOnOneNode() throws Exception {
+    /** Keys of a 6-chunk prompt as the engine makes them (they carry the prompt's root). */
+    io.kvtier.key.ChunkKey[] promptKeys() {
       int[] tokens = new int[6 * 16];
       for (int i = 0; i < tokens.length; i++) {
         tokens[i] = 1000 + i * 7;
       }
-      io.kvtier.key.ChunkKey[] keys =
-          io.kvtier.key.ChunkHasher.keys(42, tokens, tokens.length, 16, false, 100);
+      return io.kvtier.key.ChunkHasher.keys(42, tokens, tokens.length, 16, false, 100);
+    }
+
+    /**
+     * Stores the prompt's chunks through {@code s}, reads them back in one batch byte for byte, and
+     * returns how many keys each node holds, smallest first.
+     */
+    List<Long> storeAndCountPerNode(KvStore s, io.kvtier.key.ChunkKey[] keys) throws Exception {
       byte[][] expected = new byte[keys.length][];
       for (int c = 0; c < keys.length; c++) {
         ChunkBuffer b = chunk(100 + c, CHUNK_BYTES);
         expected[c] = bytesOf(b);
-        putAndAwait(keys[c], b);
+        org.junit.jupiter.api.Assertions.assertTrue(s.put(keys[c], b));
+        for (int i = 0; i < 500 && !s.contains(keys[c]); i++) {
+          Thread.sleep(2);
+        }
         b.release();
+      }
+      ChunkBuffer[] got = s.getBatch(keys);
+      for (int c = 0; c < keys.length; c++) {
+        org.junit.jupiter.api.Assertions.assertArrayEquals(expected[c], bytesOf(got[c]));
+        got[c].release();
       }
       List<Long> perNode = new ArrayList<>();
       for (int p : ports) {
@@ -158,12 +168,17 @@ class RedisStoreContractTest {
                 RedisServers.run("redis-cli", "-p", Integer.toString(p), "DBSIZE").trim()));
       }
       perNode.sort(null);
-      assertEquals(List.of(0L, 0L, (long) keys.length), perNode, "keys per node");
-      ChunkBuffer[] got = store.getBatch(keys);
-      for (int c = 0; c < keys.length; c++) {
-        org.junit.jupiter.api.Assertions.assertArrayEquals(expected[c], bytesOf(got[c]));
-        got[c].release();
-      }
+      return perNode;
+    }
+
+    /**
+     * Hash tags: every chunk of a prompt (keys from {@code ChunkHasher}, which carry the prompt's
+     * root) lands on one node, and the prompt's batched get is served from it.
+     */
+    @org.junit.jupiter.api.Test
+    void aPromptsChunksLiveOnOneNode() throws Exception {
+      io.kvtier.key.ChunkKey[] keys = promptKeys();
+      assertEquals(List.of(0L, 0L, (long) keys.length), storeAndCountPerNode(store, keys));
       // the tag is the namespace and the root; the key without a root is tagged by its own hash
       String k = new String(RedisStore.redisKey(keys[3], true), StandardCharsets.US_ASCII);
       assertEquals(
@@ -175,6 +190,24 @@ class RedisStoreContractTest {
       assertEquals(
           "kvtier:000000000000002a:" + keys[3].hashHex(),
           new String(RedisStore.redisKey(keys[3], false), StandardCharsets.US_ASCII));
+    }
+
+    /** {@code remote_hash_tags=false}: the same prompt's chunks spread over the nodes. */
+    @org.junit.jupiter.api.Test
+    void withoutHashTagsAPromptsChunksSpread() throws Exception {
+      io.kvtier.key.ChunkKey[] keys = promptKeys();
+      try (RedisStore untagged =
+          new RedisStore(url(), 2000, 0, 1024, false, readPool::tryAllocate)) {
+        List<Long> perNode = storeAndCountPerNode(untagged, keys);
+        assertEquals(keys.length, perNode.stream().mapToLong(Long::longValue).sum());
+        org.junit.jupiter.api.Assertions.assertTrue(
+            perNode.get(1) > 0, "keys on at least two nodes: " + perNode);
+        // the tagged store does not find what the untagged one wrote
+        ChunkBuffer[] got = store.getBatch(keys);
+        for (ChunkBuffer b : got) {
+          org.junit.jupiter.api.Assertions.assertNull(b);
+        }
+      }
     }
 
     @Override
