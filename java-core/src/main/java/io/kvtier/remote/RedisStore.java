@@ -54,8 +54,10 @@ import java.util.function.LongFunction;
  * <ul>
  *   <li>Values are written through {@link ChunkCodec}, encoded as views of pinned buffers. On a
  *       plain {@code redis://} server, GETs go through {@link RespGetClient}, which reads the
- *       socket straight into a pinned buffer from the injected allocator; elsewhere (TLS, sentinel,
- *       cluster) Lettuce decodes them and the codec copies them into one.
+ *       socket straight into a pinned buffer from the injected allocator, and on a plain {@code
+ *       redis-cluster://} through {@link ClusterGets} (one such client per node, slots from
+ *       Lettuce's map); elsewhere (TLS, sentinel) Lettuce decodes them and the codec copies them
+ *       into one.
  *   <li>{@link #put} never blocks: it retains the chunk, sends {@code SET} asynchronously and
  *       releases on completion; more than {@code remote_queue} puts in flight drop the put
  *       (counted). Gets, exists and batched forms are pipelined (every command is sent before any
@@ -99,6 +101,9 @@ public final class RedisStore implements KvStore {
   private final Object connectLock = new Object();
 
   private RespGetClient getClient; // plain redis://: GETs read straight into pinned buffers
+  private ClusterGets clusterGets; // plain redis-cluster://: the same, one client per node
+  private final java.util.concurrent.atomic.AtomicBoolean reloadingSlots =
+      new java.util.concurrent.atomic.AtomicBoolean();
   private final RedisClient client; // standalone and sentinel; null for cluster
   private final RedisClusterClient clusterClient; // cluster; null otherwise
   private volatile StatefulConnection<byte[], ChunkBuffer> connection; // null until connected
@@ -167,6 +172,15 @@ public final class RedisStore implements KvStore {
                 .requestQueueSize(CLUSTER_REQUEST_QUEUE)
                 .autoReconnect(true)
                 .build());
+        if (lower.startsWith("redis-cluster://")) {
+          clusterGets =
+              new ClusterGets(
+                  clusterClient::getPartitions,
+                  this::reloadSlots,
+                  handshake(clusterUris(url).get(0)),
+                  timeoutMillis,
+                  codec::allocate);
+        }
       } else if (lower.startsWith("redis://")
           || lower.startsWith("rediss://")
           || lower.startsWith("redis-sentinel://")
@@ -212,6 +226,27 @@ public final class RedisStore implements KvStore {
           RECONNECT_SECONDS,
           RECONNECT_SECONDS,
           TimeUnit.SECONDS);
+    }
+  }
+
+  /** Reloads the cluster's slot map in the background, unless a reload is under way. */
+  private void reloadSlots() {
+    if (closed || !reloadingSlots.compareAndSet(false, true)) {
+      return;
+    }
+    try {
+      reconnector.execute(
+          () -> {
+            try {
+              clusterClient.refreshPartitions();
+            } catch (RuntimeException e) {
+              errors.record("unavailable", "cannot reload the cluster's slot map", e);
+            } finally {
+              reloadingSlots.set(false);
+            }
+          });
+    } catch (java.util.concurrent.RejectedExecutionException e) {
+      reloadingSlots.set(false); // closing
     }
   }
 
@@ -360,6 +395,9 @@ public final class RedisStore implements KvStore {
 
   private static String kindOf(Throwable e) {
     String name = e == null ? "" : e.getClass().getSimpleName();
+    if (e != null && ClusterGets.redirected(e)) {
+      return "moved";
+    }
     if (name.contains("Timeout")) {
       return "timeout";
     }
@@ -481,7 +519,13 @@ public final class RedisStore implements KvStore {
     }
     List<java.util.concurrent.CompletableFuture<ChunkBuffer>> replies;
     try {
-      replies = getClient != null ? getClient.get(redisKeys(chunkKeys)) : lettuceGets(chunkKeys);
+      if (getClient != null) {
+        replies = getClient.get(redisKeys(chunkKeys));
+      } else if (clusterGets != null) {
+        replies = clusterGets.get(redisKeys(chunkKeys));
+      } else {
+        replies = lettuceGets(chunkKeys);
+      }
     } catch (IOException | RuntimeException e) {
       inFlightReads.addAndGet(-chunkKeys.length);
       errors.record("unavailable", "get from " + redacted() + " failed", e);
@@ -519,7 +563,7 @@ public final class RedisStore implements KvStore {
     return k;
   }
 
-  /** Pipelined GETs through Lettuce (cluster, sentinel, TLS); a rejected command fails them all. */
+  /** Pipelined GETs through Lettuce (sentinel, TLS); a rejected command fails them all. */
   private List<java.util.concurrent.CompletableFuture<ChunkBuffer>> lettuceGets(ChunkKey[] keys) {
     List<java.util.concurrent.CompletableFuture<ChunkBuffer>> replies = new ArrayList<>();
     try {
@@ -622,6 +666,9 @@ public final class RedisStore implements KvStore {
     resources.shutdown(0, timeout.toMillis(), TimeUnit.MILLISECONDS);
     if (getClient != null) {
       getClient.close();
+    }
+    if (clusterGets != null) {
+      clusterGets.close();
     }
   }
 

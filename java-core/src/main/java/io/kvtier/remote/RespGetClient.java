@@ -43,9 +43,8 @@ final class RespGetClient implements AutoCloseable {
   private final List<byte[][]> handshake;
   private final long timeoutMillis;
   private final LongFunction<ChunkBuffer> buffers;
-  private final EventLoopGroup group =
-      new MultiThreadIoEventLoopGroup(
-          1, io.kvtier.DaemonThreads.named("kvtier-redis-get"), NioIoHandler.newFactory());
+  private final EventLoopGroup group;
+  private final boolean ownsGroup;
   private final Object writeLock = new Object();
 
   /** A connection and the decoder of its replies: commands and futures always go in pairs. */
@@ -63,11 +62,34 @@ final class RespGetClient implements AutoCloseable {
       List<byte[][]> handshake,
       long timeoutMillis,
       LongFunction<ChunkBuffer> buffers) {
+    this(host, port, handshake, timeoutMillis, buffers, null);
+  }
+
+  /**
+   * @param handshake commands sent on each new connection before any GET (e.g. {@code AUTH}, {@code
+   *     SELECT}), each as its arguments
+   * @param group the event loops to use, owned by the caller; null for one of its own
+   */
+  RespGetClient(
+      String host,
+      int port,
+      List<byte[][]> handshake,
+      long timeoutMillis,
+      LongFunction<ChunkBuffer> buffers,
+      EventLoopGroup group) {
     this.host = host;
     this.port = port;
     this.handshake = List.copyOf(handshake);
     this.timeoutMillis = timeoutMillis;
     this.buffers = buffers;
+    this.ownsGroup = group == null;
+    this.group = ownsGroup ? newGroup(1) : group;
+  }
+
+  /** Event loops for RESP GET clients ({@code kvtier-redis-get} threads). */
+  static EventLoopGroup newGroup(int threads) {
+    return new MultiThreadIoEventLoopGroup(
+        threads, io.kvtier.DaemonThreads.named("kvtier-redis-get"), NioIoHandler.newFactory());
   }
 
   /**
@@ -180,7 +202,9 @@ final class RespGetClient implements AutoCloseable {
     if (c != null) {
       c.channel().close().awaitUninterruptibly(1, TimeUnit.SECONDS);
     }
-    group.shutdownGracefully(0, 1, TimeUnit.SECONDS).awaitUninterruptibly(2, TimeUnit.SECONDS);
+    if (ownsGroup) {
+      group.shutdownGracefully(0, 1, TimeUnit.SECONDS).awaitUninterruptibly(2, TimeUnit.SECONDS);
+    }
   }
 
   /** RESP2 replies, one per queued future, values read into pinned buffers. */

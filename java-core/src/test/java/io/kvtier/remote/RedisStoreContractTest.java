@@ -210,6 +210,73 @@ class RedisStoreContractTest {
       }
     }
 
+    String cli(int port, String... args) throws Exception {
+      List<String> cmd = new ArrayList<>(List.of("redis-cli", "-p", Integer.toString(port)));
+      cmd.addAll(List.of(args));
+      return RedisServers.run(cmd.toArray(new String[0])).trim();
+    }
+
+    /**
+     * A slot moves to another node while the store holds the old map: the old owner answers MOVED,
+     * those GETs are counted misses, the map is reloaded, and later GETs find every byte.
+     */
+    @org.junit.jupiter.api.Test
+    void aMovedSlotIsAMissThenFoundAtItsNewNode() throws Exception {
+      io.kvtier.key.ChunkKey[] keys = promptKeys();
+      storeAndCountPerNode(store, keys);
+      byte[][] expected = new byte[keys.length][];
+      for (int c = 0; c < keys.length; c++) {
+        ChunkBuffer b = chunk(100 + c, CHUNK_BYTES); // the bytes storeAndCountPerNode stored
+        expected[c] = bytesOf(b);
+        b.release();
+      }
+      String key0 = new String(RedisStore.redisKey(keys[0], true), StandardCharsets.US_ASCII);
+      int slot = Integer.parseInt(cli(ports.get(0), "CLUSTER", "KEYSLOT", key0));
+      int from = -1;
+      for (int p : ports) {
+        if (!cli(p, "CLUSTER", "COUNTKEYSINSLOT", Integer.toString(slot)).equals("0")) {
+          from = p;
+        }
+      }
+      int to = ports.get(0) == from ? ports.get(1) : ports.get(0);
+      String fromId = cli(from, "CLUSTER", "MYID");
+      String toId = cli(to, "CLUSTER", "MYID");
+      cli(to, "CLUSTER", "SETSLOT", Integer.toString(slot), "IMPORTING", fromId);
+      cli(from, "CLUSTER", "SETSLOT", Integer.toString(slot), "MIGRATING", toId);
+      List<String> migrate =
+          new ArrayList<>(List.of("MIGRATE", "127.0.0.1", Integer.toString(to), "", "0", "5000"));
+      migrate.add("KEYS");
+      migrate.addAll(
+          List.of(
+              cli(from, "CLUSTER", "GETKEYSINSLOT", Integer.toString(slot), "100").split("\n")));
+      assertEquals("OK", cli(from, migrate.toArray(new String[0])));
+      for (int p : ports) {
+        cli(p, "CLUSTER", "SETSLOT", Integer.toString(slot), "NODE", toId);
+      }
+
+      long missesBefore = store.stats().misses();
+      ChunkBuffer[] stale = store.getBatch(keys);
+      for (ChunkBuffer b : stale) {
+        org.junit.jupiter.api.Assertions.assertNull(b, "the old owner answers MOVED: a miss");
+      }
+      assertEquals(missesBefore + keys.length, store.stats().misses());
+      assertEquals(
+          (long) keys.length, ((RedisStore) store).errorCounts().get("moved"), "counted as moved");
+      ChunkBuffer[] got = null;
+      for (int i = 0; i < 200; i++) {
+        got = store.getBatch(keys);
+        if (got[0] != null) {
+          break;
+        }
+        Thread.sleep(20);
+      }
+      for (int c = 0; c < keys.length; c++) {
+        org.junit.jupiter.api.Assertions.assertNotNull(got[c], "found after the map reload");
+        org.junit.jupiter.api.Assertions.assertArrayEquals(expected[c], bytesOf(got[c]));
+        got[c].release();
+      }
+    }
+
     @Override
     String url() {
       return "redis-cluster://127.0.0.1:"
