@@ -7,6 +7,7 @@ import io.lettuce.core.cluster.models.partitions.Partitions;
 import io.lettuce.core.cluster.models.partitions.RedisClusterNode;
 import io.netty.channel.EventLoopGroup;
 import java.io.IOException;
+import java.net.InetSocketAddress;
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.LinkedHashMap;
@@ -115,7 +116,11 @@ final class ClusterGets implements AutoCloseable {
         uri.getHost() + ":" + uri.getPort(),
         k ->
             new RespGetClient(
-                uri.getHost(), uri.getPort(), handshake, timeoutMillis, buffers, group));
+                () -> InetSocketAddress.createUnresolved(uri.getHost(), uri.getPort()),
+                handshake,
+                timeoutMillis,
+                buffers,
+                group));
   }
 
   @Override

@@ -25,7 +25,10 @@ import io.lettuce.core.cluster.RedisClusterClient;
 import io.lettuce.core.cluster.api.StatefulRedisClusterConnection;
 import io.lettuce.core.resource.ClientResources;
 import io.lettuce.core.resource.DefaultClientResources;
+import io.lettuce.core.sentinel.api.StatefulRedisSentinelConnection;
 import java.io.IOException;
+import java.net.InetSocketAddress;
+import java.net.SocketAddress;
 import java.nio.charset.StandardCharsets;
 import java.time.Duration;
 import java.util.ArrayList;
@@ -54,10 +57,10 @@ import java.util.function.LongFunction;
  * <ul>
  *   <li>Values are written through {@link ChunkCodec}, encoded as views of pinned buffers. On a
  *       plain {@code redis://} server, GETs go through {@link RespGetClient}, which reads the
- *       socket straight into a pinned buffer from the injected allocator, and on a plain {@code
- *       redis-cluster://} through {@link ClusterGets} (one such client per node, slots from
- *       Lettuce's map); elsewhere (TLS, sentinel) Lettuce decodes them and the codec copies them
- *       into one.
+ *       socket straight into a pinned buffer from the injected allocator (on {@code
+ *       redis-sentinel://}, to the master a sentinel names at each connection), and on a plain
+ *       {@code redis-cluster://} through {@link ClusterGets} (one such client per node, slots from
+ *       Lettuce's map); over TLS Lettuce decodes them and the codec copies them into one.
  *   <li>{@link #put} never blocks: it retains the chunk, sends {@code SET} asynchronously and
  *       releases on completion; more than {@code remote_queue} puts in flight drop the put
  *       (counted). Gets, exists and batched forms are pipelined (every command is sent before any
@@ -199,6 +202,10 @@ public final class RedisStore implements KvStore {
           getClient =
               new RespGetClient(
                   uri.getHost(), uri.getPort(), handshake(uri), timeoutMillis, codec::allocate);
+        } else if (lower.startsWith("redis-sentinel://")) {
+          getClient =
+              new RespGetClient(
+                  () -> sentinelMaster(uri), handshake(uri), timeoutMillis, codec::allocate, null);
         }
       } else {
         throw new ConfigException(
@@ -226,6 +233,26 @@ public final class RedisStore implements KvStore {
           RECONNECT_SECONDS,
           RECONNECT_SECONDS,
           TimeUnit.SECONDS);
+    }
+  }
+
+  /** The master's address as a sentinel reports it now (for each new GET connection). */
+  private InetSocketAddress sentinelMaster(RedisURI uri) {
+    try (StatefulRedisSentinelConnection<String, String> s = client.connectSentinel()) {
+      SocketAddress a =
+          s.async()
+              .getMasterAddrByName(uri.getSentinelMasterId())
+              .get(timeoutMillis, TimeUnit.MILLISECONDS);
+      if (!(a instanceof InetSocketAddress master)) {
+        throw new IllegalStateException(
+            "no sentinel knows master '" + uri.getSentinelMasterId() + "'");
+      }
+      return master;
+    } catch (ExecutionException | TimeoutException e) {
+      throw new IllegalStateException("no answer from a sentinel: " + e, e);
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+      throw new IllegalStateException("interrupted while asking a sentinel", e);
     }
   }
 
@@ -563,7 +590,7 @@ public final class RedisStore implements KvStore {
     return k;
   }
 
-  /** Pipelined GETs through Lettuce (sentinel, TLS); a rejected command fails them all. */
+  /** Pipelined GETs through Lettuce (TLS); a rejected command fails them all. */
   private List<java.util.concurrent.CompletableFuture<ChunkBuffer>> lettuceGets(ChunkKey[] keys) {
     List<java.util.concurrent.CompletableFuture<ChunkBuffer>> replies = new ArrayList<>();
     try {

@@ -16,6 +16,7 @@ import io.netty.channel.nio.NioIoHandler;
 import io.netty.channel.socket.SocketChannel;
 import io.netty.channel.socket.nio.NioSocketChannel;
 import java.io.IOException;
+import java.net.InetSocketAddress;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.List;
@@ -24,6 +25,7 @@ import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentLinkedQueue;
 import java.util.concurrent.TimeUnit;
 import java.util.function.LongFunction;
+import java.util.function.Supplier;
 
 /**
  * Pipelined {@code GET}s to one Redis or Valkey server (plain TCP, RESP2) whose values land in
@@ -38,8 +40,7 @@ import java.util.function.LongFunction;
  * no buffer (the allocator answers null) is read past and answered as a miss. Thread-safe.
  */
 final class RespGetClient implements AutoCloseable {
-  private final String host;
-  private final int port;
+  private final Supplier<InetSocketAddress> server;
   private final List<byte[][]> handshake;
   private final long timeoutMillis;
   private final LongFunction<ChunkBuffer> buffers;
@@ -62,23 +63,28 @@ final class RespGetClient implements AutoCloseable {
       List<byte[][]> handshake,
       long timeoutMillis,
       LongFunction<ChunkBuffer> buffers) {
-    this(host, port, handshake, timeoutMillis, buffers, null);
+    this(
+        () -> InetSocketAddress.createUnresolved(host, port),
+        handshake,
+        timeoutMillis,
+        buffers,
+        null);
   }
 
   /**
    * @param handshake commands sent on each new connection before any GET (e.g. {@code AUTH}, {@code
    *     SELECT}), each as its arguments
+   * @param server where to connect, asked again for each new connection (a sentinel's current
+   *     master); may throw if it cannot say
    * @param group the event loops to use, owned by the caller; null for one of its own
    */
   RespGetClient(
-      String host,
-      int port,
+      Supplier<InetSocketAddress> server,
       List<byte[][]> handshake,
       long timeoutMillis,
       LongFunction<ChunkBuffer> buffers,
       EventLoopGroup group) {
-    this.host = host;
-    this.port = port;
+    this.server = server;
     this.handshake = List.copyOf(handshake);
     this.timeoutMillis = timeoutMillis;
     this.buffers = buffers;
@@ -115,7 +121,7 @@ final class RespGetClient implements AutoCloseable {
       ch.writeAndFlush(cmds);
     }
     if (!ch.isActive()) { // closed while queuing: nothing will answer these
-      c.decoder().failPending(new IOException("connection to " + host + ":" + port + " closed"));
+      c.decoder().failPending(new IOException("connection to " + c.decoder().where + " closed"));
     }
     return out;
   }
@@ -138,7 +144,15 @@ final class RespGetClient implements AutoCloseable {
 
   @SuppressWarnings("deprecation") // RCVBUF_ALLOCATOR: Netty 4.2 deprecates it with no successor
   private Conn connect() throws IOException {
-    Decoder d = new Decoder();
+    InetSocketAddress address;
+    try {
+      address = server.get();
+    } catch (RuntimeException e) {
+      throw new IOException("cannot find the server: " + e.getMessage(), e);
+    }
+    String host = address.getHostString();
+    int port = address.getPort();
+    Decoder d = new Decoder(host + ":" + port);
     Channel ch;
     try {
       ch =
@@ -221,7 +235,12 @@ final class RespGetClient implements AutoCloseable {
     private final byte[] line = new byte[MAX_LINE];
     private int lineLength;
     private final ValueSink value = new ValueSink(); // discards a value that found no buffer
+    final String where; // host:port, for messages
     private int endBytes;
+
+    Decoder(String where) {
+      this.where = where;
+    }
 
     @Override
     public ByteBuf slotReceiveBuffer() {
@@ -344,7 +363,7 @@ final class RespGetClient implements AutoCloseable {
     @Override
     public void channelInactive(ChannelHandlerContext ctx) {
       state = FAILED;
-      failAll(new IOException("connection to " + host + ":" + port + " closed"));
+      failAll(new IOException("connection to " + where + " closed"));
       ctx.fireChannelInactive();
     }
 

@@ -222,10 +222,23 @@ class RedisTopologiesTest {
     }
   }
 
+  /**
+   * Through a sentinel: the master it names serves puts and gets; after a failover and the old
+   * master's death, reads find the same bytes at the new master (GET connections ask the sentinel
+   * again when they reconnect).
+   */
   @Test
-  void sentinel_findsTheMaster_andRoundTrips() throws Exception {
+  void sentinel_findsTheMaster_roundTrips_andFollowsAFailover() throws Exception {
     int masterPort = RedisServers.freePort();
     Process master = RedisServers.start(masterPort, Files.createDirectories(dir.resolve("m")));
+    int replicaPort = RedisServers.freePort();
+    Process replica =
+        RedisServers.start(
+            replicaPort,
+            Files.createDirectories(dir.resolve("r")),
+            "--replicaof",
+            "127.0.0.1",
+            Integer.toString(masterPort));
     int sentinelPort = RedisServers.freePort();
     Path conf = dir.resolve("sentinel.conf");
     Files.writeString(
@@ -240,6 +253,7 @@ class RedisTopologiesTest {
             .redirectErrorStream(true)
             .redirectOutput(ProcessBuilder.Redirect.DISCARD)
             .start();
+    String sentinelCli = Integer.toString(sentinelPort);
     try {
       for (int i = 0; i < 200 && !RedisServers.ping(sentinelPort); i++) {
         Thread.sleep(20);
@@ -253,12 +267,57 @@ class RedisTopologiesTest {
               16,
               pool::tryAllocate)) {
         assertTrue(s.connected(), s.errorCounts().toString());
-        roundTrip(s);
+        roundTrip(s); // key (1, 2, 3), bytes 42
+        for (int i = 0;
+            i < 500
+                && !RedisServers.run("redis-cli", "-p", Integer.toString(replicaPort), "DBSIZE")
+                    .trim()
+                    .equals("1");
+            i++) {
+          Thread.sleep(20);
+        }
+        String answer = "";
+        for (int i = 0; i < 300 && !answer.equals("OK"); i++) { // until it knows the replica
+          answer =
+              RedisServers.run("redis-cli", "-p", sentinelCli, "SENTINEL", "FAILOVER", "kvmaster")
+                  .trim();
+          if (!answer.equals("OK")) {
+            Thread.sleep(100);
+          }
+        }
+        assertEquals("OK", answer, "the sentinel never failed over");
+        for (int i = 0;
+            i < 300
+                && !RedisServers.run(
+                        "redis-cli",
+                        "-p",
+                        sentinelCli,
+                        "SENTINEL",
+                        "get-master-addr-by-name",
+                        "kvmaster")
+                    .contains(Integer.toString(replicaPort));
+            i++) {
+          Thread.sleep(50);
+        }
+        RedisServers.stop(master);
+        ChunkBuffer got = null;
+        for (int i = 0; i < 400 && got == null; i++) {
+          got = s.get(new ChunkKey(1, 2, 3));
+          if (got == null) {
+            Thread.sleep(25);
+          }
+        }
+        assertNotNull(got, "never read from the new master: " + s.errorCounts());
+        byte[] expected = new byte[CHUNK];
+        Arrays.fill(expected, (byte) 42);
+        assertArrayEquals(expected, got.segment().toArray(ValueLayout.JAVA_BYTE));
+        got.release();
       }
     } finally {
       sentinel.destroy();
       sentinel.waitFor(10, TimeUnit.SECONDS);
       RedisServers.stop(master);
+      RedisServers.stop(replica);
     }
   }
 
