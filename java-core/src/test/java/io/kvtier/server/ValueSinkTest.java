@@ -50,11 +50,17 @@ class ValueSinkTest {
     return n;
   }
 
+  /** Starts receiving a value into a fresh buffer, which it returns. */
+  ChunkBuffer startValue() {
+    ChunkBuffer target = pool.tryAllocate(VALUE);
+    sink.start(target, VALUE);
+    return target;
+  }
+
   @Test
   void slotReadsAreBoundedAndTheRestIsCopied() {
     byte[] want = bytes(VALUE, 1);
-    ChunkBuffer target = pool.tryAllocate(VALUE);
-    sink.start(target, VALUE);
+    ChunkBuffer target = startValue();
     int at = 0;
     int slotReads = 0;
     for (ByteBuf b; (b = sink.receiveBuffer()) != null; slotReads++) {
@@ -79,8 +85,7 @@ class ValueSinkTest {
   @Test
   void aSlotReadShorterThanAskedCountsWhatArrived() {
     byte[] want = bytes(VALUE, 2);
-    ChunkBuffer target = pool.tryAllocate(VALUE);
-    sink.start(target, VALUE);
+    ChunkBuffer target = startValue();
     int at = 0;
     while (sink.remaining() > 0) {
       ByteBuf b = sink.receiveBuffer();
@@ -109,8 +114,7 @@ class ValueSinkTest {
 
   @Test
   void onlyTheHandedOutBufferCountsAsASlotRead() {
-    ChunkBuffer target = pool.tryAllocate(VALUE);
-    sink.start(target, VALUE);
+    ChunkBuffer target = startValue();
     ByteBuf other = Unpooled.buffer(16).writeZero(16);
     assertFalse(sink.tookSlotRead(other));
     assertEquals(VALUE, sink.remaining());
