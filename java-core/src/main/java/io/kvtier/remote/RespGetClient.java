@@ -34,10 +34,11 @@ import java.util.function.Supplier;
  * RedisStore} uses, gathers a whole reply in a growing buffer and then hands it to the codec, which
  * copies it again.
  *
- * <p>One connection, opened on first use and again after it drops; {@code AUTH} and {@code SELECT}
- * are sent first when the URL asks for them. Errors (connection lost, {@code -ERR} replies, bytes
- * that are not RESP) fail the affected futures; garbage closes the connection. A value that finds
- * no buffer (the allocator answers null) is read past and answered as a miss. Thread-safe.
+ * <p>One connection, opened on first use and again after it drops (after a slow failure, not again
+ * for {@link #RETRY_NANOS}); {@code AUTH} and {@code SELECT} are sent first when the URL asks for
+ * them. Errors (connection lost, {@code -ERR} replies, bytes that are not RESP) fail the affected
+ * futures; garbage closes the connection. A value that finds no buffer (the allocator answers null)
+ * is read past and answered as a miss. Thread-safe.
  */
 final class RespGetClient implements AutoCloseable {
   private final Supplier<InetSocketAddress> server;
@@ -52,6 +53,19 @@ final class RespGetClient implements AutoCloseable {
   private record Conn(Channel channel, Decoder decoder) {}
 
   private volatile Conn conn;
+
+  /**
+   * After a connection attempt that failed slowly (at least {@link #SLOW_ATTEMPT_NANOS}: a connect
+   * timeout, a sentinel that does not answer), GETs fail at once for this long instead of trying
+   * again, which would cost every batch the same wait. A refused connection costs nothing and is
+   * tried again by the next GET, so a restarted server is found at once.
+   */
+  static final long RETRY_NANOS = TimeUnit.SECONDS.toNanos(1);
+
+  static final long SLOW_ATTEMPT_NANOS = TimeUnit.MILLISECONDS.toNanos(100);
+
+  private IOException lastFailure; // the last attempt's error, while it is recent; guarded by this
+  private long lastFailureNanos;
 
   /**
    * @param handshake commands sent on each new connection before any GET (e.g. {@code AUTH}, {@code
@@ -136,7 +150,27 @@ final class RespGetClient implements AutoCloseable {
       if (c != null && c.channel().isActive()) {
         return c;
       }
-      c = connect();
+      long now = System.nanoTime();
+      if (lastFailure != null && now - lastFailureNanos < RETRY_NANOS) {
+        throw new IOException(
+            "not connected (last attempt "
+                + (now - lastFailureNanos) / 1_000_000
+                + " ms ago: "
+                + lastFailure.getMessage()
+                + ")",
+            lastFailure);
+      }
+      try {
+        c = connect();
+      } catch (IOException e) {
+        long end = System.nanoTime();
+        if (end - now >= SLOW_ATTEMPT_NANOS) { // a timeout, not a refusal: do not pay it again soon
+          lastFailure = e;
+          lastFailureNanos = end;
+        }
+        throw e;
+      }
+      lastFailure = null;
       conn = c;
       return c;
     }

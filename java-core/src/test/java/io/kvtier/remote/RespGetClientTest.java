@@ -162,4 +162,53 @@ class RespGetClientTest {
     }
     listener = new ServerSocket(0); // for tearDown
   }
+
+  /**
+   * A slow failed attempt (here the address takes 200 ms to find, as a sentinel that times out) is
+   * not repeated by every GET until the retry interval; a refused one is retried at once.
+   */
+  @Test
+  void afterASlowFailedConnect_getsFailAtOnce_untilTheRetryInterval() throws Exception {
+    int port = listener.getLocalPort();
+    listener.close();
+    java.util.concurrent.atomic.AtomicInteger attempts =
+        new java.util.concurrent.atomic.AtomicInteger();
+    java.util.concurrent.atomic.AtomicBoolean slow =
+        new java.util.concurrent.atomic.AtomicBoolean();
+    try (RespGetClient c =
+        new RespGetClient(
+            () -> {
+              attempts.incrementAndGet();
+              if (slow.get()) {
+                try {
+                  Thread.sleep(200);
+                } catch (InterruptedException e) {
+                  Thread.currentThread().interrupt();
+                }
+              }
+              return java.net.InetSocketAddress.createUnresolved("127.0.0.1", port);
+            },
+            List.of(),
+            500,
+            pool::tryAllocate,
+            null)) {
+      byte[][] keys = {ascii("a")};
+      assertThrows(java.io.IOException.class, () -> c.get(keys));
+      assertThrows(java.io.IOException.class, () -> c.get(keys));
+      assertEquals(2, attempts.get(), "a refused connection is tried again by the next GET");
+
+      slow.set(true);
+      assertThrows(java.io.IOException.class, () -> c.get(keys));
+      long t0 = System.nanoTime();
+      java.io.IOException again = assertThrows(java.io.IOException.class, () -> c.get(keys));
+      assertTrue(System.nanoTime() - t0 < TimeUnit.MILLISECONDS.toNanos(150), "failed at once");
+      assertTrue(again.getMessage().contains("last attempt"), again.getMessage());
+      assertTrue(again.getMessage().contains("127.0.0.1:" + port), again.getMessage());
+      assertEquals(3, attempts.get(), "the GET after a slow failure did not try to connect");
+      Thread.sleep(TimeUnit.NANOSECONDS.toMillis(RespGetClient.RETRY_NANOS) + 100);
+      assertThrows(java.io.IOException.class, () -> c.get(keys));
+      assertEquals(4, attempts.get(), "after the interval a GET tries again");
+    }
+    listener = new ServerSocket(0); // for tearDown
+  }
 }
