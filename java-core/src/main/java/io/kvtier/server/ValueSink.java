@@ -11,9 +11,9 @@ import io.netty.buffer.Unpooled;
  * ordinary read brought in with the value's header.
  *
  * <p>Slot reads are at most {@value #SLOT_READ_BYTES} bytes. Reading a 4 MiB value in one call (as
- * much as the socket holds) made loopback transfers 10–20 % slower than 64 KiB reads, on both ends:
- * the kernel then copies out of socket buffers that have left the CPU caches, and the sender waits
- * longer for window (docs/benchmarks.md).
+ * much as the socket holds) made loopback transfers 10–20 % slower than 64 KiB reads, on both ends,
+ * most likely because the kernel then copies out of socket buffers that have left the CPU caches
+ * and the sender waits longer for window (docs/benchmarks.md).
  *
  * <p>Confined to the channel's event loop.
  */
