@@ -3,18 +3,13 @@ package io.kvtier.remote;
 import io.kvtier.memory.ChunkBuffer;
 import io.kvtier.server.SlotReceiveAllocator;
 import io.kvtier.server.ValueSink;
-import io.netty.bootstrap.Bootstrap;
 import io.netty.buffer.ByteBuf;
 import io.netty.channel.Channel;
 import io.netty.channel.ChannelHandlerContext;
 import io.netty.channel.ChannelInboundHandlerAdapter;
-import io.netty.channel.ChannelInitializer;
-import io.netty.channel.ChannelOption;
 import io.netty.channel.EventLoopGroup;
 import io.netty.channel.MultiThreadIoEventLoopGroup;
 import io.netty.channel.nio.NioIoHandler;
-import io.netty.channel.socket.SocketChannel;
-import io.netty.channel.socket.nio.NioSocketChannel;
 import java.io.IOException;
 import java.net.InetSocketAddress;
 import java.nio.charset.StandardCharsets;
@@ -176,7 +171,6 @@ final class RespGetClient implements AutoCloseable {
     }
   }
 
-  @SuppressWarnings("deprecation") // RCVBUF_ALLOCATOR: Netty 4.2 deprecates it with no successor
   private Conn connect() throws IOException {
     InetSocketAddress address;
     try {
@@ -190,18 +184,12 @@ final class RespGetClient implements AutoCloseable {
     Channel ch;
     try {
       ch =
-          new Bootstrap()
-              .group(group)
-              .channel(NioSocketChannel.class)
-              .option(ChannelOption.TCP_NODELAY, true)
-              .option(ChannelOption.CONNECT_TIMEOUT_MILLIS, (int) timeoutMillis)
-              .handler(
-                  new ChannelInitializer<SocketChannel>() {
-                    @Override
-                    protected void initChannel(SocketChannel c) {
-                      c.config().setRecvByteBufAllocator(new SlotReceiveAllocator(d));
-                      c.pipeline().addLast(d);
-                    }
+          SlotReceiveAllocator.client(
+                  group,
+                  timeoutMillis,
+                  c -> {
+                    c.pipeline().addLast(d);
+                    return d;
                   })
               .connect(host, port)
               .sync()

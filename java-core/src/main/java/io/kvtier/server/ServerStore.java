@@ -10,19 +10,14 @@ import io.kvtier.store.ErrorTally;
 import io.kvtier.store.KvStore;
 import io.kvtier.store.StoreCounters;
 import io.kvtier.store.StoreStats;
-import io.netty.bootstrap.Bootstrap;
 import io.netty.buffer.ByteBuf;
 import io.netty.buffer.Unpooled;
 import io.netty.channel.Channel;
 import io.netty.channel.ChannelHandlerContext;
 import io.netty.channel.ChannelInboundHandlerAdapter;
-import io.netty.channel.ChannelInitializer;
-import io.netty.channel.ChannelOption;
 import io.netty.channel.EventLoopGroup;
 import io.netty.channel.MultiThreadIoEventLoopGroup;
 import io.netty.channel.nio.NioIoHandler;
-import io.netty.channel.socket.SocketChannel;
-import io.netty.channel.socket.nio.NioSocketChannel;
 import java.net.URI;
 import java.nio.charset.StandardCharsets;
 import java.util.Map;
@@ -119,25 +114,17 @@ public final class ServerStore implements KvStore {
         TimeUnit.SECONDS);
   }
 
-  @SuppressWarnings(
-      "deprecation") // RCVBUF_ALLOCATOR: Netty 4.2 deprecates it with no successor yet
   private void tryConnect() {
     try {
       ClientHandler handler = new ClientHandler();
       Channel ch =
-          new Bootstrap()
-              .group(group)
-              .channel(NioSocketChannel.class)
-              .option(ChannelOption.TCP_NODELAY, true)
-              .option(ChannelOption.CONNECT_TIMEOUT_MILLIS, (int) timeoutMillis)
-              .handler(
-                  new ChannelInitializer<SocketChannel>() {
-                    @Override
-                    protected void initChannel(SocketChannel c) {
-                      FrameDecoder decoder = new FrameDecoder(handler, maxValueBytes);
-                      c.config().setRecvByteBufAllocator(new SlotReceiveAllocator(decoder));
-                      c.pipeline().addLast(decoder, handler);
-                    }
+          SlotReceiveAllocator.client(
+                  group,
+                  timeoutMillis,
+                  c -> {
+                    FrameDecoder decoder = new FrameDecoder(handler, maxValueBytes);
+                    c.pipeline().addLast(decoder, handler);
+                    return decoder;
                   })
               .connect(host, port)
               .sync()

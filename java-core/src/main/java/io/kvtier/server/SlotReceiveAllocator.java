@@ -1,11 +1,18 @@
 package io.kvtier.server;
 
+import io.netty.bootstrap.Bootstrap;
 import io.netty.buffer.ByteBuf;
 import io.netty.buffer.ByteBufAllocator;
 import io.netty.channel.AdaptiveRecvByteBufAllocator;
 import io.netty.channel.ChannelConfig;
+import io.netty.channel.ChannelInitializer;
+import io.netty.channel.ChannelOption;
+import io.netty.channel.EventLoopGroup;
 import io.netty.channel.RecvByteBufAllocator;
+import io.netty.channel.socket.SocketChannel;
+import io.netty.channel.socket.nio.NioSocketChannel;
 import io.netty.util.UncheckedBooleanSupplier;
+import java.util.function.Function;
 
 /**
  * The receive buffers of one channel: while a value is being received, the buffer the socket is
@@ -33,6 +40,29 @@ public final class SlotReceiveAllocator implements RecvByteBufAllocator {
 
   public SlotReceiveAllocator(SlotReceiver decoder) {
     this.decoder = decoder;
+  }
+
+  /**
+   * A client bootstrap (NIO, {@code TCP_NODELAY}, connect timeout) whose channels receive values
+   * into slots: for each channel {@code pipeline} adds the handlers and returns the decoder whose
+   * slots its reads go to.
+   */
+  public static Bootstrap client(
+      EventLoopGroup group,
+      long connectTimeoutMillis,
+      Function<SocketChannel, SlotReceiver> pipeline) {
+    return new Bootstrap()
+        .group(group)
+        .channel(NioSocketChannel.class)
+        .option(ChannelOption.TCP_NODELAY, true)
+        .option(ChannelOption.CONNECT_TIMEOUT_MILLIS, (int) connectTimeoutMillis)
+        .handler(
+            new ChannelInitializer<SocketChannel>() {
+              @Override
+              protected void initChannel(SocketChannel c) {
+                c.config().setRecvByteBufAllocator(new SlotReceiveAllocator(pipeline.apply(c)));
+              }
+            });
   }
 
   @Override
