@@ -59,16 +59,12 @@ public final class RedisBench {
         int n = mib == 4 ? 256 : 48;
         Rounds set = new Rounds("SET " + mib + " MiB", "redis-benchmark", 0.9);
         Rounds get = new Rounds("GET " + mib + " MiB", "redis-benchmark", 0.9);
-        kvtier(port, mib << 20, n); // warm-up round, not counted
-        run(port, "FLUSHALL");
-        for (int round = 0; round < Rounds.COUNT; round++) {
-          double[] theirs = redisBenchmark(port, mib << 20, n);
-          run(port, "FLUSHALL");
-          double[] ours = kvtier(port, mib << 20, n);
-          run(port, "FLUSHALL");
-          set.add(ours[0], theirs[0]);
-          get.add(ours[1], theirs[1]);
-        }
+        int size = mib << 20;
+        Rounds.compare(
+            () -> flushedAfter(port, redisBenchmark(port, size, n)),
+            () -> flushedAfter(port, kvtier(port, size, n)),
+            set,
+            get);
         measures.add(set);
         measures.add(get);
       }
@@ -82,6 +78,12 @@ public final class RedisBench {
       server.destroy();
       server.waitFor(10, TimeUnit.SECONDS);
     }
+  }
+
+  /** Empties the server once a round is over, and returns the round's rates. */
+  private static double[] flushedAfter(int port, double[] rates) throws Exception {
+    run(port, "FLUSHALL");
+    return rates;
   }
 
   /** {SET bytes/s, GET bytes/s} from redis-benchmark. */

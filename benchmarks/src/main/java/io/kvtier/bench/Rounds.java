@@ -25,6 +25,26 @@ final class Rounds {
     this.goal = goal;
   }
 
+  /** One side of a round: the rates of two measures, {write B/s, read B/s}. */
+  interface Side {
+    double[] run() throws Exception;
+  }
+
+  /**
+   * Runs one uncounted kvtier round (JIT warm-up), then {@link #COUNT} rounds in which the baseline
+   * and kvtier take turns, adding each round's write and read rates to {@code write} and {@code
+   * read}.
+   */
+  static void compare(Side baseline, Side kvtier, Rounds write, Rounds read) throws Exception {
+    kvtier.run();
+    for (int round = 0; round < COUNT; round++) {
+      double[] base = baseline.run();
+      double[] ours = kvtier.run();
+      write.add(ours[0], base[0]);
+      read.add(ours[1], base[1]);
+    }
+  }
+
   void add(double kvtier, double base) {
     rounds.add(new double[] {kvtier, base});
   }

@@ -42,13 +42,7 @@ public final class ServerBench {
       int n = mib == 4 ? 256 : 48;
       Rounds put = new Rounds("PUT " + mib + " MiB (upload)", "raw TCP", 0.8);
       Rounds get = new Rounds("GET " + mib + " MiB (download)", "raw TCP", 0.8);
-      kvtier(size, n); // warm-up round, not counted
-      for (int round = 0; round < Rounds.COUNT; round++) {
-        double[] raw = rawTcp(size, n);
-        double[] ours = kvtier(size, n);
-        put.add(ours[0], raw[0]);
-        get.add(ours[1], raw[1]);
-      }
+      Rounds.compare(() -> rawTcp(size, n), () -> kvtier(size, n), put, get);
       measures.add(put);
       measures.add(get);
     }
