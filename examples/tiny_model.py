@@ -43,6 +43,10 @@ class ModelSpec:
     num_attention_heads: int = 8
     num_key_value_heads: int = 2
     max_position_embeddings: int = 32768
+    initializer_range: float = 0.1
+    """Standard deviation of the random weights. At transformers' default (0.02) greedy decoding
+    repeats one token whatever the prompt, so outputs could not show a wrong KV cache; at 0.1 the
+    generated tokens depend on every part of the prompt."""
     seed: int = 0
     """Seeds both the corpus generator and the weight initialisation."""
     corpus_sentences: int = 40_000
@@ -99,10 +103,11 @@ def build(cache_dir: str | os.PathLike[str] | None = None, spec: ModelSpec = SPE
     return target
 
 
-def kv_bytes_per_token(spec: ModelSpec = SPEC) -> int:
-    """Bytes of KV cache one token takes in bf16: every layer, K and V, every KV head."""
+def kv_bytes_per_token(spec: ModelSpec = SPEC, dtype: str = "bfloat16") -> int:
+    """Bytes of KV cache one token takes in ``dtype``: every layer, K and V, every KV head."""
     head_size = spec.hidden_size // spec.num_attention_heads
-    return spec.num_hidden_layers * 2 * spec.num_key_value_heads * head_size * 2
+    element = {"bfloat16": 2, "float16": 2, "float32": 4}[dtype]
+    return spec.num_hidden_layers * 2 * spec.num_key_value_heads * head_size * element
 
 
 def prompt(n_tokens: int, seed: int, spec: ModelSpec = SPEC) -> list[int]:
@@ -190,6 +195,7 @@ def _write_model(spec: ModelSpec, directory: Path) -> None:
         bos_token_id=SPECIAL_TOKENS.index(bos),
         eos_token_id=SPECIAL_TOKENS.index(eos),
         tie_word_embeddings=True,
+        initializer_range=spec.initializer_range,
         dtype="bfloat16",
     )
     torch.manual_seed(spec.seed)

@@ -4,10 +4,21 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def pytest_report_header() -> str:
+    """Names the CPU, dtype and threads the vLLM tests run with, at the top of every run."""
+    sys.path.insert(0, str(EXAMPLES))
+    import vllm_cpu
+
+    return f"kvtier vLLM tests: {vllm_cpu.summary(dtype='float32')}"
 
 
 def run_python(
@@ -42,3 +53,14 @@ def fake_java_home(tmp_path: Path):
         return home
 
     return make
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
+    """Polls ``condition`` until it holds. Fails, naming ``what``, only when ``timeout_s`` (a
+    generous bound, far above the expected wait even on a loaded machine) runs out: time never
+    decides that a test passes."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not so after {timeout_s:.0f} s")
+        time.sleep(0.01)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
+from conftest import wait_until
 
 import kvtier
 from kvtier import _jvm
@@ -61,11 +60,7 @@ def test_disk_tier_survives_a_new_engine(tmp_path):
     src = chunks_of(len(tokens), 3)
     with Engine(layout, settings) as engine:
         engine.store(tokens, src)
-        for _ in range(400):
-            if engine.stats()["disk_puts"] == 3:
-                break
-            time.sleep(0.005)
-        assert engine.stats()["disk_puts"] == 3
+        wait_until(lambda: engine.stats()["disk_puts"] == 3, "3 chunks written to disk")
     with Engine(layout, settings) as engine:
         assert engine.lookup(tokens) == 3 * CHUNK
         dst = [np.zeros_like(a) for a in src]

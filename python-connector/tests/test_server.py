@@ -6,10 +6,10 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
+from conftest import wait_until
 
 from kvtier.engine import Engine, Layout
 
@@ -50,9 +50,7 @@ def test_kvtier_server_command_shares_prefixes_between_engines():
         src = [rng.integers(0, 256, CHUNK * BYTES_PER_TOKEN, dtype=np.uint8) for _ in range(5)]
         with Engine(layout, settings) as first:
             assert first.store(tokens, src) == 5
-            deadline = time.monotonic() + 10
-            while first.stats()["remote_puts"] < 5 and time.monotonic() < deadline:
-                time.sleep(0.01)
+            wait_until(lambda: first.stats()["remote_puts"] == 5, "5 chunks put to the server")
         with Engine(layout, settings) as second:
             assert second.lookup(tokens) == 5 * CHUNK
             dst = [np.zeros_like(a) for a in src]

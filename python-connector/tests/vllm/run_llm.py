@@ -1,16 +1,23 @@
 """Runs real vLLM (CPU) on prompts and prints what happened as one JSON line.
 
-Used by the end-to-end tests, each run in a fresh process (vLLM starts its own processes, and a
-JVM must never be forked). Input: one JSON object on the command line::
+Used by the end-to-end tests, each run in a fresh process (a JVM must never be forked, and each
+kvtier configuration needs its own engine). One engine serves every step of a run, so several
+test cases that share a configuration share one vLLM start. Input: one JSON object on the
+command line::
 
-    {"model": "/path", "prompts": [[token ids], ...], "max_tokens": 8,
+    {"model": "/path", "max_tokens": 8, "dtype": "float32",
      "connector": {"kv_connector": "KVTierConnector", ...} or null,
-     "rounds": 2,            # each round generates every prompt again, one prompt at a time
-     "batch": false,         # true: a round submits all prompts at once
+     "steps": [{"prompts": [[token ids], ...], "batch": false}, ...],
+                             # each step generates its prompts in order: one at a time, or all at
+                             # once with "batch": true
      "llm": {...}}           # extra LLM(...) arguments
 
-Output (last stdout line): {"rounds": [[{"tokens": [...], "cached": n, "seconds": s}, ...], ...],
+Output (last stdout line): {"steps": [[{"tokens": [...], "cached": n, "seconds": s}, ...], ...],
+"dtype": the dtype the model ran in, "threads": [torch threads of each worker process],
 "kvtier": {counter: value} when the kvtier worker runs in this process, else {}}
+
+The caller sets the threading (examples/vllm_cpu.py); the reported threads are what each worker
+really computed with, asked of the workers themselves.
 """
 
 from __future__ import annotations
@@ -27,11 +34,11 @@ def main() -> None:
 
     args = dict(
         model=spec["model"],
-        dtype="bfloat16",
+        dtype=spec.get("dtype", "float32"),
         max_model_len=spec.get("max_model_len", 4096),
         enforce_eager=True,
         enable_prefix_caching=False,
-        gpu_memory_utilization=0.2,
+        kv_cache_memory_bytes=spec.get("kv_cache_bytes", 256 << 20),
         seed=0,
     )
     if spec.get("connector") is not None:
@@ -39,9 +46,10 @@ def main() -> None:
     args.update(spec.get("llm", {}))
     llm = LLM(**args)
     params = SamplingParams(max_tokens=spec.get("max_tokens", 8), temperature=0.0, ignore_eos=True)
-    rounds = []
-    groups = [spec["prompts"]] if spec.get("batch") else [[p] for p in spec["prompts"]]
-    for _ in range(spec.get("rounds", 1)):
+    steps = []
+    for step in spec["steps"]:
+        prompts = step["prompts"]
+        groups = [prompts] if step.get("batch") else [[p] for p in prompts]
         results = []
         for group in groups:
             start = time.perf_counter()
@@ -57,7 +65,7 @@ def main() -> None:
                 }
                 for out in outs
             )
-        rounds.append(results)
+        steps.append(results)
     stats = {}
     if spec.get("connector") is not None:
         from kvtier.vllm.worker import local_worker
@@ -65,7 +73,19 @@ def main() -> None:
         engine_id = str(llm.llm_engine.vllm_config.kv_transfer_config.engine_id)
         worker = local_worker(engine_id)
         stats = worker.stats() if worker is not None else {}
-    print(json.dumps({"rounds": rounds, "kvtier": stats}), flush=True)
+    dtype = str(llm.llm_engine.model_config.dtype).removeprefix("torch.")
+    threads = llm.collective_rpc(_torch_threads)
+    print(
+        json.dumps({"steps": steps, "dtype": dtype, "threads": threads, "kvtier": stats}),
+        flush=True,
+    )
+
+
+def _torch_threads(worker: object) -> int:
+    """Runs in each vLLM worker process: the intra-op threads its forward passes use."""
+    import torch
+
+    return torch.get_num_threads()
 
 
 if __name__ == "__main__":

@@ -1,8 +1,13 @@
-"""End to end with real vLLM on CPU: greedy outputs with a warm kvtier cache equal cold ones.
+"""End to end with real vLLM on CPU: greedy outputs with a warm kvtier cache equal cold ones and
+those of vLLM without kvtier.
 
-Each scenario starts vLLM in a fresh process (``run_llm.py``) with the small local model, prompts
-given as token ids, vLLM's own prefix cache off (so every hit is kvtier's), and compares the
-generated tokens of cold and warm requests and of runs without the connector.
+Each run is a fresh process (``run_llm.py``) with the small local model, prompts given as token
+ids and vLLM's own prefix cache off (so every hit is kvtier's). Runs that share a configuration
+share one process: one engine serves several cases, each case a step of the run. Every run gets
+the same threading (``examples/vllm_cpu.py``: thread count and bound cores set explicitly, with or
+without a connector) and float32, the dtype in which a different prefill split (a warm request
+computes fewer tokens) cannot flip a greedy token; each comparison checks that the runs compared
+really used the same dtype and threads, and fails naming both when they did not.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +37,112 @@ ROOT = HERE.parents[2]
 sys.path.insert(0, str(ROOT / "examples"))
 
 import tiny_model  # noqa: E402
+import vllm_cpu  # noqa: E402
 
 CHUNK = 256
+DTYPE = "float32"
 CONNECTOR = {"kv_connector": "KVTierConnector", "kv_role": "kv_both"}
-IN_PROCESS = {"distributed_executor_backend": "uni"}
 IN_PROCESS_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+"""Scheduler and worker in this run's own process (vLLM's in-process executor): one Python start
+instead of three, and the kvtier worker's counters readable. One test covers the multiprocess
+executor."""
+LIMITS = {"max_num_batched_tokens": 384, "num_gpu_blocks_override": 40, "max_num_seqs": 4}
+"""Every run's scheduler limits: a token budget that splits each prefill into steps and a KV cache
+of 40 blocks, too small for the batched prompts at once (vLLM preempts)."""
+
+# Prompts, one set per case. The baseline run generates all of them once without kvtier.
+TWICE = tiny_model.prompt(4 * CHUNK + 37, seed=1)
+SHARED_PREFIX = tiny_model.prompt(3 * CHUNK, seed=2)
+PREFIXED = [SHARED_PREFIX + tiny_model.prompt(n, seed=10 + n) for n in (100, 300, 600)]
+OTHER_FIRST_CHUNK = tiny_model.prompt(CHUNK, seed=9) + PREFIXED[0][CHUNK:]
+"""PREFIXED[0] with another first chunk: its output must differ, or outputs could not show a
+wrong first chunk."""
+BATCH = [tiny_model.prompt(4 * CHUNK + 60, seed=20 + i) for i in range(4)]
+BATCH_TOKENS = 48
+EXHAUST = [tiny_model.prompt(6 * CHUNK + 3, seed=s) for s in (5, 6)]
+DISK = tiny_model.prompt(5 * CHUNK + 11, seed=4)
+REMOTE = tiny_model.prompt(3 * CHUNK + 20, seed=30)
+
+
+@dataclass
+class Step:
+    prompts: list[list[int]]
+    batch: bool = False
+    max_tokens: int = 8
+
+
+@dataclass
+class Run:
+    """What one vLLM process generated, and the dtype and threads it really used."""
+
+    steps: list[list[dict[str, Any]]]
+    dtype: str
+    threads: list[int]
+    stats: dict[str, int] = field(default_factory=dict)
+
+    def tokens(self, step: int) -> list[list[int]]:
+        return [r["tokens"] for r in self.steps[step]]
+
+    def cached(self, step: int) -> list[int]:
+        return [r["cached"] for r in self.steps[step]]
+
+
+def run(
+    model: str,
+    steps: list[Step],
+    connector: dict[str, Any] | None,
+    in_process: bool = True,
+    llm: dict[str, Any] | None = None,
+) -> Run:
+    """Runs vLLM once over ``steps``; fails with vLLM's stderr when the process fails."""
+    proc = _launch(model, steps, connector, in_process, llm)
+    assert proc.returncode == 0, f"vLLM run failed:\n{proc.stderr[-6000:]}"
+    line = next(x for x in reversed(proc.stdout.splitlines()) if x.startswith('{"steps"'))
+    result = json.loads(line)
+    return Run(result["steps"], result["dtype"], result["threads"], result["kvtier"])
+
+
+def _launch(
+    model: str,
+    steps: list[Step],
+    connector: dict[str, Any] | None,
+    in_process: bool,
+    llm: dict[str, Any] | None,
+) -> subprocess.CompletedProcess[str]:
+    spec = {
+        "model": model,
+        "dtype": DTYPE,
+        "connector": connector,
+        "steps": [
+            {"prompts": s.prompts, "batch": s.batch, "max_tokens": s.max_tokens} for s in steps
+        ],
+        "llm": {**LIMITS, **(llm or {})},
+    }
+    env = {**os.environ, **vllm_cpu.vllm_env()}
+    env["VLLM_ALLOW_INSECURE_SERIALIZATION"] = "1"  # run_llm asks the workers for their threads
+    if in_process:
+        env.update(IN_PROCESS_ENV)
+    return subprocess.run(
+        [sys.executable, str(HERE / "run_llm.py"), json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
+
+
+def same_runtime(**runs: Run) -> None:
+    """Fails, naming each run's dtype and threads, unless the runs compared used the same."""
+    vllm_cpu.check_same_runtime(
+        {
+            name.replace("_", " "): {"dtype": r.dtype, "threads": r.threads}
+            for name, r in runs.items()
+        }
+    )
+
+
+def with_settings(**settings: Any) -> dict[str, Any]:
+    return {**CONNECTOR, "kv_connector_extra_config": settings}
 
 
 @pytest.fixture(scope="session")
@@ -42,176 +150,214 @@ def model() -> str:
     return str(tiny_model.build())
 
 
-def run(
-    model: str,
-    prompts: list[list[int]],
-    connector: dict[str, Any] | None,
-    rounds: int = 1,
-    env: dict[str, str] | None = None,
-    batch: bool = False,
-    max_tokens: int = 8,
-    stats: dict[str, int] | None = None,
-    llm: dict[str, Any] | None = None,
-    expect_failure: bool = False,
-) -> Any:
-    spec = {
-        "model": model,
-        "prompts": prompts,
-        "connector": connector,
-        "rounds": rounds,
-        "batch": batch,
-        "max_tokens": max_tokens,
-        "llm": llm or {},
-    }
-    proc = subprocess.run(
-        [sys.executable, str(HERE / "run_llm.py"), json.dumps(spec)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, **(env or {})},
+BASELINE_STEPS = {
+    "twice": Step([TWICE]),
+    "prefixed": Step([*PREFIXED, OTHER_FIRST_CHUNK]),
+    "batch": Step(BATCH, batch=True, max_tokens=BATCH_TOKENS),
+    "exhaust": Step(EXHAUST),
+    "disk": Step([DISK]),
+    "remote": Step([REMOTE]),
+}
+
+
+@pytest.fixture(scope="session")
+def baseline(model: str) -> dict[str, Run]:
+    """vLLM without kvtier on every case's prompts, in one process: each case's reference."""
+    names = list(BASELINE_STEPS)
+    got = run(model, [BASELINE_STEPS[n] for n in names], connector=None)
+    return {name: Run([got.steps[i]], got.dtype, got.threads, {}) for i, name in enumerate(names)}
+
+
+@pytest.fixture(scope="session")
+def default_run(model: str) -> Run:
+    """One vLLM with kvtier's default settings serving three cases in turn: a prompt asked
+    twice, prompts sharing a prefix, and four prompts batched at once (then again)."""
+    return run(
+        model,
+        [
+            Step([TWICE]),
+            Step([TWICE]),
+            Step(PREFIXED),
+            Step(BATCH, batch=True, max_tokens=BATCH_TOKENS),
+            Step(BATCH, batch=True, max_tokens=BATCH_TOKENS),
+        ],
+        CONNECTOR,
     )
-    if expect_failure:
-        assert proc.returncode != 0, "vLLM started although it should have refused"
-        return proc.stdout + proc.stderr
-    assert proc.returncode == 0, f"vLLM run failed:\n{proc.stderr[-6000:]}"
-    line = next(x for x in reversed(proc.stdout.splitlines()) if x.startswith('{"rounds"'))
-    result = json.loads(line)
-    if stats is not None:
-        stats.update(result["kvtier"])
-    return result["rounds"]
 
 
-def with_settings(**settings: Any) -> dict[str, Any]:
-    return {**CONNECTOR, "kv_connector_extra_config": settings}
+def test_outputs_depend_on_every_chunk_of_the_prompt(baseline: dict[str, Run]) -> None:
+    """The model's greedy outputs change when only the first chunk of a prompt changes, and
+    differ between prompts: equal outputs below are evidence that kvtier loaded the right KV."""
+    *prefixed, other = baseline["prefixed"].tokens(0)
+    assert other != prefixed[0]
+    assert len({tuple(t) for t in prefixed}) == len(prefixed)
+    assert all(len(set(t)) > 1 for t in prefixed), "the model repeats one token"
 
 
-@pytest.mark.parametrize("layerwise", [False, True], ids=["whole", "layerwise"])
-def test_same_prompt_twice_hits_and_generates_the_same_tokens(model: str, layerwise: bool) -> None:
-    """A 4.1-chunk prompt asked twice (scheduler and worker in one process), with whole-chunk or
-    layerwise saves and loads: the second request loads 4 chunks from kvtier and its greedy
-    output equals the first's."""
-    prompt = tiny_model.prompt(4 * CHUNK + 37, seed=1)
-    connector = with_settings(use_layerwise=layerwise)
-    cold, warm = run(model, [prompt], connector, rounds=2, env=IN_PROCESS_ENV, llm=IN_PROCESS)
-    assert cold[0]["cached"] == 0
-    assert warm[0]["cached"] == 4 * CHUNK
-    assert warm[0]["tokens"] == cold[0]["tokens"]
+def test_same_prompt_twice_hits_and_generates_the_same_tokens(
+    default_run: Run, baseline: dict[str, Run]
+) -> None:
+    """A 4.1-chunk prompt asked twice (scheduler and worker in one process): the second request
+    loads 4 chunks from kvtier and both outputs equal vLLM's without kvtier."""
+    same_runtime(without_kvtier=baseline["twice"], with_kvtier=default_run)
+    assert default_run.cached(0) == [0]
+    assert default_run.cached(1) == [4 * CHUNK]
+    assert default_run.tokens(0) == default_run.tokens(1) == baseline["twice"].tokens(0)
 
 
-def test_shared_prefixes_hit_partially_and_match_a_run_without_kvtier(model: str) -> None:
+def test_shared_prefixes_hit_partially_and_match_a_run_without_kvtier(
+    default_run: Run, baseline: dict[str, Run]
+) -> None:
     """Prompts sharing 3 chunks, then differing: later prompts hit the shared chunks only, and
     every output equals vLLM's without the connector."""
-    prefix = tiny_model.prompt(3 * CHUNK, seed=2)
-    prompts = [prefix + tiny_model.prompt(n, seed=10 + n) for n in (100, 300, 600)]
-    baseline = run(model, prompts, None)[0]
-    got = run(model, prompts, CONNECTOR)[0]
-    assert [r["cached"] for r in got] == [0, 3 * CHUNK, 3 * CHUNK]
-    assert [r["tokens"] for r in got] == [r["tokens"] for r in baseline]
+    same_runtime(without_kvtier=baseline["prefixed"], with_kvtier=default_run)
+    assert default_run.cached(2) == [0, 3 * CHUNK, 3 * CHUNK]
+    assert default_run.tokens(2) == baseline["prefixed"].tokens(0)[: len(PREFIXED)]
 
 
-def test_separate_scheduler_and_worker_processes_look_up_over_the_socket(model: str) -> None:
-    """vLLM's multiprocess executor (scheduler and worker in different processes; the connector
-    named by module path): the warm request still hits, with identical output."""
+def test_chunked_prefill_and_preemption_keep_outputs_identical(
+    default_run: Run, baseline: dict[str, Run]
+) -> None:
+    """Four prompts at once in a KV cache too small for all of them (vLLM preempts) and a token
+    budget that splits every prefill into steps: the second round hits every saved chunk and all
+    outputs equal vLLM's without the connector under the same limits."""
+    same_runtime(without_kvtier=baseline["batch"], with_kvtier=default_run)
+    reference = baseline["batch"].tokens(0)
+    assert default_run.tokens(3) == reference
+    assert default_run.tokens(4) == reference
+    assert default_run.cached(4) == [4 * CHUNK] * 4
+
+
+def test_layerwise_over_the_socket_with_separate_processes(
+    model: str, baseline: dict[str, Run]
+) -> None:
+    """vLLM's multiprocess executor (scheduler and worker in different processes, lookups over
+    the socket; the connector named by module path) with layerwise saves and loads: the warm
+    request hits and both outputs equal vLLM's without kvtier."""
     connector = {
-        "kv_connector": "KVTierConnector",
-        "kv_role": "kv_both",
+        **with_settings(use_layerwise=True),
         "kv_connector_module_path": "kvtier.vllm.connector",
     }
-    prompt = tiny_model.prompt(3 * CHUNK + 5, seed=3)
-    cold, warm = run(
-        model, [prompt], connector, rounds=2, llm={"distributed_executor_backend": "mp"}
-    )
-    assert warm[0]["cached"] == 3 * CHUNK
-    assert warm[0]["tokens"] == cold[0]["tokens"]
-
-
-def test_disk_tier_hits_survive_a_vllm_restart(model: str, tmp_path: Path) -> None:
-    """vLLM with CPU and disk tiers stores a prompt; a new vLLM process on the same directory
-    loads it from disk (in the background) and generates the same tokens."""
-    prompt = tiny_model.prompt(5 * CHUNK + 11, seed=4)
-    settings = with_settings(local_disk=str(tmp_path / "kv"), max_local_disk_size=1)
-    first = run(model, [prompt], settings)[0]
-    assert any((tmp_path / "kv").rglob("*.kvc")), "nothing was written to disk"
-    second = run(model, [prompt], settings)[0]
-    assert first[0]["cached"] == 0
-    assert second[0]["cached"] == 5 * CHUNK
-    assert second[0]["tokens"] == first[0]["tokens"]
+    got = run(model, [Step([TWICE]), Step([TWICE])], connector, in_process=False)
+    same_runtime(without_kvtier=baseline["twice"], with_kvtier=got)
+    assert got.cached(1) == [4 * CHUNK]
+    assert got.tokens(0) == got.tokens(1) == baseline["twice"].tokens(0)
 
 
 def test_bad_setting_stops_vllm_with_kvtier_message(model: str) -> None:
     """A misspelt key in kv_connector_extra_config: vLLM refuses to start, saying which key."""
-    output = run(model, [[1, 2, 3]], with_settings(max_local_cpu=1), expect_failure=True)
+    proc = _launch(model, [Step([[1, 2, 3]])], with_settings(max_local_cpu=1), True, None)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0, "vLLM started although it should have refused"
     assert "max_local_cpu" in output
     assert "max_local_cpu_size" in output, output[-3000:]
 
 
-def test_exhausted_pool_turns_into_misses_not_wrong_tokens(model: str) -> None:
+def test_exhausted_pool_turns_into_misses_not_wrong_tokens(
+    model: str, baseline: dict[str, Run]
+) -> None:
     """A CPU tier that holds two chunks of this model while prompts need six: saves are dropped
     and lookups miss partly, yet every output equals the run without kvtier."""
-    prompts = [tiny_model.prompt(6 * CHUNK + 3, seed=s) for s in (5, 6)]
-    baseline = run(model, prompts, None)[0]
-    chunk_gb = tiny_model.kv_bytes_per_token() * CHUNK / 2**30
-    got = run(model, prompts, with_settings(max_local_cpu_size=2.5 * chunk_gb), rounds=2)
-    for rnd in got:
-        assert [r["tokens"] for r in rnd] == [r["tokens"] for r in baseline]
-    assert all(r["cached"] <= 2 * CHUNK for r in got[1])
+    chunk_gb = tiny_model.kv_bytes_per_token(dtype=DTYPE) * CHUNK / 2**30
+    settings = with_settings(max_local_cpu_size=2.5 * chunk_gb)
+    got = run(model, [Step(EXHAUST), Step(EXHAUST)], settings)
+    same_runtime(without_kvtier=baseline["exhaust"], with_kvtier=got)
+    reference = baseline["exhaust"].tokens(0)
+    assert got.tokens(0) == got.tokens(1) == reference
+    assert all(c <= 2 * CHUNK for c in got.cached(1))
 
 
-def test_chunked_prefill_and_preemption_keep_outputs_identical(model: str) -> None:
-    """Four prompts at once in a KV cache too small for all of them (vLLM preempts) and a token
-    budget that splits every prefill into steps: the second round hits every saved chunk and all
-    outputs equal vLLM's without the connector under the same limits."""
-    prompts = [tiny_model.prompt(4 * CHUNK + 60, seed=20 + i) for i in range(4)]
-    limits = {"max_num_batched_tokens": 384, "num_gpu_blocks_override": 40, "max_num_seqs": 4}
-    baseline = run(model, prompts, None, batch=True, max_tokens=48, llm=limits)[0]
-    cold, warm = run(model, prompts, CONNECTOR, rounds=2, batch=True, max_tokens=48, llm=limits)
-    assert [r["tokens"] for r in cold] == [r["tokens"] for r in baseline]
-    assert [r["tokens"] for r in warm] == [r["tokens"] for r in baseline]
-    assert [r["cached"] for r in warm] == [4 * CHUNK] * 4
+@pytest.fixture(scope="module")
+def kvtier_server() -> Iterator[str]:
+    """kvtier's own cache server on a free port, for the module's tests; yields its URL."""
+    port = _free_port()
+    command = [str(Path(sys.executable).parent / "kvtier-server"), "--port", str(port)]
+    with _server([*command, "--memory-gb", "0.5"], port):
+        yield f"kvtier://127.0.0.1:{port}"
 
 
-@pytest.mark.parametrize("store", ["kvtier-server", "redis"])
-def test_two_vllm_instances_share_prefixes_through_a_remote_store(model: str, store: str) -> None:
-    """vLLM A stores a prompt in a remote store (kvtier's cache server, or a real redis-server);
-    vLLM B (a new process with empty local tiers) loads it from there in the background and
-    generates the same tokens."""
+def test_disk_and_remote_tiers_serve_a_new_vllm(
+    model: str, baseline: dict[str, Run], kvtier_server: str, tmp_path: Path
+) -> None:
+    """vLLM A, with a disk tier and kvtier's cache server, stores a prompt. A new vLLM B on the
+    same disk directory (no remote) loads it from disk; a new vLLM C with an empty disk and the
+    cache server loads it from the server. Every output equals vLLM's without kvtier."""
+
+    def disk(name: str) -> dict[str, Any]:
+        return {"local_disk": str(tmp_path / name), "max_local_disk_size": 1}
+
+    first = run(model, [Step([DISK])], with_settings(**disk("kv"), remote_url=kvtier_server))
+    assert any((tmp_path / "kv").rglob("*.kvc")), "nothing was written to disk"
+    from_disk = run(model, [Step([DISK])], with_settings(**disk("kv")))
+    elsewhere = with_settings(**disk("empty"), remote_url=kvtier_server)
+    from_remote = run(model, [Step([DISK])], elsewhere)
+    same_runtime(
+        without_kvtier=baseline["disk"], first=first, from_disk=from_disk, from_remote=from_remote
+    )
+    assert (first.cached(0), from_disk.cached(0), from_remote.cached(0)) == (
+        [0],
+        [5 * CHUNK],
+        [5 * CHUNK],
+    )
+    reference = baseline["disk"].tokens(0)
+    assert first.tokens(0) == from_disk.tokens(0) == from_remote.tokens(0) == reference
+
+
+def test_two_vllm_instances_share_prefixes_through_redis(
+    model: str, baseline: dict[str, Run]
+) -> None:
+    """vLLM A stores a prompt in a real redis-server; vLLM B (a new process with empty local
+    tiers) loads it from there in the background and generates the same tokens as vLLM without
+    kvtier."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (.ci/run installs it)")
+    port = _free_port()
+    command = ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"]
+    with _server(command, port):
+        settings = with_settings(remote_url=f"redis://127.0.0.1:{port}")
+        first = run(model, [Step([REMOTE])], settings)
+        second = run(model, [Step([REMOTE])], settings)
+    same_runtime(without_kvtier=baseline["remote"], first=first, second=second)
+    assert (first.cached(0), second.cached(0)) == ([0], [3 * CHUNK])
+    assert first.tokens(0) == second.tokens(0) == baseline["remote"].tokens(0)
+
+
+def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    if store == "redis":
-        if shutil.which("redis-server") is None:
-            pytest.skip("redis-server is not installed (.ci/run installs it)")
-        command = ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"]
-        url = f"redis://127.0.0.1:{port}"
-    else:
-        command = [str(Path(sys.executable).parent / "kvtier-server"), "--port", str(port)]
-        command += ["--memory-gb", "0.5"]
-        url = f"kvtier://127.0.0.1:{port}"
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        _wait_for_port(port, server)
-        settings = with_settings(remote_url=url)
-        prompt = tiny_model.prompt(3 * CHUNK + 20, seed=30)
-        first = run(model, [prompt], settings)[0]
-        second = run(model, [prompt], settings)[0]
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-    assert first[0]["cached"] == 0
-    assert second[0]["cached"] == 3 * CHUNK
-    assert second[0]["tokens"] == first[0]["tokens"]
+        return int(s.getsockname()[1])
+
+
+class _server:
+    """Starts a server process and waits until it accepts connections; stops it on exit."""
+
+    def __init__(self, command: list[str], port: int) -> None:
+        self._command, self._port = command, port
+
+    def __enter__(self) -> subprocess.Popen[str]:
+        self._proc = subprocess.Popen(
+            self._command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        _wait_for_port(self._port, self._proc)
+        return self._proc
+
+    def __exit__(self, *exc: object) -> None:
+        self._proc.terminate()
+        self._proc.wait(timeout=30)
 
 
 def _wait_for_port(port: int, proc: subprocess.Popen[str]) -> None:
+    """Polls until ``port`` accepts a connection; fails (never passes) after 60 s or when the
+    server exits."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(
-                f"kvtier-server exited: {proc.stderr.read() if proc.stderr else ''}"
+                f"{proc.args[0]} exited: {proc.stderr.read() if proc.stderr else ''}"
             )
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             return
         except OSError:
             time.sleep(0.2)
-    raise AssertionError("kvtier-server did not listen within 60 s")
+    raise AssertionError(f"{proc.args[0]} did not listen within 60 s")

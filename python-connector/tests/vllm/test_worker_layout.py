@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from conftest import wait_until
 
 torch = pytest.importorskip("torch", reason="torch is not installed (it comes with vLLM)")
 
@@ -63,13 +64,11 @@ def worker(tmp_path, monkeypatch):
 
 
 def finish(worker: KVTierWorker, req_id: str) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+    def reported() -> bool:
         sending, _ = worker.get_finished({req_id})
-        if sending and req_id in sending:
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"{req_id} never reported finished")
+        return bool(sending and req_id in sending)
+
+    wait_until(reported, f"{req_id} reported finished")
 
 
 def test_saved_tokens_load_into_other_blocks_as_vllm_reads_them(worker: KVTierWorker) -> None:
