@@ -70,6 +70,13 @@ Sapphire Rapids cores, 2k tokens take about 0.5 s, 8k about 3.6 s and 16k about 
 """
 
 
+SMALL = dataclasses.replace(
+    SPEC, hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=4
+)
+"""A tenth of SPEC's compute per token, for runs that serve many requests (the load test): 4
+layers, 2 KV heads of 64, 3 KiB of bf16 KV cache per token."""
+
+
 def default_cache_dir() -> Path:
     """$KVTIER_MODEL_CACHE when set, else ~/.cache/kvtier/models."""
     configured = os.environ.get("KVTIER_MODEL_CACHE")
