@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -96,13 +96,15 @@ def serve(
     env: Mapping[str, str] | None = None,
     log_dir: str | os.PathLike[str] | None = None,
     ready_timeout_s: float = 600,
+    on_wait: Callable[[float], None] | None = None,
 ) -> Iterator[Server]:
     """Starts vLLM on ``model`` and yields it once /health answers; stops it on exit.
 
     ``connector`` is kvtier's ``kv_connector_extra_config`` (``None``: vLLM without kvtier; ``{}``:
     kvtier with its defaults). ``args`` are further server flags. Blocks until the server is
-    ready. Raises ServerDied (with the end of the log) when the process exits first, TimeoutError
-    when it is not ready within ``ready_timeout_s`` (a generous bound: time never makes it pass).
+    ready, calling ``on_wait`` with the seconds waited so far about twice a second. Raises
+    ServerDied (with the end of the log) when the process exits first, TimeoutError when it is not
+    ready within ``ready_timeout_s`` (a generous bound: time never makes it pass).
     """
     port = free_port()
     log = Path(tempfile.mkstemp(prefix="kvtier-vllm-", suffix=".log", dir=log_dir)[1])
@@ -135,7 +137,7 @@ def serve(
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=full_env)
     server = Server(proc, port, log)
     try:
-        _wait_ready(server, ready_timeout_s)
+        _wait_ready(server, ready_timeout_s, on_wait)
         yield server
     finally:
         proc.terminate()
@@ -146,9 +148,12 @@ def serve(
             proc.wait()
 
 
-def _wait_ready(server: Server, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
+def _wait_ready(server: Server, timeout_s: float, on_wait: Callable[[float], None] | None) -> None:
+    start = time.monotonic()
+    deadline = start + timeout_s
     while not server.alive():
+        if on_wait is not None:
+            on_wait(time.monotonic() - start)
         if server.proc.poll() is not None:
             tail = server.log_tail()
             raise ServerDied(f"vLLM exited during start-up; the end of its log:\n{tail}")

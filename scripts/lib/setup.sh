@@ -25,3 +25,26 @@ install_kvtier() {
   "$VENV_PY" -m pip install -q "nvidia-cuda-nvcc-cu12==12.0.76"
   "$VENV_PY" -m pip install -q "$ROOT/python-connector"
 }
+
+# Runs "$@" (a command or a function of these scripts) and, while it runs, prints a line every
+# 15 s saying it still does, so a step of minutes is not silent. Returns the command's status.
+with_progress() {
+  local what="$1" start=$SECONDS
+  shift
+  echo "kvtier: $what..."
+  "$@" &
+  local pid=$!
+  while ! wait_for_exit "$pid" 15; do
+    echo "kvtier:   still $what ($((SECONDS - start)) s)"
+  done
+  wait "$pid"
+}
+
+# True once process $1 has exited, false when it still runs after $2 seconds.
+wait_for_exit() {
+  local deadline=$((SECONDS + $2))
+  while kill -0 "$1" 2>/dev/null; do
+    ((SECONDS < deadline)) || return 1
+    sleep 1
+  done
+}
