@@ -4,8 +4,7 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -53,14 +52,3 @@ def fake_java_home(tmp_path: Path):
         return home
 
     return make
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
-    """Polls ``condition`` until it holds. Fails, naming ``what``, only when ``timeout_s`` (a
-    generous bound, far above the expected wait even on a loaded machine) runs out: time never
-    decides that a test passes."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not so after {timeout_s:.0f} s")
-        time.sleep(0.01)

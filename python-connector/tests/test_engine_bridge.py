@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import wait_until
+from waiting import wait_until
 
 import kvtier
 from kvtier import _jvm

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from conftest import wait_until
+from waiting import wait_until
 
 from kvtier.engine import Engine, Layout
 

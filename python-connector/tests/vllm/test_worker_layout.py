@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import wait_until
+from waiting import wait_until
 
 torch = pytest.importorskip("torch", reason="torch is not installed (it comes with vLLM)")
 
