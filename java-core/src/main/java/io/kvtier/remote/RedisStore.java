@@ -641,7 +641,8 @@ public final class RedisStore implements KvStore {
 
   @Override
   public StoreStats stats() {
-    return new StoreStats(hits.sum(), misses.sum(), puts.sum(), 0, droppedPuts.sum(), 0, -1, -1);
+    return new StoreStats(
+        hits.sum(), misses.sum(), puts.sum(), duplicatePuts.sum(), droppedPuts.sum(), 0, -1, -1);
   }
 
   /** Errors by kind ({@code unavailable}, {@code timeout}, {@code error}, ...). */
