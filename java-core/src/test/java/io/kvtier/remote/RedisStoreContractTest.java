@@ -38,17 +38,16 @@ class RedisStoreContractTest {
     }
 
     @Override
-    protected void awaitQuiet() throws InterruptedException {
-      RedisStore s = (RedisStore) store;
-      for (int i = 0; i < 500 && s.inFlightPuts() > 0; i++) {
-        Thread.sleep(2);
-      }
+    protected boolean evictsWhenFilled() {
+      return false; // no maxmemory: the server keeps everything
     }
 
     @Override
     protected void assertNothingHeld() {
-      assertEquals(0, readPool.inUseSlots(), "the remote store leaked read buffers");
-      readPool.close();
+      if (readPool != null) {
+        assertEquals(0, readPool.inUseSlots(), "the remote store leaked read buffers");
+        readPool.close();
+      }
     }
   }
 
