@@ -1,6 +1,7 @@
 package io.kvtier.engine;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.kvtier.config.KvTierConfig;
 import io.kvtier.memory.MmapAllocator;
@@ -86,10 +87,8 @@ class KvEngineRemoteTest {
       }
       try (KvEngine a = open(url)) {
         assertEquals(6, a.store(prompt, prompt.length, srcAddr));
-        for (int i = 0; i < 500 && a.tiers().lowerTiers().get(0).stats().puts() < 6; i++) {
-          Thread.sleep(5);
-        }
-        assertEquals(6, a.tiers().lowerTiers().get(0).stats().puts(), "chunks reached Redis");
+        assertTrue(a.tiers().awaitIdle(60_000), "copy-downs or remote puts still in flight");
+        assertEquals(6, a.tiers().lowerTiers().get(0).stats().puts(), "chunks reached the server");
       }
       try (KvEngine b = open(url)) { // a fresh CPU tier: everything must come from Redis
         assertEquals(6 * CHUNK, b.lookup(prompt, prompt.length));

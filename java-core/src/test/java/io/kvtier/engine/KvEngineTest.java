@@ -339,10 +339,7 @@ class KvEngineTest {
     int[] p = prompt(3 * CHUNK, 31);
     MemorySegment[] src = source(p.length, 31, false);
     engine.store(p, p.length, addresses(src));
-    awaitDiskPuts(3);
-    for (int i = 0; i < 200 && engine.tiers().cpu().stats().entries() > 0; i++) {
-      Thread.sleep(5);
-    }
+    awaitDiskPuts(3); // the copy-downs that leave the CPU tier are done too
     assertEquals(0, engine.tiers().cpu().stats().entries(), "the CPU tier only stages");
     assertEquals(3 * CHUNK, engine.lookup(p, p.length));
     MemorySegment[] dst = blank(src);
@@ -361,9 +358,7 @@ class KvEngineTest {
     ChunkKeyList keys = new ChunkKeyList(p);
     keys.forEach(k -> engine.tiers().cpu().remove(k)); // as if evicted from memory
     assertEquals(3, engine.prefetch(p, p.length));
-    for (int i = 0; i < 400 && !keys.all(k -> engine.tiers().cpu().contains(k)); i++) {
-      Thread.sleep(5);
-    }
+    assertTrue(engine.tiers().awaitIdle(60_000), "prefetches still running");
     assertTrue(keys.all(k -> engine.tiers().cpu().contains(k)), "prefetch did not promote");
     assertEquals(0, engine.prefetch(p, p.length), "nothing left to prefetch");
     MemorySegment[] dst = blank(src);
@@ -388,11 +383,10 @@ class KvEngineTest {
     }
   }
 
+  /** Waits for the engine's background writes, then checks {@code n} chunks reached the disk. */
   private void awaitDiskPuts(long n) throws InterruptedException {
     int diskPuts = java.util.Arrays.asList(KvEngine.statNames()).indexOf("disk_puts");
-    for (int i = 0; i < 1000 && engine.stats()[diskPuts] < n; i++) {
-      Thread.sleep(5);
-    }
+    assertTrue(engine.tiers().awaitIdle(60_000), "copy-downs or disk writes still running");
     assertEquals(
         n,
         engine.stats()[diskPuts],
