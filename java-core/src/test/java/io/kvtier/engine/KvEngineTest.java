@@ -185,7 +185,8 @@ class KvEngineTest {
 
   @Test
   void prepareLoad_keepsChunksAliveThroughEviction() {
-    open(Map.of("max_local_cpu_size", 4.0 * 4096 / (1L << 30))); // 4 slots
+    // 4 slots, LRU: p's chunks are the eldest once the churn starts, so they are evicted first.
+    open(Map.of("max_local_cpu_size", 4.0 * 4096 / (1L << 30), "cache_policy", "LRU"));
     int[] p = prompt(2 * CHUNK, 5);
     MemorySegment[] src = source(p.length, 5, false);
     engine.store(p, p.length, addresses(src));
@@ -195,6 +196,7 @@ class KvEngineTest {
       int[] q = prompt(2 * CHUNK, 100 + i);
       engine.store(q, q.length, addresses(source(q.length, 100 + i, false)));
     }
+    assertEquals(0, engine.lookup(p, p.length), "the churn evicted p's chunks from the index");
     MemorySegment held = io.kvtier.bridge.HostMemory.view(load[1], CHUNK_BYTES);
     assertEquals(-1, src[0].mismatch(held), "bytes under a load never change");
     engine.completeLoad(load[0]);
