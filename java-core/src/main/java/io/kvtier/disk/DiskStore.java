@@ -712,19 +712,13 @@ public final class DiskStore implements KvStore {
   }
 
   /**
-   * Waits until no put is queued or being written, up to {@code timeoutMillis}.
-   *
-   * @return true if idle
+   * Waits until the I/O workers have nothing queued or running: every put accepted is written (and
+   * visible) or dropped, every queued delete and prefetch done, and the callers' buffers released.
+   * Woken by the worker that finishes the last task; does not poll.
    */
+  @Override
   public boolean awaitIdle(long timeoutMillis) throws InterruptedException {
-    long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(timeoutMillis);
-    while (queuedPuts.get() > 0 || workers.pending() > 0) {
-      if (System.nanoTime() > deadline) {
-        return false;
-      }
-      Thread.sleep(1);
-    }
-    return true;
+    return workers.awaitIdle(timeoutMillis);
   }
 
   /**

@@ -2,11 +2,11 @@ package io.kvtier.disk;
 
 import static io.kvtier.Checks.checkPositive;
 
+import io.kvtier.store.InFlight;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.ConcurrentLinkedQueue;
 import java.util.concurrent.TimeUnit;
-import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.locks.LockSupport;
 
 /**
@@ -38,7 +38,7 @@ final class IoWorkers {
 
   private final List<ConcurrentLinkedQueue<Task>> queues = new ArrayList<>();
   private final List<Thread> threads = new ArrayList<>();
-  private final AtomicInteger pending = new AtomicInteger(); // queued + running
+  private final InFlight pending = new InFlight(); // queued + running
   private volatile boolean stopping;
 
   /**
@@ -68,14 +68,20 @@ final class IoWorkers {
       task.cancel();
       return false;
     }
-    pending.incrementAndGet();
+    pending.increment();
     queues.get(priority).offer(task);
     return true;
   }
 
-  /** Tasks queued or running. */
-  int pending() {
-    return pending.get();
+  /**
+   * Blocks until no task is queued or running, up to {@code timeoutMillis}; tasks submitted while
+   * it waits are waited for too.
+   *
+   * @return false if the time ran out first
+   * @throws InterruptedException if interrupted while waiting
+   */
+  boolean awaitIdle(long timeoutMillis) throws InterruptedException {
+    return pending.awaitZero(timeoutMillis);
   }
 
   private Task poll() {
@@ -107,7 +113,7 @@ final class IoWorkers {
         System.getLogger(IoWorkers.class.getName())
             .log(System.Logger.Level.WARNING, "disk tier task failed", e);
       } finally {
-        pending.decrementAndGet();
+        pending.decrement();
       }
     }
   }
@@ -135,8 +141,11 @@ final class IoWorkers {
     }
     Task t;
     while ((t = poll()) != null) {
-      pending.decrementAndGet();
-      t.cancel();
+      try {
+        t.cancel();
+      } finally {
+        pending.decrement();
+      }
       cancelled++;
     }
     return cancelled;

@@ -184,6 +184,27 @@ public final class ChunkPool implements AutoCloseable {
     }
   }
 
+  /**
+   * Waits until every slab mapped so far, by any pool, has been prefaulted on the background
+   * thread, up to {@code timeoutMillis}. For tests; allocation never waits for prefaulting.
+   *
+   * @return false if the time ran out first
+   * @throws InterruptedException if interrupted while waiting
+   */
+  static boolean awaitPrefaulted(long timeoutMillis) throws InterruptedException {
+    // The thread takes slabs in the order they were mapped: once a marker queued now has run,
+    // every earlier slab is done.
+    java.util.concurrent.Future<?> marker = Prefaulter.EXECUTOR.submit(() -> {});
+    try {
+      marker.get(timeoutMillis, java.util.concurrent.TimeUnit.MILLISECONDS);
+      return true;
+    } catch (java.util.concurrent.TimeoutException e) {
+      return false;
+    } catch (java.util.concurrent.ExecutionException e) {
+      throw new IllegalStateException("an empty task failed", e.getCause());
+    }
+  }
+
   /** One daemon thread ({@code kvtier-prefault}) faulting newly mapped slabs in, in order. */
   private static final class Prefaulter {
     static final java.util.concurrent.ExecutorService EXECUTOR =

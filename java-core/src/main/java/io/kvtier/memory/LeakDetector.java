@@ -58,7 +58,7 @@ public final class LeakDetector {
     return LEVEL;
   }
 
-  /** Leaks reported since the JVM started. */
+  /** Leaks reported since the JVM started; each one counted is already in {@link #recentLeaks}. */
   public static long leakCount() {
     return LEAKS.get();
   }
@@ -111,7 +111,6 @@ public final class LeakDetector {
       if (released) {
         return;
       }
-      LEAKS.incrementAndGet();
       String report =
           "LEAK: "
               + what
@@ -123,6 +122,7 @@ public final class LeakDetector {
         }
         RECENT.add(report);
       }
+      LEAKS.incrementAndGet(); // after the report: whoever sees the count can read the report
       LOG.log(System.Logger.Level.ERROR, report);
     }
 

@@ -7,6 +7,7 @@ import io.kvtier.config.ConfigException;
 import io.kvtier.key.ChunkKey;
 import io.kvtier.memory.ChunkBuffer;
 import io.kvtier.store.ErrorTally;
+import io.kvtier.store.InFlight;
 import io.kvtier.store.KvStore;
 import io.kvtier.store.StoreStats;
 import io.lettuce.core.ClientOptions;
@@ -98,7 +99,7 @@ public final class RedisStore implements KvStore {
   private final ChunkCodec codec;
   private final ClientResources resources;
   private final ErrorTally errors = new ErrorTally(LOG, "remote tier");
-  private final AtomicInteger inFlightPuts = new AtomicInteger();
+  private final InFlight inFlightPuts = new InFlight();
   private final AtomicInteger inFlightReads = new AtomicInteger();
   private final ScheduledExecutorService reconnector;
   private final Object connectLock = new Object();
@@ -491,8 +492,8 @@ public final class RedisStore implements KvStore {
       errors.record("unavailable", "put to " + redacted() + " while disconnected", null);
       return false;
     }
-    if (inFlightPuts.incrementAndGet() > queueBound) {
-      inFlightPuts.decrementAndGet();
+    if (inFlightPuts.increment() > queueBound) {
+      inFlightPuts.decrement();
       droppedPuts.increment();
       return false;
     }
@@ -507,21 +508,21 @@ public final class RedisStore implements KvStore {
               ttlSeconds > 0 ? SetArgs.Builder.nx().ex(ttlSeconds) : SetArgs.Builder.nx());
     } catch (RuntimeException e) {
       chunk.release();
-      inFlightPuts.decrementAndGet();
       droppedPuts.increment();
       errors.record("unavailable", "put to " + redacted() + " rejected", e);
+      inFlightPuts.decrement();
       return false;
     }
     f.whenComplete(
         (ok, err) -> {
           chunk.release();
-          inFlightPuts.decrementAndGet();
           if (err == null) {
             (ok == null ? duplicatePuts : puts).increment(); // NX answers nil if it existed
           } else {
             droppedPuts.increment();
             errors.record(kindOf(err), "SET failed", err);
           }
+          inFlightPuts.decrement(); // last: awaitIdle sees the outcome counted
         });
     return true;
   }
@@ -640,7 +641,8 @@ public final class RedisStore implements KvStore {
 
   @Override
   public StoreStats stats() {
-    return new StoreStats(hits.sum(), misses.sum(), puts.sum(), 0, droppedPuts.sum(), 0, -1, -1);
+    return new StoreStats(
+        hits.sum(), misses.sum(), puts.sum(), duplicatePuts.sum(), droppedPuts.sum(), 0, -1, -1);
   }
 
   /** Errors by kind ({@code unavailable}, {@code timeout}, {@code error}, ...). */
@@ -655,6 +657,17 @@ public final class RedisStore implements KvStore {
   /** Puts sent and not yet acknowledged. */
   public int inFlightPuts() {
     return inFlightPuts.get();
+  }
+
+  /**
+   * Waits until every {@code SET} sent has been answered or failed (its buffer released, its
+   * outcome counted); a write the server acknowledged is visible to every connection. Woken by the
+   * last reply; does not poll. Puts in flight have no time limit of their own, so against a server
+   * that stopped answering this returns false at the timeout.
+   */
+  @Override
+  public boolean awaitIdle(long timeoutMillis) throws InterruptedException {
+    return inFlightPuts.awaitZero(timeoutMillis);
   }
 
   /**

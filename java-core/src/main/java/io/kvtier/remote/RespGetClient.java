@@ -20,6 +20,7 @@ import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentLinkedQueue;
 import java.util.concurrent.TimeUnit;
 import java.util.function.LongFunction;
+import java.util.function.LongSupplier;
 import java.util.function.Supplier;
 
 /**
@@ -43,6 +44,7 @@ final class RespGetClient implements AutoCloseable {
   private final EventLoopGroup group;
   private final boolean ownsGroup;
   private final Object writeLock = new Object();
+  private final LongSupplier nanoClock;
 
   /** A connection and the decoder of its replies: commands and futures always go in pairs. */
   private record Conn(Channel channel, Decoder decoder) {}
@@ -93,6 +95,24 @@ final class RespGetClient implements AutoCloseable {
       long timeoutMillis,
       LongFunction<ChunkBuffer> buffers,
       EventLoopGroup group) {
+    this(server, handshake, timeoutMillis, buffers, group, System::nanoTime);
+  }
+
+  /**
+   * Like {@link #RespGetClient(Supplier, List, long, LongFunction, EventLoopGroup)}, with the clock
+   * that times connection attempts against {@link #SLOW_ATTEMPT_NANOS} and {@link #RETRY_NANOS}
+   * (tests pass a fake one). Connect and reply timeouts stay on the system clock.
+   *
+   * @param nanoClock monotonic time in nanoseconds, like {@link System#nanoTime()}
+   */
+  RespGetClient(
+      Supplier<InetSocketAddress> server,
+      List<byte[][]> handshake,
+      long timeoutMillis,
+      LongFunction<ChunkBuffer> buffers,
+      EventLoopGroup group,
+      LongSupplier nanoClock) {
+    this.nanoClock = nanoClock;
     this.server = server;
     this.handshake = List.copyOf(handshake);
     this.timeoutMillis = timeoutMillis;
@@ -145,7 +165,7 @@ final class RespGetClient implements AutoCloseable {
       if (c != null && c.channel().isActive()) {
         return c;
       }
-      long now = System.nanoTime();
+      long now = nanoClock.getAsLong();
       if (lastFailure != null && now - lastFailureNanos < RETRY_NANOS) {
         throw new IOException(
             "not connected (last attempt "
@@ -158,7 +178,7 @@ final class RespGetClient implements AutoCloseable {
       try {
         c = connect();
       } catch (IOException e) {
-        long end = System.nanoTime();
+        long end = nanoClock.getAsLong();
         if (end - now >= SLOW_ATTEMPT_NANOS) { // a timeout, not a refusal: do not pay it again soon
           lastFailure = e;
           lastFailureNanos = end;

@@ -7,6 +7,7 @@ import io.kvtier.config.ConfigException;
 import io.kvtier.key.ChunkKey;
 import io.kvtier.memory.ChunkBuffer;
 import io.kvtier.store.ErrorTally;
+import io.kvtier.store.InFlight;
 import io.kvtier.store.KvStore;
 import io.kvtier.store.StoreCounters;
 import io.kvtier.store.StoreStats;
@@ -64,7 +65,7 @@ public final class ServerStore implements KvStore {
   private final ErrorTally errors = new ErrorTally(LOG, "remote tier (kvtier server)");
   private final StoreCounters counters = new StoreCounters();
   private final AtomicInteger nextId = new AtomicInteger(1);
-  private final AtomicInteger inFlightPuts = new AtomicInteger();
+  private final InFlight inFlightPuts = new InFlight();
   private final Map<Integer, Object> pending = new ConcurrentHashMap<>(); // id -> futures
   private volatile Channel channel; // null while disconnected
   private volatile boolean closed;
@@ -217,8 +218,8 @@ public final class ServerStore implements KvStore {
       counters.droppedPuts.increment();
       return false;
     }
-    if (inFlightPuts.incrementAndGet() > queueBound) {
-      inFlightPuts.decrementAndGet();
+    if (inFlightPuts.increment() > queueBound) {
+      inFlightPuts.decrement();
       counters.droppedPuts.increment();
       return false;
     }
@@ -228,7 +229,6 @@ public final class ServerStore implements KvStore {
     pending.put(id, done);
     done.whenComplete(
         (status, err) -> {
-          inFlightPuts.decrementAndGet();
           if (err != null || status == null || status == Protocol.DROPPED) {
             counters.droppedPuts.increment();
           } else if (status == Protocol.DUPLICATE) {
@@ -236,6 +236,7 @@ public final class ServerStore implements KvStore {
           } else {
             counters.puts.increment();
           }
+          inFlightPuts.decrement(); // last: awaitIdle sees the outcome counted
         });
     ByteBuf head = ch.alloc().buffer(Protocol.HEADER_BYTES + Protocol.KEY_BYTES);
     Protocol.header(head, Protocol.PUT, id, Protocol.KEY_BYTES + chunk.length());
@@ -353,6 +354,16 @@ public final class ServerStore implements KvStore {
   /** Puts sent and not yet acknowledged. */
   public int inFlightPuts() {
     return inFlightPuts.get();
+  }
+
+  /**
+   * Waits until every put sent has been acknowledged or failed (its outcome counted); an
+   * acknowledged chunk is stored on the server. The caller's buffer is released once the socket has
+   * taken its bytes, which is before the server can answer. Woken by the last reply; does not poll.
+   */
+  @Override
+  public boolean awaitIdle(long timeoutMillis) throws InterruptedException {
+    return inFlightPuts.awaitZero(timeoutMillis);
   }
 
   @Override

@@ -111,6 +111,26 @@ public interface KvStore extends AutoCloseable {
   /** Counters since the store was opened. Never throws. */
   StoreStats stats();
 
+  /**
+   * Blocks until the background work this store has accepted is done: every queued or in-flight
+   * write has been stored, dropped or failed, with its outcome visible to {@link #contains} and
+   * counted in {@link #stats}, and the store holds no reference to a caller's buffer on its behalf.
+   * Tiers that do all their work on the caller's thread have nothing to wait for and return true at
+   * once (this default). For draining before a restart, benchmarks and tests; the step loop never
+   * calls it.
+   *
+   * <p>It returns as soon as it sees no work pending, so work submitted by other threads while it
+   * waits may or may not be waited for, and a steady stream of it may make the call time out. Does
+   * not throw on a closed store: what {@link #close()} drained or dropped is no longer pending.
+   *
+   * @param timeoutMillis the most to wait, in milliseconds
+   * @return true if idle, false if {@code timeoutMillis} passed first
+   * @throws InterruptedException if interrupted while waiting
+   */
+  default boolean awaitIdle(long timeoutMillis) throws InterruptedException {
+    return true;
+  }
+
   /** Releases every chunk the store holds and stops background work. Idempotent. */
   @Override
   void close();

@@ -41,6 +41,7 @@ public final class TieredStore implements KvStore {
   private final LongAdder copyDownDropped = new LongAdder();
   private final LongAdder copyDownFailed = new LongAdder();
   private final LongAdder promotions = new LongAdder();
+  private final InFlight copyDowns = new InFlight(); // queued or running on copyDown
   private volatile boolean closed;
 
   /**
@@ -200,16 +201,26 @@ public final class TieredStore implements KvStore {
       return stored;
     }
     chunk.retain(); // held by the copy-down task
+    copyDowns.increment();
     try {
       copyDown.execute(() -> copyDown(key, chunk));
     } catch (RejectedExecutionException e) {
       chunk.release();
       copyDownDropped.increment();
+      copyDowns.decrement();
     }
     return stored;
   }
 
   private void copyDown(ChunkKey key, ChunkBuffer chunk) {
+    try {
+      copyDownToEachTier(key, chunk);
+    } finally {
+      copyDowns.decrement();
+    }
+  }
+
+  private void copyDownToEachTier(ChunkKey key, ChunkBuffer chunk) {
     try {
       for (KvStore s : lower) {
         try {
@@ -376,6 +387,30 @@ public final class TieredStore implements KvStore {
   @Override
   public StoreStats stats() {
     return cpu.stats();
+  }
+
+  /**
+   * Waits for the copy-downs queued or running, then for each lower tier's own background work
+   * ({@link KvStore#awaitIdle}), all within {@code timeoutMillis}: afterwards every chunk put
+   * before the call is in every lower tier that accepted it, or was dropped and counted. Prefetches
+   * in flight ({@link #prefetch}) are done too, as they run on the disk tier's workers.
+   */
+  @Override
+  public boolean awaitIdle(long timeoutMillis) throws InterruptedException {
+    if (closed) {
+      return true;
+    }
+    long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(timeoutMillis);
+    if (!copyDowns.awaitZero(timeoutMillis)) {
+      return false;
+    }
+    for (KvStore s : lower) {
+      long leftMillis = TimeUnit.NANOSECONDS.toMillis(deadline - System.nanoTime());
+      if (!s.awaitIdle(Math.max(0, leftMillis))) {
+        return false;
+      }
+    }
+    return true;
   }
 
   /** Lower tiers, fastest first. */

@@ -17,6 +17,7 @@ import java.util.List;
 import java.util.concurrent.TimeUnit;
 import java.util.stream.Stream;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
 
 /** A writer process killed with SIGKILL mid-write leaves only whole, correct chunks behind. */
@@ -30,6 +31,7 @@ class DiskCrashTest {
   }
 
   @Test
+  @Timeout(value = 5, unit = TimeUnit.MINUTES, threadMode = Timeout.ThreadMode.SEPARATE_THREAD)
   void sigkillMidWrite_thenRestart_everyVisibleChunkIsCorrect() throws Exception {
     Path java = Path.of(System.getProperty("java.home"), "bin", "java");
     Process p =
@@ -45,14 +47,15 @@ class DiskCrashTest {
             .start();
     try (BufferedReader out = new BufferedReader(new InputStreamReader(p.getInputStream()))) {
       assertEquals("ready", out.readLine());
-      long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
-      while (chunkFiles() < 40 && System.nanoTime() < deadline) {
-        Thread.sleep(10);
-      }
+      String stored = out.readLine(); // the writer keeps writing after this line
+      assertEquals("stored " + CrashWriterMain.FIRST_CHUNKS, stored, "the writer's first chunks");
       p.destroyForcibly(); // SIGKILL: writes in flight are cut off
-      assertTrue(p.waitFor(30, TimeUnit.SECONDS));
+      assertTrue(p.waitFor(60, TimeUnit.SECONDS));
+    } finally {
+      p.destroyForcibly(); // also when a line never came (the test timed out) or was wrong
     }
     assertEquals(137, p.exitValue(), "the writer must have died of SIGKILL");
+    assertTrue(chunkFiles() >= CrashWriterMain.FIRST_CHUNKS, "the files of the first chunks");
 
     try (ChunkPool pool =
             new ChunkPool(
@@ -67,7 +70,9 @@ class DiskCrashTest {
                 pool::tryAllocate,
                 NioDiskIo.INSTANCE)) {
       long entries = s.stats().entries();
-      assertTrue(entries >= 40, "chunks written before the kill must survive: " + entries);
+      assertTrue(
+          entries >= CrashWriterMain.FIRST_CHUNKS,
+          "chunks written before the kill must survive: " + entries);
       int checked = 0;
       for (int c = 0; checked < entries && c < 100_000; c++) {
         ChunkKey k = new ChunkKey(3, c, c);

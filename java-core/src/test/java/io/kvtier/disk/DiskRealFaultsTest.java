@@ -85,7 +85,7 @@ class DiskRealFaultsTest {
       for (int i = 0; i < 30; i++) { // 30 x 68 KiB > 1 MiB
         put(s, i);
       }
-      assertTrue(s.awaitIdle(10_000));
+      assertTrue(s.awaitIdle(60_000));
       long stored = s.stats().entries();
       assertTrue(stored > 0 && stored < 30, "some fit, some do not: " + stored);
       assertEquals(30 - stored, s.errorCounts().get("disk full"));
@@ -108,11 +108,11 @@ class DiskRealFaultsTest {
   void realReadOnlyRemount_dropsAndCounts_readsStillWork() throws Exception {
     try (DiskStore s = open()) {
       put(s, 1);
-      assertTrue(s.awaitIdle(10_000));
+      assertTrue(s.awaitIdle(60_000));
       assumeTrue(run("mount", "-o", "remount,ro", mnt.toString()), "remount read-only refused");
       put(s, 2);
       put(s, 3);
-      assertTrue(s.awaitIdle(10_000));
+      assertTrue(s.awaitIdle(60_000));
       assertEquals(2L, s.errorCounts().get("read-only"), s.errorCounts().toString());
       assertFalse(s.contains(new ChunkKey(1, 2, 2)));
       ChunkBuffer b = s.get(new ChunkKey(1, 1, 1));

@@ -5,6 +5,7 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertTimeoutPreemptively;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.kvtier.config.DiskSharding;
@@ -18,9 +19,11 @@ import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.time.Duration;
 import java.util.List;
 import java.util.Random;
 import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.TimeUnit;
 import java.util.stream.Stream;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
@@ -83,7 +86,7 @@ class DiskStoreTest {
   }
 
   static void await(DiskStore s) throws InterruptedException {
-    assertTrue(s.awaitIdle(10_000), "writes did not finish");
+    assertTrue(s.awaitIdle(60_000), "writes did not finish");
   }
 
   void assertHolds(DiskStore s, int i, int length) {
@@ -261,12 +264,15 @@ class DiskStoreTest {
   void fullQueue_dropsPuts_withoutWaiting() throws Exception {
     io.writeGate = new CountDownLatch(1);
     try (DiskStore s = open(100, 1, 3, false, false)) {
-      long t0 = System.nanoTime();
-      for (int i = 0; i < 10; i++) {
-        put(s, i, CHUNK);
-      }
-      long elapsedMillis = (System.nanoTime() - t0) / 1_000_000;
-      assertTrue(elapsedMillis < 1000, "put waited for the disk: " + elapsedMillis + " ms");
+      // Writes block until the gate opens, so a put that waited for the disk would never return.
+      assertTimeoutPreemptively(
+          Duration.ofSeconds(60),
+          () -> {
+            for (int i = 0; i < 10; i++) {
+              put(s, i, CHUNK);
+            }
+          },
+          "put waited for the disk");
       assertEquals(7, s.stats().droppedPuts());
       io.writeGate.countDown();
       await(s);
@@ -281,17 +287,14 @@ class DiskStoreTest {
       await(s);
       io.writeGate = new CountDownLatch(1);
       put(s, 1, CHUNK); // the single worker blocks on this write
-      Thread.sleep(50);
+      assertTrue(io.writesAtGate.tryAcquire(60, TimeUnit.SECONDS), "the worker took the write");
       put(s, 2, CHUNK); // queued
       put(s, 3, CHUNK); // queued
       List<ChunkKey> fetched = new java.util.concurrent.CopyOnWriteArrayList<>();
       s.prefetch(new ChunkKey[] {key(0)}, (k, b) -> fetched.add(k));
       io.log.clear();
       io.writeGate.countDown();
-      await(s);
-      for (int i = 0; i < 100 && fetched.isEmpty(); i++) {
-        Thread.sleep(5);
-      }
+      await(s); // the prefetch runs on the same workers: done too
       assertEquals(List.of(key(0)), fetched);
       List<String> order = io.log.stream().filter(l -> !l.startsWith("delete")).toList();
       int readAt =

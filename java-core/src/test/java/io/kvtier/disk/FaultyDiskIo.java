@@ -8,11 +8,13 @@ import java.nio.file.Path;
 import java.util.List;
 import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.Semaphore;
 
 /**
  * A {@link DiskIo} that injects faults into the real one (after Lucene's MockDirectoryWrapper):
- * disk full, read-only, I/O errors on reads, and writes that block until released. Records the
- * order of operations. Thread-safe; switch faults between operations.
+ * disk full, read-only, I/O errors on reads, and writes that block until released (each one that
+ * reaches the gate says so in {@link #writesAtGate}). Records the order of operations. Thread-safe;
+ * switch faults between operations.
  */
 final class FaultyDiskIo implements DiskIo {
   enum Fault {
@@ -25,6 +27,7 @@ final class FaultyDiskIo implements DiskIo {
   private final DiskIo real = NioDiskIo.INSTANCE;
   volatile Fault fault = Fault.NONE;
   volatile CountDownLatch writeGate; // when set, writes wait for it
+  final Semaphore writesAtGate = new Semaphore(0); // one permit per write that reached the gate
   final List<String> log = new CopyOnWriteArrayList<>();
 
   @Override
@@ -32,6 +35,7 @@ final class FaultyDiskIo implements DiskIo {
       throws IOException {
     CountDownLatch gate = writeGate;
     if (gate != null) {
+      writesAtGate.release();
       try {
         gate.await();
       } catch (InterruptedException e) {

@@ -185,7 +185,8 @@ class KvEngineTest {
 
   @Test
   void prepareLoad_keepsChunksAliveThroughEviction() {
-    open(Map.of("max_local_cpu_size", 4.0 * 4096 / (1L << 30))); // 4 slots
+    // 4 slots, LRU: p's chunks are the eldest once the churn starts, so they are evicted first.
+    open(Map.of("max_local_cpu_size", 4.0 * 4096 / (1L << 30), "cache_policy", "LRU"));
     int[] p = prompt(2 * CHUNK, 5);
     MemorySegment[] src = source(p.length, 5, false);
     engine.store(p, p.length, addresses(src));
@@ -195,6 +196,7 @@ class KvEngineTest {
       int[] q = prompt(2 * CHUNK, 100 + i);
       engine.store(q, q.length, addresses(source(q.length, 100 + i, false)));
     }
+    assertEquals(0, engine.lookup(p, p.length), "the churn evicted p's chunks from the index");
     MemorySegment held = io.kvtier.bridge.HostMemory.view(load[1], CHUNK_BYTES);
     assertEquals(-1, src[0].mismatch(held), "bytes under a load never change");
     engine.completeLoad(load[0]);
@@ -339,10 +341,7 @@ class KvEngineTest {
     int[] p = prompt(3 * CHUNK, 31);
     MemorySegment[] src = source(p.length, 31, false);
     engine.store(p, p.length, addresses(src));
-    awaitDiskPuts(3);
-    for (int i = 0; i < 200 && engine.tiers().cpu().stats().entries() > 0; i++) {
-      Thread.sleep(5);
-    }
+    awaitDiskPuts(3); // the copy-downs that leave the CPU tier are done too
     assertEquals(0, engine.tiers().cpu().stats().entries(), "the CPU tier only stages");
     assertEquals(3 * CHUNK, engine.lookup(p, p.length));
     MemorySegment[] dst = blank(src);
@@ -361,9 +360,7 @@ class KvEngineTest {
     ChunkKeyList keys = new ChunkKeyList(p);
     keys.forEach(k -> engine.tiers().cpu().remove(k)); // as if evicted from memory
     assertEquals(3, engine.prefetch(p, p.length));
-    for (int i = 0; i < 400 && !keys.all(k -> engine.tiers().cpu().contains(k)); i++) {
-      Thread.sleep(5);
-    }
+    assertTrue(engine.tiers().awaitIdle(60_000), "prefetches still running");
     assertTrue(keys.all(k -> engine.tiers().cpu().contains(k)), "prefetch did not promote");
     assertEquals(0, engine.prefetch(p, p.length), "nothing left to prefetch");
     MemorySegment[] dst = blank(src);
@@ -388,11 +385,10 @@ class KvEngineTest {
     }
   }
 
+  /** Waits for the engine's background writes, then checks {@code n} chunks reached the disk. */
   private void awaitDiskPuts(long n) throws InterruptedException {
     int diskPuts = java.util.Arrays.asList(KvEngine.statNames()).indexOf("disk_puts");
-    for (int i = 0; i < 1000 && engine.stats()[diskPuts] < n; i++) {
-      Thread.sleep(5);
-    }
+    assertTrue(engine.tiers().awaitIdle(60_000), "copy-downs or disk writes still running");
     assertEquals(
         n,
         engine.stats()[diskPuts],

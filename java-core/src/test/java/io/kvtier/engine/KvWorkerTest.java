@@ -276,10 +276,10 @@ class KvWorkerTest {
     int[] p = prompt(64, 9);
     int[] src = blocks(0, 1, 8);
     long s = worker.submitSave(p, 64, src, 0);
-    assertTrue(worker.awaitTickets(new long[] {s}, 10_000));
+    assertTrue(worker.awaitTickets(new long[] {s}, 60_000));
     int[] dst = blocks(32, 1, 8);
     long l = worker.submitLoad(p, 64, dst, 16, 64);
-    assertTrue(worker.awaitTickets(new long[] {l}, 10_000));
+    assertTrue(worker.awaitTickets(new long[] {l}, 60_000));
     Map<Long, Long> done = new HashMap<>();
     long[] d = worker.drainCompleted();
     for (int i = 0; i < d.length; i += 2) {

@@ -7,6 +7,7 @@ import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import io.kvtier.testing.Await;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.util.ArrayList;
@@ -72,10 +73,9 @@ class ChunkPoolTest {
         b.segment().fill((byte) (i + 1));
         held.add(b);
       }
-      for (int i = 0; i < 200 && a.prefaults.get() < a.allocations.get(); i++) {
-        Thread.sleep(5);
-      }
-      assertEquals(a.allocations.get(), a.prefaults.get(), "each slab is prefaulted once");
+      assertEquals(3, a.allocations.get(), "40 MiB of slots in 16 MiB slabs");
+      assertTrue(ChunkPool.awaitPrefaulted(60_000), "the prefault thread is stuck");
+      assertEquals(3, a.prefaults.get(), "each slab is prefaulted once");
       for (int i = 0; i < 40; i++) {
         MemorySegment s = held.get(i).segment();
         assertEquals((byte) (i + 1), s.get(ValueLayout.JAVA_BYTE, 0));
@@ -169,15 +169,18 @@ class ChunkPoolTest {
   }
 
   @Test
-  void leakDetector_reportsBufferCollectedWithoutRelease() throws InterruptedException {
+  void leakDetector_reportsBufferCollectedWithoutRelease() throws Exception {
     assertEquals(LeakDetector.Level.PARANOID, LeakDetector.level(), "tests run paranoid");
     ChunkPool pool = new ChunkPool(MmapAllocator.INSTANCE, 4096, 4096, 4096);
     long before = LeakDetector.leakCount();
     leakOne(pool);
-    for (int i = 0; i < 100 && LeakDetector.leakCount() == before; i++) {
-      System.gc();
-      Thread.sleep(20);
-    }
+    // When the collector finds the buffer unreachable is up to it: ask again until it reports.
+    Await.until(
+        "the leaked buffer to be collected and reported",
+        () -> {
+          System.gc();
+          return LeakDetector.leakCount() > before;
+        });
     assertEquals(before + 1, LeakDetector.leakCount());
     String report = LeakDetector.recentLeaks().getLast();
     assertTrue(report.contains("leakOne"), "paranoid reports name the allocation site: " + report);

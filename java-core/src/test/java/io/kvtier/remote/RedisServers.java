@@ -2,6 +2,8 @@ package io.kvtier.remote;
 
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
+import io.kvtier.testing.Await;
+import java.io.File;
 import java.io.IOException;
 import java.net.ServerSocket;
 import java.net.Socket;
@@ -10,18 +12,53 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Optional;
 import java.util.concurrent.TimeUnit;
 import java.util.function.BooleanSupplier;
 
-/** Real {@code redis-server} processes on loopback ports, started and stopped by tests. */
+/**
+ * Real {@code redis-server} processes on loopback ports, started and stopped by tests. The programs
+ * are looked up on {@code PATH}, as they are run; a test that needs them calls {@link
+ * #assumeInstalled()} first and is skipped, with the reason, where they are missing.
+ */
 public final class RedisServers {
   private RedisServers() {}
 
+  /** The programs the Redis tests run. */
+  private static final List<String> PROGRAMS = List.of("redis-server", "redis-cli");
+
+  /** Where {@code program} is on {@code PATH}, if it is there and executable. */
+  static Optional<Path> onPath(String program) {
+    String path = System.getenv("PATH");
+    if (path == null) {
+      return Optional.empty();
+    }
+    for (String dir : path.split(File.pathSeparator)) {
+      if (dir.isEmpty()) {
+        continue;
+      }
+      Path p = Path.of(dir, program);
+      if (Files.isRegularFile(p) && Files.isExecutable(p)) {
+        return Optional.of(p);
+      }
+    }
+    return Optional.empty();
+  }
+
+  /** Whether {@code redis-server} and {@code redis-cli} are both on {@code PATH}. */
+  public static boolean installed() {
+    return PROGRAMS.stream().allMatch(p -> onPath(p).isPresent());
+  }
+
+  /** Skips the calling test (or class, from a {@code @BeforeAll}) unless {@link #installed()}. */
   public static void assumeInstalled() {
+    List<String> missing = PROGRAMS.stream().filter(p -> onPath(p).isEmpty()).toList();
     assumeTrue(
-        Files.isExecutable(Path.of("/usr/bin/redis-server"))
-            || Files.isExecutable(Path.of("/usr/local/bin/redis-server")),
-        "redis-server is not installed (.ci/run installs it: apt-get install redis-server)");
+        missing.isEmpty(),
+        () ->
+            String.join(" and ", missing)
+                + " not found on PATH; Redis tests are skipped (apt-get install redis-server"
+                + " provides both)");
   }
 
   public static int freePort() throws IOException {
@@ -58,13 +95,22 @@ public final class RedisServers {
             .redirectErrorStream(true)
             .redirectOutput(ProcessBuilder.Redirect.DISCARD)
             .start();
-    long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
-    while (!up.getAsBoolean()) {
-      if (System.nanoTime() > deadline || !p.isAlive()) {
+    boolean started = false;
+    try {
+      Await.until(
+          "redis-server on port " + port + " to answer",
+          () -> {
+            if (!p.isAlive()) {
+              throw new IllegalStateException(
+                  "redis-server on port " + port + " exited with " + p.exitValue());
+            }
+            return up.getAsBoolean();
+          });
+      started = true;
+    } finally {
+      if (!started) {
         p.destroyForcibly();
-        throw new IllegalStateException("redis-server on port " + port + " did not start");
       }
-      Thread.sleep(20);
     }
     return p;
   }
@@ -100,12 +146,47 @@ public final class RedisServers {
     return out;
   }
 
+  /**
+   * Stops {@code p} with SIGSTOP and returns once the kernel reports it stopped: from then on the
+   * server reads and answers nothing (connections still complete in the kernel's backlog) until
+   * {@link #resume}. A stall that begins and ends when the test says, unlike {@code DEBUG SLEEP}.
+   */
+  public static void suspend(Process p) throws Exception {
+    signal(p, "STOP");
+    Await.until("redis-server " + p.pid() + " to stop", () -> state(p) == 'T');
+  }
+
+  /** Continues a process {@link #suspend}ed; returns once the kernel reports it running again. */
+  public static void resume(Process p) throws Exception {
+    signal(p, "CONT");
+    Await.until("redis-server " + p.pid() + " to continue", () -> state(p) != 'T');
+  }
+
+  private static void signal(Process p, String signal) throws Exception {
+    run("kill", "-" + signal, Long.toString(p.pid()));
+  }
+
+  /** The process state letter in {@code /proc/<pid>/stat} ('T' when stopped by a signal). */
+  private static char state(Process p) throws IOException {
+    String stat = Files.readString(Path.of("/proc", Long.toString(p.pid()), "stat"));
+    return stat.charAt(stat.lastIndexOf(')') + 2); // "pid (comm) S ..."; comm may hold spaces
+  }
+
+  /** Stops a server started here (resuming it first if suspended); null is ignored. */
   public static void stop(Process p) throws InterruptedException {
-    if (p != null) {
-      p.destroy();
-      if (!p.waitFor(10, TimeUnit.SECONDS)) {
-        p.destroyForcibly().waitFor();
+    if (p == null) {
+      return;
+    }
+    if (p.isAlive()) {
+      try {
+        signal(p, "CONT"); // a stopped process would not act on SIGTERM
+      } catch (Exception e) {
+        // it exited meanwhile; destroy below is then a no-op
       }
+    }
+    p.destroy();
+    if (!p.waitFor(10, TimeUnit.SECONDS)) {
+      p.destroyForcibly().waitFor();
     }
   }
 }

@@ -34,17 +34,16 @@ class ServerStoreContractTest extends KvStoreContract {
   }
 
   @Override
-  protected void awaitQuiet() throws InterruptedException {
-    ServerStore s = (ServerStore) store;
-    for (int i = 0; i < 500 && s.inFlightPuts() > 0; i++) {
-      Thread.sleep(2);
-    }
+  protected boolean evictsWhenFilled() {
+    return false; // the server holds 1024 chunks
   }
 
   @Override
   protected void assertNothingHeld() {
-    assertEquals(0, readPool.inUseSlots(), "the client leaked read buffers");
-    readPool.close();
+    if (readPool != null) {
+      assertEquals(0, readPool.inUseSlots(), "the client leaked read buffers");
+      readPool.close();
+    }
   }
 
   @AfterEach
