@@ -70,8 +70,10 @@ public final class ConfigKey<T> {
 
   // ---- parsers ------------------------------------------------------------------------------
 
+  /** The error for a value that is not allowed; the value is shown with secrets masked. */
   static ConfigException invalid(String key, Object raw, String allowed) {
-    return new ConfigException(key + "=" + raw + " is not allowed; " + allowed);
+    return new ConfigException(
+        key + "=" + Redaction.value(key, raw) + " is not allowed; " + allowed);
   }
 
   static Parser<Integer> positiveInt() {

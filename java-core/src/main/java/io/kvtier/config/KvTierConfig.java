@@ -426,7 +426,10 @@ public final class KvTierConfig {
     return get(LOCAL_DISK_PATH_SHARDING);
   }
 
-  /** The remote store URL, or null. */
+  /**
+   * The remote store URL, or null. It may hold a password: show it only through {@link
+   * Redaction#url}.
+   */
   public String remoteUrl() {
     return get(REMOTE_URL);
   }
@@ -523,7 +526,11 @@ public final class KvTierConfig {
     return mode;
   }
 
-  /** A multi-line description of every key, its value and its source; logged once per engine. */
+  /**
+   * A multi-line description of every key, its value and its source; logged once per engine.
+   * Secrets are masked ({@link Redaction}): the password of {@code remote_url}, and {@code
+   * extra_config} entries with secret names.
+   */
   public String describe() {
     StringBuilder sb = new StringBuilder("kvtier configuration:");
     for (ConfigKey<?> key : KEYS) {
@@ -546,9 +553,10 @@ public final class KvTierConfig {
     if (v instanceof DiskSharding s) {
       return s.configName();
     }
-    return String.valueOf(v);
+    return Redaction.value(key.name(), v);
   }
 
+  /** As {@link #describe()}: secrets masked. */
   @Override
   public String toString() {
     return describe();

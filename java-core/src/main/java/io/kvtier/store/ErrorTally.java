@@ -1,5 +1,6 @@
 package io.kvtier.store;
 
+import io.kvtier.config.Redaction;
 import java.util.Map;
 import java.util.TreeMap;
 import java.util.concurrent.ConcurrentHashMap;
@@ -8,7 +9,9 @@ import java.util.concurrent.atomic.LongAdder;
 
 /**
  * Counts errors by kind and logs the first of each kind only, so a failing disk or server produces
- * one log line per kind of failure rather than one per chunk.
+ * one log line per kind of failure rather than one per chunk. What it logs goes through {@link
+ * Redaction} (the detail and every message of the exception), so a URL with a password or a secret
+ * quoted by a client library does not reach the log.
  *
  * <p>Thread-safe and lock-free. Whether a call logs is decided by a per-kind once-flag, not by
  * reading the count back: two threads that count the first errors of a kind at the same moment both
@@ -23,12 +26,22 @@ public final class ErrorTally {
 
   private final System.Logger log;
   private final String component;
+  private final String[] secretUrls;
   private final Map<String, Kind> kinds = new ConcurrentHashMap<>();
 
   /** Creates a tally whose log lines start with {@code component}, e.g. {@code "disk tier"}. */
   public ErrorTally(System.Logger log, String component) {
+    this(log, component, new String[0]);
+  }
+
+  /**
+   * Like {@link #ErrorTally(System.Logger, String)}; the passwords in {@code secretUrls} are also
+   * masked wherever they appear in a logged line ({@link Redaction#text}).
+   */
+  public ErrorTally(System.Logger log, String component, String... secretUrls) {
     this.log = log;
     this.component = component;
+    this.secretUrls = secretUrls.clone();
   }
 
   /**
@@ -41,13 +54,15 @@ public final class ErrorTally {
     if (k.logged.compareAndSet(false, true)) {
       log.log(
           System.Logger.Level.WARNING,
-          component
-              + ": "
-              + kind
-              + ": "
-              + detail
-              + " (further errors of this kind are counted, not logged)",
-          error);
+          Redaction.text(
+              component
+                  + ": "
+                  + kind
+                  + ": "
+                  + detail
+                  + " (further errors of this kind are counted, not logged)",
+              secretUrls),
+          Redaction.throwable(error, secretUrls));
     }
   }
 

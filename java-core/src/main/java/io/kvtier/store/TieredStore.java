@@ -3,6 +3,7 @@ package io.kvtier.store;
 import static io.kvtier.Checks.checkPositive;
 
 import io.kvtier.DaemonThreads;
+import io.kvtier.config.Redaction;
 import io.kvtier.key.ChunkKey;
 import io.kvtier.memory.ChunkBuffer;
 import java.io.IOException;
@@ -283,7 +284,10 @@ public final class TieredStore implements KvStore {
             s.put(key, chunk);
           } catch (RuntimeException e) {
             copyDownFailed.increment();
-            LOG.log(System.Logger.Level.WARNING, "copy of " + key + " down to " + s + " failed", e);
+            LOG.log(
+                System.Logger.Level.WARNING,
+                "copy of " + key + " down to " + s + " failed",
+                Redaction.throwable(e));
           }
         }
       } finally {

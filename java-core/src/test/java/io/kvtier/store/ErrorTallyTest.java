@@ -1,6 +1,7 @@
 package io.kvtier.store;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.util.ArrayList;
@@ -37,7 +38,13 @@ class ErrorTallyTest {
 
     @Override
     public void log(Level level, ResourceBundle bundle, String msg, Throwable thrown) {
-      lines.add(level + " " + msg);
+      String trace = "";
+      if (thrown != null) {
+        java.io.StringWriter w = new java.io.StringWriter();
+        thrown.printStackTrace(new java.io.PrintWriter(w));
+        trace = "\n" + w;
+      }
+      lines.add(level + " " + msg + trace);
     }
 
     @Override
@@ -64,6 +71,24 @@ class ErrorTallyTest {
     assertTrue(log.lines.get(0).contains("counted, not logged"));
     assertEquals(Map.of("disk full", 1000L, "read-only", 1L), t.counts());
     assertEquals(0, t.count("never"));
+  }
+
+  @Test
+  void record_detailOrErrorQuotingASecret_logsItMasked() {
+    CapturingLogger log = new CapturingLogger();
+    String url = "redis://user:hunter2@127.0.0.1:6399";
+    ErrorTally t = new ErrorTally(log, "remote tier", url);
+    t.record(
+        "unavailable",
+        "cannot connect to " + url,
+        new IllegalStateException(
+            "handshake failed", new IllegalArgumentException("AUTH hunter2 rejected")));
+    assertEquals(1, log.lines.size());
+    String line = log.lines.get(0);
+    assertFalse(line.contains("hunter2"), line);
+    assertTrue(line.contains("cannot connect to redis://user:***@127.0.0.1:6399"), line);
+    assertTrue(
+        line.contains("Caused by: java.lang.IllegalArgumentException: AUTH *** rejected"), line);
   }
 
   /** A System.Logger that counts the lines it is given, by the kind each names. */
