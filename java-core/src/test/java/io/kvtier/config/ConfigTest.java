@@ -203,6 +203,27 @@ class ConfigTest {
     assertEquals(3, ConfigLoader.editDistance("kitten", "sitting"));
   }
 
+  @Test
+  void maxLocalCpuSizeZero_withLocalCpuFalse_failsNamingTheKey() {
+    ConfigException e =
+        assertThrows(
+            ConfigException.class,
+            () ->
+                load(
+                    Map.of(),
+                    Map.of(
+                        "local_cpu",
+                        false,
+                        "max_local_cpu_size",
+                        0,
+                        "local_disk",
+                        "/tmp/kv",
+                        "max_local_disk_size",
+                        1)));
+    assertTrue(
+        e.getMessage().startsWith("max_local_cpu_size=0 with local_cpu=false"), e.getMessage());
+  }
+
   // ---- secrets --------------------------------------------------------------------------------
 
   @ParameterizedTest
