@@ -34,6 +34,7 @@ from typing import Any
 import jpype
 import jpype.config
 
+from kvtier import _redact
 from kvtier.errors import (
     ConfigError,
     JavaError,
@@ -220,7 +221,9 @@ def _options(heap: str | None, extra: Sequence[str] | None) -> tuple[str, ...]:
         try:
             extra = shlex.split(raw)
         except ValueError as e:
-            raise ConfigError(f"KVTIER_JVM_OPTIONS={raw!r} cannot be parsed: {e}") from None
+            raise ConfigError(
+                f"KVTIER_JVM_OPTIONS={_redact.text(repr(raw))} cannot be parsed: {e}"
+            ) from None
     return (*REQUIRED_OPTIONS, f"-Xmx{heap}", *extra)
 
 
@@ -260,7 +263,8 @@ def start(heap: str | None = None, options: Sequence[str] | None = None) -> JvmI
             if requested is not None and requested != _info.options:
                 raise JvmError(
                     f"kvtier's JVM is already running in this process with options "
-                    f"{list(_info.options)}; {list(requested)} were asked for. A JVM starts once "
+                    f"{_redact.options(_info.options)}; {_redact.options(requested)} were asked "
+                    "for. A JVM starts once "
                     "per process: set KVTIER_JVM_HEAP / KVTIER_JVM_OPTIONS before kvtier is "
                     "first used."
                 )
@@ -281,11 +285,12 @@ def start(heap: str | None = None, options: Sequence[str] | None = None) -> JvmI
         try:
             jpype.startJVM(str(libjvm), *opts, classpath=list(classpath), convertStrings=True)
         except Exception as e:  # JPype raises OSError, RuntimeError or TypeError here
+            # The options may carry key or trust store passwords, and JPype may quote them.
             raise JvmError(
-                f"the JVM failed to start ({type(e).__name__}: {e}); Java home {java_home} "
-                f"(from {source}), options {list(opts)}. Check KVTIER_JVM_HEAP and "
-                "KVTIER_JVM_OPTIONS."
-            ) from e
+                f"the JVM failed to start ({type(e).__name__}: {_redact.text(str(e))}); Java home "
+                f"{java_home} (from {source}), options {_redact.options(opts)}. Check "
+                "KVTIER_JVM_HEAP and KVTIER_JVM_OPTIONS."
+            ) from None
         probe = _probe_class_or_raise()
         version = str(jpype.JClass("java.lang.System").getProperty("java.version"))
         _info = JvmInfo(java_home, source, version, tuple(opts), classpath, os.getpid())
@@ -295,7 +300,7 @@ def start(heap: str | None = None, options: Sequence[str] | None = None) -> JvmI
             java_home,
             source,
             probe.version(),
-            " ".join(opts),
+            " ".join(_redact.options(opts)),
         )
         return _info
 

@@ -8,11 +8,14 @@ import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import java.util.Objects;
+import java.util.function.Function;
 
 /**
- * One configuration key: its name (LMCache's where the meaning is the same), default, unit, one
- * line of documentation and the parser that turns a raw value (a YAML scalar, map or an environment
- * string) into a typed one.
+ * One configuration key: its name (LMCache's where the meaning is the same), default, unit, the
+ * description the configuration reference shows, and its {@link ValueType}: the type name and the
+ * allowed values the reference shows, and the parser that turns a raw value (a YAML scalar, map or
+ * an environment string) into a typed one. The keys in {@link KvTierConfig} are the one source of
+ * the key table in {@code docs/configuration.md} ({@link ConfigReference}).
  *
  * <p>Immutable and thread-safe.
  *
@@ -25,18 +28,36 @@ public final class ConfigKey<T> {
     T parse(String key, Object raw);
   }
 
+  /**
+   * A kind of value: its name and allowed values as the reference shows them, its parser, and how a
+   * value (a default) is written in the reference.
+   *
+   * @param name e.g. {@code integer}, {@code boolean}, {@code enum}
+   * @param allowed the values accepted, in words, e.g. {@code by_gpu, striped}
+   */
+  record ValueType<T>(
+      String name, String allowed, Parser<T> parser, Function<? super T, String> shown) {
+    ValueType(String name, String allowed, Parser<T> parser) {
+      this(name, allowed, parser, String::valueOf);
+    }
+  }
+
   private final String name;
   private final T defaultValue;
   private final String unit;
   private final String doc;
-  private final Parser<T> parser;
+  private final ValueType<T> type;
 
-  ConfigKey(String name, T defaultValue, String unit, String doc, Parser<T> parser) {
+  /**
+   * @param unit e.g. {@code tokens} or {@code seconds}; empty when the value has none
+   * @param doc what the key does, as the configuration reference shows it (Markdown)
+   */
+  ConfigKey(String name, T defaultValue, String unit, String doc, ValueType<T> type) {
     this.name = Objects.requireNonNull(name);
     this.defaultValue = defaultValue;
-    this.unit = unit;
-    this.doc = doc;
-    this.parser = parser;
+    this.unit = Objects.requireNonNull(unit);
+    this.doc = Objects.requireNonNull(doc);
+    this.type = Objects.requireNonNull(type);
   }
 
   /** The key as written in YAML, e.g. {@code chunk_size}. */
@@ -59,22 +80,43 @@ public final class ConfigKey<T> {
     return unit;
   }
 
-  /** One line on what the key does. */
+  /** What the key does, as the configuration reference shows it (Markdown). */
   public String doc() {
     return doc;
   }
 
+  /** The type's name, e.g. {@code integer}, {@code boolean}, {@code enum}. */
+  public String typeName() {
+    return type.name();
+  }
+
+  /** The values allowed, in words, e.g. {@code by_gpu, striped}. */
+  public String allowedValues() {
+    return type.allowed();
+  }
+
+  /** The default as the configuration reference writes it, e.g. {@code 5} (GB) or {@code unset}. */
+  public String defaultText() {
+    return defaultValue == null ? "unset" : type.shown().apply(defaultValue);
+  }
+
   T parse(Object raw) {
-    return parser.parse(name, raw);
+    return type.parser().parse(name, raw);
   }
 
   // ---- parsers ------------------------------------------------------------------------------
 
+  /** The error for a value that is not allowed; the value is shown with secrets masked. */
   static ConfigException invalid(String key, Object raw, String allowed) {
-    return new ConfigException(key + "=" + raw + " is not allowed; " + allowed);
+    return new ConfigException(
+        key + "=" + Redaction.value(key, raw) + " is not allowed; " + allowed);
   }
 
-  static Parser<Integer> positiveInt() {
+  static ValueType<Integer> positiveInt() {
+    return new ValueType<>("integer", "1 to " + Integer.MAX_VALUE, positiveIntParser());
+  }
+
+  private static Parser<Integer> positiveIntParser() {
     return (key, raw) -> {
       long v = integer(key, raw);
       if (v <= 0 || v > Integer.MAX_VALUE) {
@@ -84,7 +126,11 @@ public final class ConfigKey<T> {
     };
   }
 
-  static Parser<Integer> nonNegativeInt() {
+  static ValueType<Integer> nonNegativeInt() {
+    return new ValueType<>("integer", "0 to " + Integer.MAX_VALUE, nonNegativeIntParser());
+  }
+
+  private static Parser<Integer> nonNegativeIntParser() {
     return (key, raw) -> {
       long v = integer(key, raw);
       if (v < 0 || v > Integer.MAX_VALUE) {
@@ -109,7 +155,19 @@ public final class ConfigKey<T> {
   }
 
   /** Sizes in GB as LMCache writes them (floats allowed), returned in bytes (GB = 2^30 bytes). */
-  static Parser<Long> gigabytes() {
+  static ValueType<Long> gigabytes() {
+    return new ValueType<>(
+        "size",
+        ">= 0; fractions allowed, e.g. 0.5",
+        gigabytesParser(),
+        bytes ->
+            BigDecimal.valueOf(bytes)
+                .divide(BigDecimal.valueOf(1L << 30))
+                .stripTrailingZeros()
+                .toPlainString());
+  }
+
+  private static Parser<Long> gigabytesParser() {
     return (key, raw) -> {
       BigDecimal gb;
       try {
@@ -128,7 +186,11 @@ public final class ConfigKey<T> {
     };
   }
 
-  static Parser<Boolean> bool() {
+  static ValueType<Boolean> bool() {
+    return new ValueType<>("boolean", "true/false, yes/no, on/off, 1/0", boolParser());
+  }
+
+  private static Parser<Boolean> boolParser() {
     return (key, raw) -> {
       if (raw instanceof Boolean b) {
         return b;
@@ -142,15 +204,59 @@ public final class ConfigKey<T> {
     };
   }
 
-  static Parser<String> optionalString() {
-    return (key, raw) -> {
-      String s = str(key, raw).trim();
-      return s.isEmpty() ? null : s;
-    };
+  /** A URL of one of {@code schemes}; empty means unset (null). Schemes are checked by its user. */
+  static ValueType<String> url(String schemes) {
+    return new ValueType<>(
+        "URL",
+        schemes,
+        (key, raw) -> {
+          String s = str(key, raw).trim();
+          return s.isEmpty() ? null : s;
+        },
+        Redaction::url);
+  }
+
+  /** One of {@code values}, case-insensitive; parsed to its lower-case form. */
+  static ValueType<String> oneOf(String... values) {
+    List<String> allowed = List.of(values);
+    String words =
+        allowed.size() == 1
+            ? allowed.get(0)
+            : String.join(", ", allowed.subList(0, allowed.size() - 1))
+                + " or "
+                + allowed.getLast();
+    return new ValueType<>(
+        "enum",
+        String.join(", ", allowed),
+        (key, raw) -> {
+          String v = str(key, raw).trim().toLowerCase(Locale.ROOT);
+          if (!allowed.contains(v)) {
+            throw invalid(key, raw, "expected " + words);
+          }
+          return v;
+        });
+  }
+
+  /** One of the constants of an enum, shown and parsed as the enum says. */
+  static <E extends Enum<E>> ValueType<E> enumOf(
+      E[] values, Function<E, String> shown, Parser<E> parser) {
+    return new ValueType<>(
+        "enum",
+        String.join(", ", java.util.Arrays.stream(values).map(shown).toList()),
+        parser,
+        shown);
   }
 
   /** A comma-separated list (or a YAML list) of strings; empty entries are errors. */
-  static Parser<List<String>> stringList() {
+  static ValueType<List<String>> stringList() {
+    return new ValueType<>(
+        "list",
+        "comma-separated (or a YAML list), no empty entries",
+        stringListParser(),
+        list -> list.isEmpty() ? "unset" : String.join(",", list));
+  }
+
+  private static Parser<List<String>> stringListParser() {
     return (key, raw) -> {
       List<String> out = new ArrayList<>();
       if (raw instanceof List<?> list) {
@@ -174,7 +280,15 @@ public final class ConfigKey<T> {
   }
 
   /** A map (YAML mapping, or a JSON/YAML flow mapping in an environment variable). */
-  static Parser<Map<String, Object>> map() {
+  static ValueType<Map<String, Object>> map() {
+    return new ValueType<>(
+        "mapping",
+        "a YAML mapping; JSON in the environment variable",
+        mapParser(),
+        m -> m.isEmpty() ? "{}" : String.valueOf(m));
+  }
+
+  private static Parser<Map<String, Object>> mapParser() {
     return (key, raw) -> {
       Object value = raw instanceof String s ? YamlSource.parseFlow(key, s) : raw;
       if (value == null) {

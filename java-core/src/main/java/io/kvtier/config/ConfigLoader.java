@@ -111,9 +111,12 @@ final class ConfigLoader {
     c.gpuSaveMode();
     c.gpuLoadMode();
     c.useODirect();
-    if (c.localCpu() && c.maxLocalCpuBytes() == 0) {
+    if (c.maxLocalCpuBytes() == 0) {
       throw new ConfigException(
-          "max_local_cpu_size=0 with local_cpu=true; set a size in GB > 0 or local_cpu=false");
+          c.localCpu()
+              ? "max_local_cpu_size=0 with local_cpu=true; set a size in GB > 0"
+              : "max_local_cpu_size=0 with local_cpu=false; the CPU tier still stages chunks on"
+                  + " their way to the lower tiers: set a size in GB > 0");
     }
     if (!c.localDiskPaths().isEmpty() && c.maxLocalDiskBytes() == 0) {
       throw new ConfigException(

@@ -24,23 +24,39 @@ import java.util.TreeSet;
  */
 public final class KvTierConfig {
 
-  // ---- supported keys (docs/configuration.md lists the same, with the same defaults) ---------
+  // ---- supported keys: the one source of the key table in docs/configuration.md ---------------
+  // Each doc string is the description the reference shows (Markdown); scripts/gen-config-docs
+  // regenerates the table and ConfigReferenceTest fails when the two disagree.
 
   /** Tokens per chunk: the unit of hashing, storing and loading. */
   public static final ConfigKey<Integer> CHUNK_SIZE =
-      new ConfigKey<>("chunk_size", 256, "tokens", "Tokens per chunk.", ConfigKey.positiveInt());
+      new ConfigKey<>(
+          "chunk_size",
+          256,
+          "tokens",
+          "Tokens per chunk: the unit of hashing, storing and loading.",
+          ConfigKey.positiveInt());
 
-  /** Whether the pinned CPU tier is used. */
+  /** Whether the CPU tier keeps chunks, or only stages them on their way to lower tiers. */
   public static final ConfigKey<Boolean> LOCAL_CPU =
-      new ConfigKey<>("local_cpu", true, "", "Keep chunks in pinned CPU memory.", ConfigKey.bool());
+      new ConfigKey<>(
+          "local_cpu",
+          true,
+          "",
+          "Keep chunks in pinned CPU memory. With `false` (LMCache's meaning) the CPU tier only"
+              + " stages them: a chunk leaves it once copied down to the lower tiers, and a hit in"
+              + " a lower tier is not promoted into it, so loads read disk or the remote store."
+              + " `false` needs `local_disk` or `remote_url`; without either, start-up fails.",
+          ConfigKey.bool());
 
   /** Budget of the CPU tier, in bytes (configured in GB). */
   public static final ConfigKey<Long> MAX_LOCAL_CPU_SIZE =
       new ConfigKey<>(
           "max_local_cpu_size",
           5L << 30,
-          "GB (2^30 bytes; fractions allowed)",
-          "Pinned CPU memory for chunks; allocated lazily in slabs.",
+          "GB (2^30 bytes)",
+          "Pinned CPU memory for chunks (with `local_cpu: false`, for the chunks being staged)."
+              + " Mapped lazily in 256 MiB slabs; nothing is touched up front. Must be > 0.",
           ConfigKey.gigabytes());
 
   /** Disk tier directories; empty when the disk tier is off. */
@@ -48,8 +64,8 @@ public final class KvTierConfig {
       new ConfigKey<>(
           "local_disk",
           List.of(),
-          "comma-separated paths (file:// allowed)",
-          "Directories of the disk tier.",
+          "",
+          "Directories of the disk tier; `file://` prefixes allowed. Unset: no disk tier.",
           ConfigKey.stringList());
 
   /** Budget of the disk tier over all paths, in bytes (configured in GB). */
@@ -58,7 +74,7 @@ public final class KvTierConfig {
           "max_local_disk_size",
           0L,
           "GB (2^30 bytes)",
-          "Disk budget across all local_disk paths.",
+          "Disk budget across all `local_disk` paths; must be > 0 when `local_disk` is set.",
           ConfigKey.gigabytes());
 
   /** How several disk paths are used. */
@@ -66,18 +82,29 @@ public final class KvTierConfig {
       new ConfigKey<>(
           "local_disk_path_sharding",
           DiskSharding.BY_GPU,
-          "by_gpu | striped",
-          "One path per GPU, or every path striped by chunk hash.",
-          (k, raw) -> DiskSharding.parse(k, ConfigKey.str(k, raw)));
+          "",
+          "One path per GPU (TP rank), or every path striped by chunk hash.",
+          ConfigKey.enumOf(
+              DiskSharding.values(),
+              DiskSharding::configName,
+              (k, raw) -> DiskSharding.parse(k, ConfigKey.str(k, raw))));
 
   /** Remote store URL; null when there is none. */
   public static final ConfigKey<String> REMOTE_URL =
       new ConfigKey<>(
           "remote_url",
           null,
-          "URL",
-          "Remote store: redis://, rediss://, redis-sentinel://, kvtier://.",
-          ConfigKey.optionalString());
+          "",
+          "Remote store: `redis://[[user:]password@]host[:port][/db]`, `rediss://…` (TLS;"
+              + " `?verifyPeer=NONE` for a self-signed certificate),"
+              + " `redis-sentinel://[password@]host:port[,host:port…][/db]#master`,"
+              + " `redis-cluster://[password@]host:port[,host:port…]` (`rediss-cluster://` for"
+              + " TLS), `kvtier://[:secret@]host:port` (kvtier's cache server, `kvtier-server`)."
+              + " Other schemes fail at start. Its password is never shown"
+              + " (`redis://user:***@host`).",
+          ConfigKey.url(
+              "redis://, rediss://, redis-sentinel://, rediss-sentinel://, redis-cluster://,"
+                  + " rediss-cluster://, kvtier://"));
 
   /** Whether a prompt's last, partial chunk is saved too. */
   public static final ConfigKey<Boolean> SAVE_UNFULL_CHUNK =
@@ -85,7 +112,7 @@ public final class KvTierConfig {
           "save_unfull_chunk",
           false,
           "",
-          "Save the last chunk of a prompt even when it has fewer than chunk_size tokens.",
+          "Also save a prompt's last chunk when it has fewer than `chunk_size` tokens.",
           ConfigKey.bool());
 
   /** Layerwise save/load. */
@@ -102,9 +129,13 @@ public final class KvTierConfig {
       new ConfigKey<>(
           "cache_policy",
           CachePolicy.TINYLFU,
-          "TINYLFU | LRU | FIFO",
-          "Which chunks the CPU tier evicts first.",
-          (k, raw) -> CachePolicy.parse(k, ConfigKey.str(k, raw)));
+          "",
+          "Which chunks the CPU tier evicts first (TINYLFU is Caffeine's W-TinyLFU). LMCache's"
+              + " `LFU`/`MRU` are refused with this list.",
+          ConfigKey.enumOf(
+              CachePolicy.values(),
+              CachePolicy::name,
+              (k, raw) -> CachePolicy.parse(k, ConfigKey.str(k, raw))));
 
   /** Background workers that copy chunks from the CPU tier down to lower tiers. */
   public static final ConfigKey<Integer> COPY_DOWN_THREADS =
@@ -112,7 +143,7 @@ public final class KvTierConfig {
           "copy_down_threads",
           2,
           "threads",
-          "Workers copying stored chunks to lower tiers (kvtier key).",
+          "Background workers copying stored chunks from the CPU tier to lower tiers.",
           ConfigKey.positiveInt());
 
   /** Chunks waiting to be copied down before new ones are dropped (and counted). */
@@ -121,7 +152,8 @@ public final class KvTierConfig {
           "copy_down_queue",
           1024,
           "chunks",
-          "Copy-down queue bound; a full queue drops the copy and counts it (kvtier key).",
+          "Copies that may wait for those workers; when full, a copy is dropped and counted (the"
+              + " put itself never waits).",
           ConfigKey.positiveInt());
 
   /** Threads writing chunks to disk in the background. */
@@ -130,7 +162,7 @@ public final class KvTierConfig {
           "disk_write_threads",
           4,
           "threads",
-          "Background workers writing chunks to the disk tier (kvtier key).",
+          "Background workers writing chunks to the disk tier (a put never waits for them).",
           ConfigKey.positiveInt());
 
   /** Threads reading chunks from disk in parallel for batched gets and prefetches. */
@@ -139,7 +171,7 @@ public final class KvTierConfig {
           "disk_read_threads",
           8,
           "threads",
-          "Workers reading chunks from the disk tier in parallel (kvtier key).",
+          "Workers reading chunks from disk in parallel (batched gets, prefetch).",
           ConfigKey.positiveInt());
 
   /** Disk writes that may wait before new ones are dropped (and counted). */
@@ -148,7 +180,7 @@ public final class KvTierConfig {
           "disk_queue",
           256,
           "chunks",
-          "Disk writes that may wait; when full a put is dropped and counted (kvtier key).",
+          "Disk writes that may wait for the writers; when full, a put is dropped and counted.",
           ConfigKey.positiveInt());
 
   /** LZ4-compress chunks on disk. */
@@ -157,7 +189,7 @@ public final class KvTierConfig {
           "local_disk_lz4",
           false,
           "",
-          "Compress chunks on disk with LZ4 (kept raw when it does not save 5%) (kvtier key).",
+          "LZ4-compress each chunk on disk; a chunk that does not shrink by 5% is kept raw.",
           ConfigKey.bool());
 
   /** How long a remote operation may take before it counts as a miss or a dropped put. */
@@ -166,7 +198,7 @@ public final class KvTierConfig {
           "remote_timeout_ms",
           1000,
           "milliseconds",
-          "A remote get, exists or put slower than this is a miss or a dropped put (kvtier key).",
+          "A remote get, exists or put slower than this is a miss or a dropped put (counted).",
           ConfigKey.positiveInt());
 
   /** Expiry of chunks in the remote store; 0 keeps them until the store evicts them. */
@@ -175,7 +207,8 @@ public final class KvTierConfig {
           "remote_ttl_sec",
           0,
           "seconds",
-          "Expire remote chunks after this long; 0 = never (the server's eviction decides).",
+          "Expiry of chunks written to Redis/Valkey; 0 = none (the server's `maxmemory` policy"
+              + " evicts).",
           ConfigKey.nonNegativeInt());
 
   /** Remote puts in flight before new ones are dropped (and counted). */
@@ -184,7 +217,8 @@ public final class KvTierConfig {
           "remote_queue",
           64,
           "chunks",
-          "Remote puts in flight; more are dropped and counted (kvtier key).",
+          "Remote puts in flight; beyond this a put is dropped and counted (the caller never"
+              + " waits).",
           ConfigKey.positiveInt());
 
   /** On a Redis cluster, whether a prompt's chunks share a hash tag and so live on one node. */
@@ -193,8 +227,12 @@ public final class KvTierConfig {
           "remote_hash_tags",
           true,
           "",
-          "On a Redis cluster, keep each prompt's chunks on one node with a hash tag; false"
-              + " spreads them by their own hash (kvtier key).",
+          "On a Redis cluster, key chunks `kvtier:{<namespace>:<root>}:<hash>` so every chunk of"
+              + " a prompt (and of every prompt with the same first chunk) lives on one node and a"
+              + " lookup's pipelined reads go to one node. `false` spreads chunks over the nodes"
+              + " by their own hash (`kvtier:<namespace>:<hash>`), which balances a few very"
+              + " popular prefixes better. Chunks written under the other setting are not found"
+              + " (misses). No effect elsewhere.",
           ConfigKey.bool());
 
   /** Longest time a lookup's pins may hold chunks before they are released, in seconds. */
@@ -203,7 +241,8 @@ public final class KvTierConfig {
           "pin_timeout_sec",
           300,
           "seconds",
-          "Pins older than this are released (a request that never ends cannot hold memory).",
+          "Pins taken by a lookup (`lookupAndPin`) older than this are released and counted, so a"
+              + " request that never ends cannot hold memory (LMCache's name and meaning).",
           ConfigKey.positiveInt());
 
   /** How often expired pins are looked for, in seconds. */
@@ -212,12 +251,18 @@ public final class KvTierConfig {
           "pin_check_interval_sec",
           30,
           "seconds",
-          "Interval of the check for expired pins.",
+          "How often expired pins are looked for.",
           ConfigKey.positiveInt());
 
-  /** Free-form settings, as in LMCache; kvtier reads the keys in {@link #EXTRA_KEYS}. */
+  /** Free-form settings, as in LMCache; kvtier reads the keys in {@link #EXTRA_CONFIG_KEYS}. */
   public static final ConfigKey<Map<String, Object>> EXTRA_CONFIG =
-      new ConfigKey<>("extra_config", Map.of(), "mapping", "Further settings.", ConfigKey.map());
+      new ConfigKey<>(
+          "extra_config",
+          Map.of(),
+          "",
+          "Further settings, as in LMCache; kvtier reads the `extra_config.*` entries below and"
+              + " reports any other as ignored.",
+          ConfigKey.map());
 
   /** Every supported key, in documentation order. */
   public static final List<ConfigKey<?>> KEYS =
@@ -246,9 +291,44 @@ public final class KvTierConfig {
           PIN_CHECK_INTERVAL_SEC,
           EXTRA_CONFIG);
 
-  /** {@code extra_config} entries kvtier reads; others are reported as unsupported. */
+  // ---- extra_config entries kvtier reads (named with their extra_config. prefix) ---------------
+
+  /** O_DIRECT for the disk tier. */
+  public static final ConfigKey<Boolean> EXTRA_USE_ODIRECT =
+      new ConfigKey<>(
+          "extra_config.use_odirect", false, "", "Disk tier I/O with O_DIRECT.", ConfigKey.bool());
+
+  /** How a save on a GPU moves chunk bytes to pinned memory. */
+  public static final ConfigKey<String> EXTRA_GPU_SAVE_MODE =
+      new ConfigKey<>(
+          "extra_config.gpu_save_mode",
+          "mapped",
+          "",
+          "KV cache on a GPU: saves write pinned chunks from the gather kernel through the device"
+              + " mapping (`mapped`), or gather into device staging and copy with the copy engine"
+              + " (`dma`).",
+          ConfigKey.oneOf("mapped", "dma"));
+
+  /** How a load on a GPU moves chunk bytes from pinned memory. */
+  public static final ConfigKey<String> EXTRA_GPU_LOAD_MODE =
+      new ConfigKey<>(
+          "extra_config.gpu_load_mode",
+          "mapped",
+          "",
+          "The same choice for loads.",
+          ConfigKey.oneOf("mapped", "dma"));
+
+  /** The {@code extra_config} entries kvtier reads, in documentation order. */
+  public static final List<ConfigKey<?>> EXTRA_CONFIG_KEYS =
+      List.of(EXTRA_USE_ODIRECT, EXTRA_GPU_SAVE_MODE, EXTRA_GPU_LOAD_MODE);
+
+  private static final String EXTRA_PREFIX = "extra_config.";
+
+  /** {@code extra_config} entries kvtier reads, without the prefix; others are unsupported. */
   public static final Set<String> EXTRA_KEYS =
-      Set.of("use_odirect", "gpu_save_mode", "gpu_load_mode");
+      EXTRA_CONFIG_KEYS.stream()
+          .map(k -> k.name().substring(EXTRA_PREFIX.length()))
+          .collect(java.util.stream.Collectors.toUnmodifiableSet());
 
   /**
    * LMCache keys kvtier recognises but does not implement: reported by name at start-up, not
@@ -426,7 +506,10 @@ public final class KvTierConfig {
     return get(LOCAL_DISK_PATH_SHARDING);
   }
 
-  /** The remote store URL, or null. */
+  /**
+   * The remote store URL, or null. It may hold a password: show it only through {@link
+   * Redaction#url}.
+   */
   public String remoteUrl() {
     return get(REMOTE_URL);
   }
@@ -493,8 +576,7 @@ public final class KvTierConfig {
 
   /** {@code extra_config.use_odirect}: O_DIRECT for the disk tier (default false). */
   public boolean useODirect() {
-    Object v = get(EXTRA_CONFIG).get("use_odirect");
-    return v != null && ConfigKey.bool().parse("extra_config.use_odirect", v);
+    return extra(EXTRA_USE_ODIRECT);
   }
 
   /**
@@ -503,27 +585,29 @@ public final class KvTierConfig {
    * dma} (gather into device staging, then one copy-engine transfer).
    */
   public String gpuSaveMode() {
-    return copyMode("gpu_save_mode");
+    return extra(EXTRA_GPU_SAVE_MODE);
   }
 
   /** {@code extra_config.gpu_load_mode}: as {@link #gpuSaveMode}, for loads (default mapped). */
   public String gpuLoadMode() {
-    return copyMode("gpu_load_mode");
+    return extra(EXTRA_GPU_LOAD_MODE);
   }
 
-  private String copyMode(String name) {
-    Object v = get(EXTRA_CONFIG).get(name);
-    if (v == null) {
-      return "mapped";
-    }
-    String mode = String.valueOf(v).trim().toLowerCase(Locale.ROOT);
-    if (!mode.equals("mapped") && !mode.equals("dma")) {
-      throw ConfigKey.invalid("extra_config." + name, v, "expected mapped or dma");
-    }
-    return mode;
+  /**
+   * The value of an {@code extra_config} entry, or its default when absent.
+   *
+   * @throws ConfigException if the value is not allowed
+   */
+  private <T> T extra(ConfigKey<T> key) {
+    Object v = get(EXTRA_CONFIG).get(key.name().substring(EXTRA_PREFIX.length()));
+    return v == null ? key.defaultValue() : key.parse(v);
   }
 
-  /** A multi-line description of every key, its value and its source; logged once per engine. */
+  /**
+   * A multi-line description of every key, its value and its source; logged once per engine.
+   * Secrets are masked ({@link Redaction}): the password of {@code remote_url}, and {@code
+   * extra_config} entries with secret names.
+   */
   public String describe() {
     StringBuilder sb = new StringBuilder("kvtier configuration:");
     for (ConfigKey<?> key : KEYS) {
@@ -546,9 +630,10 @@ public final class KvTierConfig {
     if (v instanceof DiskSharding s) {
       return s.configName();
     }
-    return String.valueOf(v);
+    return Redaction.value(key.name(), v);
   }
 
+  /** As {@link #describe()}: secrets masked. */
   @Override
   public String toString() {
     return describe();

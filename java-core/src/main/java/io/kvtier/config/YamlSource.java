@@ -34,8 +34,9 @@ final class YamlSource {
     } catch (IOException e) {
       throw new ConfigException("KVTIER_CONFIG_FILE=" + file + " cannot be read: " + e);
     } catch (YAMLException e) {
+      // SnakeYAML quotes the offending line, which may hold a secret.
       throw new ConfigException(
-          "KVTIER_CONFIG_FILE=" + file + " is not valid YAML: " + e.getMessage());
+          "KVTIER_CONFIG_FILE=" + file + " is not valid YAML: " + Redaction.text(e.getMessage()));
     }
     if (doc == null) {
       return Map.of();
@@ -57,7 +58,12 @@ final class YamlSource {
     try {
       return yaml().load(text);
     } catch (YAMLException e) {
-      throw new ConfigException(key + "=" + text + " does not parse: " + e.getMessage());
+      throw new ConfigException(
+          key
+              + "="
+              + Redaction.value(key, text)
+              + " does not parse: "
+              + Redaction.text(e.getMessage()));
     }
   }
 }

@@ -39,12 +39,16 @@ public final class ChunkBuffer {
 
   private volatile long length;
 
-  ChunkBuffer(ChunkPool pool, int slot, MemorySegment slotSegment, long length) {
+  /**
+   * @param site where the buffer is being allocated ({@link LeakDetector#allocationSite()}), or
+   *     null
+   */
+  ChunkBuffer(ChunkPool pool, int slot, MemorySegment slotSegment, long length, Throwable site) {
     this.pool = pool;
     this.slot = slot;
     this.slotSegment = slotSegment;
     this.length = length;
-    this.track = LeakDetector.track(this, "ChunkBuffer(slot " + slot + " of " + pool + ")");
+    this.track = LeakDetector.track(this, "ChunkBuffer(slot " + slot + " of " + pool + ")", site);
   }
 
   /** The pool this buffer's slot belongs to. */

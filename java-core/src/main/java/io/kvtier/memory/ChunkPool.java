@@ -31,7 +31,10 @@ import java.util.concurrent.atomic.AtomicLong;
  * <p>Thread-safe: allocation and free take the pool's monitor for a few instructions; mapping a new
  * slab happens under it too, but an allocator maps without touching pages. Closing the pool stops
  * allocation at once and returns the slabs to the allocator when the last buffer is released, so a
- * reader never sees memory unmapped under it.
+ * reader never sees memory unmapped under it. A pool closed while slots are held is reported to
+ * {@link LeakDetector} (with the allocation sites of the held slots when paranoid) until they come
+ * back: its owner closes it once everything that used it is closed, so a slot still held then is in
+ * flight somewhere or leaked.
  */
 public final class ChunkPool implements AutoCloseable {
   /** Slot alignment and stride granularity, in bytes. */
@@ -54,6 +57,10 @@ public final class ChunkPool implements AutoCloseable {
   private int mappedSlots;
   private int inUse;
   private boolean closed;
+  private boolean reportedHeldAtClose;
+
+  /** Allocation site of each held slot when leak detection is paranoid, else null. */
+  private final Throwable[] allocationSites;
 
   /**
    * Creates an empty pool; no memory is mapped until the first allocation.
@@ -85,6 +92,8 @@ public final class ChunkPool implements AutoCloseable {
     this.capacitySlots = (int) slots;
     this.slotsPerSlab = (int) Math.max(1, Math.min(capacitySlots, slabBytes / strideBytes));
     this.freeStack = new int[capacitySlots];
+    this.allocationSites =
+        LeakDetector.level() == LeakDetector.Level.PARANOID ? new Throwable[capacitySlots] : null;
   }
 
   /** Bytes per slot. */
@@ -132,6 +141,7 @@ public final class ChunkPool implements AutoCloseable {
     }
     int slot;
     MemorySegment segment;
+    Throwable site = LeakDetector.allocationSite();
     synchronized (this) {
       if (closed) {
         throw new IllegalStateException("allocation from a closed " + this);
@@ -146,8 +156,11 @@ public final class ChunkPool implements AutoCloseable {
       slot = freeStack[--freeTop];
       inUse++;
       segment = slotSegment(slot);
+      if (allocationSites != null) {
+        allocationSites[slot] = site;
+      }
     }
-    return new ChunkBuffer(this, slot, segment, length);
+    return new ChunkBuffer(this, slot, segment, length, site);
   }
 
   // Guarded by this.
@@ -221,6 +234,9 @@ public final class ChunkPool implements AutoCloseable {
     synchronized (this) {
       freeStack[freeTop++] = slot;
       inUse--;
+      if (allocationSites != null) {
+        allocationSites[slot] = null;
+      }
     }
     unmapIfClosedAndIdle();
   }
@@ -228,26 +244,68 @@ public final class ChunkPool implements AutoCloseable {
   /** Returns every slab to the allocator once the pool is closed and no buffer is held. */
   private void unmapIfClosedAndIdle() {
     List<MemorySegment> toUnmap;
+    boolean wasReported;
     synchronized (this) {
-      if (!closed || inUse != 0 || slabs.isEmpty()) {
+      if (!closed || inUse != 0) {
         return;
       }
+      wasReported = reportedHeldAtClose;
+      reportedHeldAtClose = false;
       toUnmap = new ArrayList<>(slabs);
       slabs.clear();
     }
     toUnmap.forEach(allocator::free);
+    if (wasReported) {
+      LeakDetector.releasedAfterClose(this);
+    }
   }
 
   /**
    * Stops allocation. Slabs go back to the allocator now if no buffer is held, otherwise when the
-   * last one is released. Idempotent.
+   * last one is released; until then the pool is reported to {@link LeakDetector} as closed with
+   * slots held (logged at WARNING). Idempotent; does not block.
    */
   @Override
   public void close() {
+    String report = null;
     synchronized (this) {
+      if (closed) {
+        return;
+      }
       closed = true;
+      if (inUse > 0) {
+        // Under the monitor, so that the release of the last slot withdraws it only after this.
+        reportedHeldAtClose = true;
+        report = heldReport();
+        LeakDetector.closedWithHeldSlots(this, report);
+      }
+    }
+    if (report != null) {
+      LeakDetector.logHeldAtClose(report);
     }
     unmapIfClosedAndIdle();
+  }
+
+  /** Most allocation sites a held-at-close report lists. */
+  private static final int REPORTED_SITES = 4;
+
+  // Guarded by this.
+  private String heldReport() {
+    StringBuilder sb =
+        new StringBuilder(toString()).append(" closed with ").append(inUse).append(" slots held");
+    if (allocationSites != null) {
+      int listed = 0;
+      for (int slot = 0; slot < allocationSites.length && listed < REPORTED_SITES; slot++) {
+        if (allocationSites[slot] != null) {
+          sb.append("\nslot ")
+              .append(slot)
+              .append(" allocated at")
+              .append(LeakDetector.stack(allocationSites[slot]));
+          listed++;
+        }
+      }
+    }
+    return sb.toString();
   }
 
   @Override

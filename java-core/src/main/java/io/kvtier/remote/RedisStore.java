@@ -4,6 +4,7 @@ import static io.kvtier.Checks.checkPositive;
 
 import io.kvtier.DaemonThreads;
 import io.kvtier.config.ConfigException;
+import io.kvtier.config.Redaction;
 import io.kvtier.key.ChunkKey;
 import io.kvtier.memory.ChunkBuffer;
 import io.kvtier.store.ErrorTally;
@@ -98,7 +99,7 @@ public final class RedisStore implements KvStore {
   private final boolean hashTags; // cluster keys tagged by the prompt's root
   private final ChunkCodec codec;
   private final ClientResources resources;
-  private final ErrorTally errors = new ErrorTally(LOG, "remote tier");
+  private final ErrorTally errors;
   private final InFlight inFlightPuts = new InFlight();
   private final AtomicInteger inFlightReads = new AtomicInteger();
   private final ScheduledExecutorService reconnector;
@@ -148,6 +149,7 @@ public final class RedisStore implements KvStore {
       boolean hashTags,
       LongFunction<ChunkBuffer> buffers) {
     this.url = url;
+    this.errors = new ErrorTally(LOG, "remote tier", url);
     this.timeoutMillis = checkPositive(timeoutMillis, "timeoutMillis");
     this.ttlSeconds = ttlSeconds;
     this.queueBound = checkPositive(queueBound, "queueBound");
@@ -211,7 +213,7 @@ public final class RedisStore implements KvStore {
       } else {
         throw new ConfigException(
             "remote_url="
-                + url
+                + Redaction.url(url)
                 + " has an unknown scheme; allowed: redis://, rediss://, redis-sentinel://,"
                 + " redis-cluster://, rediss-cluster://, kvtier://");
       }
@@ -220,7 +222,12 @@ public final class RedisStore implements KvStore {
       if (e instanceof ConfigException ce) {
         throw ce;
       }
-      throw new ConfigException("remote_url=" + url + " is malformed: " + e.getMessage());
+      // java.net.URI and Lettuce quote the whole URL, password included, in their messages.
+      throw new ConfigException(
+          "remote_url="
+              + Redaction.url(url)
+              + " is malformed: "
+              + Redaction.text(e.getMessage(), url));
     }
     this.reconnector =
         Executors.newSingleThreadScheduledExecutor(DaemonThreads.named("kvtier-remote-connect"));
@@ -317,7 +324,7 @@ public final class RedisStore implements KvStore {
     List<RedisURI> uris = new ArrayList<>();
     for (String hostPort : rest.split(",")) {
       if (hostPort.isBlank()) {
-        throw new IllegalArgumentException("empty host in " + url);
+        throw new IllegalArgumentException("empty host");
       }
       uris.add(RedisURI.create((tls ? "rediss://" : "redis://") + auth + hostPort.trim()));
     }
@@ -360,7 +367,7 @@ public final class RedisStore implements KvStore {
   }
 
   private String redacted() {
-    return url.replaceAll("//[^@/]*@", "//***@");
+    return Redaction.url(url);
   }
 
   /** The Redis key of a chunk; see {@link #redisKey(ChunkKey, boolean)}. */

@@ -5,6 +5,7 @@ import static io.kvtier.Checks.checkPositive;
 import io.kvtier.DaemonThreads;
 import io.kvtier.config.CachePolicy;
 import io.kvtier.config.DiskSharding;
+import io.kvtier.config.Redaction;
 import io.kvtier.disk.DiskStore;
 import io.kvtier.disk.NioDiskIo;
 import io.kvtier.key.ChunkKey;
@@ -75,6 +76,28 @@ public final class CacheServer implements AutoCloseable {
       if (port < 0 || port > 65535) {
         throw new IllegalArgumentException("port must be in [0, 65535], got " + port);
       }
+    }
+
+    /** The settings with the secret masked ({@link Redaction#MASK}) or {@code none}. */
+    @Override
+    public String toString() {
+      return "Settings[bindHost="
+          + bindHost
+          + ", port="
+          + port
+          + ", memoryBytes="
+          + memoryBytes
+          + ", maxValueBytes="
+          + maxValueBytes
+          + ", diskPath="
+          + diskPath
+          + ", diskBytes="
+          + diskBytes
+          + ", secret="
+          + (secret == null || secret.length == 0 ? "none" : Redaction.MASK)
+          + ", workerThreads="
+          + workerThreads
+          + "]";
     }
   }
 

@@ -4,6 +4,7 @@ import static io.kvtier.Checks.checkPositive;
 
 import io.kvtier.DaemonThreads;
 import io.kvtier.config.ConfigException;
+import io.kvtier.config.Redaction;
 import io.kvtier.key.ChunkKey;
 import io.kvtier.memory.ChunkBuffer;
 import io.kvtier.store.ErrorTally;
@@ -86,11 +87,15 @@ public final class ServerStore implements KvStore {
     try {
       uri = URI.create(url);
     } catch (IllegalArgumentException e) {
-      throw new ConfigException("remote_url=" + url + " is malformed: " + e.getMessage());
+      throw new ConfigException(
+          "remote_url="
+              + Redaction.url(url)
+              + " is malformed: "
+              + Redaction.text(e.getMessage(), url));
     }
     if (!"kvtier".equals(uri.getScheme()) || uri.getHost() == null || uri.getPort() < 0) {
       throw new ConfigException(
-          "remote_url=" + url + " is not of the form kvtier://[:secret@]host:port");
+          "remote_url=" + Redaction.url(url) + " is not of the form kvtier://[:secret@]host:port");
     }
     this.host = uri.getHost();
     this.port = uri.getPort();

@@ -1,55 +1,81 @@
 package io.kvtier.store;
 
+import io.kvtier.config.Redaction;
 import java.util.Map;
 import java.util.TreeMap;
 import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.LongAdder;
 
 /**
  * Counts errors by kind and logs the first of each kind only, so a failing disk or server produces
- * one log line per kind of failure rather than one per chunk. Thread-safe.
+ * one log line per kind of failure rather than one per chunk. What it logs goes through {@link
+ * Redaction} (the detail and every message of the exception), so a URL with a password or a secret
+ * quoted by a client library does not reach the log.
+ *
+ * <p>Thread-safe and lock-free. Whether a call logs is decided by a per-kind once-flag, not by
+ * reading the count back: two threads that count the first errors of a kind at the same moment both
+ * read 2, so a count-based decision would log neither.
  */
 public final class ErrorTally {
+  /** One kind's count and whether its first error was logged. */
+  private static final class Kind {
+    final LongAdder count = new LongAdder();
+    final AtomicBoolean logged = new AtomicBoolean();
+  }
+
   private final System.Logger log;
   private final String component;
-  private final Map<String, LongAdder> counts = new ConcurrentHashMap<>();
+  private final String[] secretUrls;
+  private final Map<String, Kind> kinds = new ConcurrentHashMap<>();
 
   /** Creates a tally whose log lines start with {@code component}, e.g. {@code "disk tier"}. */
   public ErrorTally(System.Logger log, String component) {
-    this.log = log;
-    this.component = component;
+    this(log, component, new String[0]);
   }
 
   /**
-   * Counts one error of {@code kind}; the first of its kind is logged at WARNING with {@code
-   * detail} and the exception. Never throws.
+   * Like {@link #ErrorTally(System.Logger, String)}; the passwords in {@code secretUrls} are also
+   * masked wherever they appear in a logged line ({@link Redaction#text}).
+   */
+  public ErrorTally(System.Logger log, String component, String... secretUrls) {
+    this.log = log;
+    this.component = component;
+    this.secretUrls = secretUrls.clone();
+  }
+
+  /**
+   * Counts one error of {@code kind}; exactly one call per kind, the first to claim it when several
+   * race, logs at WARNING with {@code detail} and the exception. Never throws; does not block.
    */
   public void record(String kind, String detail, Throwable error) {
-    LongAdder n = counts.computeIfAbsent(kind, k -> new LongAdder());
-    n.increment();
-    if (n.sum() == 1) {
+    Kind k = kinds.computeIfAbsent(kind, x -> new Kind());
+    k.count.increment();
+    if (k.logged.compareAndSet(false, true)) {
       log.log(
           System.Logger.Level.WARNING,
-          component
-              + ": "
-              + kind
-              + ": "
-              + detail
-              + " (further errors of this kind are counted, not logged)",
-          error);
+          Redaction.text(
+              component
+                  + ": "
+                  + kind
+                  + ": "
+                  + detail
+                  + " (further errors of this kind are counted, not logged)",
+              secretUrls),
+          Redaction.throwable(error, secretUrls));
     }
   }
 
   /** How many errors of {@code kind} were recorded. */
   public long count(String kind) {
-    LongAdder n = counts.get(kind);
-    return n == null ? 0 : n.sum();
+    Kind k = kinds.get(kind);
+    return k == null ? 0 : k.count.sum();
   }
 
   /** All counts, by kind, sorted. */
   public Map<String, Long> counts() {
     Map<String, Long> out = new TreeMap<>();
-    counts.forEach((k, v) -> out.put(k, v.sum()));
+    kinds.forEach((name, k) -> out.put(name, k.count.sum()));
     return out;
   }
 }

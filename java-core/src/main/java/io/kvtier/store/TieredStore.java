@@ -3,6 +3,7 @@ package io.kvtier.store;
 import static io.kvtier.Checks.checkPositive;
 
 import io.kvtier.DaemonThreads;
+import io.kvtier.config.Redaction;
 import io.kvtier.key.ChunkKey;
 import io.kvtier.memory.ChunkBuffer;
 import java.io.IOException;
@@ -25,11 +26,24 @@ import java.util.concurrent.atomic.LongAdder;
  *   <li>{@link #contains}, {@link #prefixLength}: a key is stored if any tier has it.
  * </ul>
  *
- * <p>Thread-safe. Owns its tiers: {@link #close()} stops the workers (waiting up to {@link
- * #CLOSE_WAIT_MILLIS} for queued copies) and closes every tier.
+ * <p>Thread-safe. Owns its tiers, not the pool of the CPU tier: {@link #close()} stops intake,
+ * waits (bounded) for the work already under way that holds chunks or may add them to the CPU tier
+ * (puts, copies down, lower-tier reads and their promotions), drops and releases what is still
+ * queued, then closes every tier. Once it returns, the only chunk references it leaves are those of
+ * copies stuck in a lower tier past the wait, released when those writes return; so the owner may
+ * close the pool right after, and the pool unmaps as soon as its last slot comes back.
+ *
+ * <p>Implementation note. A {@link CloseGate} counts the operations under way: each put, get,
+ * batched get and promotion from a prefetch enters it and leaves it when done, and each copy-down
+ * holds an entry of its own from the put that schedules it until it has run (or was dropped and has
+ * released its chunk). Close shuts the gate and waits for it to empty, so the CPU tier is emptied
+ * only when nothing can add to it any more.
  */
 public final class TieredStore implements KvStore {
-  /** How long close waits for queued copy-downs before dropping them, in milliseconds. */
+  /**
+   * How long close waits for work under way before it drops queued copy-downs and interrupts
+   * running ones, and again for the interrupted ones to return, in milliseconds.
+   */
   public static final long CLOSE_WAIT_MILLIS = 10_000;
 
   private static final System.Logger LOG = System.getLogger(TieredStore.class.getName());
@@ -41,8 +55,9 @@ public final class TieredStore implements KvStore {
   private final LongAdder copyDownDropped = new LongAdder();
   private final LongAdder copyDownFailed = new LongAdder();
   private final LongAdder promotions = new LongAdder();
-  private final InFlight copyDowns = new InFlight(); // queued or running on copyDown
-  private volatile boolean closed;
+  private final long closeWaitNanos;
+  private final CloseGate gate = new CloseGate();
+  private final InFlight copyDowns = new InFlight(); // queued or running, for awaitIdle
 
   /**
    * Composes {@code cpu} with {@code lower} tiers (fastest first).
@@ -68,6 +83,27 @@ public final class TieredStore implements KvStore {
       int copyDownThreads,
       int copyDownQueue,
       boolean cacheInCpu) {
+    this(cpu, lower, copyDownThreads, copyDownQueue, cacheInCpu, CLOSE_WAIT_MILLIS);
+  }
+
+  /**
+   * Like {@link #TieredStore(CpuStore, List, int, int, boolean)}, with the time {@link #close()}
+   * waits for work under way instead of {@link #CLOSE_WAIT_MILLIS}.
+   *
+   * @param closeWaitMillis how long close waits for work under way, and again for interrupted
+   *     copies, in milliseconds
+   * @throws IllegalArgumentException if a count or {@code closeWaitMillis} is not positive, or
+   *     {@code cacheInCpu} is false without a lower tier
+   */
+  public TieredStore(
+      CpuStore cpu,
+      List<KvStore> lower,
+      int copyDownThreads,
+      int copyDownQueue,
+      boolean cacheInCpu,
+      long closeWaitMillis) {
+    this.closeWaitNanos =
+        TimeUnit.MILLISECONDS.toNanos(checkPositive(closeWaitMillis, "closeWaitMillis"));
     if (!cacheInCpu && lower.isEmpty()) {
       throw new IllegalArgumentException("a CPU tier that only stages needs a lower tier");
     }
@@ -93,7 +129,7 @@ public final class TieredStore implements KvStore {
     return cpu;
   }
 
-  /** Copies to lower tiers dropped because the queue was full (or the store closing). */
+  /** Copies to lower tiers dropped because the queue was full or the store closed first. */
   public long copyDownDropped() {
     return copyDownDropped.sum();
   }
@@ -193,54 +229,99 @@ public final class TieredStore implements KvStore {
     return best;
   }
 
+  /**
+   * Stores {@code chunk} in the CPU tier at once and queues its copy to the lower tiers; a full
+   * queue drops the copy (counted). Does not block on I/O.
+   *
+   * @throws IllegalStateException if the store is closed
+   */
   @Override
   public boolean put(ChunkKey key, ChunkBuffer chunk) {
-    checkOpen();
-    boolean stored = cpu.put(key, chunk);
-    if (lower.isEmpty()) {
-      return stored;
-    }
-    chunk.retain(); // held by the copy-down task
-    copyDowns.increment();
+    enter();
     try {
-      copyDown.execute(() -> copyDown(key, chunk));
+      boolean stored = cpu.put(key, chunk);
+      if (!lower.isEmpty()) {
+        scheduleCopyDown(key, chunk);
+      }
+      return stored;
+    } finally {
+      gate.exit();
+    }
+  }
+
+  /** Queues a copy of {@code chunk} to the lower tiers; called inside the gate. */
+  private void scheduleCopyDown(ChunkKey key, ChunkBuffer chunk) {
+    if (!gate.tryEnter()) { // closing began after this put entered
+      copyDownDropped.increment();
+      return;
+    }
+    copyDowns.increment();
+    CopyDown task = new CopyDown(key, chunk.retain());
+    try {
+      copyDown.execute(task);
     } catch (RejectedExecutionException e) {
+      task.drop();
+    }
+  }
+
+  /**
+   * One chunk's copy to every lower tier. Holds a reference to the chunk and an entry in the gate
+   * from when it is queued until {@link #run()} ends or {@link #drop()} is called, exactly one of
+   * the two.
+   */
+  private final class CopyDown implements Runnable {
+    private final ChunkKey key;
+    private final ChunkBuffer chunk;
+
+    CopyDown(ChunkKey key, ChunkBuffer chunk) {
+      this.key = key;
+      this.chunk = chunk;
+    }
+
+    @Override
+    public void run() {
+      try {
+        for (KvStore s : lower) {
+          try {
+            s.put(key, chunk);
+          } catch (RuntimeException e) {
+            copyDownFailed.increment();
+            LOG.log(
+                System.Logger.Level.WARNING,
+                "copy of " + key + " down to " + s + " failed",
+                Redaction.throwable(e));
+          }
+        }
+      } finally {
+        chunk.release();
+        if (!cacheInCpu && !gate.isClosed()) {
+          cpu.remove(key); // staged only; asynchronous lower tiers hold their own reference
+        }
+        copyDowns.decrement();
+        gate.exit();
+      }
+    }
+
+    /** Gives up a copy that never ran: releases the chunk and counts the drop. */
+    void drop() {
       chunk.release();
       copyDownDropped.increment();
       copyDowns.decrement();
-    }
-    return stored;
-  }
-
-  private void copyDown(ChunkKey key, ChunkBuffer chunk) {
-    try {
-      copyDownToEachTier(key, chunk);
-    } finally {
-      copyDowns.decrement();
-    }
-  }
-
-  private void copyDownToEachTier(ChunkKey key, ChunkBuffer chunk) {
-    try {
-      for (KvStore s : lower) {
-        try {
-          s.put(key, chunk);
-        } catch (RuntimeException e) {
-          copyDownFailed.increment();
-          LOG.log(System.Logger.Level.WARNING, "copy of " + key + " down to " + s + " failed", e);
-        }
-      }
-    } finally {
-      chunk.release();
-      if (!cacheInCpu && !closed) {
-        cpu.remove(key); // staged only; asynchronous lower tiers hold their own reference
-      }
+      gate.exit();
     }
   }
 
   @Override
   public ChunkBuffer get(ChunkKey key) throws IOException {
-    checkOpen();
+    enter();
+    try {
+      return getInGate(key);
+    } finally {
+      gate.exit();
+    }
+  }
+
+  private ChunkBuffer getInGate(ChunkKey key) throws IOException {
     ChunkBuffer b = cpu.get(key);
     if (b != null) {
       return b;
@@ -275,9 +356,18 @@ public final class TieredStore implements KvStore {
    * tier with one batched (parallel where the tier can) read, promoting what is found.
    *
    * @return buffers (owned by the caller) for the contiguous stored prefix of {@code keys}
+   * @throws IllegalStateException if the store is closed
    */
   public ChunkBuffer[] getPrefix(ChunkKey[] keys) {
-    checkOpen();
+    enter();
+    try {
+      return getPrefixInGate(keys);
+    } finally {
+      gate.exit();
+    }
+  }
+
+  private ChunkBuffer[] getPrefixInGate(ChunkKey[] keys) {
     List<ChunkBuffer> got = new java.util.ArrayList<>();
     int n = 0;
     while (n < keys.length) {
@@ -343,8 +433,15 @@ public final class TieredStore implements KvStore {
         disk.prefetch(
             wanted.toArray(new ChunkKey[0]),
             (k, b) -> {
-              if (!closed && cpu.put(k, b)) {
-                promotions.increment();
+              if (!gate.tryEnter()) {
+                return; // closing: the chunk stays on disk
+              }
+              try {
+                if (cpu.put(k, b)) {
+                  promotions.increment();
+                }
+              } finally {
+                gate.exit();
               }
             });
         queued += wanted.size();
@@ -397,7 +494,7 @@ public final class TieredStore implements KvStore {
    */
   @Override
   public boolean awaitIdle(long timeoutMillis) throws InterruptedException {
-    if (closed) {
+    if (gate.isClosed()) {
       return true;
     }
     long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(timeoutMillis);
@@ -418,33 +515,70 @@ public final class TieredStore implements KvStore {
     return lower;
   }
 
+  /**
+   * Stops intake, waits up to the close wait for puts, copies down, reads and promotions under way;
+   * then drops (releasing their chunks) the copies still queued, interrupts those still running and
+   * waits up to the close wait again for them; then empties the CPU tier and closes every tier.
+   * Copies that outlast both waits keep their chunk until their lower-tier write returns (logged).
+   * Blocks for at most twice the close wait; idempotent. If interrupted, stops waiting (the flag is
+   * kept) and goes on closing.
+   */
   @Override
   public void close() {
-    if (closed) {
+    if (!gate.close()) {
       return;
     }
-    closed = true;
-    copyDown.shutdown();
     try {
-      if (!copyDown.awaitTermination(CLOSE_WAIT_MILLIS, TimeUnit.MILLISECONDS)) {
-        List<Runnable> dropped = copyDown.shutdownNow();
-        copyDownDropped.add(dropped.size());
-        LOG.log(
-            System.Logger.Level.WARNING,
-            "closing: " + dropped.size() + " copy-downs to lower tiers dropped");
+      if (!gate.awaitIdle(closeWaitNanos)) {
+        dropQueuedCopies();
+        if (!gate.awaitIdle(closeWaitNanos)) {
+          logStillRunning();
+        }
       }
     } catch (InterruptedException e) {
       Thread.currentThread().interrupt();
-      copyDown.shutdownNow();
+      dropQueuedCopies();
+      logStillRunning();
     }
+    copyDown.shutdown(); // no-op after shutdownNow; otherwise its idle workers exit
     cpu.close();
     for (KvStore s : lower) {
       s.close();
     }
   }
 
+  /** Drops and releases the queued copies and interrupts the running ones. */
+  private void dropQueuedCopies() {
+    List<Runnable> queued = copyDown.shutdownNow();
+    queued.forEach(r -> ((CopyDown) r).drop());
+    if (!queued.isEmpty()) {
+      LOG.log(
+          System.Logger.Level.WARNING,
+          "closing: " + queued.size() + " queued copy-downs to lower tiers dropped");
+    }
+  }
+
+  private void logStillRunning() {
+    int inside = gate.inside();
+    if (inside > 0) {
+      LOG.log(
+          System.Logger.Level.WARNING,
+          "closing: "
+              + inside
+              + " operations still running in a lower tier after the close wait; their chunks"
+              + " are released when they return");
+    }
+  }
+
+  /** Enters the gate, or throws if the store is closed; the caller exits in a finally block. */
+  private void enter() {
+    if (!gate.tryEnter()) {
+      throw new IllegalStateException("TieredStore is closed");
+    }
+  }
+
   private void checkOpen() {
-    if (closed) {
+    if (gate.isClosed()) {
       throw new IllegalStateException("TieredStore is closed");
     }
   }

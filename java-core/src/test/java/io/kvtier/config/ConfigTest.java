@@ -12,6 +12,8 @@ import java.util.List;
 import java.util.Map;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
 
 class ConfigTest {
   @TempDir Path dir;
@@ -199,5 +201,94 @@ class ConfigTest {
     assertEquals(0, ConfigLoader.editDistance("abc", "abc"));
     assertEquals(1, ConfigLoader.editDistance("chunk_sise", "chunk_size"));
     assertEquals(3, ConfigLoader.editDistance("kitten", "sitting"));
+  }
+
+  @Test
+  void maxLocalCpuSizeZero_withLocalCpuFalse_failsNamingTheKey() {
+    ConfigException e =
+        assertThrows(
+            ConfigException.class,
+            () ->
+                load(
+                    Map.of(),
+                    Map.of(
+                        "local_cpu",
+                        false,
+                        "max_local_cpu_size",
+                        0,
+                        "local_disk",
+                        "/tmp/kv",
+                        "max_local_disk_size",
+                        1)));
+    assertTrue(
+        e.getMessage().startsWith("max_local_cpu_size=0 with local_cpu=false"), e.getMessage());
+  }
+
+  // ---- secrets --------------------------------------------------------------------------------
+
+  @ParameterizedTest
+  @ValueSource(
+      strings = {
+        "redis://user:hunter2@127.0.0.1:6399",
+        "redis://hunter2@127.0.0.1:6399",
+        "rediss://user:hunter2@127.0.0.1:6399",
+        "redis-sentinel://:hunter2@127.0.0.1:26379/0#mymaster",
+        "redis-cluster://:hunter2@127.0.0.1:7000,127.0.0.1:7001",
+        "kvtier://:hunter2@127.0.0.1:7070"
+      })
+  void describe_remoteUrlWithPassword_showsItMasked(String url) {
+    KvTierConfig c = KvTierConfig.of(Map.of("remote_url", url));
+    String masked = Redaction.url(url);
+    assertTrue(masked.contains(":***@") || masked.contains("//***@"), masked);
+    for (String shown : new String[] {c.describe(), c.toString()}) {
+      assertFalse(shown.contains("hunter2"), shown);
+      assertTrue(shown.contains(masked), shown);
+    }
+    assertEquals(url, c.remoteUrl(), "the value itself is kept for connecting");
+  }
+
+  @Test
+  void describe_extraConfigEntryWithSecretName_isMasked() {
+    KvTierConfig c =
+        KvTierConfig.of(
+            Map.of("extra_config", Map.of("use_odirect", false, "remote_auth_token", "t0k3n")));
+    assertFalse(c.describe().contains("t0k3n"), c.describe());
+    assertTrue(c.describe().contains("remote_auth_token=***"), c.describe());
+    assertEquals(List.of("extra_config.remote_auth_token"), c.unsupportedKeys());
+  }
+
+  @Test
+  void badRemoteUrlValue_messageMasksThePassword() {
+    ConfigException e =
+        assertThrows(
+            ConfigException.class,
+            () -> KvTierConfig.of(Map.of("remote_url", Map.of("url", "redis://u:hunter2@h:1"))));
+    assertFalse(e.getMessage().contains("hunter2"), e.getMessage());
+    assertTrue(e.getMessage().contains("remote_url="), e.getMessage());
+  }
+
+  @Test
+  void badExtraConfigFromEnvironment_messageMasksSecrets() {
+    ConfigException e =
+        assertThrows(
+            ConfigException.class,
+            () ->
+                load(Map.of("KVTIER_EXTRA_CONFIG", "{remote_password: hunter2, x: [1"), Map.of()));
+    assertFalse(e.getMessage().contains("hunter2"), e.getMessage());
+    assertTrue(e.getMessage().contains("extra_config="), e.getMessage());
+  }
+
+  @Test
+  void invalidYaml_messageQuotingASecretLine_masksIt() throws IOException {
+    ConfigException e =
+        assertThrows(
+            ConfigException.class,
+            () ->
+                load(
+                    envWithFile(
+                        "chunk_size: 256\nremote_url: redis://user:hunter2@h:6379 : oops\n"),
+                    Map.of()));
+    assertFalse(e.getMessage().contains("hunter2"), e.getMessage());
+    assertTrue(e.getMessage().contains("is not valid YAML"), e.getMessage());
   }
 }

@@ -2,10 +2,12 @@ package io.kvtier.engine;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNotEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import io.kvtier.LogCapture;
 import io.kvtier.config.ConfigException;
 import io.kvtier.config.KvTierConfig;
 import io.kvtier.key.KeyNamespace;
@@ -17,6 +19,8 @@ import java.util.Map;
 import java.util.Random;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
 
 class KvEngineTest {
   static final int CHUNK = 16;
@@ -412,5 +416,39 @@ class KvEngineTest {
     assertEquals(2L, m.get("puts"));
     assertEquals(2L, m.get("entries"));
     assertEquals(2 * CHUNK_BYTES, m.get("bytes"));
+  }
+
+  /** A loopback port nothing listens on (bound, then closed). */
+  static int closedPort() throws java.io.IOException {
+    try (java.net.ServerSocket s = new java.net.ServerSocket(0)) {
+      return s.getLocalPort();
+    }
+  }
+
+  @ParameterizedTest
+  @ValueSource(strings = {"redis://user:hunter2@127.0.0.1:%d", "kvtier://:hunter2@127.0.0.1:%d"})
+  void open_remoteUrlWithPassword_startUpLogShowsItMasked(String form) throws Exception {
+    String url = form.formatted(closedPort());
+    try (LogCapture log = new LogCapture()) {
+      open(Map.of("remote_url", url, "remote_timeout_ms", 200));
+      engine.close();
+      String text = log.text();
+      assertTrue(text.contains("kvtier configuration:"), text);
+      assertTrue(text.contains(":***@127.0.0.1:"), text);
+      assertFalse(text.contains("hunter2"), text);
+    }
+  }
+
+  @ParameterizedTest
+  @ValueSource(
+      strings = {
+        "redis://user:hunter2@[bad",
+        "kvtier://:hunter2@bad host:7070",
+        "kvtier://:hunter2@cache-host"
+      })
+  void open_malformedRemoteUrlWithPassword_errorMasksIt(String url) {
+    ConfigException e = assertThrows(ConfigException.class, () -> open(Map.of("remote_url", url)));
+    assertFalse(e.getMessage().contains("hunter2"), e.getMessage());
+    assertTrue(e.getMessage().contains("remote_url="), e.getMessage());
   }
 }

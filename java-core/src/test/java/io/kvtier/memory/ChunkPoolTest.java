@@ -169,6 +169,7 @@ class ChunkPoolTest {
   }
 
   @Test
+  @LeaksOnPurpose
   void leakDetector_reportsBufferCollectedWithoutRelease() throws Exception {
     assertEquals(LeakDetector.Level.PARANOID, LeakDetector.level(), "tests run paranoid");
     ChunkPool pool = new ChunkPool(MmapAllocator.INSTANCE, 4096, 4096, 4096);
@@ -184,6 +185,41 @@ class ChunkPoolTest {
     assertEquals(before + 1, LeakDetector.leakCount());
     String report = LeakDetector.recentLeaks().getLast();
     assertTrue(report.contains("leakOne"), "paranoid reports name the allocation site: " + report);
+  }
+
+  @Test
+  void close_withSlotHeld_isReportedUntilReleased_andFailsTheLeakCheck() throws Exception {
+    ChunkPool pool = new ChunkPool(MmapAllocator.INSTANCE, 4096, 4 * 4096, 4 * 4096);
+    ChunkBuffer held = holdOne(pool);
+    LeakCheck.Mark mark = LeakCheck.mark();
+    pool.close();
+
+    List<String> reports = LeakDetector.poolsHeldAfterClose(mark.poolsClosedWithHeldSlots());
+    assertEquals(1, reports.size(), reports.toString());
+    assertTrue(reports.get(0).contains("closed with 1 slots held"), reports.get(0));
+    assertTrue(reports.get(0).contains("holdOne"), "names the allocation site: " + reports.get(0));
+    AssertionError e =
+        assertThrows(AssertionError.class, () -> LeakCheck.assertNoLeaksSince(mark, 50, false));
+    assertTrue(e.getMessage().contains("closed with 1 slots held"), e.getMessage());
+
+    held.release();
+    assertEquals(List.of(), LeakDetector.poolsHeldAfterClose(mark.poolsClosedWithHeldSlots()));
+    assertEquals(0, pool.mappedBytes(), "the last release unmaps the closed pool");
+    LeakCheck.assertNoLeaksSince(mark, 0, false);
+  }
+
+  @Test
+  void close_withNothingHeld_reportsNothing() throws Exception {
+    ChunkPool pool = new ChunkPool(MmapAllocator.INSTANCE, 4096, 4 * 4096, 4 * 4096);
+    pool.tryAllocate(10).release();
+    LeakCheck.Mark mark = LeakCheck.mark();
+    pool.close();
+    assertEquals(mark, LeakCheck.mark());
+    assertEquals(0, pool.mappedBytes());
+  }
+
+  private static ChunkBuffer holdOne(ChunkPool pool) {
+    return pool.tryAllocate(1);
   }
 
   private static void leakOne(ChunkPool pool) {
