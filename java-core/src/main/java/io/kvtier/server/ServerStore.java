@@ -232,17 +232,22 @@ public final class ServerStore implements KvStore {
     int id = nextId.getAndIncrement();
     CompletableFuture<Byte> done = new CompletableFuture<>();
     pending.put(id, done);
-    done.whenComplete(
-        (status, err) -> {
-          if (err != null || status == null || status == Protocol.DROPPED) {
-            counters.droppedPuts.increment();
-          } else if (status == Protocol.DUPLICATE) {
-            counters.duplicatePuts.increment();
-          } else {
-            counters.puts.increment();
-          }
-          inFlightPuts.decrement(); // last: awaitIdle sees the outcome counted
-        });
+    CompletableFuture<Void> counted =
+        done.handle(
+            (status, err) -> {
+              if (err != null || status == null || status == Protocol.DROPPED) {
+                counters.droppedPuts.increment();
+              } else if (status == Protocol.DUPLICATE) {
+                counters.duplicatePuts.increment();
+              } else {
+                counters.puts.increment();
+              }
+              return null;
+            });
+    CompletableFuture<Void> released = new CompletableFuture<>();
+    // Last, once the outcome is counted and the chunk released (the reply may be read before the
+    // write's listener runs): awaitIdle then sees both.
+    CompletableFuture.allOf(counted, released).whenComplete((v, e) -> inFlightPuts.decrement());
     ByteBuf head = ch.alloc().buffer(Protocol.HEADER_BYTES + Protocol.KEY_BYTES);
     Protocol.header(head, Protocol.PUT, id, Protocol.KEY_BYTES + chunk.length());
     Protocol.key(head, key);
@@ -251,6 +256,7 @@ public final class ServerStore implements KvStore {
         .addListener(
             f -> {
               chunk.release(); // the socket has the bytes (or the write failed)
+              released.complete(null);
               if (!f.isSuccess()) {
                 pending.remove(id);
                 done.completeExceptionally(f.cause());
