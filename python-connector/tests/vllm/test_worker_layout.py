@@ -63,6 +63,8 @@ def worker(tmp_path, monkeypatch):
 
 
 def finish(worker: KVTierWorker, req_id: str) -> None:
+    """Tells the worker the request finished with its blocks held, and waits for its report."""
+    worker.bind(KVTierMetadata(finished={req_id: True}))
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         sending, _ = worker.get_finished({req_id})
@@ -79,8 +81,7 @@ def test_saved_tokens_load_into_other_blocks_as_vllm_reads_them(worker: KVTierWo
     worker.register_kv_caches(src)
     tokens = np.random.default_rng(0).integers(0, 30_000, 3 * CHUNK + 10, dtype=np.int32)
     table_a = [5, 0, 17, 3, 9, 12, 20]
-    save = RequestOp("a", 1, tokens=tokens, new_blocks=table_a, save_to=3 * CHUNK)
-    save.reports_finish = True
+    save = RequestOp("a", tokens=tokens, new_blocks=table_a, save_to=3 * CHUNK)
     worker.bind(KVTierMetadata(ops=[save]))
     worker.wait_for_save()
     finish(worker, "a")
@@ -89,7 +90,7 @@ def test_saved_tokens_load_into_other_blocks_as_vllm_reads_them(worker: KVTierWo
     # Load into other blocks of the same tensors, then compare token by token.
     table_b = [1, 2, 4, 6, 7, 8, 10]
     load = RequestOp(
-        "b", 2, tokens=tokens, new_blocks=table_b, load=LoadSpec(0, 3 * CHUNK - 1, 3 * CHUNK, False)
+        "b", tokens=tokens, new_blocks=table_b, load=LoadSpec(0, 3 * CHUNK - 1, 3 * CHUNK, False)
     )
     worker.bind(KVTierMetadata(ops=[load]))
     assert worker.get_block_ids_with_load_errors() == set()
@@ -106,13 +107,13 @@ def test_missing_chunk_reports_its_blocks_as_load_errors(worker: KVTierWorker) -
     worker.register_kv_caches(caches(3))
     tokens = np.arange(4 * CHUNK, dtype=np.int32)
     table = list(range(8))
-    save = RequestOp("s", 1, tokens=tokens, new_blocks=table, save_to=CHUNK, reports_finish=True)
+    save = RequestOp("s", tokens=tokens, new_blocks=table, save_to=CHUNK)
     worker.bind(KVTierMetadata(ops=[save]))
     worker.wait_for_save()
     finish(worker, "s")
     target = [10, 11, 12, 13, 14, 15, 16, 17]
     load = RequestOp(
-        "l", 2, tokens=tokens, new_blocks=target, load=LoadSpec(0, 3 * CHUNK, 3 * CHUNK, False)
+        "l", tokens=tokens, new_blocks=target, load=LoadSpec(0, 3 * CHUNK, 3 * CHUNK, False)
     )
     worker.bind(KVTierMetadata(ops=[load]))
     assert worker.get_block_ids_with_load_errors() == {12, 13, 14, 15}
