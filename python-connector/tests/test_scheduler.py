@@ -218,6 +218,20 @@ def test_lookup_while_loading_is_a_miss(sched) -> None:
     assert sched.state_of("l") is State.LOADING
 
 
+def test_preempting_a_loading_request_drops_its_load(sched) -> None:
+    """vLLM 0.32 never preempts a request waiting for a background load; reported anyway, the
+    workers are told (they wait for the load and do not report it) and the request is looked up
+    afresh."""
+    sched._lookup = Lookups((2 * CHUNK, 0, False))
+    req = request("l", 2 * CHUNK + 1)
+    admit(sched, req, [1, 2], 2 * CHUNK)
+    sched.build_connector_meta(output())
+    assert sched.build_connector_meta(output(preempted=["l"])).preempted == ["l"]
+    assert sched.state_of("l") is State.PREEMPTED
+    assert sched.get_num_new_matched_tokens(req, 0) == (2 * CHUNK, True)
+    assert sched.request_finished(req) is False
+
+
 def test_every_live_state_has_an_answer_for_request_finished() -> None:
     """request_finished can come in any state: the table has a transition for each live one."""
     live = set(State) - {State.FINISHED_LOADING, State.FINISHED_SAVING}

@@ -15,6 +15,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="torch is not installed (it comes with vLLM)")
 
+from kvtier import _jvm  # noqa: E402
 from kvtier.vllm.metadata import KVTierMetadata, LoadSpec, RequestOp  # noqa: E402
 from kvtier.vllm.worker import KVTierWorker, detect_layout  # noqa: E402
 
@@ -117,6 +118,30 @@ def test_missing_chunk_reports_its_blocks_as_load_errors(worker: KVTierWorker) -
     )
     worker.bind(KVTierMetadata(ops=[load]))
     assert worker.get_block_ids_with_load_errors() == {12, 13, 14, 15}
+
+
+def test_background_load_of_a_preempted_request_is_waited_for_and_not_reported(
+    worker: KVTierWorker,
+) -> None:
+    """vLLM 0.32 never preempts a request waiting for a background load; if a vLLM does, it frees
+    the blocks and does not wait for the load: the worker waits for the load before the step goes
+    on and never reports it in finished_recving."""
+    worker.register_kv_caches(caches(4))
+    tokens = np.arange(3 * CHUNK, dtype=np.int32)
+    save = RequestOp("s", tokens=tokens, new_blocks=list(range(6)), save_to=3 * CHUNK)
+    worker.bind(KVTierMetadata(ops=[save]))
+    worker.wait_for_save()
+    finish(worker, "s")
+    spec = LoadSpec(0, 3 * CHUNK - 1, 3 * CHUNK, background=True)
+    load = RequestOp("b", tokens=tokens, new_blocks=list(range(8, 14)), load=spec)
+    worker.bind(KVTierMetadata(ops=[load]))
+    (ticket,) = worker._requests["b"].tickets
+    preempted = KVTierMetadata(preempted=["b"])
+    worker.handle_preemptions(preempted)
+    assert worker._worker.awaitTickets(_jvm.long_array(np.array([ticket])), 0), "waited for"
+    worker.bind(preempted)
+    _, recving = worker.get_finished(set())
+    assert not recving and not worker._tickets
 
 
 @pytest.mark.parametrize(
