@@ -16,6 +16,7 @@ from waiting import wait_until
 
 torch = pytest.importorskip("torch", reason="torch is not installed (it comes with vLLM)")
 
+from kvtier import _jvm  # noqa: E402
 from kvtier.vllm.metadata import KVTierMetadata, LoadSpec, RequestOp  # noqa: E402
 from kvtier.vllm.worker import KVTierWorker, detect_layout  # noqa: E402
 
@@ -64,6 +65,9 @@ def worker(tmp_path, monkeypatch):
 
 
 def finish(worker: KVTierWorker, req_id: str) -> None:
+    """Tells the worker the request finished with its blocks held, and waits for its report."""
+    worker.bind(KVTierMetadata(finished={req_id: True}))
+
     def reported() -> bool:
         sending, _ = worker.get_finished({req_id})
         return bool(sending and req_id in sending)
@@ -78,8 +82,7 @@ def test_saved_tokens_load_into_other_blocks_as_vllm_reads_them(worker: KVTierWo
     worker.register_kv_caches(src)
     tokens = np.random.default_rng(0).integers(0, 30_000, 3 * CHUNK + 10, dtype=np.int32)
     table_a = [5, 0, 17, 3, 9, 12, 20]
-    save = RequestOp("a", 1, tokens=tokens, new_blocks=table_a, save_to=3 * CHUNK)
-    save.reports_finish = True
+    save = RequestOp("a", tokens=tokens, new_blocks=table_a, save_to=3 * CHUNK)
     worker.bind(KVTierMetadata(ops=[save]))
     worker.wait_for_save()
     finish(worker, "a")
@@ -88,7 +91,7 @@ def test_saved_tokens_load_into_other_blocks_as_vllm_reads_them(worker: KVTierWo
     # Load into other blocks of the same tensors, then compare token by token.
     table_b = [1, 2, 4, 6, 7, 8, 10]
     load = RequestOp(
-        "b", 2, tokens=tokens, new_blocks=table_b, load=LoadSpec(0, 3 * CHUNK - 1, 3 * CHUNK, False)
+        "b", tokens=tokens, new_blocks=table_b, load=LoadSpec(0, 3 * CHUNK - 1, 3 * CHUNK, False)
     )
     worker.bind(KVTierMetadata(ops=[load]))
     assert worker.get_block_ids_with_load_errors() == set()
@@ -105,16 +108,40 @@ def test_missing_chunk_reports_its_blocks_as_load_errors(worker: KVTierWorker) -
     worker.register_kv_caches(caches(3))
     tokens = np.arange(4 * CHUNK, dtype=np.int32)
     table = list(range(8))
-    save = RequestOp("s", 1, tokens=tokens, new_blocks=table, save_to=CHUNK, reports_finish=True)
+    save = RequestOp("s", tokens=tokens, new_blocks=table, save_to=CHUNK)
     worker.bind(KVTierMetadata(ops=[save]))
     worker.wait_for_save()
     finish(worker, "s")
     target = [10, 11, 12, 13, 14, 15, 16, 17]
     load = RequestOp(
-        "l", 2, tokens=tokens, new_blocks=target, load=LoadSpec(0, 3 * CHUNK, 3 * CHUNK, False)
+        "l", tokens=tokens, new_blocks=target, load=LoadSpec(0, 3 * CHUNK, 3 * CHUNK, False)
     )
     worker.bind(KVTierMetadata(ops=[load]))
     assert worker.get_block_ids_with_load_errors() == {12, 13, 14, 15}
+
+
+def test_background_load_of_a_preempted_request_is_waited_for_and_not_reported(
+    worker: KVTierWorker,
+) -> None:
+    """vLLM 0.32 never preempts a request waiting for a background load; if a vLLM does, it frees
+    the blocks and does not wait for the load: the worker waits for the load before the step goes
+    on and never reports it in finished_recving."""
+    worker.register_kv_caches(caches(4))
+    tokens = np.arange(3 * CHUNK, dtype=np.int32)
+    save = RequestOp("s", tokens=tokens, new_blocks=list(range(6)), save_to=3 * CHUNK)
+    worker.bind(KVTierMetadata(ops=[save]))
+    worker.wait_for_save()
+    finish(worker, "s")
+    spec = LoadSpec(0, 3 * CHUNK - 1, 3 * CHUNK, background=True)
+    load = RequestOp("b", tokens=tokens, new_blocks=list(range(8, 14)), load=spec)
+    worker.bind(KVTierMetadata(ops=[load]))
+    (ticket,) = worker._requests["b"].tickets
+    preempted = KVTierMetadata(preempted=["b"])
+    worker.handle_preemptions(preempted)
+    assert worker._worker.awaitTickets(_jvm.long_array(np.array([ticket])), 0), "waited for"
+    worker.bind(preempted)
+    _, recving = worker.get_finished(set())
+    assert not recving and not worker._tickets
 
 
 @pytest.mark.parametrize(

@@ -12,8 +12,10 @@ scheduler process, :class:`~kvtier.vllm.worker.KVTierWorker` in each worker proc
 
 from __future__ import annotations
 
+import functools
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from vllm.distributed.kv_transfer.kv_connector.v1.base import (
     KVConnectorBase_V1,
@@ -22,6 +24,11 @@ from vllm.distributed.kv_transfer.kv_connector.v1.base import (
 )
 
 from kvtier.vllm.metadata import KVTierMetadata
+
+try:  # vLLM 0.32: receive failures are named per request next to the finished transfers
+    from vllm.distributed.kv_transfer.kv_connector.v1.base import KVConnectorTransferResults
+except ImportError:  # pragma: no cover - a vLLM that only calls get_finished
+    KVConnectorTransferResults = None  # type: ignore[assignment,misc]
 from kvtier.vllm.scheduler import KVTierScheduler
 from kvtier.vllm.worker import KVTierWorker
 
@@ -33,15 +40,46 @@ if TYPE_CHECKING:
     from vllm.v1.core.kv_cache_manager import KVCacheBlocks
     from vllm.v1.core.sched.output import SchedulerOutput
     from vllm.v1.kv_cache_interface import KVCacheConfig
+    from vllm.v1.outputs import KVConnectorOutput
     from vllm.v1.request import Request
 
 __all__ = ["KVTierConnector", "KVTierMetadata"]
 
 logger = logging.getLogger(__name__)
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _never_raises(fallback: Callable[[], Any]) -> Callable[[F], F]:
+    """The last line behind a connector method: an exception the side did not turn into a miss
+    itself is logged (once per method) and ``fallback()`` is returned, so vLLM's engine goes on.
+    """
+
+    def wrap(method: F) -> F:
+        @functools.wraps(method)
+        def guarded(self: KVTierConnector, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(self, *args, **kwargs)
+            except Exception:  # no exception leaves a connector method
+                if method.__name__ not in _LOGGED:
+                    _LOGGED.add(method.__name__)
+                    logger.exception("kvtier: %s failed (logged once)", method.__name__)
+                return fallback()
+
+        return guarded  # type: ignore[return-value]
+
+    return wrap
+
+
+_LOGGED: set[str] = set()
+
 
 class KVTierConnector(KVConnectorBase_V1):
-    """Saves prompts' KV in chunks to kvtier's tiers and loads it back for shared prefixes."""
+    """Saves prompts' KV in chunks to kvtier's tiers and loads it back for shared prefixes.
+
+    No method but ``register_kv_caches`` (where a bad layout must stop vLLM) raises: each side
+    turns its failures into misses, failed loads (recomputed) or dropped saves.
+    """
 
     @property
     def requires_kv_delivery(self) -> bool:
@@ -75,11 +113,13 @@ class KVTierConnector(KVConnectorBase_V1):
         assert self._worker is not None
         self._worker.register_kv_caches(kv_caches)
 
+    @_never_raises(lambda: None)
     def bind_connector_metadata(self, connector_metadata: KVConnectorMetadata) -> None:
         super().bind_connector_metadata(connector_metadata)
         if self._worker is not None and isinstance(connector_metadata, KVTierMetadata):
             self._worker.bind(connector_metadata)
 
+    @_never_raises(lambda: None)
     def handle_preemptions(self, kv_connector_metadata: KVConnectorMetadata) -> None:
         if self._worker is not None and isinstance(kv_connector_metadata, KVTierMetadata):
             self._worker.handle_preemptions(kv_connector_metadata)
@@ -89,10 +129,12 @@ class KVTierConnector(KVConnectorBase_V1):
         # nothing is left to do here.
         return
 
+    @_never_raises(lambda: None)
     def wait_for_layer_load(self, layer_name: str) -> None:
-        assert self._worker is not None
-        self._worker.wait_for_layer_load(layer_name)
+        if self._worker is not None:
+            self._worker.wait_for_layer_load(layer_name)
 
+    @_never_raises(lambda: None)
     def save_kv_layer(
         self,
         layer_name: str,
@@ -100,43 +142,69 @@ class KVTierConnector(KVConnectorBase_V1):
         attn_metadata: AttentionMetadata,
         **kwargs: Any,
     ) -> None:
-        assert self._worker is not None
-        self._worker.save_kv_layer(layer_name)
+        if self._worker is not None:
+            self._worker.save_kv_layer(layer_name)
 
+    @_never_raises(lambda: None)
     def wait_for_save(self) -> None:
-        assert self._worker is not None
-        self._worker.wait_for_save()
+        if self._worker is not None:
+            self._worker.wait_for_save()
 
+    @_never_raises(lambda: (None, None))
     def get_finished(self, finished_req_ids: set[str]) -> tuple[set[str] | None, set[str] | None]:
-        assert self._worker is not None
+        if self._worker is None:
+            return None, None
         return self._worker.get_finished(finished_req_ids)
 
+    @_never_raises(lambda: KVConnectorTransferResults())
+    def get_transfer_results(self, finished_req_ids: set[str]) -> KVConnectorTransferResults:
+        """:meth:`get_finished` with the background loads that failed with blocks the worker
+        cannot name (vLLM recomputes those requests whole)."""
+        if self._worker is None:
+            return KVConnectorTransferResults()
+        sending, recving, failed = self._worker.get_transfer_results(finished_req_ids)
+        return KVConnectorTransferResults(
+            finished_sending=sending, finished_recving=recving, failed_recving=failed
+        )
+
+    @_never_raises(set)
     def get_block_ids_with_load_errors(self) -> set[int]:
-        assert self._worker is not None
+        if self._worker is None:
+            return set()
         return self._worker.get_block_ids_with_load_errors()
 
+    @_never_raises(lambda: None)
     def shutdown(self) -> None:
         if self._worker is not None:
             self._worker.shutdown()
 
     # ---- scheduler side -----------------------------------------------------------------------
 
+    @_never_raises(lambda: (0, False))
     def get_num_new_matched_tokens(
         self, request: Request, num_computed_tokens: int
     ) -> tuple[int | None, bool]:
         assert self._scheduler is not None
         return self._scheduler.get_num_new_matched_tokens(request, num_computed_tokens)
 
+    @_never_raises(lambda: None)
     def update_state_after_alloc(
         self, request: Request, blocks: KVCacheBlocks, num_external_tokens: int
     ) -> None:
         assert self._scheduler is not None
         self._scheduler.update_state_after_alloc(request, blocks, num_external_tokens)
 
+    @_never_raises(KVTierMetadata)
     def build_connector_meta(self, scheduler_output: SchedulerOutput) -> KVConnectorMetadata:
         assert self._scheduler is not None
         return self._scheduler.build_connector_meta(scheduler_output)
 
+    @_never_raises(lambda: None)
+    def update_connector_output(self, connector_output: KVConnectorOutput) -> None:
+        if self._scheduler is not None:
+            self._scheduler.update_connector_output(connector_output)
+
+    @_never_raises(lambda: (False, None))
     def request_finished(
         self, request: Request, block_ids: list[int]
     ) -> tuple[bool, dict[str, Any] | None]:

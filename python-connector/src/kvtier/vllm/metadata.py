@@ -1,7 +1,8 @@
 """What the scheduler side tells the worker side each step (pickled to worker processes).
 
-Only what changed travels: a request's prompt tokens go once, its block table as appended ids,
-and a request appears in a step's metadata only when it has a load, a save or a block change.
+Only what changed travels: a request's prompt tokens go once (again with a load), its block table
+as appended ids (whole with a load, or after a preemption), and a request appears in a step's
+metadata only when it has a load, a save, a block change or has finished.
 """
 
 from __future__ import annotations
@@ -18,13 +19,26 @@ except ImportError:  # pragma: no cover - vLLM is an optional dependency of kvti
 
 @dataclass
 class LoadSpec:
-    """Load prompt tokens ``[start, end)`` out of the stored prefix ``tokens[0, stored)``."""
+    """Load prompt tokens ``[start, end)`` out of the stored prefix ``tokens[0, stored)``.
+
+    vLLM has already counted ``[start, end)`` as computed when this is sent (a load is sent only
+    after ``update_state_after_alloc`` confirmed it), so the worker either fills those tokens or
+    reports their blocks as load errors; it never leaves them silently unwritten.
+    """
 
     start: int
     end: int
     stored: int
     background: bool
-    """True when part of the hit is on disk or remote: the load runs off the step loop."""
+    """True when part of the hit is on disk or remote: the load runs off the step loop, the
+    request waits in vLLM's ``WAITING_FOR_REMOTE_KVS`` and the worker reports it in
+    ``finished_recving`` when the load ends (loaded or not)."""
+    pin: int = 0
+    """The id the lookup pinned the stored chunks under; the worker releases it when the load
+    ends (0: nothing pinned)."""
+    failed: bool = False
+    """The scheduler side could not plan this load after vLLM confirmed it: the worker reports
+    ``[start, end)`` as load errors without reading any store."""
 
 
 @dataclass
@@ -32,24 +46,27 @@ class RequestOp:
     """One request's changes for a step."""
 
     req_id: str
-    java_id: int
-    """The request's id on the Java side (pins are kept under it)."""
     tokens: np.ndarray | None = None
-    """The prompt's token ids (int32), sent with the request's first op only."""
+    """The prompt's token ids (int32), sent with the request's first op and with every load."""
     blocks_at: int = 0
-    """Where ``new_blocks`` go in the block table; 0 replaces the table (new or resumed request)."""
+    """Where ``new_blocks`` go in the block table; 0 replaces the table (new request, resumed
+    request, load)."""
     new_blocks: list[int] = field(default_factory=list)
     load: LoadSpec | None = None
     save_to: int = 0
     """Prompt tokens computed by the end of this step; chunks up to there are saved (0: none)."""
-    reports_finish: bool = False
-    """The scheduler delays freeing this request's blocks until the worker reports it finished."""
 
 
 @dataclass
 class KVTierMetadata(KVConnectorMetadata):  # type: ignore[misc,valid-type]
-    """A step's metadata: per-request ops, pins to drop, requests preempted in this step."""
+    """A step's metadata: per-request ops, pins to drop, preempted and finished requests."""
 
     ops: list[RequestOp] = field(default_factory=list)
     unpin: list[int] = field(default_factory=list)
+    """Pin ids of lookups whose load will not happen (ignored, replaced or abandoned)."""
     preempted: list[str] = field(default_factory=list)
+    """Requests whose blocks vLLM freed since the last step: the worker waits for transfers out
+    of or into them before the step's forward and forgets their block tables."""
+    finished: dict[str, bool] = field(default_factory=dict)
+    """Requests finished since the last step, with what ``request_finished`` answered: True means
+    vLLM keeps the blocks until the worker reports the request in ``finished_sending``."""

@@ -3,14 +3,60 @@
 Lives in vLLM's EngineCore process. The stored chunks live in the workers' engines: when a worker
 shares this process (one rank, the in-process executor) lookups are plain calls into it; otherwise
 each rank's worker answers on a Unix socket and the smallest hit over the ranks counts.
+
+vLLM's scheduler contract, as vLLM 0.32's ``Scheduler`` drives a connector
+---------------------------------------------------------------------------
+- ``get_num_new_matched_tokens`` (a *lookup*) is asked for a waiting request whose
+  ``num_computed_tokens`` is 0: a new request, a preempted one, or one whose background load
+  failed whole. It may be asked again in later steps for the same request (the answer was None,
+  the token budget ran out, or the allocation failed) and is never followed by anything when the
+  request is aborted while waiting. A lookup therefore commits nothing: it pins what it reports
+  and those pins go when the request is looked up again, finishes or is confirmed.
+- ``update_state_after_alloc`` (an *allocation*) comes only after ``allocate_slots`` succeeded, in
+  the same ``schedule()`` call as the lookup. ``num_external_tokens > 0`` is vLLM committing to the
+  load: it counts those tokens as computed, so from here on they are either loaded or reported as
+  load errors (``get_block_ids_with_load_errors``; kvtier forces ``kv_load_failure_policy`` to
+  ``recompute``). A background load puts the request in ``WAITING_FOR_REMOTE_KVS`` until the
+  worker reports it in ``finished_recving``; vLLM then calls this again with 0 when it schedules
+  the request. When ``allocate_slots`` fails nothing is called.
+- ``build_connector_meta`` ends every ``schedule()``; its output names the requests scheduled
+  (new, running, resumed after a preemption), those preempted (their blocks already freed) and
+  those finished since the last step. ``reset_prefix_cache`` can preempt a running request and
+  let the next ``schedule()`` look it up and resume it before that output is built.
+- ``request_finished`` is called once, from any state (a stop, an abort on client disconnect, an
+  error). True keeps the blocks until the worker reports the request in ``finished_sending``;
+  a request waiting for a background load keeps its blocks anyway until ``finished_recving``, and
+  then a ``finished_sending`` for it as well would fail vLLM's assertion that the request exists.
+- ``update_connector_output`` sees each step's worker report right before vLLM acts on it. vLLM
+  asserts that a ``finished_recving`` names a request waiting for remote KV (or finished while
+  waiting) and that a ``finished_sending`` names a request it still holds.
+- With async scheduling the next ``schedule()`` (its lookups, preemptions and finishes included)
+  can run before the workers have run the previous step; the workers run steps in order.
+
+What kvtier promises in return
+------------------------------
+- A load reaches the workers only once confirmed, with the block table vLLM allocated for it.
+- Every confirmed load ends loaded or reported: its missing tokens' blocks in
+  ``get_block_ids_with_load_errors``, and a background load in ``finished_recving`` either way
+  (unless vLLM preempted the request first, which vLLM 0.32 never does to a waiting one).
+- ``request_finished`` answers True exactly when saves went out of the request's current blocks;
+  the answer travels to the workers (``KVTierMetadata.finished``), which report those requests,
+  and only those, in ``finished_sending`` once their saves ended, never one they also report in
+  ``finished_recving``.
+- No block is read or written after vLLM may reuse it: the workers wait for a preempted request's
+  transfers in ``handle_preemptions`` before the step's forward, and finished requests keep their
+  blocks while kvtier uses them (above).
+- No exception leaves a connector method: a failure is a miss, a failed load (recomputed) or a
+  dropped save, whichever keeps vLLM's view of the request true.
 """
 
 from __future__ import annotations
 
+import enum
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -26,40 +72,174 @@ if TYPE_CHECKING:
     from vllm.config import VllmConfig
     from vllm.v1.core.kv_cache_manager import KVCacheBlocks
     from vllm.v1.core.sched.output import SchedulerOutput
+    from vllm.v1.outputs import KVConnectorOutput
     from vllm.v1.request import Request
 
 logger = logging.getLogger(__name__)
 
 Lookup = Callable[[int, np.ndarray], tuple[int, int, bool]]
-"""(java request id, prompt tokens) -> (hit tokens, hit tokens in memory, next chunk being
-stored); pins the hit."""
+"""(pin id, prompt tokens) -> (hit tokens, hit tokens in memory, next chunk being stored); pins
+the hit under the pin id."""
 
 STORING_WAIT_S = 2.0
 """How long, in seconds, a request may wait for a save of its own next chunk to finish before
 the scheduler stops waiting and lets vLLM compute it."""
 
 
+class State(enum.Enum):
+    """Where one request stands with the connector (see :data:`TRANSITIONS`)."""
+
+    LOOKED_UP = "looked up"
+    """A lookup answered; its pins are held and its load is only a plan."""
+    LOAD_CONFIRMED = "load confirmed"
+    """vLLM allocated blocks for a load from CPU memory; it runs in this step, before the
+    forward."""
+    LOADING = "loading"
+    """vLLM allocated blocks for a load that runs in the background; the request waits in
+    ``WAITING_FOR_REMOTE_KVS`` until the worker reports it in ``finished_recving``."""
+    LOADED = "loaded"
+    """The background load was reported; vLLM schedules the request next (or, if the load failed
+    whole, looks it up again)."""
+    RUNNING = "running"
+    """Scheduled with blocks; no save has gone out of its current blocks."""
+    SAVING = "saving"
+    """Scheduled with blocks; saves have gone out of its current blocks."""
+    PREEMPTED = "preempted"
+    """vLLM freed its blocks; a lookup comes next, then the request is resumed."""
+    FINISHED_LOADING = "finished while loading"
+    """Finished while its background load ran; vLLM frees the blocks at ``finished_recving``."""
+    FINISHED_SAVING = "finished while saving"
+    """``request_finished`` answered True; vLLM frees the blocks at ``finished_sending``."""
+
+
+class Event(enum.Enum):
+    """What vLLM's scheduler does to a request, as the connector sees it."""
+
+    LOOKUP = "get_num_new_matched_tokens"
+    ALLOC_LOAD = "update_state_after_alloc confirming a load from memory"
+    ALLOC_BACKGROUND = "update_state_after_alloc confirming a background load"
+    ALLOC_NONE = "update_state_after_alloc with no external tokens"
+    SCHEDULED = "scheduled in build_connector_meta"
+    SAVE = "a save sent from build_connector_meta"
+    PREEMPTED = "preempted in build_connector_meta"
+    RECEIVED = "finished_recving"
+    SENT = "finished_sending"
+    FINISHED = "request_finished"
+
+
+FORGOTTEN = None
+"""The target of a transition after which the connector keeps nothing of the request."""
+
+TRANSITIONS: dict[tuple[State, Event], State | None] = {
+    (State.LOOKED_UP, Event.LOOKUP): State.LOOKED_UP,
+    (State.LOOKED_UP, Event.ALLOC_LOAD): State.LOAD_CONFIRMED,
+    (State.LOOKED_UP, Event.ALLOC_BACKGROUND): State.LOADING,
+    (State.LOOKED_UP, Event.ALLOC_NONE): State.RUNNING,
+    (State.LOOKED_UP, Event.FINISHED): FORGOTTEN,
+    (State.LOAD_CONFIRMED, Event.SCHEDULED): State.RUNNING,
+    (State.LOAD_CONFIRMED, Event.FINISHED): FORGOTTEN,
+    (State.LOADING, Event.RECEIVED): State.LOADED,
+    (State.LOADING, Event.PREEMPTED): State.PREEMPTED,
+    (State.LOADING, Event.FINISHED): State.FINISHED_LOADING,
+    (State.LOADED, Event.LOOKUP): State.LOOKED_UP,
+    (State.LOADED, Event.ALLOC_NONE): State.LOADED,
+    (State.LOADED, Event.SCHEDULED): State.RUNNING,
+    (State.LOADED, Event.FINISHED): FORGOTTEN,
+    (State.RUNNING, Event.LOOKUP): State.LOOKED_UP,
+    (State.RUNNING, Event.ALLOC_NONE): State.RUNNING,
+    (State.RUNNING, Event.SCHEDULED): State.RUNNING,
+    (State.RUNNING, Event.SAVE): State.SAVING,
+    (State.RUNNING, Event.PREEMPTED): State.PREEMPTED,
+    (State.RUNNING, Event.FINISHED): FORGOTTEN,
+    (State.SAVING, Event.LOOKUP): State.LOOKED_UP,
+    (State.SAVING, Event.ALLOC_NONE): State.SAVING,
+    (State.SAVING, Event.SCHEDULED): State.SAVING,
+    (State.SAVING, Event.SAVE): State.SAVING,
+    (State.SAVING, Event.PREEMPTED): State.PREEMPTED,
+    (State.SAVING, Event.FINISHED): State.FINISHED_SAVING,
+    (State.PREEMPTED, Event.LOOKUP): State.LOOKED_UP,
+    (State.PREEMPTED, Event.FINISHED): FORGOTTEN,
+    (State.FINISHED_LOADING, Event.RECEIVED): FORGOTTEN,
+    (State.FINISHED_SAVING, Event.SENT): FORGOTTEN,
+}
+"""Every transition vLLM's scheduler can cause; any other (state, event) is refused.
+
+=================  ===============================================================================
+state              event -> next state
+=================  ===============================================================================
+(none)             lookup -> LOOKED_UP
+LOOKED_UP          lookup -> LOOKED_UP (the earlier pins released); alloc with a load from memory
+                   -> LOAD_CONFIRMED; alloc with a background load -> LOADING; alloc with no
+                   external tokens -> RUNNING (pins released); finished -> forgotten (pins
+                   released, answer False)
+LOAD_CONFIRMED     scheduled -> RUNNING (the load goes out with the step); finished -> forgotten
+                   (the load is dropped: vLLM frees the blocks at once)
+LOADING            finished_recving -> LOADED; preempted -> PREEMPTED (the worker waits for the
+                   load and reports nothing); finished -> FINISHED_LOADING (answer False)
+LOADED             lookup -> LOOKED_UP (the load failed whole; answered as a miss, so a load
+                   that keeps failing cannot hold the request); alloc with no external tokens ->
+                   LOADED; scheduled -> RUNNING; finished -> forgotten (answer False)
+RUNNING            lookup -> LOOKED_UP (preempted and looked up in one ``schedule()``);
+                   alloc with no external tokens -> RUNNING; scheduled -> RUNNING; a save sent ->
+                   SAVING; preempted -> PREEMPTED; finished -> forgotten (answer False)
+SAVING             lookup -> LOOKED_UP (as from RUNNING); alloc with no external tokens, scheduled
+                   or a save sent -> SAVING; preempted -> PREEMPTED (the worker waits for the
+                   saves); finished -> FINISHED_SAVING (answer True)
+PREEMPTED          lookup -> LOOKED_UP; finished -> forgotten (answer False)
+FINISHED_LOADING   finished_recving -> forgotten
+FINISHED_SAVING    finished_sending -> forgotten
+=================  ===============================================================================
+
+A refused event is logged once per (state, event) and turned into a miss: a lookup answers 0, an
+allocation that vLLM counted external tokens for is sent as a failed load (its blocks come back as
+load errors, so vLLM recomputes them), a scheduled request sends nothing, a preemption changes
+nothing. A transfer report is never dropped for being refused (inside a MultiConnector it may be
+another connector's), only when vLLM's own status shows it would fail vLLM's assertions (see
+``update_connector_output``). A request that finished is kept apart from live ones, so a new
+request reusing its id starts afresh.
+"""
+
+
 @dataclass
 class _Request:
-    """What the scheduler side knows of one live request."""
+    """What the scheduler side knows of one request. Changes state through
+    :meth:`KVTierScheduler._move` (the one exception: ``request_finished`` failing, which holds the
+    blocks when in doubt)."""
 
-    java_id: int
+    req_id: str
     tokens: np.ndarray
+    request: Any = None
+    """vLLM's ``Request`` (its status tells which reports vLLM expects)."""
+    state: State = State.LOOKED_UP
+    pin: int = 0
+    """Pins of the last lookup this side still owns (0: none); a load sent hands them to the
+    worker, which releases them when the load ends."""
+    plan: LoadSpec | None = None
+    """LOOKED_UP: the load the last lookup found."""
+    lookup_start: int = 0
+    """The ``num_computed_tokens`` the last lookup was asked with (where a load starts)."""
+    answered_async: bool = False
+    """What the last lookup told vLLM about loading in the background."""
+    outbox: LoadSpec | None = None
+    """A confirmed load not yet sent to the workers."""
     blocks: list[int] = field(default_factory=list)
     blocks_sent: int = 0
     """Leading block ids the workers have; 0 makes the next op replace their table."""
     tokens_sent: bool = False
-    load: LoadSpec | None = None
-    """A load decided by a lookup and not yet sent to the workers."""
     saved_to: int = 0
     """Prompt tokens the workers were told to save up to."""
-    reports_finish: bool = False
     waiting_since: float = 0.0
     """When the scheduler started waiting for this prompt's save to finish (0: not waiting)."""
+    preemption_applied: bool = False
+    """A lookup already applied the preemption this step's output reports."""
 
 
 class KVTierScheduler:
-    """Scheduler-side state for one engine. Confined to the scheduler's thread."""
+    """Scheduler-side state for one engine. Confined to the scheduler's thread.
+
+    No method raises: a failure is logged (once per kind) and turned into a miss, a failed load
+    or a dropped save, whichever keeps vLLM's view of the request true.
+    """
 
     def __init__(self, vllm_config: VllmConfig, settings: dict[str, Any]) -> None:
         config = _jvm.java_class("io.kvtier.config.KvTierConfig").load(settings)
@@ -71,48 +251,145 @@ class KVTierScheduler:
         self._can_save = transfer.kv_role in ("kv_both", "kv_producer")
         self._engine_id = str(transfer.engine_id)
         self._ranks = int(vllm_config.parallel_config.world_size)
-        self._requests: dict[str, _Request] = {}
+        self._live: dict[str, _Request] = {}
+        self._finishing: dict[str, _Request] = {}
+        """Requests vLLM still holds blocks for after request_finished, by id."""
         self._unpin: list[int] = []
-        self._ids = itertools.count(1)
+        self._preempted: list[str] = []
+        """Preemptions a lookup applied; the next metadata tells the workers."""
+        self._finished: dict[str, bool] = {}
+        """request_finished answers since the last metadata."""
+        self._failed_loads: list[RequestOp] = []
+        """Loads vLLM counted on for requests kvtier never looked up; sent as failed loads so
+        their blocks are recomputed."""
+        self._pins = itertools.count(1)
         self._lookup: Lookup | None = None
-        self._failed_lookups = 0
+        self._logged: set[object] = set()
+        self.failures = 0
+        """Failures turned into misses, failed loads or dropped saves (for tests and stats)."""
+        self.dropped_reports = 0
+        """Worker reports dropped because vLLM does not expect them (for tests and stats)."""
 
-    # ---- lookups ----------------------------------------------------------------------------
+    # ---- state machine ------------------------------------------------------------------------
+
+    def _move(self, req: _Request, event: Event) -> bool:
+        """Applies ``event`` to ``req`` per :data:`TRANSITIONS`; False (logged once) when the
+        table refuses it, in which case nothing changes."""
+        key = (req.state, event)
+        if key not in TRANSITIONS:
+            self._log_once(
+                key,
+                "kvtier: ignored %s for request %s in state %s (not in vLLM's scheduler contract; "
+                "logged once per state and event)",
+                event.value, req.req_id, req.state.value,
+            )  # fmt: skip
+            return False
+        target = TRANSITIONS[key]
+        if target is FORGOTTEN:
+            self._live.pop(req.req_id, None)
+            if self._finishing.get(req.req_id) is req:
+                del self._finishing[req.req_id]
+        else:
+            req.state = target
+        return True
+
+    def _log_once(self, key: object, message: str, *args: Any, exc: bool = False) -> None:
+        if key not in self._logged:
+            self._logged.add(key)
+            logger.warning(message, *args, exc_info=exc)
+
+    def _failed(self, where: str, req_id: str) -> None:
+        """Counts and logs (once per place) an exception caught in ``where``."""
+        self.failures += 1
+        self._log_once(
+            ("failure", where),
+            "kvtier: %s failed for request %s; turned into a miss (logged once)",
+            where, req_id, exc=True,
+        )  # fmt: skip
+
+    def state_of(self, req_id: str) -> State | None:
+        """The state of a live or finishing request (None: not known)."""
+        req = self._live.get(req_id) or self._finishing.get(req_id)
+        return req.state if req is not None else None
+
+    # ---- lookups ------------------------------------------------------------------------------
 
     def get_num_new_matched_tokens(
         self, request: Request, num_computed_tokens: int
     ) -> tuple[int | None, bool]:
         """Stored tokens beyond ``num_computed_tokens`` and whether they load in the background;
         ``None`` (ask again next step) while the prompt's next chunk is being saved, as when the
-        same prompt comes again right after the first finished."""
-        req = self._request(request)
+        same prompt comes again right after the first finished. Pins what it reports; commits
+        nothing."""
+        req_id = request.request_id
+        try:
+            answer = self._look_up(request, num_computed_tokens)
+        except Exception:  # a lookup never fails a request
+            self._failed("lookup", req_id)
+            answer = (0, False)
+            req = self._live.get(req_id)
+            if req is not None:
+                self._release_pin(req)
+                req.plan = None
+        req = self._live.get(req_id)
+        if req is not None:
+            req.answered_async = answer[1]
+        return answer
+
+    def _look_up(self, request: Request, num_computed_tokens: int) -> tuple[int | None, bool]:
+        req = self._live.get(request.request_id)
+        if req is None:
+            tokens = np.asarray(request.prompt_token_ids, dtype=np.int32)
+            req = _Request(request.request_id, tokens, request)
+            self._live[req.req_id] = req
+        else:
+            before = req.state
+            if not self._move(req, Event.LOOKUP):
+                return 0, False
+            if before in (State.RUNNING, State.SAVING):
+                # Preempted (reset_prefix_cache) and looked up again before build_connector_meta:
+                # the workers learn of it ahead of this step's new block table.
+                self._forget_blocks(req)
+                self._preempted.append(req.req_id)
+                req.preemption_applied = True
+            self._release_pin(req)
+            req.plan = None
+            if before is State.LOADED:
+                # Its background load failed whole; loading again could fail the same way
+                # forever, so this time vLLM computes it.
+                return 0, False
+        req.lookup_start = num_computed_tokens
         if not self._can_load:
             return 0, False
         prompt = len(req.tokens)
         if prompt < self._chunk_tokens and not self._save_unfull:
             return 0, False
+        pin = next(self._pins)
         try:
-            hit, in_memory, storing = self._lookups()(req.java_id, req.tokens)
+            hit, in_memory, storing = self._lookups()(pin, req.tokens)
         except (LookupUnavailable, LookupFailed, JavaError) as e:
-            self._failed_lookups += 1
-            if self._failed_lookups == 1:
-                logger.warning("kvtier: lookup failed, counted as a miss (logged once): %s", e)
+            self._unpin.append(pin)  # the ranks that answered may have pinned
+            self.failures += 1
+            self._log_once(
+                "lookup", "kvtier: lookup failed, counted as a miss (logged once): %s", e
+            )
             return 0, False
         if storing and hit < prompt:
             now = time.monotonic()
             req.waiting_since = req.waiting_since or now
             if now - req.waiting_since < STORING_WAIT_S:
+                self._unpin.append(pin)
                 return None, False
         req.waiting_since = 0.0
         # One token is always left for vLLM to compute, so a full hit still yields logits.
         end = min(hit, request.num_tokens - 1)
         if end <= num_computed_tokens:
-            req.load = None
             if hit > 0:
-                self._unpin.append(req.java_id)
+                self._unpin.append(pin)
             return 0, False
-        req.load = LoadSpec(num_computed_tokens, end, hit, background=in_memory < end)
-        return end - num_computed_tokens, req.load.background
+        req.pin = pin
+        req.plan = LoadSpec(num_computed_tokens, end, hit, background=in_memory < end, pin=pin)
+        return end - num_computed_tokens, req.plan.background
 
     def _lookups(self) -> Lookup:
         if self._lookup is None:
@@ -122,105 +399,292 @@ class KVTierScheduler:
             else:
                 paths = [socket_path(self._engine_id, r) for r in range(self._ranks)]
                 client = LookupClient(paths, timeout_s=self._lookup_timeout_s)
-                self._lookup = lambda java_id, tokens: client.lookup_tiers(
-                    java_id, tokens, pin=True
-                )
+                self._lookup = lambda pin, tokens: client.lookup_tiers(pin, tokens, pin=True)
         return self._lookup
 
-    def _request(self, request: Request) -> _Request:
-        req = self._requests.get(request.request_id)
-        if req is None:
-            tokens = np.asarray(request.prompt_token_ids, dtype=np.int32)
-            req = _Request(java_id=next(self._ids), tokens=tokens)
-            self._requests[request.request_id] = req
-        return req
+    def _release_pin(self, req: _Request) -> None:
+        if req.pin:
+            self._unpin.append(req.pin)
+            req.pin = 0
+
+    def _forget_blocks(self, req: _Request) -> None:
+        """vLLM freed the request's blocks: the next op replaces the workers' table."""
+        req.blocks, req.blocks_sent = [], 0
+
+    # ---- allocation -----------------------------------------------------------------------------
 
     def update_state_after_alloc(
         self, request: Request, blocks: KVCacheBlocks, num_external_tokens: int
     ) -> None:
-        """Confirms (or drops) the load the last lookup decided, now that blocks exist."""
-        req = self._requests.get(request.request_id)
-        if req is None or req.load is None:
-            return
-        if num_external_tokens == 0:
-            req.load = None
-            self._unpin.append(req.java_id)
-            return
-        if req.load.background:
-            # Not scheduled this step: the table comes from here rather than the step's output.
-            req.blocks = list(blocks.get_block_ids()[0])
-            req.blocks_sent = 0
+        """Confirms the load the last lookup planned (``num_external_tokens > 0``) or drops it."""
+        req = self._live.get(request.request_id)
+        try:
+            if req is None:
+                if num_external_tokens > 0:
+                    self._log_once(
+                        "alloc-unknown",
+                        "kvtier: vLLM counted %d external tokens for request %s, which kvtier "
+                        "never looked up; reported as load errors (logged once)",
+                        num_external_tokens, request.request_id,
+                    )  # fmt: skip
+                    spec = LoadSpec(0, num_external_tokens, 0, False, failed=True)
+                    table = list(blocks.get_block_ids()[0])
+                    self._failed_loads.append(RequestOp(request.request_id, None, 0, table, spec))
+                return
+            self._confirm(req, blocks, num_external_tokens)
+        except Exception:  # vLLM has committed; the load becomes a failed one
+            self._failed("update_state_after_alloc", request.request_id)
+            if req is not None and num_external_tokens > 0 and req.outbox is None:
+                self._confirm_failed(req, blocks, num_external_tokens)
 
-    # ---- per-step metadata ------------------------------------------------------------------
+    def _confirm(self, req: _Request, blocks: KVCacheBlocks, num_external_tokens: int) -> None:
+        if num_external_tokens == 0:
+            if self._move(req, Event.ALLOC_NONE):
+                self._release_pin(req)
+                req.plan = None
+            return
+        plan = req.plan
+        end = req.lookup_start + num_external_tokens
+        if req.state is not State.LOOKED_UP or plan is None or end > plan.end:
+            self._log_once(
+                ("alloc-unplanned", req.state),
+                "kvtier: vLLM counted %d external tokens for request %s in state %s, more than "
+                "kvtier offered; reported as load errors (logged once)",
+                num_external_tokens, req.req_id, req.state.value,
+            )  # fmt: skip
+            self._confirm_failed(req, blocks, num_external_tokens)
+            return
+        self._move(req, Event.ALLOC_BACKGROUND if plan.background else Event.ALLOC_LOAD)
+        # vLLM may take less than offered (e.g. trimmed to a block boundary): load only that.
+        req.outbox = LoadSpec(plan.start, end, plan.stored, plan.background, pin=plan.pin)
+        req.pin, req.plan = 0, None
+        req.blocks, req.blocks_sent = list(blocks.get_block_ids()[0]), 0
+
+    def _confirm_failed(
+        self, req: _Request, blocks: KVCacheBlocks, num_external_tokens: int
+    ) -> None:
+        """vLLM counted tokens kvtier cannot load: the request takes the state vLLM put it in,
+        with a load that only reports those tokens' blocks as load errors (and, in the
+        background, finishes receiving), so vLLM recomputes them."""
+        background = req.answered_async
+        if req.state is State.LOOKED_UP:
+            self._move(req, Event.ALLOC_BACKGROUND if background else Event.ALLOC_LOAD)
+        start = req.lookup_start
+        end = start + num_external_tokens
+        req.outbox = LoadSpec(start, end, end, background, pin=req.pin, failed=True)
+        req.pin, req.plan = 0, None
+        try:
+            req.blocks = list(blocks.get_block_ids()[0])
+        except Exception:  # a load from memory gets the table vLLM schedules the request with
+            self._failed("reading the block table", req.req_id)
+            req.blocks = []
+        req.blocks_sent = 0
+
+    # ---- per-step metadata ----------------------------------------------------------------------
 
     def build_connector_meta(self, out: SchedulerOutput) -> KVTierMetadata:
-        """This step's loads and saves, and the block-table changes they need."""
-        meta = KVTierMetadata(unpin=self._unpin)
-        self._unpin = []
-        for req_id in getattr(out, "preempted_req_ids", None) or ():
-            req = self._requests.get(req_id)
-            if req is not None:
-                req.blocks, req.blocks_sent = [], 0
-                meta.preempted.append(req_id)
-        scheduled = set(out.num_scheduled_tokens)
-        for req_id, req in self._requests.items():
-            if req.load is not None and req.load.background and req_id not in scheduled:
-                self._emit(meta, req_id, req, computed_to=0)
-        for new in out.scheduled_new_reqs:
-            req = self._requests.get(new.req_id)
-            if req is None:
-                continue
-            req.blocks, req.blocks_sent = list(new.block_ids[0]), 0
-            computed_to = new.num_computed_tokens + out.num_scheduled_tokens[new.req_id]
-            self._emit(meta, new.req_id, req, computed_to)
-        cached = out.scheduled_cached_reqs
-        for i, req_id in enumerate(cached.req_ids):
-            req = self._requests.get(req_id)
-            if req is None:
-                continue
-            new_blocks = cached.new_block_ids[i]
-            if req_id in cached.resumed_req_ids:
-                req.blocks, req.blocks_sent = list(new_blocks[0]) if new_blocks else [], 0
-            elif new_blocks:
-                req.blocks.extend(new_blocks[0])
-            computed_to = cached.num_computed_tokens[i] + out.num_scheduled_tokens[req_id]
-            self._emit(meta, req_id, req, computed_to)
+        """This step's loads and saves, the block-table changes they need, and the requests
+        preempted and finished since the last step. Never raises; a request whose part fails
+        loses its saves, never a load vLLM counts on."""
+        meta = KVTierMetadata(unpin=self._unpin, preempted=self._preempted, finished=self._finished)
+        self._unpin, self._preempted, self._finished = [], [], {}
+        try:
+            self._build(meta, out)
+        except Exception:  # the metadata of a step is always delivered
+            self._failed("build_connector_meta", "(all)")
+        finally:
+            # Whatever happened above, every confirmed load goes out (as a failed one if need be).
+            self._send_loads(meta)
+            meta.ops.extend(self._failed_loads)
+            self._failed_loads = []
+            for req in self._live.values():
+                req.preemption_applied = False
         return meta
 
-    def _emit(self, meta: KVTierMetadata, req_id: str, req: _Request, computed_to: int) -> None:
-        save_to = 0
-        prompt = len(req.tokens)
-        if self._can_save and req.saved_to < prompt and computed_to > 0:
-            end = min(computed_to, prompt)
-            whole = end == prompt and self._save_unfull
-            savable = end if whole else end // self._chunk_tokens * self._chunk_tokens
-            if savable > req.saved_to:
-                save_to = req.saved_to = savable
-        load, req.load = req.load, None
+    def _build(self, meta: KVTierMetadata, out: SchedulerOutput) -> None:
+        for req_id in getattr(out, "preempted_req_ids", None) or ():
+            req = self._live.get(req_id)
+            if req is None:
+                continue
+            if req.preemption_applied:
+                req.preemption_applied = False
+                continue
+            if self._move(req, Event.PREEMPTED):
+                self._forget_blocks(req)
+                meta.preempted.append(req_id)
+        for new in out.scheduled_new_reqs:
+            computed_to = new.num_computed_tokens + out.num_scheduled_tokens[new.req_id]
+            self._guarded(meta, new.req_id, list(new.block_ids[0]), True, computed_to)
+        cached = out.scheduled_cached_reqs
+        resumed = getattr(cached, "resumed_req_ids", None) or set()
+        for i, req_id in enumerate(cached.req_ids):
+            new_blocks = cached.new_block_ids[i]
+            computed_to = cached.num_computed_tokens[i] + out.num_scheduled_tokens[req_id]
+            blocks = list(new_blocks[0]) if new_blocks else []
+            self._guarded(meta, req_id, blocks, req_id in resumed, computed_to)
+
+    def _guarded(
+        self, meta: KVTierMetadata, req_id: str, blocks: list[int], replace: bool, computed_to: int
+    ) -> None:
+        req = self._live.get(req_id)
+        if req is None:
+            return
+        try:
+            self._scheduled(meta, req, blocks, replace, computed_to)
+        except Exception:  # this request's saves are dropped; others go on
+            self._failed("planning a step", req_id)
+
+    def _scheduled(
+        self,
+        meta: KVTierMetadata,
+        req: _Request,
+        blocks: list[int],
+        replace: bool,
+        computed_to: int,
+    ) -> None:
+        if not self._move(req, Event.SCHEDULED):
+            return
+        load = req.outbox if req.outbox is not None and not req.outbox.background else None
+        if replace or load is not None:
+            # A confirmed load's table is the one vLLM allocated for it, which is this one.
+            req.blocks, req.blocks_sent = blocks, 0
+        else:
+            req.blocks.extend(blocks)
+        try:
+            save_to = self._save_to(req, computed_to)
+        except Exception:  # the request's saves are dropped; its load still goes
+            self._failed("planning a save", req.req_id)
+            save_to = 0
         if load is None and save_to == 0:
             return
-        reports = save_to > 0 or (load is not None and load.background)
-        req.reports_finish |= reports
+        if save_to:
+            self._move(req, Event.SAVE)
+        self._op(meta, req, load, save_to)
+        if load is not None:
+            req.outbox = None
+
+    def _save_to(self, req: _Request, computed_to: int) -> int:
+        prompt = len(req.tokens)
+        if not self._can_save or req.saved_to >= prompt or computed_to <= 0:
+            return 0
+        end = min(computed_to, prompt)
+        whole = end == prompt and self._save_unfull
+        savable = end if whole else end // self._chunk_tokens * self._chunk_tokens
+        if savable <= req.saved_to:
+            return 0
+        req.saved_to = savable
+        return savable
+
+    def _send_loads(self, meta: KVTierMetadata) -> None:
+        """Sends every confirmed load still waiting: background ones (their request is not
+        scheduled) and any whose request vLLM did not schedule (refused: a failed load)."""
+        for req in itertools.chain(list(self._live.values()), list(self._finishing.values())):
+            load = req.outbox
+            if load is None:
+                continue
+            req.outbox = None
+            try:
+                if not load.background:
+                    # A load from memory goes with the step that schedules its request, which is
+                    # the step that confirmed it; left here, it did not.
+                    self._log_once(
+                        "confirmed-not-sent",
+                        "kvtier: the load confirmed for request %s did not go out with its step; "
+                        "its blocks are reported as load errors (logged once)",
+                        req.req_id,
+                    )  # fmt: skip
+                    load.failed = True
+                req.blocks_sent = 0
+                self._op(meta, req, load, 0)
+            except Exception:  # the load still goes out, as a failed one
+                self._failed("sending a load", req.req_id)
+                load.failed = True
+                meta.ops.append(RequestOp(req.req_id, new_blocks=list(req.blocks), load=load))
+
+    def _op(self, meta: KVTierMetadata, req: _Request, load: LoadSpec | None, save_to: int) -> None:
         meta.ops.append(
             RequestOp(
-                req_id=req_id,
-                java_id=req.java_id,
-                tokens=None if req.tokens_sent else req.tokens,
+                req_id=req.req_id,
+                tokens=None if req.tokens_sent and load is None else req.tokens,
                 blocks_at=req.blocks_sent,
                 new_blocks=req.blocks[req.blocks_sent :],
                 load=load,
                 save_to=save_to,
-                reports_finish=reports,
             )
         )
         req.tokens_sent = True
         req.blocks_sent = len(req.blocks)
 
+    # ---- end of a request -----------------------------------------------------------------------
+
     def request_finished(self, request: Request) -> bool:
-        """Forgets the request; True when the workers report it before its blocks are freed."""
-        req = self._requests.pop(request.request_id, None)
+        """True when the workers report the request in ``finished_sending`` before its blocks are
+        freed (saves went out of them); the workers are told either way."""
+        req = self._live.pop(request.request_id, None)
         if req is None:
             return False
-        if req.load is not None:
-            self._unpin.append(req.java_id)
-        return req.reports_finish
+        try:
+            self._move(req, Event.FINISHED)
+            if req.state is State.FINISHED_SAVING or req.state is State.FINISHED_LOADING:
+                self._finishing[req.req_id] = req
+            else:  # forgotten; vLLM frees the blocks now, so a load not yet sent is dropped
+                self._release_pin(req)
+                req.outbox = None
+            if req.state is State.FINISHED_LOADING and req.outbox is not None:
+                req.outbox.failed = True  # vLLM waits for finished_recving; nothing to load
+            delay = req.state is State.FINISHED_SAVING
+        except Exception:  # the answer must still match what the workers report
+            self._failed("request_finished", req.req_id)
+            delay = req.state in (State.SAVING, State.FINISHED_SAVING)
+            if delay:  # saves may still read the blocks: hold them until the workers report
+                req.state = State.FINISHED_SAVING
+                self._finishing[req.req_id] = req
+        self._finished[req.req_id] = delay
+        return delay
+
+    # ---- worker reports -------------------------------------------------------------------------
+
+    def update_connector_output(self, output: KVConnectorOutput) -> None:
+        """Follows this step's transfer reports (the workers' and, inside a MultiConnector, other
+        connectors'), right before vLLM acts on them.
+
+        A report vLLM would fail an assertion on is dropped (counted, logged once): a request in
+        ``finished_recving`` or ``finished_sending`` that vLLM still runs or has waiting without
+        a pending load. Only what is certain from the request's own status is dropped, since
+        another connector may report requests kvtier does not follow; the worker side reports
+        nothing of the kind by itself (the contract tests check that none is ever dropped).
+        """
+        try:
+            output.finished_recving = self._follow(output.finished_recving, Event.RECEIVED)
+            output.finished_sending = self._follow(output.finished_sending, Event.SENT)
+        except Exception:
+            self._failed("update_connector_output", "(all)")
+
+    def _follow(self, reported: Iterable[str] | None, event: Event) -> set[str] | None:
+        if not reported:
+            return reported  # type: ignore[return-value]
+        kept: set[str] = set()
+        for req_id in reported:
+            req = self._finishing.get(req_id) or self._live.get(req_id)
+            if req is not None and _fails_vllm(req.request, event):
+                self.dropped_reports += 1
+                self._log_once(
+                    ("dropped", event),
+                    "kvtier: dropped %s for request %s, which vLLM does not expect in status %s "
+                    "(logged once)",
+                    event.value, req_id, req.request.status.name,
+                )  # fmt: skip
+                continue
+            kept.add(req_id)
+            if req is not None:
+                self._move(req, event)
+        return kept
+
+
+def _fails_vllm(request: Any, event: Event) -> bool:
+    """Whether vLLM 0.32 fails an assertion on ``event`` reported for ``request``: it frees the
+    blocks of a finished request only, and takes a finished load only for a request waiting for
+    remote KV (or finished while waiting)."""
+    if request is None or request.is_finished():
+        return False
+    return event is Event.SENT or request.status.name != "WAITING_FOR_REMOTE_KVS"

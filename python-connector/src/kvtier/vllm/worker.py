@@ -4,6 +4,20 @@ Lives in each vLLM worker process. ``register_kv_caches`` checks the KV tensors'
 the engine over them; each step's metadata then drives loads (before or during the forward, or in
 the background for hits on disk or remote) and saves (after the forward, on Java transfer threads;
 vLLM keeps the blocks until the worker reports the request finished).
+
+What vLLM is told, and when (the scheduler side's docstring has the whole contract):
+
+- ``finished_recving`` names a request once per background load the scheduler side sent (so
+  confirmed by vLLM, with the request in ``WAITING_FOR_REMOTE_KVS``), when the load has ended,
+  loaded or not; the blocks it did not fill are in ``get_block_ids_with_load_errors`` by then. A
+  load of a request vLLM preempted is waited for and not reported.
+- ``finished_sending`` names a request the metadata said finished with its blocks held
+  (``KVTierMetadata.finished``), once no save out of its blocks is running, and never a request
+  named in ``finished_recving`` in the same report.
+- Blocks are read or written only while vLLM holds them for the request: transfers of a
+  preempted request are waited for in ``handle_preemptions``, before the step's forward.
+- No method raises: a load that cannot run reports its blocks as load errors, a save that cannot
+  run is dropped; both are logged once and counted in ``failures``.
 """
 
 from __future__ import annotations
@@ -20,7 +34,7 @@ from kvtier import _jvm
 from kvtier.engine import Engine, Layout
 from kvtier.vllm._lookup import socket_path, start_server
 from kvtier.vllm.layouts import KvCacheLayout, describe
-from kvtier.vllm.metadata import KVTierMetadata, LoadSpec
+from kvtier.vllm.metadata import KVTierMetadata, LoadSpec, RequestOp
 
 if TYPE_CHECKING:
     import torch
@@ -73,17 +87,32 @@ def detect_layout(kv_caches: dict[str, torch.Tensor], vllm_config: VllmConfig) -
 
 @dataclass
 class _WorkerRequest:
-    """What the worker side knows of one live request."""
+    """What the worker side knows of one request."""
 
-    java_id: int
-    tokens: Any
-    """The prompt as a Java ``int[]`` (converted once)."""
-    token_count: int
-    blocks: list[int] = field(default_factory=list)
+    tokens: Any = None
+    """The prompt as a Java ``int[]`` (converted once; None until an op brings it)."""
+    token_count: int = 0
+    blocks: list[int] | None = field(default_factory=list)
+    """vLLM's block table for the request as far as the ops told it (None: a gap, so unknown
+    until an op replaces it)."""
     saved_chunks: int = 0
-    reports_finish: bool = False
-    finished: bool = False
     tickets: set[int] = field(default_factory=set)
+    """Background saves and loads in flight out of or into the request's blocks."""
+    finished: bool | None = None
+    """None while live; once finished, whether vLLM waits for it in ``finished_sending``."""
+
+
+@dataclass
+class _Ticket:
+    """A background save or load in flight."""
+
+    req_id: str
+    load: LoadSpec | None = None
+    """The load (None: a save)."""
+    table: list[int] = field(default_factory=list)
+    """The block table the load writes into."""
+    report: bool = True
+    """A load: vLLM waits for it in ``finished_recving`` (False once the request is preempted)."""
 
 
 class KVTierWorker:
@@ -103,12 +132,17 @@ class KVTierWorker:
         self._layer_index: dict[str, int] = {}
         self._block_size = 0
         self._requests: dict[str, _WorkerRequest] = {}
-        self._tickets: dict[int, tuple[str, str, LoadSpec | None]] = {}
-        self._sync_loads: list[tuple[str, int, LoadSpec]] = []
+        self._tickets: dict[int, _Ticket] = {}
+        self._sync_loads: list[tuple[str, int, LoadSpec, list[int]]] = []
+        """Layerwise loads of this step: (request, handle or 0 once failed, load, table)."""
         self._layer_saves: list[tuple[str, int, int]] = []
         self._pending_saves: list[tuple[str, int]] = []
         self._load_errors: set[int] = set()
         self._finished_recving: set[str] = set()
+        self._failed_recving: set[str] = set()
+        self._logged: set[str] = set()
+        self.failures = 0
+        """Failures turned into failed loads or dropped saves (for tests and stats)."""
         self._meta: KVTierMetadata | None = None
         self._preempted = 0
         self._gpu: Any = None
@@ -192,94 +226,170 @@ class KVTierWorker:
 
             self._gpu.orderBeforeCompute(int(torch.cuda.current_stream().cuda_stream))
 
-    def lookup(self, java_id: int, tokens: np.ndarray) -> tuple[int, int, bool]:
-        """In-process lookup (scheduler in this process): (hit, hit in memory, storing)."""
+    def lookup(self, pin: int, tokens: np.ndarray) -> tuple[int, int, bool]:
+        """In-process lookup (scheduler in this process), pinning the hit under ``pin``:
+        (hit, hit in memory, storing).
+
+        Raises:
+            kvtier.JavaError: the engine failed (the scheduler counts a miss).
+        """
         assert self._engine is not None
-        return self._engine.lookup_and_pin_tiers(java_id, tokens)
+        return self._engine.lookup_and_pin_tiers(pin, tokens)
+
+    def _failed(self, where: str, req_id: str) -> None:
+        """Counts and logs (once per place) an exception caught in ``where``."""
+        self.failures += 1
+        if where not in self._logged:
+            self._logged.add(where)
+            logger.warning(
+                "kvtier: %s failed for request %s; its loads recompute and its saves are "
+                "dropped (logged once)", where, req_id, exc_info=True,
+            )  # fmt: skip
+
+    def _unpin(self, pin: int) -> None:
+        if pin:
+            try:
+                self._engine.unpin(pin)  # type: ignore[union-attr]
+            except Exception:  # the engine's pin timeout releases it
+                self._failed("unpin", str(pin))
 
     # ---- per step ---------------------------------------------------------------------------
 
     def bind(self, meta: KVTierMetadata) -> None:
-        """Applies a step's metadata: request state, pins to drop, loads to start."""
+        """Applies a step's metadata: pins to drop, finished requests, block tables, loads (those
+        from memory complete here, before the forward), saves for the end of the step."""
         if self._worker is None or meta is self._meta:
             return
         self._meta = meta
-        if any(op.load is not None for op in meta.ops):
-            self._fence()
-        for java_id in meta.unpin:
-            self._engine.unpin(java_id)  # type: ignore[union-attr]
+        for pin in meta.unpin:
+            self._unpin(pin)
+        for req_id, report in meta.finished.items():
+            req = self._requests.get(req_id)
+            if req is None and report:
+                req = self._requests[req_id] = _WorkerRequest(blocks=None)
+            if req is not None:
+                req.finished = report
+        if any(op.load is not None and not op.load.failed for op in meta.ops):
+            try:
+                self._fence()
+            except Exception:
+                self._failed("ordering loads after the step's work", "(all)")
         for op in meta.ops:
-            req = self._requests.get(op.req_id)
-            if req is None:
-                if op.tokens is None:
-                    continue  # state dropped (e.g. a failed start); its ops are ignored
-                req = _WorkerRequest(op.java_id, _jvm.int_array(op.tokens), len(op.tokens))
-                self._requests[op.req_id] = req
-            if op.blocks_at == 0:
-                req.blocks = list(op.new_blocks)
-            else:
-                del req.blocks[op.blocks_at :]
-                req.blocks.extend(op.new_blocks)
-            req.reports_finish |= op.reports_finish
+            try:
+                req = self._apply(op)
+            except Exception:  # a load vLLM counts on is reported as failed
+                self._failed("applying a step", op.req_id)
+                if op.load is not None:
+                    load = op.load
+                    self._load_ended(op.req_id, load, op.new_blocks, load.start, load.background)
+                continue
             if op.load is not None:
-                if op.load.background:
-                    ticket = int(
-                        self._worker.submitLoad(
-                            req.tokens, op.load.stored, self._table(req), op.load.start,
-                            op.load.end,
-                        )
-                    )  # fmt: skip
-                    self._track(ticket, op.req_id, "load", op.load)
-                elif self._layerwise:
-                    handle = self._worker.beginLoad(
-                        req.tokens, op.load.stored, self._table(req), op.load.start, op.load.end
-                    )
-                    self._sync_loads.append((op.req_id, int(handle), op.load))
-                else:
-                    end = int(
-                        self._worker.load(
-                            req.tokens, op.load.stored, self._table(req), op.load.start,
-                            op.load.end,
-                        )
-                    )  # fmt: skip
-                    self._loaded(op.req_id, op.load, end)
-            if op.save_to > 0:
-                self._pending_saves.append((op.req_id, op.save_to))
+                self._start_load(op.req_id, req, op.load)
 
-    def _table(self, req: _WorkerRequest) -> Any:
-        return _jvm.int_array(np.asarray(req.blocks, dtype=np.int32))
-
-    def _track(self, ticket: int, req_id: str, kind: str, load: LoadSpec | None) -> None:
-        self._tickets[ticket] = (req_id, kind, load)
-        self._requests[req_id].tickets.add(ticket)
-
-    def _loaded(self, req_id: str, load: LoadSpec, end: int) -> None:
-        """Records a finished load: unpins, and reports blocks it could not fill."""
-        req = self._requests.get(req_id)
+    def _apply(self, op: RequestOp) -> _WorkerRequest:
+        """The op's tokens, block table and save; returns the request's state."""
+        req = self._requests.get(op.req_id)
         if req is None:
+            req = self._requests[op.req_id] = _WorkerRequest()
+        if op.tokens is not None:
+            req.tokens, req.token_count = _jvm.int_array(op.tokens), len(op.tokens)
+        if op.blocks_at == 0:
+            req.blocks = list(op.new_blocks)
+        elif req.blocks is not None and op.blocks_at <= len(req.blocks):
+            del req.blocks[op.blocks_at :]
+            req.blocks.extend(op.new_blocks)
+        else:  # a table with a gap would put ids at the wrong tokens: unknown until replaced
+            req.blocks = None
+        if op.save_to > 0 and req.tokens is not None and req.blocks is not None:
+            self._pending_saves.append((op.req_id, op.save_to))
+        return req
+
+    def _start_load(self, req_id: str, req: _WorkerRequest, load: LoadSpec) -> None:
+        """Starts (or, from memory and not layer by layer, runs) a load; one that cannot start
+        ends at once as failed."""
+        table = list(req.blocks or ())
+        if load.failed or req.tokens is None:
+            self._load_ended(req_id, load, table, load.start, load.background)
             return
-        self._engine.unpin(req.java_id)  # type: ignore[union-attr]
+        args = (req.tokens, load.stored, _int_array(table), load.start, load.end)
+        try:
+            if load.background:
+                ticket = int(self._worker.submitLoad(*args))
+                self._track(ticket, _Ticket(req_id, load, table))
+            elif self._layerwise:
+                self._sync_loads.append((req_id, int(self._worker.beginLoad(*args)), load, table))
+            else:
+                self._load_ended(req_id, load, table, int(self._worker.load(*args)), False)
+        except Exception:  # its blocks are recomputed
+            self._failed("starting a load", req_id)
+            self._load_ended(req_id, load, table, load.start, load.background)
+
+    def _track(self, ticket: int, info: _Ticket) -> None:
+        self._tickets[ticket] = info
+        req = self._requests.get(info.req_id)
+        if req is not None:
+            req.tickets.add(ticket)
+
+    def _load_ended(
+        self, req_id: str, load: LoadSpec, table: list[int], end: int, report: bool
+    ) -> None:
+        """Records a load that ended at ``end``: releases its pins, reports the blocks it did not
+        fill as load errors and, for a background load vLLM waits for, finishes receiving."""
+        self._unpin(load.pin)
         if end < load.end:
             bs = self._block_size
-            self._load_errors.update(req.blocks[end // bs : (load.end + bs - 1) // bs])
+            first, last = end // bs, (load.end + bs - 1) // bs
+            if last <= len(table):
+                self._load_errors.update(table[first:last])
+            elif report:  # blocks unknown: the whole request recomputes
+                self._failed_recving.add(req_id)
+            else:
+                logger.error(
+                    "kvtier: a load for %s failed and its blocks are unknown", req_id
+                )  # pragma: no cover - the scheduler side sends every load with its table
             logger.debug("kvtier: %s loaded %d of %d tokens", req_id, end, load.end)
+        if report:
+            self._finished_recving.add(req_id)
 
     def wait_for_layer_load(self, layer_name: str) -> None:
         """Layerwise loads: copies this layer of every load of the step."""
         layer = self._layer_index.get(layer_name)
-        if layer is None:
+        if layer is None or not self._sync_loads:
             return
-        for _, handle, _ in self._sync_loads:
-            self._worker.loadLayer(handle, layer)
-        if self._sync_loads:
+        for i, (req_id, handle, load, table) in enumerate(self._sync_loads):
+            if handle == 0:
+                continue
+            try:
+                self._worker.loadLayer(handle, layer)
+            except Exception:  # the load ends as failed, its blocks recompute
+                self._failed("loading a layer", req_id)
+                self._end_load(handle, req_id)
+                self._sync_loads[i] = (req_id, 0, load, table)
+                self._load_ended(req_id, load, table, load.start, False)
+        try:
             self._order_compute()
+        except Exception:
+            self._failed("ordering the forward after loads", "(all)")
         if layer == len(self._layer_index) - 1:
             self._end_layer_loads()
 
-    def _end_layer_loads(self) -> None:
+    def _end_load(self, handle: int, req_id: str) -> int | None:
+        try:
+            return int(self._worker.endLoad(handle))
+        except Exception:
+            self._failed("ending a load", req_id)
+            return None
+
+    def _end_layer_loads(self, complete: bool = True) -> None:
+        """Ends the step's layerwise loads; without ``complete`` (the forward did not ask for
+        every layer) their tokens are reported as load errors."""
         loads, self._sync_loads = self._sync_loads, []
-        for req_id, handle, spec in loads:
-            self._loaded(req_id, spec, int(self._worker.endLoad(handle)))
+        for req_id, handle, load, table in loads:
+            if handle != 0:
+                end = self._end_load(handle, req_id)
+                if end is None or not complete:
+                    end = load.start
+                self._load_ended(req_id, load, table, end, False)
 
     def save_kv_layer(self, layer_name: str) -> None:
         """Layerwise saves: copies this layer of every save of the step as soon as it is written."""
@@ -289,87 +399,146 @@ class KVTierWorker:
         if layer == 0:
             for req_id, save_to in self._take_saves():
                 req = self._requests[req_id]
-                handle = int(
-                    self._worker.beginSave(req.tokens, save_to, self._table(req), req.saved_chunks)
-                )
+                try:
+                    handle = int(
+                        self._worker.beginSave(
+                            req.tokens, save_to, _int_array(req.blocks), req.saved_chunks
+                        )
+                    )
+                except Exception:  # the save is dropped
+                    self._failed("starting a save", req_id)
+                    continue
                 req.saved_chunks = -(-save_to // self._chunk_tokens)
                 if handle != 0:
                     self._layer_saves.append((req_id, handle, save_to))
-        if self._layer_saves:
+        if not self._layer_saves:
+            return
+        try:
             self._fence()
-        for _, handle, _ in self._layer_saves:
-            self._worker.saveLayer(handle, layer)
+            for _, handle, _ in self._layer_saves:
+                self._worker.saveLayer(handle, layer)
+        except Exception:  # the step's layer saves are discarded
+            self._failed("saving a layer", self._layer_saves[0][0])
+            saves, self._layer_saves = self._layer_saves, []
+            for req_id, handle, _ in saves:
+                self._end_save(handle, req_id, False)
+
+    def _end_save(self, handle: int, req_id: str, ok: bool) -> None:
+        try:
+            self._worker.endSave(handle, ok)
+        except Exception:
+            self._failed("ending a save", req_id)
 
     def wait_for_save(self) -> None:
         """Ends the step: layerwise saves become visible; whole saves go to transfer threads."""
         if self._worker is None:
             return
         if self._sync_loads:  # a step whose forward never reached the last layer
-            self._end_layer_loads()
+            self._end_layer_loads(complete=False)
         saves, self._layer_saves = self._layer_saves, []
-        for _, handle, _ in saves:
-            self._worker.endSave(handle, True)
+        for req_id, handle, _ in saves:
+            self._end_save(handle, req_id, True)
         whole = self._take_saves()
         if whole:
-            self._fence()
+            try:
+                self._fence()
+            except Exception:  # saves would not be ordered after the forward
+                self._failed("ordering saves after the forward", whole[0][0])
+                return
         for req_id, save_to in whole:
             req = self._requests[req_id]
-            ticket = int(
-                self._worker.submitSave(req.tokens, save_to, self._table(req), req.saved_chunks)
-            )
+            try:
+                ticket = int(
+                    self._worker.submitSave(
+                        req.tokens, save_to, _int_array(req.blocks), req.saved_chunks
+                    )
+                )
+            except Exception:  # the save is dropped
+                self._failed("saving", req_id)
+                continue
             req.saved_chunks = -(-save_to // self._chunk_tokens)
-            self._track(ticket, req_id, "save", None)
+            self._track(ticket, _Ticket(req_id))
 
     def _take_saves(self) -> list[tuple[str, int]]:
         saves, self._pending_saves = self._pending_saves, []
-        return [(r, s) for r, s in saves if r in self._requests]
+        return [
+            (r, s)
+            for r, s in saves
+            if (req := self._requests.get(r)) is not None and req.blocks is not None
+        ]
 
     def handle_preemptions(self, meta: KVTierMetadata) -> None:
-        """Waits for in-flight saves out of preempted requests' blocks before vLLM reuses them."""
+        """Before vLLM reuses preempted requests' blocks: waits for the transfers out of or into
+        them and forgets their block tables; a background load of one is no longer reported."""
+        if self._worker is None:
+            return
         self._preempted += len(meta.preempted)
-        tickets = [
-            t
-            for req_id in meta.preempted
-            if (req := self._requests.get(req_id)) is not None
-            for t in req.tickets
-        ]
-        if tickets and not self._worker.awaitTickets(
-            _jvm.long_array(np.array(tickets)), SAVE_WAIT_MILLIS
-        ):
-            logger.warning("kvtier: saves of preempted requests still running after %d ms",
-                           SAVE_WAIT_MILLIS)  # fmt: skip
+        tickets: list[int] = []
         for req_id in meta.preempted:
             req = self._requests.get(req_id)
-            if req is not None:
-                req.blocks = []
+            if req is None:
+                continue
+            for t in req.tickets:
+                tickets.append(t)
+                if (info := self._tickets.get(t)) is not None:
+                    info.report = False
+            req.blocks = []
+        if not tickets:
+            return
+        try:
+            done = self._worker.awaitTickets(_jvm.long_array(np.array(tickets)), SAVE_WAIT_MILLIS)
+        except Exception:
+            self._failed("waiting for transfers of preempted requests", meta.preempted[0])
+            return
+        if not done:
+            logger.warning(
+                "kvtier: transfers of preempted requests still running after %d ms",
+                SAVE_WAIT_MILLIS,
+            )
 
     def get_finished(self, finished_req_ids: set[str]) -> tuple[set[str] | None, set[str] | None]:
-        """Requests whose deferred block freeing may end, and background loads that ended."""
+        """Finished requests whose block freeing vLLM deferred and whose transfers have ended
+        (``finished_sending``), and background loads that ended (``finished_recving``)."""
+        sending, recving, _ = self.get_transfer_results(finished_req_ids)
+        return sending or None, recving or None
+
+    def get_transfer_results(
+        self, finished_req_ids: set[str]
+    ) -> tuple[set[str], set[str], set[str]]:
+        """Like :meth:`get_finished`, also naming background loads that failed with blocks it
+        cannot name (``failed_recving``: vLLM recomputes those requests whole)."""
         if self._worker is None:
-            return None, None
-        done = self._worker.drainCompleted()
+            return set(), set(), set()
+        try:
+            done = self._worker.drainCompleted()
+        except Exception:  # completions stay queued for the next step
+            self._failed("collecting finished transfers", "(all)")
+            done = ()
         for i in range(0, len(done), 2):
             ticket, result = int(done[i]), int(done[i + 1])
-            req_id, kind, load = self._tickets.pop(ticket, ("", "", None))
-            req = self._requests.get(req_id)
+            info = self._tickets.pop(ticket, None)
+            if info is None:
+                continue
+            req = self._requests.get(info.req_id)
             if req is not None:
                 req.tickets.discard(ticket)
-            if kind == "load" and load is not None:
-                self._loaded(req_id, load, result)
-                self._finished_recving.add(req_id)
-        for req_id in finished_req_ids:
+            if info.load is not None:
+                self._load_ended(info.req_id, info.load, info.table, result, info.report)
+        for req_id in finished_req_ids or ():
             req = self._requests.get(req_id)
-            if req is not None:
-                req.finished = True
+            if req is not None and req.finished is None:
+                req.finished = False  # the scheduler side kept no blocks for it
+        recving, self._finished_recving = self._finished_recving, set()
+        failed, self._failed_recving = self._failed_recving, set()
         sending: set[str] = set()
         for req_id, req in list(self._requests.items()):
-            if req.finished and not req.tickets:
-                self._engine.unpin(req.java_id)  # type: ignore[union-attr]
+            if req.finished is not None and not req.tickets:
                 del self._requests[req_id]
-                if req.reports_finish:
+                # vLLM frees a request that waited for a load at finished_recving; a second
+                # report for it would name a request vLLM no longer has.
+                if req.finished and req_id not in recving:
                     sending.add(req_id)
-        recving, self._finished_recving = self._finished_recving, set()
-        return sending or None, recving or None
+        return sending, recving, failed & recving
 
     def get_block_ids_with_load_errors(self) -> set[int]:
         """Blocks whose load failed since the last call (vLLM recomputes them)."""
@@ -384,6 +553,7 @@ class KVTierWorker:
         out = self._engine.stats()
         out.update(zip(names, (int(v) for v in self._worker.stats()), strict=True))
         out["preempted_requests"] = self._preempted
+        out["connector_failures"] = self.failures
         return out
 
     def shutdown(self) -> None:
@@ -409,6 +579,10 @@ class KVTierWorker:
         if self._cuda_context is not None:
             self._cuda_context.close()
             self._cuda_context = None
+
+
+def _int_array(ids: list[int] | None) -> Any:
+    return _jvm.int_array(np.asarray(ids or (), dtype=np.int32))
 
 
 def _rank() -> int:
