@@ -11,11 +11,12 @@ and their ratio per size.
 each run in a fresh process, alternating (off, on, on, off, ...) ``--repeats`` times; prints the
 median throughput
 (prompt + output tokens per second) of each and their ratio. This is the serving cost of the
-connector's lookups and saves when it never helps. Both modes run with the same
-``VLLM_CPU_NUM_OF_RESERVED_CPU`` (``--reserved-cpus``): by default vLLM's CPU backend keeps one
-more core out of its compute threads when any KV connector is configured.
+connector's lookups and saves when it never helps. Both modes run with the same threads, bound to
+the same cores (examples/vllm_cpu.py): by default vLLM's CPU backend keeps one more core out of
+its compute threads when any KV connector is configured.
 
-Both use the small local model of examples/tiny_model.py.
+Both use the small local model of examples/tiny_model.py, in the dtype this CPU multiplies
+natively (bfloat16 with AVX512-BF16 or AMX, float32 elsewhere; ``KVTIER_VLLM_DTYPE`` overrides).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
 
 import tiny_model  # noqa: E402
+import vllm_cpu  # noqa: E402
 
 CONNECTOR = {"kv_connector": "KVTierConnector", "kv_role": "kv_both"}
 
@@ -42,7 +44,7 @@ def make_llm(model: str, max_model_len: int, connector: bool):  # noqa: ANN201 -
 
     return LLM(
         model=model,
-        dtype="bfloat16",
+        dtype=vllm_cpu.choose_dtype()[0],
         max_model_len=max_model_len,
         max_num_batched_tokens=max_model_len,
         enforce_eager=True,
@@ -57,6 +59,8 @@ def ttft(sizes: list[int]) -> None:
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
 
+    print(f"vllm_bench ttft: {vllm_cpu.summary()}", flush=True)
+    os.environ.update(vllm_cpu.vllm_env())
     model = str(tiny_model.build())
     llm = make_llm(model, max(sizes) + 64, connector=True)
     one = SamplingParams(max_tokens=1, temperature=0.0)
@@ -93,7 +97,8 @@ def throughput_once(connector: bool, prompts: int, tokens: int, seed: int) -> fl
     return total / elapsed
 
 
-def overhead(repeats: int, prompts: int, tokens: int, reserved_cpus: int) -> None:
+def overhead(repeats: int, prompts: int, tokens: int) -> None:
+    print(f"vllm_bench overhead: {vllm_cpu.summary()}", flush=True)
     runs: dict[str, list[float]] = {"off": [], "on": []}
     for r in range(repeats):
         # ABBA order, so drift over the run (heat, page cache) weighs on both modes alike.
@@ -103,7 +108,7 @@ def overhead(repeats: int, prompts: int, tokens: int, reserved_cpus: int) -> Non
                 capture_output=True,
                 text=True,
                 check=True,
-                env={**os.environ, "VLLM_CPU_NUM_OF_RESERVED_CPU": str(reserved_cpus)},
+                env={**os.environ, **vllm_cpu.vllm_env()},
             )
             line = next(x for x in reversed(out.stdout.splitlines()) if x.startswith("{"))
             value = json.loads(line)["tokens_per_s"]
@@ -123,13 +128,6 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=4)
     p.add_argument("--prompts", type=int, default=24)
     p.add_argument("--tokens", type=int, default=1024)
-    p.add_argument(
-        "--reserved-cpus",
-        type=int,
-        default=1,
-        help="VLLM_CPU_NUM_OF_RESERVED_CPU for both modes (vLLM reserves one more core when a KV "
-        "connector is configured, which would compare different thread counts)",
-    )
     p = sub.add_parser("_throughput")
     p.add_argument("mode", choices=["on", "off"])
     p.add_argument("prompts", type=int)
@@ -139,7 +137,7 @@ def main() -> None:
     if args.cmd == "ttft":
         ttft(args.sizes)
     elif args.cmd == "overhead":
-        overhead(args.repeats, args.prompts, args.tokens, args.reserved_cpus)
+        overhead(args.repeats, args.prompts, args.tokens)
     else:
         value = throughput_once(args.mode == "on", args.prompts, args.tokens, args.seed)
         print(json.dumps({"tokens_per_s": value}), flush=True)
