@@ -14,8 +14,8 @@ for reasons that have nothing to do with kvtier. Everything here that compares r
   (:func:`check_same_runtime`).
 
 Run ``python examples/vllm_cpu.py`` to print what this machine gets; ``--env`` prints the
-variables as shell assignments (used by ``scripts/demo``). Only the standard library is needed;
-:func:`native_bf16` asks torch when it is importable.
+threading variables as shell assignments, for starting vLLM by hand the same way. Only the
+standard library is needed.
 """
 
 from __future__ import annotations
@@ -144,8 +144,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--env", action="store_true", help="print shell assignments")
     args = parser.parse_args(argv)
     if args.env:
-        for key, value in {**vllm_env(), "KVTIER_VLLM_DTYPE": choose_dtype()[0]}.items():
-            print(f"{key}='{value}'")
+        for key, value in vllm_env().items():
+            print(f"export {key}='{value}'")
     else:
         print(summary())
 
