@@ -47,11 +47,16 @@ requests (1120 tokens each): allocations fail, requests wait and are preempted, 
 cache evicts the prefixes that kvtier then serves."""
 NEAR_TIE = 0.25
 """Largest top-2 logprob margin (nats) at which a bfloat16 greedy token may differ from the run
-without kvtier. bfloat16 keeps 8 significant bits, so each logit carries a relative rounding error
-near 2**-8; this model's logits reach about 10 in magnitude, so the two leading logits can each
-move by about 0.04 when a prefill is split differently, and a few such roundings compound over the
-layers. A token decided by a wider margin than 0.25 can only change when the KV cache itself is
-wrong, which is what the test must catch."""
+without kvtier. bfloat16 keeps 8 significant bits, so a logit carries a rounding error near 2**-8
+of its size; this model's logits reach about 8 in magnitude (6.9 to 8.0 measured over six prompts
+of this test's length), so each of the two leading logits can move by about 0.03 with a different
+prefill split, and the margin by about 0.06 for each rounding that lands differently. 0.25 allows
+four such roundings to compound; a token decided by a wider margin changes only when the KV cache
+itself is wrong."""
+MAX_DIFFERING = 0.25
+"""Largest share of completed bfloat16 requests whose tokens may differ at all. About half of this
+random model's tokens are decided by margins under NEAR_TIE, so one wrong-KV divergence could hide
+among near-ties; a wrong KV cache changes most requests that hit it, and this bound catches that."""
 
 
 @dataclass
@@ -212,3 +217,8 @@ def test_concurrent_load_with_aborts_never_kills_the_engine_nor_changes_tokens(
     else:
         wide = [d for d in differing if d[2] > NEAR_TIE]
         assert not wide, f"differences at margins above {NEAR_TIE}: {wide} (all: {differing})"
+        completed = sum(not o.aborted for o in base)
+        assert len(differing) <= MAX_DIFFERING * completed, (
+            f"{len(differing)} of {completed} requests differ: {differing}"
+        )
+    print(f"{dtype}: (request, first differing token, top-2 margin) {differing}")

@@ -258,6 +258,27 @@ class TieredStoreTest extends KvStoreContract {
     return f;
   }
 
+  /** Closes {@code t} on a new thread and returns once close has begun (the store refuses calls). */
+  private static CompletableFuture<Object> startClosing(TieredStore t) throws Exception {
+    CompletableFuture<Object> closing =
+        onNewThread(
+            () -> {
+              t.close();
+              return null;
+            });
+    Await.until(
+        "close has begun (the store refuses calls)",
+        () -> {
+          try {
+            t.containsLocally(key(0));
+            return false;
+          } catch (IllegalStateException closed) {
+            return true;
+          }
+        });
+    return closing;
+  }
+
   /**
    * A buffer of {@code pool} holding {@code length} bytes from {@code seed}, as the engine puts.
    */
@@ -320,22 +341,7 @@ class TieredStoreTest extends KvStoreContract {
     }
     assertTrue(slow.putStarted.await(30, TimeUnit.SECONDS), "the first copy-down never started");
 
-    CompletableFuture<Object> closing =
-        onNewThread(
-            () -> {
-              t.close();
-              return null;
-            });
-    Await.until(
-        "close has begun (the store refuses calls)",
-        () -> {
-          try {
-            t.containsLocally(key(0));
-            return false;
-          } catch (IllegalStateException closed) {
-            return true;
-          }
-        });
+    CompletableFuture<Object> closing = startClosing(t);
     slow.releasePuts.countDown();
     closing.get(60, TimeUnit.SECONDS);
 
@@ -367,22 +373,7 @@ class TieredStoreTest extends KvStoreContract {
 
     CompletableFuture<ChunkBuffer> getting = onNewThread(() -> t.get(key(7)));
     assertTrue(slow.getStarted.await(30, TimeUnit.SECONDS), "the lower-tier get never started");
-    CompletableFuture<Object> closing =
-        onNewThread(
-            () -> {
-              t.close();
-              return null;
-            });
-    Await.until(
-        "close has begun (the store refuses calls)",
-        () -> {
-          try {
-            t.containsLocally(key(0));
-            return false;
-          } catch (IllegalStateException closed) {
-            return true;
-          }
-        });
+    CompletableFuture<Object> closing = startClosing(t);
     slow.releaseGets.countDown();
     ChunkBuffer got = getting.get(60, TimeUnit.SECONDS);
     closing.get(60, TimeUnit.SECONDS);
