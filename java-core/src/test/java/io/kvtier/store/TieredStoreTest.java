@@ -258,7 +258,9 @@ class TieredStoreTest extends KvStoreContract {
     return f;
   }
 
-  /** Closes {@code t} on a new thread and returns once close has begun (the store refuses calls). */
+  /**
+   * Closes {@code t} on a new thread and returns once close has begun (the store refuses calls).
+   */
   private static CompletableFuture<Object> startClosing(TieredStore t) throws Exception {
     CompletableFuture<Object> closing =
         onNewThread(
