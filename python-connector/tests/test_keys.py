@@ -11,7 +11,8 @@ import mmh3
 import numpy as np
 import pytest
 
-from kvtier import _jvm
+from kvtier import _jvm, keys
+from kvtier.engine import key_extras
 
 VECTORS = json.loads(
     (Path(__file__).resolve().parents[2] / "docs" / "key-vectors.json").read_text()
@@ -28,22 +29,36 @@ def tokens_of(v: dict) -> list[int]:
     return [i * a["mul"] % a["mod"] for i in range(a["count"])]
 
 
-def spec_hashes(tokens: list[int], chunk: int, partial: bool) -> list[str]:
-    """docs/keys.md, written out with mmh3: hash_i = MurmurHash3(hash_{i-1} || le32 tokens)."""
-    out, parent = [], b"\0" * 16
+def spec_hashes(
+    tokens: list[int], chunk: int, partial: bool, root: bytes = bytes(16), extras=()
+) -> list[str]:
+    """docs/keys.md, written out with mmh3:
+    hash_{-1} = root, hash_i = MurmurHash3(hash_{i-1} || extra_i || le32 tokens)."""
+    out, parent = [], root
     count = len(tokens) // chunk + (1 if partial and len(tokens) % chunk else 0)
     for c in range(count):
         part = tokens[c * chunk : (c + 1) * chunk]
-        parent = mmh3.hash_bytes(parent + struct.pack(f"<{len(part)}i", *part), SEED)
+        extra = extras[c] if c < len(extras) else bytes(16)
+        parent = mmh3.hash_bytes(parent + extra + struct.pack(f"<{len(part)}i", *part), SEED)
         out.append(parent.hex())
     return out
 
 
-def java_hashes(tokens: np.ndarray, chunk: int, partial: bool) -> list[str]:
+def java_hashes(
+    tokens: np.ndarray, chunk: int, partial: bool, words: np.ndarray | None = None
+) -> list[str]:
     hasher = _jvm.java_class("io.kvtier.key.ChunkHasher")
     key = _jvm.java_class("io.kvtier.key.ChunkKey")
-    h = hasher.hashes(_jvm.int_array(tokens), len(tokens), chunk, partial, 2**31 - 1)
+    h = hasher.hashes(
+        _jvm.int_array(tokens), len(tokens), key_extras(words), chunk, partial, 2**31 - 1
+    )
     return [str(key.hex(h[i], h[i + 1])) for i in range(0, len(h), 2)]
+
+
+def vector_extras(vector: dict) -> tuple[bytes, list[bytes]]:
+    if "root" not in vector:
+        return bytes(16), []
+    return bytes.fromhex(vector["root"]), [bytes.fromhex(h) for h in vector["chunk_extras"]]
 
 
 def test_seed_is_ascii_kvti():
@@ -62,11 +77,73 @@ def test_chunk_vectors_match_spec_and_java(vector):
     """Every chunk vector follows from the written spec, and Java computes the same."""
     tokens = tokens_of(vector)
     expected = vector["hashes"]
-    assert spec_hashes(tokens, vector["chunk_size"], vector["save_unfull_chunk"]) == expected
-    got = java_hashes(
-        np.array(tokens, dtype=np.int32), vector["chunk_size"], vector["save_unfull_chunk"]
-    )
-    assert got == expected
+    root, extras = vector_extras(vector)
+    chunk, partial = vector["chunk_size"], vector["save_unfull_chunk"]
+    assert spec_hashes(tokens, chunk, partial, root, extras) == expected
+    words = keys.words(root, extras)
+    assert java_hashes(np.array(tokens, dtype=np.int32), chunk, partial, words) == expected
+
+
+def _vllm_keys(keys_json: list) -> list[tuple]:
+    """Extra keys as vLLM returns them: prompt-embeds digests are bytes (hex in the vectors)."""
+    return [
+        tuple(
+            bytes.fromhex(v) if k[0] == "prompt_embeds" and i == 1 else v for i, v in enumerate(k)
+        )
+        for k in keys_json
+    ]
+
+
+@pytest.mark.parametrize("vector", VECTORS["extra_digests"], ids=lambda v: v["keys"][0][0])
+def test_extra_digests_follow_the_spec(vector):
+    """A chunk's extra digest is SHA-256 of the compact JSON of vLLM's extra keys, cut to 16."""
+    assert keys.digest(_vllm_keys(vector["keys"])).hex() == vector["digest"]
+
+
+def test_epoch_roots_follow_the_spec():
+    for v in VECTORS["epochs"]:
+        assert keys.epoch_root(v["epoch"]).hex() == v["root"]
+
+
+def test_extras_tell_apart_what_vllm_tells_apart():
+    """Different adapters, paths, salts, images, image offsets and embeddings all give different
+    digests; no extra keys give the zero digest; words() drops what means nothing."""
+    cases = [
+        [("lora", "a", "/p")],
+        [("lora", "a", "/q")],
+        [("lora", "b", "/p")],
+        [("cache_salt", "s1")],
+        [("cache_salt", "s2")],
+        [("mm", "img1", 0)],
+        [("mm", "img1", 16)],
+        [("mm", "img2", 0)],
+        [("prompt_embeds", b"\1" * 32)],
+        [("prompt_embeds", b"\2" * 32)],
+    ]
+    digests = {keys.digest(c) for c in cases}
+    assert len(digests) == len(cases) and keys.ZERO not in digests
+    assert keys.digest(None) == keys.digest([]) == keys.ZERO
+    assert keys.words(keys.ZERO, [keys.ZERO, keys.ZERO]) is None
+    w = keys.words(keys.ZERO, [keys.ZERO, keys.digest(cases[0]), keys.ZERO])
+    assert w is not None and w.dtype == np.int64 and len(w) == 6
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [[("watermark", "x")], [("lora", None, "/p")], [("mm", "img", 1.5)], ["lora"], [()]],
+    ids=["unknown-tag", "none-value", "float-value", "not-a-tuple", "empty"],
+)
+def test_unknown_extra_keys_are_refused_not_guessed(bad):
+    """An extra key kvtier does not know makes the request unkeyable, never a guessed key."""
+    with pytest.raises(keys.UnkeyableRequest):
+        keys.digest(bad)
+
+
+def test_unkeyable_message_does_not_show_the_values():
+    """The refusal names the key's kind, not its values (a cache salt is a tenant's secret)."""
+    with pytest.raises(keys.UnkeyableRequest) as e:
+        keys.digest([("cache_salt", "hunter2"), ("secret_kind", "hunter2")])
+    assert "hunter2" not in str(e.value) and "secret_kind" in str(e.value)
 
 
 def test_java_matches_spec_on_random_prompts():

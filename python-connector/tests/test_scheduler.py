@@ -1,9 +1,10 @@
-"""The connector's scheduler side on scripted scheduler outputs (no vLLM needed).
+"""The connector's scheduler side on scripted scheduler outputs.
 
-vLLM's objects are stood in for by plain namespaces with the attributes the scheduler side reads;
-the lookups are a scripted function. These cover the arithmetic of loads and saves and the events
-vLLM's scheduler never causes (refused by the state table); every order vLLM's real scheduler can
-drive is covered against it in ``vllm/test_scheduler_contract.py``.
+Requests are vLLM's own ``Request`` objects; scheduler outputs are plain namespaces with the
+attributes the scheduler side reads; the lookups are a scripted function. These cover the
+arithmetic of loads and saves, the keys, and the events vLLM's scheduler never causes (refused
+by the state table); every order vLLM's real scheduler can drive is covered against it in
+``vllm/test_scheduler_contract.py``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,11 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+
+pytest.importorskip("vllm", reason="the scheduler side keys vLLM's requests")
+
+from vllm import SamplingParams
+from vllm.v1.request import Request
 
 from kvtier.vllm import scheduler as scheduler_module
 from kvtier.vllm.scheduler import TRANSITIONS, Event, KVTierScheduler, State
@@ -26,14 +32,9 @@ def vllm_config(role: str = "kv_both", ranks: int = 1) -> SimpleNamespace:
     )
 
 
-def request(req_id: str, n: int, num_tokens: int | None = None) -> SimpleNamespace:
-    return SimpleNamespace(
-        request_id=req_id,
-        prompt_token_ids=list(range(n)),
-        num_tokens=num_tokens if num_tokens is not None else n,
-        status=SimpleNamespace(name="WAITING"),
-        is_finished=lambda: False,
-    )
+def request(req_id: str, n: int, **kwargs) -> Request:
+    """vLLM's request for the prompt ``0, 1, ..., n-1`` (``kwargs``: LoRA, salt, images...)."""
+    return Request(req_id, list(range(n)), SamplingParams(max_tokens=16), None, **kwargs)
 
 
 def blocks(ids: list[int]) -> SimpleNamespace:
@@ -65,9 +66,13 @@ class Lookups:
     def __init__(self, hit: tuple[int, int, bool] = (0, 0, False)) -> None:
         self.hit = hit
         self.pins: list[int] = []
+        self.extras: list[np.ndarray | None] = []
 
-    def __call__(self, pin: int, tokens: np.ndarray) -> tuple[int, int, bool]:
+    def __call__(
+        self, pin: int, tokens: np.ndarray, extras: np.ndarray | None
+    ) -> tuple[int, int, bool]:
         self.pins.append(pin)
+        self.extras.append(extras)
         return self.hit
 
 
@@ -78,7 +83,7 @@ def sched() -> KVTierScheduler:
     return s
 
 
-def admit(s: KVTierScheduler, req: SimpleNamespace, ids: list[int], external: int = 0) -> None:
+def admit(s: KVTierScheduler, req: Request, ids: list[int], external: int = 0) -> None:
     """A lookup and a successful allocation, as vLLM admits a waiting request."""
     s.get_num_new_matched_tokens(req, 0)
     s.update_state_after_alloc(req, blocks(ids), external)
@@ -245,3 +250,154 @@ def test_state_table_in_the_docstring_names_every_state() -> None:
     table = source[source.index("TRANSITIONS: dict") :]
     for state in State:
         assert f"\n{state.name} " in table, state
+
+
+# ---- keys: what besides token ids the chunks are keyed by -----------------------------------
+
+
+def first_op(s: KVTierScheduler, req: Request, computed: int) -> object:
+    admit(s, req, [1, 2, 3])
+    meta = s.build_connector_meta(
+        output(new=[(req.request_id, [1, 2, 3], 0)], scheduled={req.request_id: computed})
+    )
+    (op,) = meta.ops
+    return op
+
+
+def test_plain_prompts_have_no_extras_and_lora_salt_and_embeds_do(sched) -> None:
+    """A plain prompt is keyed by its tokens alone; a LoRA adapter, a cache salt or prompt
+    embeddings add key extras that differ between adapters, paths, salts and embeddings, and
+    travel to the workers with the tokens and to the lookup."""
+    import torch
+    from vllm.lora.request import LoRARequest
+
+    plain = first_op(sched, request("plain", 300), 300)
+    assert plain.extras is None and sched._lookup.extras[-1] is None
+    variants = {
+        "lora-a": dict(lora_request=LoRARequest("a", 1, "/adapters/a")),
+        "lora-a-moved": dict(lora_request=LoRARequest("a", 1, "/adapters/a2")),
+        "lora-b": dict(lora_request=LoRARequest("b", 2, "/adapters/a")),
+        "salt-1": dict(cache_salt="tenant-1"),
+        "salt-2": dict(cache_salt="tenant-2"),
+    }
+    seen = set()
+    for name, kwargs in variants.items():
+        op = first_op(sched, request(name, 300, **kwargs), 300)
+        assert op.extras is not None and np.array_equal(op.extras, sched._lookup.extras[-1])
+        seen.add(op.extras.tobytes())
+    assert len(seen) == len(variants)
+    torch.manual_seed(0)
+    embeds = Request(
+        "e", None, SamplingParams(max_tokens=4), None, prompt_embeds=torch.randn(300, 8)
+    )
+    op = first_op(sched, embeds, 300)
+    assert np.array_equal(op.tokens, np.zeros(300)) and op.extras is not None
+    assert op.save_to == CHUNK and sched.unkeyable == 0
+
+
+def test_multimodal_items_key_the_chunks_they_overlap() -> None:
+    """An image's identifier and its offset inside a chunk key that chunk and every later one;
+    the chunks before it keep the plain prompt's keys."""
+    from vllm.multimodal.inputs import MultiModalFeatureSpec, PlaceholderRange
+
+    def with_image(identifier: str, offset: int) -> Request:
+        feature = MultiModalFeatureSpec(
+            data=None,
+            modality="image",
+            identifier=identifier,
+            mm_position=PlaceholderRange(offset=offset, length=20),
+        )
+        return request(identifier + str(offset), 3 * CHUNK, mm_features=[feature])
+
+    def extras(req: Request) -> np.ndarray:
+        s = KVTierScheduler(vllm_config(), {"chunk_size": CHUNK})
+        s._lookup = Lookups()
+        s.get_num_new_matched_tokens(req, 0)
+        return s._lookup.extras[-1]
+
+    a = extras(with_image("img-a", CHUNK + 10))
+    b = extras(with_image("img-b", CHUNK + 10))
+    moved = extras(with_image("img-a", CHUNK + 11))
+    # [root, chunk 0, chunk 1]: trailing zero chunks are dropped, chunk 0 has no image.
+    assert len(a) == 6 and not a[:4].any() and a[4:].any()
+    assert not np.array_equal(a, b) and not np.array_equal(a, moved)
+
+
+def test_an_extra_input_kvtier_cannot_key_is_not_cached_counted_and_logged_once(
+    sched, monkeypatch, caplog
+) -> None:
+    """A kind of extra key a later vLLM might add (here: a made-up "watermark") makes the
+    request a miss that is never saved, counted, and logged once, without its values."""
+    import vllm.v1.core.kv_cache_utils as utils
+
+    real = utils.generate_block_hash_extra_keys
+    monkeypatch.setattr(
+        utils,
+        "generate_block_hash_extra_keys",
+        lambda r, s, e, m: ((("watermark", "secret-value"),), real(r, s, e, m)[1]),
+    )
+    sched._lookup = Lookups((2 * CHUNK, 2 * CHUNK, False))
+    for i in range(2):
+        req = request(f"u{i}", 2 * CHUNK + 5)
+        assert sched.get_num_new_matched_tokens(req, 0) == (0, False)
+        sched.update_state_after_alloc(req, blocks([1, 2, 3]), 0)
+        meta = sched.build_connector_meta(
+            output(new=[(f"u{i}", [1, 2, 3], 0)], scheduled={f"u{i}": 2 * CHUNK + 5})
+        )
+        assert all(op.save_to == 0 for op in meta.ops)
+    assert sched._lookup.pins == [] and sched.unkeyable == 2
+    logged = [r.getMessage() for r in caplog.records if "not cached" in r.getMessage()]
+    assert len(logged) == 1 and "watermark" in logged[0] and "secret-value" not in logged[0]
+
+
+def test_reset_cache_starts_a_new_epoch_and_empties_local_tiers_once(sched) -> None:
+    """After reset_cache every request is keyed under a new root (so nothing stored before can
+    be served), including one looked up before the reset; the next metadata, and only it, tells
+    the workers to empty their local tiers."""
+    before = first_op(sched, request("old", 300), 300)
+    assert before.extras is None
+    waiting = request("w", 300)
+    sched.get_num_new_matched_tokens(waiting, 0)
+    assert sched.reset_cache() is True
+    first = sched.build_connector_meta(output())
+    assert first.clear_local and not sched.build_connector_meta(output()).clear_local
+    after = first_op(sched, request("new", 300), 300)
+    assert after.extras is not None and len(after.extras) == 2  # the root only
+    sched.get_num_new_matched_tokens(waiting, 0)
+    assert np.array_equal(sched._lookup.extras[-1], after.extras)
+    assert sched.reset_cache() is True
+    again = first_op(sched, request("newer", 300), 300)
+    assert not np.array_equal(again.extras, after.extras), "each reset picks its own epoch"
+
+
+def decode(s: KVTierScheduler, req: Request, generated: list[int], computed_to: int):
+    """One decode step of ``req`` after ``generated`` tokens were sampled."""
+    req.append_output_token_ids(generated)
+    return s.build_connector_meta(
+        output(
+            cached=[(req.request_id, [4], computed_to - 1, False)], scheduled={req.request_id: 1}
+        )
+    )
+
+
+def test_decode_chunks_are_saved_with_their_tokens() -> None:
+    """save_decode_cache (the default): once generated tokens fill a chunk whose KV is computed,
+    it is saved, and the workers get the longer token list; partial chunks are not."""
+    s = KVTierScheduler(vllm_config(), {"chunk_size": CHUNK})
+    s._lookup = Lookups()
+    req = request("chat", 300)
+    assert first_op(s, req, 300).save_to == CHUNK
+    meta = decode(s, req, list(range(1000, 1000 + 200)), 500)
+    assert meta.ops == [], "500 tokens computed: still one full chunk"
+    meta = decode(s, req, list(range(2000, 2013)), 513)
+    (op,) = meta.ops
+    assert op.save_to == 2 * CHUNK and len(op.tokens) == 2 * CHUNK
+    assert np.array_equal(op.tokens[300:500], np.arange(1000, 1200))
+
+
+def test_decode_chunks_are_not_saved_when_switched_off() -> None:
+    s = KVTierScheduler(vllm_config(), {"chunk_size": CHUNK, "save_decode_cache": False})
+    s._lookup = Lookups()
+    req = request("chat", 300)
+    assert first_op(s, req, 300).save_to == CHUNK
+    assert decode(s, req, list(range(1000, 1300)), 600).ops == []

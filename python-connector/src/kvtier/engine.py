@@ -35,6 +35,8 @@ class Layout:
     mla: bool = False
     chunk_order: str = "token-major"
     """``token-major`` (NHD-style caches, MLA) or ``head-major`` (HND-style, vLLM's CPU backend)."""
+    first_layer: int = 0
+    """The model's index of the first layer stored (a pipeline-parallel stage's first layer)."""
 
 
 def _tokens(tokens: Sequence[int] | np.ndarray) -> tuple[Any, int]:
@@ -49,6 +51,12 @@ def _addresses(buffers: Sequence[Any], writable: bool) -> Any:
         count=len(buffers),
     )
     return _jvm.long_array(addrs)
+
+
+def key_extras(words: np.ndarray | None) -> Any:
+    """Key extras (:func:`kvtier.keys.words`) as an ``io.kvtier.key.KeyExtras``."""
+    cls = _jvm.java_class("io.kvtier.key.KeyExtras")
+    return cls.NONE if words is None else cls.of(_jvm.long_array(np.asarray(words, np.int64)))
 
 
 class Engine:
@@ -85,6 +93,7 @@ class Engine:
             chunk,
             layout.mla,
             layout.chunk_order,
+            layout.first_layer,
         )
         if allocator is None:
             allocator = _jvm.java_class("io.kvtier.memory.MmapAllocator").INSTANCE
@@ -114,14 +123,22 @@ class Engine:
         return int(self._engine.lookupAndPin(request_id, jt, n))
 
     def lookup_and_pin_tiers(
-        self, request_id: int, tokens: Sequence[int] | np.ndarray
+        self,
+        request_id: int,
+        tokens: Sequence[int] | np.ndarray,
+        extras: np.ndarray | None = None,
     ) -> tuple[int, int, bool]:
         """Like :meth:`lookup_and_pin`, also telling how much of the hit is in CPU memory and
         whether the chunk after it is being stored right now:
-        ``(hit tokens, hit tokens in memory, storing)``."""
+        ``(hit tokens, hit tokens in memory, storing)``. ``extras`` are the prompt's key extras
+        (:func:`kvtier.keys.words`; None: a plain prompt)."""
         jt, n = _tokens(tokens)
-        hit = self._engine.lookupAndPinTiers(request_id, jt, n)
+        hit = self._engine.lookupAndPinTiers(request_id, jt, n, key_extras(extras))
         return int(hit[0]), int(hit[1]), bool(hit[2])
+
+    def clear_local(self) -> int:
+        """Empties the CPU and disk tiers (a cache reset); returns chunks removed."""
+        return int(self._engine.clearLocal())
 
     def unpin(self, request_id: int) -> None:
         """Drops the pins of ``request_id``. Idempotent."""

@@ -105,8 +105,8 @@ class PinLedger:
         self.held: set[int] = set()
         lookup, unpin = engine.lookup_and_pin_tiers, engine.unpin
 
-        def pinned(pin: int, tokens: Any) -> tuple[int, int, bool]:
-            hit = lookup(pin, tokens)
+        def pinned(pin: int, tokens: Any, extras: Any = None) -> tuple[int, int, bool]:
+            hit = lookup(pin, tokens, extras)
             if hit[0] > 0:
                 self.held.add(pin)
             return hit
@@ -284,7 +284,9 @@ class Loop:
         background (the worker still reads it from the CPU tier)."""
         real = self.worker_side.lookup
         if on:
-            self.side._lookup = lambda pin, tokens: (lambda h: (h[0], 0, h[2]))(real(pin, tokens))
+            self.side._lookup = lambda pin, tokens, extras: (lambda h: (h[0], 0, h[2]))(
+                real(pin, tokens, extras)
+            )
         else:
             self.side._lookup = real
 

@@ -59,7 +59,7 @@ def test_lookup_that_throws_is_a_miss(make_loop, monkeypatch, error) -> None:
     miss, computed in full; no pin is left."""
     loop, shared = warm(make_loop)
 
-    def fails(pin, tokens):
+    def fails(pin, tokens, extras):
         raise error("java.lang.IllegalStateException", "injected: lookup")
 
     monkeypatch.setattr(loop.side, "_lookup", fails)

@@ -270,8 +270,8 @@ def test_many_requests_sharing_prefixes_in_a_cache_smaller_than_the_working_set(
     flip = [False]
     real = loop.worker_side.lookup
 
-    def alternating(pin, tokens):
-        hit, in_memory, storing = real(pin, tokens)
+    def alternating(pin, tokens, extras):
+        hit, in_memory, storing = real(pin, tokens, extras)
         flip[0] = not flip[0]
         return hit, (0 if flip[0] else in_memory), storing
 

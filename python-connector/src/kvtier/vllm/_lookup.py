@@ -27,7 +27,7 @@ from kvtier.errors import KvTierError
 if TYPE_CHECKING:
     from kvtier.engine import Engine
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 MAX_SOCKET_PATH_BYTES = 107
 """Longest ``AF_UNIX`` path on Linux, in bytes (``sun_path`` is 108 with the terminating NUL)."""
 MAX_REPLY_BYTES = 1 << 20
@@ -38,7 +38,7 @@ _OP_LOOKUP = 1
 _OP_UNPIN = 2
 _FLAG_PIN = 1
 _REPLY_HEADER = struct.Struct("<IB")  # u32 length, u8 status
-_LOOKUP_HEADER = struct.Struct("<IBqBi")  # u32 length, u8 op, i64 request id, u8 flags, i32 n
+_LOOKUP_HEADER = struct.Struct("<IBqBii")  # u32 length, u8 op, i64 id, u8 flags, i32 n, i32 w
 _UNPIN = struct.Struct("<IBq")
 _HELLO = struct.Struct("<IBI")
 _HIT = struct.Struct("<iii")
@@ -134,22 +134,33 @@ class LookupClient:
         self._socks: list[socket.socket | None] = [None] * len(self.paths)  # guarded by _lock
         self._lock = threading.Lock()
 
-    def lookup(self, request_id: int, tokens: Sequence[int] | np.ndarray, pin: bool) -> int:
+    def lookup(
+        self,
+        request_id: int,
+        tokens: Sequence[int] | np.ndarray,
+        pin: bool,
+        extras: np.ndarray | None = None,
+    ) -> int:
         """Leading tokens of the prompt that every rank has stored (chunk-aligned).
 
         With ``pin`` each rank pins what it reports under ``request_id`` until :meth:`unpin`. A
         call that raises may have pinned on the ranks that answered: unpin ``request_id`` (or let
-        the workers' ``pin_timeout_sec`` release them).
+        the workers' ``pin_timeout_sec`` release them). ``extras`` are the prompt's key extras
+        (:func:`kvtier.keys.key_extras`; None for a plain prompt).
 
         Raises:
             LookupUnavailable: a server cannot be reached or broke the stream.
             LookupFailed: a server answered with an error.
             ValueError: ``tokens`` is not one-dimensional, or ``request_id`` is not an int64.
         """
-        return self.lookup_tiers(request_id, tokens, pin)[0]
+        return self.lookup_tiers(request_id, tokens, pin, extras)[0]
 
     def lookup_tiers(
-        self, request_id: int, tokens: Sequence[int] | np.ndarray, pin: bool
+        self,
+        request_id: int,
+        tokens: Sequence[int] | np.ndarray,
+        pin: bool,
+        extras: np.ndarray | None = None,
     ) -> tuple[int, int, bool]:
         """Like :meth:`lookup`, also returning how much of the hit every rank has in memory
         (-1 without ``pin``) and whether a rank is storing the chunk right after the hit:
@@ -158,9 +169,12 @@ class LookupClient:
         if body.ndim != 1:
             raise ValueError(f"tokens must be one-dimensional, got shape {body.shape}")
         _check_request_id(request_id)
-        n = int(body.shape[0])
-        header = _LOOKUP_HEADER.pack(14 + 4 * n, _OP_LOOKUP, request_id, _FLAG_PIN if pin else 0, n)
-        replies = [_HIT.unpack(r) for r in self._round_trip(header + body.tobytes(), 12)]
+        words = np.asarray(extras if extras is not None else (), dtype="<i8")
+        n, w = int(body.shape[0]), int(words.shape[0])
+        flags = _FLAG_PIN if pin else 0
+        header = _LOOKUP_HEADER.pack(18 + 8 * w + 4 * n, _OP_LOOKUP, request_id, flags, n, w)
+        frame = header + words.tobytes() + body.tobytes()
+        replies = [_HIT.unpack(r) for r in self._round_trip(frame, 12)]
         hit = min(r[0] for r in replies)
         # A rank storing the next chunk matters only where its hit is the smallest.
         storing = any(r[2] and r[0] == hit for r in replies)

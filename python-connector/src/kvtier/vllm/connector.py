@@ -210,3 +210,12 @@ class KVTierConnector(KVConnectorBase_V1):
     ) -> tuple[bool, dict[str, Any] | None]:
         assert self._scheduler is not None
         return self._scheduler.request_finished(request), None
+
+    @_never_raises(lambda: False)
+    def reset_cache(self) -> bool:
+        """A new cache epoch: nothing stored before this call is served after it (see
+        ``KVTierScheduler.reset_cache``); vLLM calls it for ``reset_prefix_cache`` with
+        ``reset_connector``, e.g. after a weight update."""
+        if self._scheduler is None:
+            return False
+        return self._scheduler.reset_cache()

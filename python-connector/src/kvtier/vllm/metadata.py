@@ -47,7 +47,10 @@ class RequestOp:
 
     req_id: str
     tokens: np.ndarray | None = None
-    """The prompt's token ids (int32), sent with the request's first op and with every load."""
+    """The token ids kvtier keys the request by (int32): sent with the request's first op, with
+    every load and whenever they grew (``save_decode_cache``)."""
+    extras: np.ndarray | None = None
+    """The key extras of ``tokens`` (:func:`kvtier.keys.words`), sent with them; None: none."""
     blocks_at: int = 0
     """Where ``new_blocks`` go in the block table; 0 replaces the table (new request, resumed
     request, load)."""
@@ -70,3 +73,5 @@ class KVTierMetadata(KVConnectorMetadata):  # type: ignore[misc,valid-type]
     finished: dict[str, bool] = field(default_factory=dict)
     """Requests finished since the last step, with what ``request_finished`` answered: True means
     vLLM keeps the blocks until the worker reports the request in ``finished_sending``."""
+    clear_local: bool = False
+    """The cache was reset since the last step: the workers empty their CPU and disk tiers."""

@@ -56,14 +56,16 @@ import enum
 import itertools
 import logging
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kvtier import _jvm
+from kvtier import _jvm, keys
 from kvtier.errors import JavaError
+from kvtier.vllm import request_keys
 from kvtier.vllm import worker as worker_side
 from kvtier.vllm._lookup import LookupClient, LookupFailed, LookupUnavailable, socket_path
 from kvtier.vllm.metadata import KVTierMetadata, LoadSpec, RequestOp
@@ -77,9 +79,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-Lookup = Callable[[int, np.ndarray], tuple[int, int, bool]]
-"""(pin id, prompt tokens) -> (hit tokens, hit tokens in memory, next chunk being stored); pins
-the hit under the pin id."""
+Lookup = Callable[[int, np.ndarray, np.ndarray | None], tuple[int, int, bool]]
+"""(pin id, prompt tokens, key extras) -> (hit tokens, hit tokens in memory, next chunk being
+stored); pins the hit under the pin id."""
 
 STORING_WAIT_S = 2.0
 """How long, in seconds, a request may wait for a save of its own next chunk to finish before
@@ -208,6 +210,13 @@ class _Request:
 
     req_id: str
     tokens: np.ndarray
+    """The token ids kvtier keys the request by: the prompt, and with ``save_decode_cache`` the
+    generated tokens as they become known."""
+    extras: np.ndarray | None
+    """The key extras of ``tokens`` (:func:`kvtier.keys.words`; None: a plain prompt before any
+    reset)."""
+    root: bytes
+    """The cache epoch the request is keyed in (kept for its life, so its chain stays whole)."""
     request: Any = None
     """vLLM's ``Request`` (its status tells which reports vLLM expects)."""
     state: State = State.LOOKED_UP
@@ -232,6 +241,8 @@ class _Request:
     """When the scheduler started waiting for this prompt's save to finish (0: not waiting)."""
     preemption_applied: bool = False
     """A lookup already applied the preemption this step's output reports."""
+    unkeyable: bool = False
+    """vLLM keys the request with an input kvtier cannot key: never loaded nor saved."""
 
 
 class KVTierScheduler:
@@ -245,6 +256,11 @@ class KVTierScheduler:
         config = _jvm.java_class("io.kvtier.config.KvTierConfig").load(settings)
         self._chunk_tokens = int(config.chunkTokens())
         self._save_unfull = bool(config.saveUnfullChunk())
+        self._save_decode = bool(config.saveDecodeCache())
+        self._root = keys.ZERO
+        """The cache epoch's root digest: zero until ``reset_cache`` picks a new epoch."""
+        self._clear_local = False
+        """A reset happened since the last metadata: the workers empty their local tiers."""
         self._lookup_timeout_s = int(config.remoteTimeoutMs()) / 1000 + 5
         transfer = vllm_config.kv_transfer_config
         self._can_load = transfer.kv_role in ("kv_both", "kv_consumer")
@@ -269,6 +285,8 @@ class KVTierScheduler:
         """Failures turned into misses, failed loads or dropped saves (for tests and stats)."""
         self.dropped_reports = 0
         """Worker reports dropped because vLLM does not expect them (for tests and stats)."""
+        self.unkeyable = 0
+        """Requests not cached because kvtier cannot key them (for tests and stats)."""
 
     # ---- state machine ------------------------------------------------------------------------
 
@@ -339,8 +357,7 @@ class KVTierScheduler:
     def _look_up(self, request: Request, num_computed_tokens: int) -> tuple[int | None, bool]:
         req = self._live.get(request.request_id)
         if req is None:
-            tokens = np.asarray(request.prompt_token_ids, dtype=np.int32)
-            req = _Request(request.request_id, tokens, request)
+            req = self._new_request(request)
             self._live[req.req_id] = req
         else:
             before = req.state
@@ -354,19 +371,21 @@ class KVTierScheduler:
                 req.preemption_applied = True
             self._release_pin(req)
             req.plan = None
+            if req.root != self._root:  # the cache was reset since: keyed in the new epoch
+                req = self._live[req.req_id] = self._rekeyed(req)
             if before is State.LOADED:
                 # Its background load failed whole; loading again could fail the same way
                 # forever, so this time vLLM computes it.
                 return 0, False
         req.lookup_start = num_computed_tokens
-        if not self._can_load:
+        if not self._can_load or req.unkeyable:
             return 0, False
         prompt = len(req.tokens)
         if prompt < self._chunk_tokens and not self._save_unfull:
             return 0, False
         pin = next(self._pins)
         try:
-            hit, in_memory, storing = self._lookups()(pin, req.tokens)
+            hit, in_memory, storing = self._lookups()(pin, req.tokens, req.extras)
         except (LookupUnavailable, LookupFailed, JavaError) as e:
             self._unpin.append(pin)  # the ranks that answered may have pinned
             self.failures += 1
@@ -399,8 +418,35 @@ class KVTierScheduler:
             else:
                 paths = [socket_path(self._engine_id, r) for r in range(self._ranks)]
                 client = LookupClient(paths, timeout_s=self._lookup_timeout_s)
-                self._lookup = lambda pin, tokens: client.lookup_tiers(pin, tokens, pin=True)
+                self._lookup = lambda pin, tokens, extras: client.lookup_tiers(
+                    pin, tokens, pin=True, extras=extras
+                )
         return self._lookup
+
+    def _rekeyed(self, req: _Request) -> _Request:
+        """``req`` keyed in the current epoch, nothing saved in it yet."""
+        fresh = self._new_request(req.request)
+        fresh.state, fresh.blocks, fresh.blocks_sent = req.state, req.blocks, req.blocks_sent
+        fresh.lookup_start, fresh.preemption_applied = req.lookup_start, req.preemption_applied
+        return fresh
+
+    def _new_request(self, request: Request) -> _Request:
+        """What kvtier keys a request by: its prompt's token ids and key extras."""
+        tokens = request_keys.token_ids(request, request.num_prompt_tokens)
+        req = _Request(request.request_id, tokens, None, self._root, request)
+        try:
+            req.extras = request_keys.key_extras(
+                request, len(tokens), self._chunk_tokens, self._root
+            )
+        except keys.UnkeyableRequest as e:
+            req.unkeyable = True
+            self.unkeyable += 1
+            self._log_once(
+                "unkeyable",
+                "kvtier: request %s is not cached: %s (counted; logged once)",
+                req.req_id, e,
+            )  # fmt: skip
+        return req
 
     def _release_pin(self, req: _Request) -> None:
         if req.pin:
@@ -486,8 +532,14 @@ class KVTierScheduler:
         """This step's loads and saves, the block-table changes they need, and the requests
         preempted and finished since the last step. Never raises; a request whose part fails
         loses its saves, never a load vLLM counts on."""
-        meta = KVTierMetadata(unpin=self._unpin, preempted=self._preempted, finished=self._finished)
+        meta = KVTierMetadata(
+            unpin=self._unpin,
+            preempted=self._preempted,
+            finished=self._finished,
+            clear_local=self._clear_local,
+        )
         self._unpin, self._preempted, self._finished = [], [], {}
+        self._clear_local = False
         try:
             self._build(meta, out)
         except Exception:  # the metadata of a step is always delivered
@@ -564,8 +616,12 @@ class KVTierScheduler:
             req.outbox = None
 
     def _save_to(self, req: _Request, computed_to: int) -> int:
+        if not self._can_save or req.unkeyable or computed_to <= 0:
+            return 0
+        if self._save_decode:
+            self._grow(req, computed_to)
         prompt = len(req.tokens)
-        if not self._can_save or req.saved_to >= prompt or computed_to <= 0:
+        if req.saved_to >= prompt:
             return 0
         end = min(computed_to, prompt)
         whole = end == prompt and self._save_unfull
@@ -574,6 +630,19 @@ class KVTierScheduler:
             return 0
         req.saved_to = savable
         return savable
+
+    def _grow(self, req: _Request, computed_to: int) -> None:
+        """With ``save_decode_cache``: extends the tokens kvtier keys the request by to the full
+        chunks of generated tokens whose ids are known and whose KV this step computes (with
+        async scheduling the ids of tokens in flight are not known yet)."""
+        request = req.request
+        known = min(computed_to, request.num_tokens)
+        full = known // self._chunk_tokens * self._chunk_tokens
+        if full <= len(req.tokens) or full <= request.num_prompt_tokens:
+            return
+        req.tokens = request_keys.token_ids(request, full)
+        req.extras = request_keys.key_extras(request, full, self._chunk_tokens, req.root)
+        req.tokens_sent = False
 
     def _send_loads(self, meta: KVTierMetadata) -> None:
         """Sends every confirmed load still waiting: background ones (their request is not
@@ -606,6 +675,7 @@ class KVTierScheduler:
             RequestOp(
                 req_id=req.req_id,
                 tokens=None if req.tokens_sent and load is None else req.tokens,
+                extras=None if req.tokens_sent and load is None else req.extras,
                 blocks_at=req.blocks_sent,
                 new_blocks=req.blocks[req.blocks_sent :],
                 load=load,
@@ -614,6 +684,18 @@ class KVTierScheduler:
         )
         req.tokens_sent = True
         req.blocks_sent = len(req.blocks)
+
+    # ---- cache reset ----------------------------------------------------------------------------
+
+    def reset_cache(self) -> bool:
+        """Starts a new cache epoch: from now on every request is keyed under a new random root,
+        so nothing stored before can be served after (True); the workers empty their CPU and disk
+        tiers with the next step. Remote stores keep the old chunks, which other instances still
+        serve among themselves until they reset too (each reset picks its own epoch)."""
+        self._root = keys.epoch_root(uuid.uuid4().hex)
+        self._clear_local = True
+        logger.info("kvtier: cache reset; new requests are keyed in a new epoch")
+        return True
 
     # ---- end of a request -----------------------------------------------------------------------
 

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kvtier import _jvm
-from kvtier.engine import Engine, Layout
+from kvtier.engine import Engine, Layout, key_extras
 from kvtier.vllm._lookup import socket_path, start_server
 from kvtier.vllm.layouts import KvCacheLayout, describe
 from kvtier.vllm.metadata import KVTierMetadata, LoadSpec, RequestOp
@@ -90,8 +90,11 @@ class _WorkerRequest:
     """What the worker side knows of one request."""
 
     tokens: Any = None
-    """The prompt as a Java ``int[]`` (converted once; None until an op brings it)."""
+    """The token ids kvtier keys the request by, as a Java ``int[]`` (converted once per op that
+    brings them; None until one does)."""
     token_count: int = 0
+    extras: Any = None
+    """The tokens' key extras as an ``io.kvtier.key.KeyExtras``."""
     blocks: list[int] | None = field(default_factory=list)
     """vLLM's block table for the request as far as the ops told it (None: a gap, so unknown
     until an op replaces it)."""
@@ -170,10 +173,13 @@ class KVTierWorker:
             tp_rank=rank % int(parallel.tensor_parallel_size),
             mla=layout.mla,
             chunk_order=str(paged.chunkOrder()),
+            first_layer=_first_layer(names) if _pp_size(parallel) > 1 else 0,
         )
         addresses = _jvm.long_array(
             np.array([t.data_ptr() for t in kv_caches.values()], dtype=np.int64)
         )
+        world = int(getattr(parallel, "world_size", 1))
+        self._settings = rank_settings(self._settings, self._config, world)
         if layout.device == "cpu":
             self._engine = Engine(engine_layout, self._settings)
             cache = _jvm.java_class("io.kvtier.transfer.PagedKvCache").ofAddresses(
@@ -226,7 +232,9 @@ class KVTierWorker:
 
             self._gpu.orderBeforeCompute(int(torch.cuda.current_stream().cuda_stream))
 
-    def lookup(self, pin: int, tokens: np.ndarray) -> tuple[int, int, bool]:
+    def lookup(
+        self, pin: int, tokens: np.ndarray, extras: np.ndarray | None = None
+    ) -> tuple[int, int, bool]:
         """In-process lookup (scheduler in this process), pinning the hit under ``pin``:
         (hit, hit in memory, storing).
 
@@ -234,7 +242,7 @@ class KVTierWorker:
             kvtier.JavaError: the engine failed (the scheduler counts a miss).
         """
         assert self._engine is not None
-        return self._engine.lookup_and_pin_tiers(pin, tokens)
+        return self._engine.lookup_and_pin_tiers(pin, tokens, extras)
 
     def _failed(self, where: str, req_id: str) -> None:
         """Counts and logs (once per place) an exception caught in ``where``."""
@@ -263,6 +271,12 @@ class KVTierWorker:
         self._meta = meta
         for pin in meta.unpin:
             self._unpin(pin)
+        if meta.clear_local:
+            try:
+                removed = self._engine.clear_local()  # type: ignore[union-attr]
+                logger.info("kvtier: cache reset; %d chunks removed from CPU and disk", removed)
+            except Exception:  # the new epoch's keys already keep old chunks from being served
+                self._failed("emptying the local tiers", "(all)")
         for req_id, report in meta.finished.items():
             req = self._requests.get(req_id)
             if req is None and report:
@@ -293,6 +307,7 @@ class KVTierWorker:
             req = self._requests[op.req_id] = _WorkerRequest()
         if op.tokens is not None:
             req.tokens, req.token_count = _jvm.int_array(op.tokens), len(op.tokens)
+            req.extras = key_extras(op.extras)
         if op.blocks_at == 0:
             req.blocks = list(op.new_blocks)
         elif req.blocks is not None and op.blocks_at <= len(req.blocks):
@@ -311,7 +326,7 @@ class KVTierWorker:
         if load.failed or req.tokens is None:
             self._load_ended(req_id, load, table, load.start, load.background)
             return
-        args = (req.tokens, load.stored, _int_array(table), load.start, load.end)
+        args = (req.tokens, load.stored, req.extras, _int_array(table), load.start, load.end)
         try:
             if load.background:
                 ticket = int(self._worker.submitLoad(*args))
@@ -402,13 +417,17 @@ class KVTierWorker:
                 try:
                     handle = int(
                         self._worker.beginSave(
-                            req.tokens, save_to, _int_array(req.blocks), req.saved_chunks
+                            req.tokens,
+                            save_to,
+                            req.extras,
+                            _int_array(req.blocks),
+                            req.saved_chunks,
                         )
                     )
                 except Exception:  # the save is dropped
                     self._failed("starting a save", req_id)
                     continue
-                req.saved_chunks = -(-save_to // self._chunk_tokens)
+                req.saved_chunks = save_to // self._chunk_tokens
                 if handle != 0:
                     self._layer_saves.append((req_id, handle, save_to))
         if not self._layer_saves:
@@ -450,13 +469,13 @@ class KVTierWorker:
             try:
                 ticket = int(
                     self._worker.submitSave(
-                        req.tokens, save_to, _int_array(req.blocks), req.saved_chunks
+                        req.tokens, save_to, req.extras, _int_array(req.blocks), req.saved_chunks
                     )
                 )
             except Exception:  # the save is dropped
                 self._failed("saving", req_id)
                 continue
-            req.saved_chunks = -(-save_to // self._chunk_tokens)
+            req.saved_chunks = save_to // self._chunk_tokens
             self._track(ticket, _Ticket(req_id))
 
     def _take_saves(self) -> list[tuple[str, int]]:
@@ -579,6 +598,28 @@ class KVTierWorker:
         if self._cuda_context is not None:
             self._cuda_context.close()
             self._cuda_context = None
+
+
+def _pp_size(parallel: Any) -> int:
+    return int(getattr(parallel, "pipeline_parallel_size", 1))
+
+
+def _first_layer(names: list[str]) -> int:
+    """The model's index of the first of this rank's attention layers (a pipeline stage's
+    first), read from vLLM's layer names (``model.layers.<i>.self_attn.attn``)."""
+    from vllm.model_executor.models.utils import extract_layer_index
+
+    return min(extract_layer_index(n) for n in names)
+
+
+def rank_settings(settings: dict[str, Any], config: Any, world_size: int) -> dict[str, Any]:
+    """``settings`` for one of ``world_size`` ranks: ``max_local_disk_size`` is the instance's
+    budget (as in LMCache), so each rank gets its share."""
+    total = int(config.maxLocalDiskBytes())
+    if world_size <= 1 or total == 0:
+        return settings
+    share = total // world_size
+    return {**settings, "max_local_disk_size": f"{share / 2**30:.12f}"}
 
 
 def _int_array(ids: list[int] | None) -> Any:

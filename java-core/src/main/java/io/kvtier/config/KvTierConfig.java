@@ -74,7 +74,9 @@ public final class KvTierConfig {
           "max_local_disk_size",
           0L,
           "GB (2^30 bytes)",
-          "Disk budget across all `local_disk` paths; must be > 0 when `local_disk` is set.",
+          "Disk budget of the instance across all `local_disk` paths (with N ranks, tensor times"
+              + " pipeline parallel, each rank's share is 1/N); must be > 0 when `local_disk` is"
+              + " set.",
           ConfigKey.gigabytes());
 
   /** How several disk paths are used. */
@@ -113,6 +115,17 @@ public final class KvTierConfig {
           false,
           "",
           "Also save a prompt's last chunk when it has fewer than `chunk_size` tokens.",
+          ConfigKey.bool());
+
+  /** Whether the chunks of generated tokens are saved too. */
+  public static final ConfigKey<Boolean> SAVE_DECODE_CACHE =
+      new ConfigKey<>(
+          "save_decode_cache",
+          true,
+          "",
+          "Also save the full chunks of generated tokens, so a conversation's next turn (the"
+              + " previous prompt, the answer and a new message) hits beyond the previous prompt."
+              + " `false` saves prompts only.",
           ConfigKey.bool());
 
   /** Layerwise save/load. */
@@ -275,6 +288,7 @@ public final class KvTierConfig {
           LOCAL_DISK_PATH_SHARDING,
           REMOTE_URL,
           SAVE_UNFULL_CHUNK,
+          SAVE_DECODE_CACHE,
           USE_LAYERWISE,
           CACHE_POLICY,
           COPY_DOWN_THREADS,
@@ -339,7 +353,6 @@ public final class KvTierConfig {
           "local_cpu_use_hugepages",
           "reserve_local_cpu_size",
           "remote_serde",
-          "save_decode_cache",
           "pre_caching_hash_algorithm",
           "enable_blending",
           "blend_recompute_ratios",
@@ -516,6 +529,10 @@ public final class KvTierConfig {
 
   public boolean saveUnfullChunk() {
     return get(SAVE_UNFULL_CHUNK);
+  }
+
+  public boolean saveDecodeCache() {
+    return get(SAVE_DECODE_CACHE);
   }
 
   public boolean useLayerwise() {

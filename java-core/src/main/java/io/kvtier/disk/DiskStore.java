@@ -677,6 +677,25 @@ public final class DiskStore implements KvStore {
     return true;
   }
 
+  /**
+   * Removes every chunk of the index and deletes its file in the background (reads already started
+   * finish from their open file).
+   *
+   * @return chunks removed
+   */
+  public int clear() {
+    checkOpen();
+    List<ChunkKey> keys;
+    synchronized (index) {
+      keys = List.copyOf(index.keySet());
+    }
+    int removed = 0;
+    for (ChunkKey key : keys) {
+      removed += remove(key) ? 1 : 0;
+    }
+    return removed;
+  }
+
   private void deleteQuietly(Path p, String why) {
     try {
       io.delete(p);

@@ -10,6 +10,7 @@ import io.kvtier.disk.DiskStore;
 import io.kvtier.disk.NioDiskIo;
 import io.kvtier.key.ChunkHasher;
 import io.kvtier.key.ChunkKey;
+import io.kvtier.key.KeyExtras;
 import io.kvtier.key.KeyNamespace;
 import io.kvtier.memory.ChunkBuffer;
 import io.kvtier.memory.ChunkPool;
@@ -222,8 +223,9 @@ public final class KvEngine implements AutoCloseable {
     return chunkTokens;
   }
 
-  private ChunkKey[] keys(int[] tokens, int tokenCount, int maxChunks) {
-    return ChunkHasher.keys(namespaceId, tokens, tokenCount, chunkTokens, partialChunks, maxChunks);
+  private ChunkKey[] keys(int[] tokens, int tokenCount, KeyExtras extras, int maxChunks) {
+    return ChunkHasher.keys(
+        namespaceId, tokens, tokenCount, extras, chunkTokens, partialChunks, maxChunks);
   }
 
   /** Tokens in chunk {@code chunk} of a prompt of {@code tokenCount} tokens. */
@@ -250,6 +252,11 @@ public final class KvEngine implements AutoCloseable {
    * @throws IllegalStateException if the engine is closed
    */
   public int lookup(int[] tokens, int tokenCount) {
+    return lookup(tokens, tokenCount, KeyExtras.NONE);
+  }
+
+  /** Like {@link #lookup(int[], int)} for a prompt with {@code extras} in its keys. */
+  public int lookup(int[] tokens, int tokenCount, KeyExtras extras) {
     checkOpen();
     ChunkHasher.checkTokenCount(tokens, tokenCount);
     // Hash chunk by chunk and stop at the first local miss: a cold prompt costs one hash, not
@@ -259,7 +266,8 @@ public final class KvEngine implements AutoCloseable {
     long root = 0;
     int hitChunks = 0;
     for (int c = 0; c < chunks; c++) {
-      ChunkHasher.hashChunk(h[0], h[1], tokens, c * chunkTokens, chunkTokensAt(c, tokenCount), h);
+      ChunkHasher.hashChunk(
+          c == 0 ? null : h, extras, c, tokens, c * chunkTokens, chunkTokensAt(c, tokenCount), h);
       root = c == 0 ? h[0] : root;
       if (!tiers.containsLocally(new ChunkKey(namespaceId, h[0], h[1]))) {
         break;
@@ -271,7 +279,8 @@ public final class KvEngine implements AutoCloseable {
       ChunkKey[] rest = new ChunkKey[chunks - hitChunks];
       rest[0] = new ChunkKey(namespaceId, h[0], h[1], root);
       for (int c = hitChunks + 1; c < chunks; c++) {
-        ChunkHasher.hashChunk(h[0], h[1], tokens, c * chunkTokens, chunkTokensAt(c, tokenCount), h);
+        ChunkHasher.hashChunk(
+            h, extras, c, tokens, c * chunkTokens, chunkTokensAt(c, tokenCount), h);
         rest[c - hitChunks] = new ChunkKey(namespaceId, h[0], h[1], root);
       }
       hitChunks += tiers.prefixLength(rest);
@@ -287,7 +296,7 @@ public final class KvEngine implements AutoCloseable {
    * until {@link #unpinRequest}. A second lookup for the same request replaces its pins.
    */
   public int lookupAndPin(long requestId, int[] tokens, int tokenCount) {
-    return lookupAndPinTiers(requestId, tokens, tokenCount)[0];
+    return lookupAndPinTiers(requestId, tokens, tokenCount, KeyExtras.NONE)[0];
   }
 
   /**
@@ -299,9 +308,14 @@ public final class KvEngine implements AutoCloseable {
    *     moment later may hit more), else 0
    */
   public int[] lookupAndPinTiers(long requestId, int[] tokens, int tokenCount) {
+    return lookupAndPinTiers(requestId, tokens, tokenCount, KeyExtras.NONE);
+  }
+
+  /** Like {@link #lookupAndPinTiers(long, int[], int)} with {@code extras} in the keys. */
+  public int[] lookupAndPinTiers(long requestId, int[] tokens, int tokenCount, KeyExtras extras) {
     checkOpen();
     unpinRequest(requestId);
-    ChunkKey[] keys = keys(tokens, tokenCount, Integer.MAX_VALUE);
+    ChunkKey[] keys = keys(tokens, tokenCount, extras, Integer.MAX_VALUE);
     List<ChunkKey> pinned = new ArrayList<>();
     int chunks = 0;
     int memoryChunks = 0;
@@ -397,9 +411,14 @@ public final class KvEngine implements AutoCloseable {
    * @throws IllegalArgumentException if {@code skipChunks} is negative
    */
   public long[] prepareStore(int[] tokens, int tokenCount, int skipChunks) {
+    return prepareStore(tokens, tokenCount, KeyExtras.NONE, skipChunks);
+  }
+
+  /** Like {@link #prepareStore(int[], int, int)} with {@code extras} in the keys. */
+  public long[] prepareStore(int[] tokens, int tokenCount, KeyExtras extras, int skipChunks) {
     checkOpen();
     checkNonNegative(skipChunks, "skipChunks");
-    ChunkKey[] keys = keys(tokens, tokenCount, Integer.MAX_VALUE);
+    ChunkKey[] keys = keys(tokens, tokenCount, extras, Integer.MAX_VALUE);
     ChunkBuffer[] buffers = new ChunkBuffer[keys.length];
     long[] out = new long[1 + keys.length];
     for (int c = skipChunks; c < keys.length; c++) {
@@ -506,9 +525,15 @@ public final class KvEngine implements AutoCloseable {
    * @throws IllegalArgumentException if {@code firstChunk} is negative
    */
   public long[] prepareLoad(int[] tokens, int tokenCount, int firstChunk, int maxChunks) {
+    return prepareLoad(tokens, tokenCount, KeyExtras.NONE, firstChunk, maxChunks);
+  }
+
+  /** Like {@link #prepareLoad(int[], int, int, int)} with {@code extras} in the keys. */
+  public long[] prepareLoad(
+      int[] tokens, int tokenCount, KeyExtras extras, int firstChunk, int maxChunks) {
     checkOpen();
     checkNonNegative(firstChunk, "firstChunk");
-    ChunkKey[] keys = keys(tokens, tokenCount, maxChunks);
+    ChunkKey[] keys = keys(tokens, tokenCount, extras, maxChunks);
     ChunkKey[] wanted =
         firstChunk >= keys.length
             ? new ChunkKey[0]
@@ -532,8 +557,13 @@ public final class KvEngine implements AutoCloseable {
    * @return chunks queued for prefetch
    */
   public int prefetch(int[] tokens, int tokenCount) {
+    return prefetch(tokens, tokenCount, KeyExtras.NONE);
+  }
+
+  /** Like {@link #prefetch(int[], int)} with {@code extras} in the keys. */
+  public int prefetch(int[] tokens, int tokenCount, KeyExtras extras) {
     checkOpen();
-    return tiers.prefetch(keys(tokens, tokenCount, Integer.MAX_VALUE));
+    return tiers.prefetch(keys(tokens, tokenCount, extras, Integer.MAX_VALUE));
   }
 
   /**
@@ -629,6 +659,20 @@ public final class KvEngine implements AutoCloseable {
       throw new IllegalArgumentException(
           name + " has " + have + " entries for " + need + " chunks in the batch");
     }
+  }
+
+  /**
+   * Empties the CPU and disk tiers and drops every request's pins (a cache reset; remote stores
+   * keep their chunks). Loads already holding chunks finish from them.
+   *
+   * @return chunks removed
+   */
+  public int clearLocal() {
+    checkOpen();
+    for (Long requestId : List.copyOf(pinsByRequest.keySet())) {
+      unpinRequest(requestId);
+    }
+    return tiers.clearLocal();
   }
 
   // ---- stats and lifecycle --------------------------------------------------------------------

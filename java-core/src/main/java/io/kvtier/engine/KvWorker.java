@@ -5,6 +5,7 @@ import static io.kvtier.Checks.checkPositive;
 
 import io.kvtier.DaemonThreads;
 import io.kvtier.bridge.HostMemory;
+import io.kvtier.key.KeyExtras;
 import io.kvtier.store.ErrorTally;
 import io.kvtier.transfer.KvCacheTransfer;
 import java.lang.foreign.MemorySegment;
@@ -110,7 +111,12 @@ public final class KvWorker implements AutoCloseable {
    * @return chunks stored (0 on failure, counted)
    */
   public int save(int[] tokens, int tokenCount, int[] blockIds, int fromChunk) {
-    return copyAndEndSave(beginSave(tokens, tokenCount, blockIds, fromChunk));
+    return save(tokens, tokenCount, KeyExtras.NONE, blockIds, fromChunk);
+  }
+
+  /** Like {@link #save(int[], int, int[], int)} with {@code extras} in the chunks' keys. */
+  public int save(int[] tokens, int tokenCount, KeyExtras extras, int[] blockIds, int fromChunk) {
+    return copyAndEndSave(beginSave(tokens, tokenCount, extras, blockIds, fromChunk));
   }
 
   /** Gathers every layer of a {@link #beginSave} (handle 0: nothing) and ends it. */
@@ -131,10 +137,16 @@ public final class KvWorker implements AutoCloseable {
    *     arguments — counted)
    */
   public long beginSave(int[] tokens, int tokenCount, int[] blockIds, int fromChunk) {
+    return beginSave(tokens, tokenCount, KeyExtras.NONE, blockIds, fromChunk);
+  }
+
+  /** Like {@link #beginSave(int[], int, int[], int)} with {@code extras} in the chunks' keys. */
+  public long beginSave(
+      int[] tokens, int tokenCount, KeyExtras extras, int[] blockIds, int fromChunk) {
     long[] prepared;
     try {
       checkNonNegative(fromChunk, "fromChunk");
-      prepared = engine.prepareStore(tokens, tokenCount, fromChunk);
+      prepared = engine.prepareStore(tokens, tokenCount, extras, fromChunk);
     } catch (RuntimeException e) {
       failedSaves.increment();
       errors.record("save failed", "a save could not start", e);
@@ -246,7 +258,13 @@ public final class KvWorker implements AutoCloseable {
    *     were missing or a copy failed (tokens from there on must be recomputed)
    */
   public int load(int[] tokens, int storedTokens, int[] blockIds, int from, int to) {
-    long h = beginLoad(tokens, storedTokens, blockIds, from, to);
+    return load(tokens, storedTokens, KeyExtras.NONE, blockIds, from, to);
+  }
+
+  /** Like {@link #load(int[], int, int[], int, int)} with {@code extras} in the chunks' keys. */
+  public int load(
+      int[] tokens, int storedTokens, KeyExtras extras, int[] blockIds, int from, int to) {
+    long h = beginLoad(tokens, storedTokens, extras, blockIds, from, to);
     LoadOp op = loads.get(h);
     copyLoaded(
         op, (seg, rows, start, skip, n) -> cache.scatter(seg, rows, op.blockIds, start, skip, n));
@@ -260,6 +278,12 @@ public final class KvWorker implements AutoCloseable {
    * @return a handle (a load that cannot start ends at {@code from})
    */
   public long beginLoad(int[] tokens, int storedTokens, int[] blockIds, int from, int to) {
+    return beginLoad(tokens, storedTokens, KeyExtras.NONE, blockIds, from, to);
+  }
+
+  /** Like {@link #beginLoad(int[], int, int[], int, int)} with {@code extras} in the keys. */
+  public long beginLoad(
+      int[] tokens, int storedTokens, KeyExtras extras, int[] blockIds, int from, int to) {
     long h = nextId.getAndIncrement();
     int firstChunk = from / chunkTokens;
     try {
@@ -268,7 +292,7 @@ public final class KvWorker implements AutoCloseable {
             "cannot load tokens [" + from + ", " + to + ") of a stored prefix of " + storedTokens);
       }
       int lastChunk = (to + chunkTokens - 1) / chunkTokens;
-      long[] prepared = engine.prepareLoad(tokens, storedTokens, firstChunk, lastChunk);
+      long[] prepared = engine.prepareLoad(tokens, storedTokens, extras, firstChunk, lastChunk);
       loads.put(
           h,
           new LoadOp(
@@ -378,9 +402,15 @@ public final class KvWorker implements AutoCloseable {
    * @return a ticket reported by {@link #drainCompleted} with the chunks stored
    */
   public long submitSave(int[] tokens, int tokenCount, int[] blockIds, int fromChunk) {
+    return submitSave(tokens, tokenCount, KeyExtras.NONE, blockIds, fromChunk);
+  }
+
+  /** Like {@link #submitSave(int[], int, int[], int)} with {@code extras} in the chunks' keys. */
+  public long submitSave(
+      int[] tokens, int tokenCount, KeyExtras extras, int[] blockIds, int fromChunk) {
     // Reserve on the caller's thread, so a lookup right after this returns sees the chunks as
     // being stored; the copies and the completion run on a transfer thread.
-    long h = beginSave(tokens, tokenCount, blockIds, fromChunk);
+    long h = beginSave(tokens, tokenCount, extras, blockIds, fromChunk);
     return submit(() -> copyAndEndSave(h));
   }
 
@@ -390,7 +420,13 @@ public final class KvWorker implements AutoCloseable {
    * @return a ticket reported by {@link #drainCompleted} with the end of the loaded range
    */
   public long submitLoad(int[] tokens, int storedTokens, int[] blockIds, int from, int to) {
-    return submit(() -> load(tokens, storedTokens, blockIds, from, to));
+    return submitLoad(tokens, storedTokens, KeyExtras.NONE, blockIds, from, to);
+  }
+
+  /** Like {@link #submitLoad(int[], int, int[], int, int)} with {@code extras} in the keys. */
+  public long submitLoad(
+      int[] tokens, int storedTokens, KeyExtras extras, int[] blockIds, int from, int to) {
+    return submit(() -> load(tokens, storedTokens, extras, blockIds, from, to));
   }
 
   private long submit(java.util.concurrent.Callable<Integer> work) {

@@ -1,5 +1,6 @@
 package io.kvtier.engine;
 
+import io.kvtier.key.KeyExtras;
 import io.netty.bootstrap.ServerBootstrap;
 import io.netty.buffer.ByteBuf;
 import io.netty.channel.Channel;
@@ -50,7 +51,8 @@ import java.util.concurrent.atomic.AtomicBoolean;
  *   reply   = u32 length | u8 status | payload      status 0 ok, 1 error (payload: UTF-8 message)
  *
  *   HELLO  (0)  u32 version                                   → u32 version
- *   LOOKUP (1)  i64 requestId | u8 flags | i32 n | n × i32    → i32 hit, in memory, storing
+ *   LOOKUP (1)  i64 requestId | u8 flags | i32 n | i32 w | w × i64 | n × i32
+ *                                                             → i32 hit, in memory, storing
  *   UNPIN  (2)  i64 requestId                                 → (empty)
  * </pre>
  *
@@ -72,7 +74,7 @@ public final class LookupServer implements AutoCloseable {
   private static final System.Logger LOG = System.getLogger(LookupServer.class.getName());
 
   /** The protocol version this server speaks. */
-  public static final int VERSION = 1;
+  public static final int VERSION = 2;
 
   /** Largest request a client may send, in bytes after the length field (~16M token ids). */
   public static final int MAX_REQUEST_BYTES = 64 << 20;
@@ -85,7 +87,7 @@ public final class LookupServer implements AutoCloseable {
   static final int FLAG_PIN = 1;
 
   /** Bytes of a LOOKUP payload before the token ids: i64 requestId, u8 flags, i32 tokenCount. */
-  private static final int LOOKUP_HEADER_BYTES = 13;
+  private static final int LOOKUP_HEADER_BYTES = 17;
 
   private final KvEngine engine;
   private final Path path;
@@ -327,18 +329,30 @@ public final class LookupServer implements AutoCloseable {
       long requestId = frame.readLongLE();
       int flags = frame.readUnsignedByte();
       int tokenCount = frame.readIntLE();
+      int extraWords = frame.readIntLE();
       if ((flags & ~FLAG_PIN) != 0) {
         throw new ProtocolViolation(
             "LOOKUP flags 0x" + Integer.toHexString(flags) + ": unknown bits");
       }
-      if (tokenCount < 0 || 4L * tokenCount != frame.readableBytes()) {
+      if (extraWords < 0 || extraWords == 1 || extraWords % 2 != 0) {
+        throw new ProtocolViolation(
+            "LOOKUP has " + extraWords + " key-extra words; 0 or an even number of at least 2");
+      }
+      if (tokenCount < 0 || 4L * tokenCount + 8L * extraWords != frame.readableBytes()) {
         throw new ProtocolViolation(
             "LOOKUP tokenCount "
                 + tokenCount
-                + " does not match the "
+                + " and "
+                + extraWords
+                + " key-extra words do not match the "
                 + frame.readableBytes()
-                + " bytes of token ids in the frame");
+                + " bytes that follow in the frame");
       }
+      long[] words = new long[extraWords];
+      for (int i = 0; i < extraWords; i++) {
+        words[i] = frame.readLongLE();
+      }
+      KeyExtras extras = extraWords == 0 ? KeyExtras.NONE : KeyExtras.of(words);
       int[] tokens = new int[tokenCount];
       frame
           .nioBuffer(frame.readerIndex(), 4 * tokenCount)
@@ -347,8 +361,8 @@ public final class LookupServer implements AutoCloseable {
           .get(tokens);
       int[] hit =
           (flags & FLAG_PIN) != 0
-              ? engine.lookupAndPinTiers(requestId, tokens, tokenCount)
-              : new int[] {engine.lookup(tokens, tokenCount), -1, 0};
+              ? engine.lookupAndPinTiers(requestId, tokens, tokenCount, extras)
+              : new int[] {engine.lookup(tokens, tokenCount, extras), -1, 0};
       ByteBuf out = reply(ctx, STATUS_OK, 12);
       out.writeIntLE(hit[0]);
       out.writeIntLE(hit[1]);

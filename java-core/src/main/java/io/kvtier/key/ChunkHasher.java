@@ -7,12 +7,15 @@ import static io.kvtier.Checks.checkPositive;
  * Cuts a prompt into chunks and computes their prefix-chained hashes (docs/keys.md):
  *
  * <pre>
- *   hash_{-1} = 16 zero bytes
- *   hash_i    = MurmurHash3_x64_128(seed = SEED, hash_{i-1} ‖ le32(token ids of chunk i))
+ *   hash_{-1} = root                  (KeyExtras; 16 zero bytes for a plain prompt)
+ *   hash_i    = MurmurHash3_x64_128(seed = SEED, hash_{i-1} ‖ extra_i ‖ le32(token ids of chunk i))
  * </pre>
  *
- * A chunk's hash therefore names its whole prefix; a partial last chunk hashes fewer bytes, so its
- * length is part of its hash. Independent of process, machine, JVM and restart.
+ * where {@code extra_i} is chunk {@code i}'s 16-byte extra digest ({@link KeyExtras}; zero when
+ * nothing but its tokens makes its KV).
+ *
+ * <p>A chunk's hash therefore names its whole prefix; a partial last chunk hashes fewer bytes, so
+ * its length is part of its hash. Independent of process, machine, JVM and restart.
  *
  * <p>Stateless and thread-safe.
  */
@@ -56,16 +59,29 @@ public final class ChunkHasher {
    */
   public static long[] hashes(
       int[] tokens, int tokenCount, int chunkTokens, boolean includePartial, int maxChunks) {
+    return hashes(tokens, tokenCount, KeyExtras.NONE, chunkTokens, includePartial, maxChunks);
+  }
+
+  /** Like {@link #hashes(int[], int, int, boolean, int)} with {@code extras} in the chain. */
+  public static long[] hashes(
+      int[] tokens,
+      int tokenCount,
+      KeyExtras extras,
+      int chunkTokens,
+      boolean includePartial,
+      int maxChunks) {
     checkTokenCount(tokens, tokenCount);
     checkNonNegative(maxChunks, "maxChunks");
+    extras = extras == null ? KeyExtras.NONE : extras;
     int chunks = Math.min(maxChunks, chunkCount(tokenCount, chunkTokens, includePartial));
     long[] out = new long[2 * chunks];
-    long h1 = 0;
-    long h2 = 0;
+    long h1 = extras.rootH1();
+    long h2 = extras.rootH2();
     for (int c = 0; c < chunks; c++) {
       int from = c * chunkTokens;
       int count = Math.min(chunkTokens, tokenCount - from);
-      Murmur3x64.hashChunk(h1, h2, tokens, from, count, SEED, out, 2 * c);
+      Murmur3x64.hashChunk(
+          h1, h2, extras.chunkH1(c), extras.chunkH2(c), tokens, from, count, SEED, out, 2 * c);
       h1 = out[2 * c];
       h2 = out[2 * c + 1];
     }
@@ -73,13 +89,18 @@ public final class ChunkHasher {
   }
 
   /**
-   * Hashes one chunk, {@code tokens[from, from + count)}, under its parent's hash ({@code 0, 0} for
-   * the first chunk), writing {@code h1, h2} to {@code out[0], out[1]}. For callers that stop at
-   * the first miss instead of hashing the whole prompt.
+   * Hashes chunk {@code chunk} of a prompt, {@code tokens[from, from + count)}, under its parent's
+   * hash ({@code null} for the first chunk: the chain starts at the extras' root), writing {@code
+   * h1, h2} to {@code out[0], out[1]}. For callers that stop at the first miss instead of hashing
+   * the whole prompt; {@code parent} may be {@code out}.
    */
   public static void hashChunk(
-      long parentH1, long parentH2, int[] tokens, int from, int count, long[] out) {
-    Murmur3x64.hashChunk(parentH1, parentH2, tokens, from, count, SEED, out, 0);
+      long[] parent, KeyExtras extras, int chunk, int[] tokens, int from, int count, long[] out) {
+    extras = extras == null ? KeyExtras.NONE : extras;
+    long p1 = parent == null ? extras.rootH1() : parent[0];
+    long p2 = parent == null ? extras.rootH2() : parent[1];
+    Murmur3x64.hashChunk(
+        p1, p2, extras.chunkH1(chunk), extras.chunkH2(chunk), tokens, from, count, SEED, out, 0);
   }
 
   /**
@@ -93,7 +114,20 @@ public final class ChunkHasher {
       int chunkTokens,
       boolean includePartial,
       int maxChunks) {
-    long[] h = hashes(tokens, tokenCount, chunkTokens, includePartial, maxChunks);
+    return keys(
+        namespace, tokens, tokenCount, KeyExtras.NONE, chunkTokens, includePartial, maxChunks);
+  }
+
+  /** Like {@link #keys(long, int[], int, int, boolean, int)} with {@code extras} in the chain. */
+  public static ChunkKey[] keys(
+      long namespace,
+      int[] tokens,
+      int tokenCount,
+      KeyExtras extras,
+      int chunkTokens,
+      boolean includePartial,
+      int maxChunks) {
+    long[] h = hashes(tokens, tokenCount, extras, chunkTokens, includePartial, maxChunks);
     ChunkKey[] keys = new ChunkKey[h.length / 2];
     for (int i = 0; i < keys.length; i++) {
       keys[i] = new ChunkKey(namespace, h[2 * i], h[2 * i + 1], h[0]);

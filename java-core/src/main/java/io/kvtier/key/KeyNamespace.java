@@ -23,6 +23,8 @@ import java.util.Objects;
  * @param chunkOrder how a chunk orders its bytes, {@code token-major} or {@code head-major} (see
  *     {@code io.kvtier.transfer.PagedLayout#chunkOrder()}): engines whose caches differ in layout
  *     store different bytes for the same tokens and must not share chunks
+ * @param firstLayer the model's index of the first layer stored (a pipeline-parallel stage holds
+ *     layers {@code [firstLayer, firstLayer + numLayers)}; 0 without pipeline parallelism)
  */
 public record KeyNamespace(
     String modelId,
@@ -34,7 +36,8 @@ public record KeyNamespace(
     int tpRank,
     int chunkTokens,
     boolean mla,
-    String chunkOrder) {
+    String chunkOrder,
+    int firstLayer) {
 
   /**
    * Validates every field.
@@ -50,6 +53,7 @@ public record KeyNamespace(
     checkPositive(tpSize, "tpSize");
     checkNonNegative(tpRank, "tpRank");
     checkPositive(chunkTokens, "chunkTokens");
+    checkNonNegative(firstLayer, "firstLayer");
     if (tpRank >= tpSize) {
       throw new IllegalArgumentException("tpRank " + tpRank + " must be < tpSize " + tpSize);
     }
@@ -57,6 +61,32 @@ public record KeyNamespace(
       throw new IllegalArgumentException(
           "chunkOrder must be token-major or head-major, got " + chunkOrder);
     }
+  }
+
+  /** A namespace of the model's layers from the first one (no pipeline parallelism). */
+  public KeyNamespace(
+      String modelId,
+      String kvDtype,
+      int numLayers,
+      int kvHeadsPerRank,
+      int headSize,
+      int tpSize,
+      int tpRank,
+      int chunkTokens,
+      boolean mla,
+      String chunkOrder) {
+    this(
+        modelId,
+        kvDtype,
+        numLayers,
+        kvHeadsPerRank,
+        headSize,
+        tpSize,
+        tpRank,
+        chunkTokens,
+        mla,
+        chunkOrder,
+        0);
   }
 
   /** A namespace with token-major chunks (NHD-style caches, MLA). */
@@ -80,17 +110,20 @@ public record KeyNamespace(
         tpRank,
         chunkTokens,
         mla,
-        "token-major");
+        "token-major",
+        0);
   }
 
   /** The canonical text that {@link #id()} hashes (docs/keys.md). */
   public String canonical() {
-    return "kvtier/1;model="
+    return "kvtier/2;model="
         + modelId
         + ";dtype="
         + kvDtype
         + ";layers="
         + numLayers
+        + ";first_layer="
+        + firstLayer
         + ";kv_heads="
         + kvHeadsPerRank
         + ";head_size="

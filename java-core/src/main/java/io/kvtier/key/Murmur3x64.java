@@ -6,8 +6,8 @@ import java.nio.ByteOrder;
 
 /**
  * MurmurHash3, x64 128-bit variant (Austin Appleby's reference {@code MurmurHash3_x64_128}), over
- * byte arrays and over kvtier's chunk input (a 16-byte parent hash followed by int32 token ids, all
- * little-endian) without materialising the bytes.
+ * byte arrays and over kvtier's chunk input (a 16-byte parent hash and a 16-byte extra digest
+ * followed by int32 token ids, all little-endian) without materialising the bytes.
  *
  * <p>The digest is {@code h1} then {@code h2}, each little-endian, exactly as the reference and
  * Python's {@code mmh3.hash_bytes(data, seed, x64arch=True)} produce. Stateless and thread-safe.
@@ -58,13 +58,16 @@ public final class Murmur3x64 {
   }
 
   /**
-   * Hashes the byte string {@code le64(parentH1) ‖ le64(parentH2) ‖ le32(tokens[from]) ‖ ... ‖
-   * le32(tokens[from + count - 1])} and writes {@code h1, h2} to {@code out[outIndex], out[outIndex
-   * + 1]}. Equal to {@link #hash(byte[], int)} of those bytes; allocates nothing.
+   * Hashes the byte string {@code le64(parentH1) ‖ le64(parentH2) ‖ le64(extraH1) ‖ le64(extraH2) ‖
+   * le32(tokens[from]) ‖ ... ‖ le32(tokens[from + count - 1])} and writes {@code h1, h2} to {@code
+   * out[outIndex], out[outIndex + 1]}. Equal to {@link #hash(byte[], int)} of those bytes;
+   * allocates nothing.
    */
   static void hashChunk(
       long parentH1,
       long parentH2,
+      long extraH1,
+      long extraH2,
       int[] tokens,
       int from,
       int count,
@@ -73,11 +76,17 @@ public final class Murmur3x64 {
       int outIndex) {
     long h1 = seed & MASK32;
     long h2 = seed & MASK32;
-    // The parent hash is exactly one 16-byte block.
+    // The parent hash and the chunk's extra digest are exactly one 16-byte block each.
     h1 ^= mixK1(parentH1);
     h1 = Long.rotateLeft(h1, 27) + h2;
     h1 = h1 * 5 + 0x52dce729;
     h2 ^= mixK2(parentH2);
+    h2 = Long.rotateLeft(h2, 31) + h1;
+    h2 = h2 * 5 + 0x38495ab5;
+    h1 ^= mixK1(extraH1);
+    h1 = Long.rotateLeft(h1, 27) + h2;
+    h1 = h1 * 5 + 0x52dce729;
+    h2 ^= mixK2(extraH2);
     h2 = Long.rotateLeft(h2, 31) + h1;
     h2 = h2 * 5 + 0x38495ab5;
     int i = from;
@@ -101,7 +110,7 @@ public final class Murmur3x64 {
     } else if (rem == 1) {
       h1 ^= mixK1(tokens[i] & MASK32);
     }
-    long[] h = finish(h1, h2, 16 + 4L * count);
+    long[] h = finish(h1, h2, 32 + 4L * count);
     out[outIndex] = h[0];
     out[outIndex + 1] = h[1];
   }

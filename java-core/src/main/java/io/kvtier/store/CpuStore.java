@@ -129,6 +129,19 @@ public final class CpuStore implements KvStore {
     return true;
   }
 
+  /**
+   * Removes every chunk (pinned ones too: their pins then find nothing, and buffers held by readers
+   * stay valid until released).
+   *
+   * @return chunks removed
+   */
+  public int clear() {
+    checkOpen();
+    int before = (int) Math.min(Integer.MAX_VALUE, index.size());
+    index.evictAll();
+    return before;
+  }
+
   @Override
   public StoreStats stats() {
     return counters.snapshot(index.size(), index.bytes());

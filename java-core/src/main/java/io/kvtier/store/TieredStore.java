@@ -510,6 +510,22 @@ public final class TieredStore implements KvStore {
     return true;
   }
 
+  /**
+   * Empties the tiers of this process, the CPU tier and the disk tier (a cache reset): remote
+   * stores, shared with other instances, keep their chunks.
+   *
+   * @return chunks removed
+   */
+  public int clearLocal() {
+    int removed = cpu.clear();
+    for (KvStore tier : lower) {
+      if (tier instanceof io.kvtier.disk.DiskStore disk) {
+        removed += disk.clear();
+      }
+    }
+    return removed;
+  }
+
   /** Lower tiers, fastest first. */
   public List<KvStore> lowerTiers() {
     return lower;

@@ -372,6 +372,57 @@ class KvEngineTest {
     assertEquals(-1, src[1].mismatch(dst[1]));
   }
 
+  @Test
+  void clearLocal_emptiesCpuAndDisk_evenPinnedChunks_andSurvivesNoRestart(
+      @org.junit.jupiter.api.io.TempDir java.nio.file.Path dir) throws Exception {
+    Map<String, Object> disk = Map.of("local_disk", dir.toString(), "max_local_disk_size", 0.01);
+    open(disk);
+    int[] p = prompt(3 * CHUNK, 33);
+    MemorySegment[] src = source(p.length, 33, false);
+    engine.store(p, p.length, addresses(src));
+    awaitDiskPuts(3);
+    assertEquals(3 * CHUNK, engine.lookupAndPin(5, p, p.length));
+    long[] held = engine.prepareLoad(p, p.length, 3); // a load already holding its chunks
+
+    assertEquals(6, engine.clearLocal(), "3 chunks in memory and 3 on disk");
+    assertEquals(0, engine.lookup(p, p.length));
+    MemorySegment[] dst = blank(src);
+    io.kvtier.bridge.HostMemory.copy(held[2], dst[1].address(), CHUNK_BYTES);
+    assertEquals(-1, src[1].mismatch(dst[1]), "a load holding a chunk reads it whole");
+    engine.completeLoad(held[0]);
+    assertTrue(engine.tiers().awaitIdle(60_000), "file deletions still running");
+    engine.close();
+    engine = null;
+    open(disk);
+    assertEquals(0, engine.lookup(p, p.length), "the files are gone, not just the index");
+  }
+
+  @Test
+  void keyExtras_keepPromptsApart_andTheSameExtrasHit() {
+    open(Map.of());
+    int[] p = prompt(3 * CHUNK, 34);
+    MemorySegment[] src = source(p.length, 34, false);
+    io.kvtier.key.KeyExtras lora = io.kvtier.key.KeyExtras.of(new long[] {0, 0, 11, 12});
+    long[] prepared = engine.prepareStore(p, p.length, lora, 0);
+    for (int c = 0; c < 3; c++) {
+      io.kvtier.bridge.HostMemory.copy(src[c].address(), prepared[1 + c], CHUNK_BYTES);
+    }
+    assertEquals(3, engine.completeStore(prepared[0], true));
+    assertEquals(0, engine.lookup(p, p.length), "the plain prompt does not hit the adapter's KV");
+    assertEquals(3 * CHUNK, engine.lookup(p, p.length, lora));
+    assertEquals(
+        0, engine.lookup(p, p.length, io.kvtier.key.KeyExtras.of(new long[] {0, 0, 11, 13})));
+    assertEquals(
+        3 * CHUNK, engine.lookupAndPinTiers(9, p, p.length, lora)[0], "pinning lookups agree");
+    long[] load = engine.prepareLoad(p, p.length, lora, 1, 3);
+    assertEquals(3, load.length, "chunks 1 and 2");
+    MemorySegment got = arena.allocate(CHUNK_BYTES);
+    io.kvtier.bridge.HostMemory.copy(load[2], got.address(), CHUNK_BYTES);
+    assertEquals(-1, src[2].mismatch(got));
+    engine.completeLoad(load[0]);
+    engine.unpinRequest(9);
+  }
+
   /** The keys of a prompt in the test namespace. */
   record ChunkKeyList(java.util.List<io.kvtier.key.ChunkKey> keys) {
     ChunkKeyList(int[] p) {

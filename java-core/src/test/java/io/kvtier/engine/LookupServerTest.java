@@ -107,8 +107,8 @@ class LookupServerTest {
 
   Client greeted(Path socket) throws IOException {
     Client c = connect(socket);
-    c.send(hello(1));
-    assertReply(c.read(), 0, le(4).putInt(1).array());
+    c.send(hello(2));
+    assertReply(c.read(), 0, le(4).putInt(2).array());
     return c;
   }
 
@@ -127,8 +127,16 @@ class LookupServerTest {
   }
 
   static byte[] lookup(long requestId, boolean pin, int[] tokens) {
-    ByteBuffer p = le(13 + 4 * tokens.length).putLong(requestId).put((byte) (pin ? 1 : 0));
-    p.putInt(tokens.length);
+    return lookup(requestId, pin, tokens, new long[0]);
+  }
+
+  static byte[] lookup(long requestId, boolean pin, int[] tokens, long[] extras) {
+    ByteBuffer p =
+        le(17 + 8 * extras.length + 4 * tokens.length).putLong(requestId).put((byte) (pin ? 1 : 0));
+    p.putInt(tokens.length).putInt(extras.length);
+    for (long w : extras) {
+      p.putLong(w);
+    }
     for (int t : tokens) {
       p.putInt(t);
     }
@@ -226,14 +234,14 @@ class LookupServerTest {
   }
 
   @Test
-  void hello_otherVersion_isRefused_andTheConnectionStaysOpenForVersion1() throws IOException {
+  void hello_otherVersion_isRefused_andTheConnectionStaysOpenForVersion2() throws IOException {
     open(Map.of());
     Path socket = serve(dir.resolve("l.sock")).path();
     Client c = connect(socket);
-    c.send(hello(2));
-    assertError(c.read(), "protocol version 2 not supported; this server speaks 1");
     c.send(hello(1));
-    assertReply(c.read(), 0, le(4).putInt(1).array());
+    assertError(c.read(), "protocol version 1 not supported; this server speaks 2");
+    c.send(hello(2));
+    assertReply(c.read(), 0, le(4).putInt(2).array());
   }
 
   @Test
@@ -265,6 +273,21 @@ class LookupServerTest {
     assertEquals(0, c.read().hitTokens());
     c.send(lookup(4, false, new int[0]));
     assertEquals(0, c.read().hitTokens(), "an empty prompt");
+    c.send(lookup(5, false, p, new long[] {0, 0}));
+    assertEquals(5 * CHUNK, c.read().hitTokens(), "zero extras are the plain prompt's");
+    c.send(lookup(6, false, p, new long[] {0, 0, 0, 0, 0, 0, 1, 2}));
+    assertEquals(2 * CHUNK, c.read().hitTokens(), "an extra digest on chunk 2 keys it apart");
+    c.send(lookup(7, true, p, new long[] {3, 4}));
+    assertEquals(0, c.read().hitTokens(), "another epoch's root keys every chunk apart");
+  }
+
+  @Test
+  void oddKeyExtraWords_areAnError_andClose() throws IOException {
+    open(Map.of());
+    Client c = greeted(serve(dir.resolve("l.sock")).path());
+    c.send(lookup(1, false, new int[] {1, 2}, new long[] {1, 2, 3}));
+    assertError(c.read(), "LOOKUP has 3 key-extra words; 0 or an even number of at least 2");
+    assertTrue(c.closedByServer());
   }
 
   @Test
@@ -340,7 +363,7 @@ class LookupServerTest {
     byte[] f = lookup(1, false, new int[] {1, 2, 3});
     ByteBuffer.wrap(f).order(ByteOrder.LITTLE_ENDIAN).putInt(5 + 9, 4); // claims 4 tokens, has 3
     c.send(f);
-    assertError(c.read(), "LOOKUP tokenCount 4 does not match the 12 bytes");
+    assertError(c.read(), "LOOKUP tokenCount 4 and 0 key-extra words do not match the 12 bytes");
     assertTrue(c.closedByServer());
   }
 
@@ -360,8 +383,8 @@ class LookupServerTest {
     open(Map.of());
     Path socket = serve(dir.resolve("l.sock")).path();
     Client a = greeted(socket);
-    a.send(frame(1, new byte[12]));
-    assertError(a.read(), "LOOKUP payload is 12 bytes; at least 13 expected");
+    a.send(frame(1, new byte[16]));
+    assertError(a.read(), "LOOKUP payload is 16 bytes; at least 17 expected");
     assertTrue(a.closedByServer());
 
     Client b = greeted(socket);
@@ -537,7 +560,7 @@ class LookupServerTest {
                 () -> {
                   try (Client c =
                       new Client(SocketChannel.open(UnixDomainSocketAddress.of(socket)))) {
-                    c.send(hello(1));
+                    c.send(hello(2));
                     assertEquals(0, c.read().status());
                     Random r = new Random(seed);
                     for (int k = 0; k < 300; k++) {

@@ -23,13 +23,15 @@ class ChunkHasherTest {
       int[] tokens = randomTokens(count + 5, count);
       long p1 = r.nextLong();
       long p2 = r.nextLong();
-      ByteBuffer bytes = ByteBuffer.allocate(16 + 4 * count).order(ByteOrder.LITTLE_ENDIAN);
-      bytes.putLong(p1).putLong(p2);
+      long x1 = r.nextLong();
+      long x2 = r.nextLong();
+      ByteBuffer bytes = ByteBuffer.allocate(32 + 4 * count).order(ByteOrder.LITTLE_ENDIAN);
+      bytes.putLong(p1).putLong(p2).putLong(x1).putLong(x2);
       for (int i = 0; i < count; i++) {
         bytes.putInt(tokens[5 + i]);
       }
       long[] out = new long[2];
-      Murmur3x64.hashChunk(p1, p2, tokens, 5, count, ChunkHasher.SEED, out, 0);
+      Murmur3x64.hashChunk(p1, p2, x1, x2, tokens, 5, count, ChunkHasher.SEED, out, 0);
       assertArrayEquals(Murmur3x64.hash(bytes.array(), ChunkHasher.SEED), out, "count " + count);
     }
   }
@@ -44,6 +46,48 @@ class ChunkHasherTest {
     assertArrayEquals(Arrays.copyOf(ha, 4), Arrays.copyOf(hb, 4));
     assertNotEquals(ha[4], hb[4]);
     assertNotEquals(ha[6], hb[6], "a change propagates to every later chunk");
+  }
+
+  @Test
+  void hashes_extras_changeTheirChunkAndEveryLaterOne_only() {
+    int[] t = randomTokens(1024, 4);
+    long[] plain = ChunkHasher.hashes(t, t.length, 256, false, Integer.MAX_VALUE);
+    KeyExtras chunk1 = KeyExtras.of(new long[] {0, 0, 0, 0, 7, 9});
+    long[] extra = ChunkHasher.hashes(t, t.length, chunk1, 256, false, Integer.MAX_VALUE);
+    assertArrayEquals(Arrays.copyOf(plain, 2), Arrays.copyOf(extra, 2), "chunk 0 has no extra");
+    for (int c = 1; c < 4; c++) {
+      assertNotEquals(plain[2 * c], extra[2 * c], "chunk " + c);
+    }
+    KeyExtras root = KeyExtras.of(new long[] {1, 0});
+    long[] epoch = ChunkHasher.hashes(t, t.length, root, 256, false, Integer.MAX_VALUE);
+    for (int c = 0; c < 4; c++) {
+      assertNotEquals(plain[2 * c], epoch[2 * c], "a root changes every chunk; chunk " + c);
+    }
+    assertArrayEquals(
+        plain,
+        ChunkHasher.hashes(t, t.length, KeyExtras.of(new long[] {0, 0, 0, 0}), 256, false, 9),
+        "zero digests are the plain prompt");
+  }
+
+  @Test
+  void keyExtras_refusesMalformedWords() {
+    assertThrows(IllegalArgumentException.class, () -> KeyExtras.of(new long[] {1}));
+    assertThrows(IllegalArgumentException.class, () -> KeyExtras.of(new long[] {1, 2, 3}));
+    assertEquals(KeyExtras.NONE, KeyExtras.of(null));
+    assertEquals(KeyExtras.of(new long[] {5, 6}), KeyExtras.of(new long[] {5, 6, 0, 0}));
+  }
+
+  @Test
+  void hashChunk_continuesTheChainOfHashes() {
+    int[] t = randomTokens(700, 5);
+    KeyExtras x = KeyExtras.of(new long[] {3, 4, 5, 6, 0, 0, 7, 8});
+    long[] all = ChunkHasher.hashes(t, t.length, x, 256, true, Integer.MAX_VALUE);
+    long[] h = new long[2];
+    for (int c = 0; c < 3; c++) {
+      ChunkHasher.hashChunk(
+          c == 0 ? null : h, x, c, t, 256 * c, Math.min(256, t.length - 256 * c), h);
+      assertArrayEquals(Arrays.copyOfRange(all, 2 * c, 2 * c + 2), h, "chunk " + c);
+    }
   }
 
   @Test

@@ -45,6 +45,27 @@ class KeyVectorsTest {
     return t;
   }
 
+  /** The vector's root and chunk extra digests (hex, digest order) as {@link KeyExtras}. */
+  @SuppressWarnings("unchecked")
+  static KeyExtras extrasOf(Map<String, Object> v) {
+    if (!v.containsKey("root")) {
+      return KeyExtras.NONE;
+    }
+    List<String> digests = new java.util.ArrayList<>();
+    digests.add((String) v.get("root"));
+    digests.addAll((List<String>) v.get("chunk_extras"));
+    long[] words = new long[2 * digests.size()];
+    java.nio.ByteBuffer b =
+        java.nio.ByteBuffer.allocate(16).order(java.nio.ByteOrder.LITTLE_ENDIAN);
+    for (int i = 0; i < digests.size(); i++) {
+      b.clear();
+      b.put(HexFormat.of().parseHex(digests.get(i))).flip();
+      words[2 * i] = b.getLong();
+      words[2 * i + 1] = b.getLong();
+    }
+    return KeyExtras.of(words);
+  }
+
   @Test
   void seed_matchesDocumentedSeed() throws IOException {
     assertEquals(((Number) vectors().get("seed")).intValue(), ChunkHasher.SEED);
@@ -71,6 +92,21 @@ class KeyVectorsTest {
     assertEquals(
         ns.get(1).get("canonical"),
         new KeyNamespace("tiny", "bfloat16", 2, 2, 64, 2, 1, 256, false, "head-major").canonical());
+    assertEquals(
+        ns.get(2).get("canonical"),
+        new KeyNamespace(
+                "meta-llama/Llama-3.1-8B",
+                "bfloat16",
+                16,
+                8,
+                128,
+                1,
+                0,
+                256,
+                false,
+                "token-major",
+                16)
+            .canonical());
     for (Map<String, Object> v : ns) {
       byte[] text = ((String) v.get("canonical")).getBytes(java.nio.charset.StandardCharsets.UTF_8);
       assertEquals(((Number) v.get("id")).longValue(), Murmur3x64.hash(text, ChunkHasher.SEED)[0]);
@@ -84,7 +120,8 @@ class KeyVectorsTest {
       int[] tokens = tokensOf(v);
       int chunk = ((Number) v.get("chunk_size")).intValue();
       boolean partial = (Boolean) v.get("save_unfull_chunk");
-      long[] h = ChunkHasher.hashes(tokens, tokens.length, chunk, partial, Integer.MAX_VALUE);
+      long[] h =
+          ChunkHasher.hashes(tokens, tokens.length, extrasOf(v), chunk, partial, Integer.MAX_VALUE);
       List<String> expected = (List<String>) v.get("hashes");
       assertEquals(expected.size(), h.length / 2, "chunk count for " + v);
       for (int i = 0; i < expected.size(); i++) {
