@@ -7,12 +7,20 @@ command line::
 
     {"model": "/path", "max_tokens": 8, "dtype": "float32",
      "connector": {"kv_connector": "KVTierConnector", ...} or null,
-     "steps": [{"prompts": [[token ids], ...], "batch": false}, ...],
+     "steps": [{"prompts": [prompt, ...], "batch": false}, ...],
                              # each step generates its prompts in order: one at a time, or all at
-                             # once with "batch": true
+                             # once with "batch": true; a step {"reset": true} calls
+                             # LLM.reset_prefix_cache(reset_connector=True) instead
+     "loras": {"name": [int id, "/path"], ...},
      "llm": {...}}           # extra LLM(...) arguments
 
-Output (last stdout line): {"steps": [[{"tokens": [...], "cached": n, "seconds": s}, ...], ...],
+A prompt is a list of token ids, or an object: {"tokens": [...], "lora": "name" (a key of
+"loras"), "cache_salt": "...", "embeds_seed": n (the tokens' positions given as seeded random
+prompt embeddings instead), "after": [step, index] (the prompt is that earlier result's prompt and
+generated tokens, then "tokens")}.
+
+Output (last stdout line): {"steps": [[{"tokens": [...], "cached": n, "seconds": s}, ...] or
+{"reset": true|false}, ...],
 "dtype": the dtype the model ran in, "threads": [torch threads of each worker process],
 "kvtier": {counter: value} when the kvtier worker runs in this process, else {}}
 
@@ -27,10 +35,36 @@ import sys
 import time
 
 
+def _prompt(entry: object, steps: list, loras: dict, hidden: int) -> tuple[dict, object]:
+    """vLLM's prompt and LoRA request for one prompt entry; ``steps`` are the results so far."""
+    if isinstance(entry, list):
+        return {"prompt_token_ids": entry}, None
+    tokens = list(entry.get("tokens", []))
+    if "after" in entry:
+        step, index = entry["after"]
+        earlier = steps[step][index]
+        tokens = earlier["prompt"] + earlier["tokens"] + tokens
+    prompt: dict = {"prompt_token_ids": tokens}
+    if "embeds_seed" in entry:
+        import torch
+
+        g = torch.Generator().manual_seed(entry["embeds_seed"])
+        prompt = {"prompt_embeds": torch.randn(len(tokens), hidden, generator=g) * 0.5}
+    if "cache_salt" in entry:
+        prompt["cache_salt"] = entry["cache_salt"]
+    lora = None
+    if "lora" in entry:
+        from vllm.lora.request import LoRARequest
+
+        name = entry["lora"]
+        lora_id, path = loras[name]
+        lora = LoRARequest(name.split("@")[0], lora_id, path)
+    return prompt, lora
+
+
 def main() -> None:
     spec = json.loads(sys.argv[1])
     from vllm import LLM, SamplingParams
-    from vllm.inputs import TokensPrompt
 
     args = dict(
         model=spec["model"],
@@ -45,20 +79,34 @@ def main() -> None:
         args["kv_transfer_config"] = spec["connector"]
     args.update(spec.get("llm", {}))
     llm = LLM(**args)
-    params = SamplingParams(max_tokens=spec.get("max_tokens", 8), temperature=0.0, ignore_eos=True)
-    steps = []
+    hidden = int(llm.llm_engine.model_config.get_hidden_size())
+    loras = spec.get("loras", {})
+    steps: list = []
     for step in spec["steps"]:
-        prompts = step["prompts"]
+        if step.get("reset"):
+            _drain(llm)
+            steps.append({"reset": bool(llm.reset_prefix_cache(reset_connector=True))})
+            continue
+        params = SamplingParams(
+            max_tokens=step.get("max_tokens", spec.get("max_tokens", 8)),
+            temperature=0.0,
+            ignore_eos=True,
+        )
+        prompts = [_prompt(p, steps, loras, hidden) for p in step["prompts"]]
         groups = [prompts] if step.get("batch") else [[p] for p in prompts]
         results = []
         for group in groups:
             start = time.perf_counter()
             outs = llm.generate(
-                [TokensPrompt(prompt_token_ids=p) for p in group], params, use_tqdm=False
+                [p for p, _ in group],
+                params,
+                use_tqdm=False,
+                lora_request=[lora for _, lora in group],
             )
             seconds = time.perf_counter() - start
             results.extend(
                 {
+                    "prompt": list(out.prompt_token_ids or []),
                     "tokens": list(out.outputs[0].token_ids),
                     "cached": int(out.num_cached_tokens or 0),
                     "seconds": seconds,
@@ -79,6 +127,19 @@ def main() -> None:
         json.dumps({"steps": steps, "dtype": dtype, "threads": threads, "kvtier": stats}),
         flush=True,
     )
+
+
+def _drain(llm: object) -> None:
+    """Steps the in-process engine until no finished request holds blocks any more: a connector
+    that saves after a request finished keeps its blocks until the workers report the save,
+    which they do in a later step, and vLLM's own cache reset fails while blocks are in use.
+    Waits on that event; fails (never passes) after 120 s."""
+    scheduler = llm.llm_engine.engine_core.engine_core.scheduler
+    deadline = time.monotonic() + 120
+    while scheduler.has_requests():
+        if time.monotonic() > deadline:
+            raise SystemExit("finished requests still held blocks after 120 s")
+        llm.llm_engine.step()
 
 
 def _torch_threads(worker: object) -> int:

@@ -12,15 +12,12 @@ really used the same dtype and threads, and fails naming both when they did not.
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,18 +34,17 @@ ROOT = HERE.parents[2]
 sys.path.insert(0, str(ROOT / "examples"))
 
 import tiny_model  # noqa: E402
-import vllm_cpu  # noqa: E402
-
-CHUNK = 256
-DTYPE = "float32"
-CONNECTOR = {"kv_connector": "KVTierConnector", "kv_role": "kv_both"}
-IN_PROCESS_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
-"""Scheduler and worker in this run's own process (vLLM's in-process executor): one Python start
-instead of three, and the kvtier worker's counters readable. One test covers the multiprocess
-executor."""
-LIMITS = {"max_num_batched_tokens": 384, "num_gpu_blocks_override": 40, "max_num_seqs": 4}
-"""Every run's scheduler limits: a token budget that splits each prefill into steps and a KV cache
-of 40 blocks, too small for the batched prompts at once (vLLM preempts)."""
+from vllm_runs import (  # noqa: E402
+    CHUNK,
+    CONNECTOR,
+    DTYPE,
+    Run,
+    Step,
+    launch,
+    run,
+    same_runtime,
+    with_settings,
+)
 
 # Prompts, one set per case. The baseline run generates all of them once without kvtier.
 TWICE = tiny_model.prompt(4 * CHUNK + 37, seed=1)
@@ -62,87 +58,6 @@ BATCH_TOKENS = 48
 EXHAUST = [tiny_model.prompt(6 * CHUNK + 3, seed=s) for s in (5, 6)]
 DISK = tiny_model.prompt(5 * CHUNK + 11, seed=4)
 REMOTE = tiny_model.prompt(3 * CHUNK + 20, seed=30)
-
-
-@dataclass
-class Step:
-    prompts: list[list[int]]
-    batch: bool = False
-    max_tokens: int = 8
-
-
-@dataclass
-class Run:
-    """What one vLLM process generated, and the dtype and threads it really used."""
-
-    steps: list[list[dict[str, Any]]]
-    dtype: str
-    threads: list[int]
-    stats: dict[str, int] = field(default_factory=dict)
-
-    def tokens(self, step: int) -> list[list[int]]:
-        return [r["tokens"] for r in self.steps[step]]
-
-    def cached(self, step: int) -> list[int]:
-        return [r["cached"] for r in self.steps[step]]
-
-
-def run(
-    model: str,
-    steps: list[Step],
-    connector: dict[str, Any] | None,
-    in_process: bool = True,
-    llm: dict[str, Any] | None = None,
-) -> Run:
-    """Runs vLLM once over ``steps``; fails with vLLM's stderr when the process fails."""
-    proc = _launch(model, steps, connector, in_process, llm)
-    assert proc.returncode == 0, f"vLLM run failed:\n{proc.stderr[-6000:]}"
-    line = next(x for x in reversed(proc.stdout.splitlines()) if x.startswith('{"steps"'))
-    result = json.loads(line)
-    return Run(result["steps"], result["dtype"], result["threads"], result["kvtier"])
-
-
-def _launch(
-    model: str,
-    steps: list[Step],
-    connector: dict[str, Any] | None,
-    in_process: bool,
-    llm: dict[str, Any] | None,
-) -> subprocess.CompletedProcess[str]:
-    spec = {
-        "model": model,
-        "dtype": DTYPE,
-        "connector": connector,
-        "steps": [
-            {"prompts": s.prompts, "batch": s.batch, "max_tokens": s.max_tokens} for s in steps
-        ],
-        "llm": {**LIMITS, **(llm or {})},
-    }
-    env = {**os.environ, **vllm_cpu.vllm_env()}
-    env["VLLM_ALLOW_INSECURE_SERIALIZATION"] = "1"  # run_llm asks the workers for their threads
-    if in_process:
-        env.update(IN_PROCESS_ENV)
-    return subprocess.run(
-        [sys.executable, str(HERE / "run_llm.py"), json.dumps(spec)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env=env,
-    )
-
-
-def same_runtime(**runs: Run) -> None:
-    """Fails, naming each run's dtype and threads, unless the runs compared used the same."""
-    vllm_cpu.check_same_runtime(
-        {
-            name.replace("_", " "): {"dtype": r.dtype, "threads": r.threads}
-            for name, r in runs.items()
-        }
-    )
-
-
-def with_settings(**settings: Any) -> dict[str, Any]:
-    return {**CONNECTOR, "kv_connector_extra_config": settings}
 
 
 @pytest.fixture(scope="session")
@@ -246,7 +161,7 @@ def test_layerwise_over_the_socket_with_separate_processes(
 
 def test_bad_setting_stops_vllm_with_kvtier_message(model: str) -> None:
     """A misspelt key in kv_connector_extra_config: vLLM refuses to start, saying which key."""
-    proc = _launch(model, [Step([[1, 2, 3]])], with_settings(max_local_cpu=1), True, None)
+    proc = launch(model, [Step([[1, 2, 3]])], with_settings(max_local_cpu=1), True, None)
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0, "vLLM started although it should have refused"
     assert "max_local_cpu" in output
