@@ -37,6 +37,9 @@ class Layout:
     """``token-major`` (NHD-style caches, MLA) or ``head-major`` (HND-style, vLLM's CPU backend)."""
     first_layer: int = 0
     """The model's index of the first layer stored (a pipeline-parallel stage's first layer)."""
+    writes_remote: bool = True
+    """False: the remote store is read, never written (MLA ranks but the first: every rank holds
+    the same KV, so one copy is sent)."""
 
 
 def _tokens(tokens: Sequence[int] | np.ndarray) -> tuple[Any, int]:
@@ -98,8 +101,9 @@ class Engine:
         if allocator is None:
             allocator = _jvm.java_class("io.kvtier.memory.MmapAllocator").INSTANCE
         self._engine = _jvm.new(
-            "io.kvtier.engine.KvEngine", config, ns.java, layout.bytes_per_token, allocator
-        )
+            "io.kvtier.engine.KvEngine",
+            config, ns.java, layout.bytes_per_token, allocator, layout.writes_remote,
+        )  # fmt: skip
         self.layout = layout
         self.chunk_tokens = chunk
         self.chunk_bytes = int(self._engine.chunkBytes())

@@ -174,6 +174,8 @@ class KVTierWorker:
             mla=layout.mla,
             chunk_order=str(paged.chunkOrder()),
             first_layer=_first_layer(names) if _pp_size(parallel) > 1 else 0,
+            # MLA: one copy for every rank; the first rank sends it, the others read it.
+            writes_remote=not layout.mla or rank % int(parallel.tensor_parallel_size) == 0,
         )
         addresses = _jvm.long_array(
             np.array([t.data_ptr() for t in kv_caches.values()], dtype=np.int64)

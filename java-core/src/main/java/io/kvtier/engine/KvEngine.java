@@ -20,6 +20,7 @@ import io.kvtier.remote.RedisStore;
 import io.kvtier.server.ServerStore;
 import io.kvtier.store.CpuStore;
 import io.kvtier.store.KvStore;
+import io.kvtier.store.ReadOnlyTier;
 import io.kvtier.store.StoreStats;
 import io.kvtier.store.TieredStore;
 import java.util.ArrayList;
@@ -117,7 +118,21 @@ public final class KvEngine implements AutoCloseable {
    */
   public KvEngine(
       KvTierConfig config, KeyNamespace namespace, long bytesPerToken, HostAllocator allocator) {
-    this(config, namespace, bytesPerToken, allocator, System::nanoTime, true);
+    this(config, namespace, bytesPerToken, allocator, true);
+  }
+
+  /**
+   * Like {@link #KvEngine(KvTierConfig, KeyNamespace, long, HostAllocator)}; with {@code
+   * writesRemote} false the remote store is read but never written (MLA: the tensor-parallel ranks
+   * hold the same KV, and only the first one sends it).
+   */
+  public KvEngine(
+      KvTierConfig config,
+      KeyNamespace namespace,
+      long bytesPerToken,
+      HostAllocator allocator,
+      boolean writesRemote) {
+    this(config, namespace, bytesPerToken, allocator, System::nanoTime, true, writesRemote);
   }
 
   /**
@@ -131,6 +146,17 @@ public final class KvEngine implements AutoCloseable {
       HostAllocator allocator,
       LongSupplier nanoClock,
       boolean startPinMonitor) {
+    this(config, namespace, bytesPerToken, allocator, nanoClock, startPinMonitor, true);
+  }
+
+  private KvEngine(
+      KvTierConfig config,
+      KeyNamespace namespace,
+      long bytesPerToken,
+      HostAllocator allocator,
+      LongSupplier nanoClock,
+      boolean startPinMonitor,
+      boolean writesRemote) {
     this.nanoClock = nanoClock;
     this.pinTimeoutNanos = TimeUnit.SECONDS.toNanos(config.pinTimeoutSec());
     this.config = config;
@@ -172,23 +198,27 @@ public final class KvEngine implements AutoCloseable {
               cpu::allocate,
               NioDiskIo.INSTANCE));
     }
+    KvStore remote = null;
     if (config.remoteUrl() != null && config.remoteUrl().startsWith("kvtier://")) {
-      lower.add(
+      remote =
           new ServerStore(
               config.remoteUrl(),
               config.remoteTimeoutMs(),
               config.remoteQueue(),
               chunkBytes,
-              cpu::allocate));
+              cpu::allocate);
     } else if (config.remoteUrl() != null) {
-      lower.add(
+      remote =
           new RedisStore(
               config.remoteUrl(),
               config.remoteTimeoutMs(),
               config.remoteTtlSec(),
               config.remoteQueue(),
               config.remoteHashTags(),
-              cpu::allocate));
+              cpu::allocate);
+    }
+    if (remote != null) {
+      lower.add(writesRemote ? remote : new ReadOnlyTier(remote));
     }
     this.tiers =
         new TieredStore(

@@ -59,6 +59,42 @@ class TieredStoreTest extends KvStoreContract {
   }
 
   @Test
+  void readOnlyLowerTier_isReadButNeverWritten() throws Exception {
+    ChunkPool up = new ChunkPool(MmapAllocator.INSTANCE, CHUNK_BYTES, 4L * CHUNK_BYTES, 1 << 20);
+    ChunkPool shared =
+        new ChunkPool(MmapAllocator.INSTANCE, CHUNK_BYTES, 4L * CHUNK_BYTES, 1 << 20);
+    CpuStore written = new CpuStore(shared, 4L * CHUNK_BYTES, CachePolicy.LRU);
+    ChunkBuffer other = chunk(7, CHUNK_BYTES); // what another process wrote
+    byte[] expected = bytesOf(other);
+    written.put(key(7), other);
+    other.release();
+    TieredStore tiered =
+        new TieredStore(
+            new CpuStore(up, 4L * CHUNK_BYTES, CachePolicy.LRU),
+            List.of(new ReadOnlyTier(written)),
+            1,
+            4);
+    try {
+      ChunkBuffer mine = chunk(1, CHUNK_BYTES);
+      assertTrue(tiered.put(key(1), mine));
+      mine.release();
+      assertTrue(tiered.awaitIdle(60_000));
+      assertFalse(written.contains(key(1)), "a read-only tier is never written");
+      assertEquals(0, tiered.copyDownFailed());
+      ChunkBuffer got = tiered.get(key(7));
+      assertNotNull(got, "a read-only tier is read");
+      assertArrayEquals(expected, bytesOf(got));
+      got.release();
+    } finally {
+      tiered.close();
+      assertEquals(0, up.inUseSlots());
+      assertEquals(0, shared.inUseSlots());
+      up.close();
+      shared.close();
+    }
+  }
+
+  @Test
   void put_isCopiedDown_andLowerHitIsPromoted() throws Exception {
     TieredStore tiered = (TieredStore) store;
     ChunkBuffer b = chunk(1, CHUNK_BYTES);
