@@ -131,12 +131,14 @@ def test_prompt_embeds_are_served_and_keyed_by_their_embeddings(runs: tuple[Run,
 def test_reset_prefix_cache_with_connector_makes_the_next_request_miss(
     runs: tuple[Run, Run],
 ) -> None:
-    """LLM.reset_prefix_cache(reset_connector=True) succeeds, and the prompt stored before it
-    misses after it."""
+    """LLM.reset_prefix_cache(reset_connector=True) succeeds, the prompt stored before it misses
+    after it, and the CPU tier was emptied: at the end it holds only what was saved after the
+    reset (the reset prompt's 2 chunks, and turn 1's 2: its prompt's and its answer's)."""
     _, got = runs
     assert hits(got, "before reset") == [0, 2 * CHUNK]
     assert got.steps[STEP["reset"]] == {"reset": True}
     assert hits(got, "after reset") == [0]
+    assert got.stats["entries"] == 4
 
 
 def test_second_turn_hits_the_first_turns_answer(runs: tuple[Run, Run]) -> None:
