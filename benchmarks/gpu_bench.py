@@ -62,8 +62,11 @@ def main() -> int:
     ap.add_argument("--json", help="also write the figures here")
     args = ap.parse_args()
 
-    import torch
-
+    try:
+        import torch
+    except ImportError:
+        print("gpu_bench: torch is not installed", file=sys.stderr)
+        return 2
     if not torch.cuda.is_available():
         print("gpu_bench: no CUDA device visible to torch", file=sys.stderr)
         return 2

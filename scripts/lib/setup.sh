@@ -23,7 +23,11 @@ install_kvtier() {
   # ptxas of CUDA 12.0 (no GPU needed): the tests assemble the shipped PTX with the oldest
   # CUDA 12 toolchain, for sm_70, sm_80 and sm_90.
   "$VENV_PY" -m pip install -q "nvidia-cuda-nvcc-cu12==12.0.76"
-  "$VENV_PY" -m pip install -q "$ROOT/python-connector"
+  # One build of the wheel serves this venv and the GPU bundle (scripts/gpu-bundle).
+  rm -rf "$ROOT/.whl"
+  "$VENV_PY" -m pip wheel -q --no-deps -w "$ROOT/.whl" "$ROOT/python-connector"
+  "$VENV_PY" -m pip install -q "$ROOT"/.whl/kvtier-*.whl # with its dependencies
+  "$VENV_PY" -m pip install -q --force-reinstall --no-deps "$ROOT"/.whl/kvtier-*.whl # this build
 }
 
 # Runs "$@" (a command or a function of these scripts) and, while it runs, prints a line every
