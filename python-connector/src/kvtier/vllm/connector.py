@@ -23,6 +23,7 @@ from vllm.distributed.kv_transfer.kv_connector.v1.base import (
     KVConnectorRole,
 )
 
+from kvtier.vllm import versions
 from kvtier.vllm.metadata import KVTierMetadata
 
 try:  # vLLM 0.32: receive failures are named per request next to the finished transfers
@@ -93,6 +94,9 @@ class KVTierConnector(KVConnectorBase_V1):
         kv_cache_config: KVCacheConfig | None = None,
     ) -> None:
         super().__init__(vllm_config, role, kv_cache_config)
+        import vllm
+
+        versions.check(vllm.__version__, KVConnectorBase_V1, type(self))
         settings = dict(self._kv_transfer_config.kv_connector_extra_config or {})
         self._scheduler: KVTierScheduler | None = None
         self._worker: KVTierWorker | None = None
@@ -107,11 +111,39 @@ class KVTierConnector(KVConnectorBase_V1):
         else:
             self._worker = KVTierWorker(vllm_config, settings)
 
+    @classmethod
+    def supports_sleep_mode(cls, kv_transfer_config: Any) -> bool:
+        """vLLM 0.33+: sleep mode (and discard) call ``unregister_kv_caches`` before the KV
+        tensors' memory is released and ``restore_kv_caches`` once it is backed again at the same
+        addresses; kvtier copies nothing in between (see ``KVTierWorker``)."""
+        return True
+
+    # Left at vLLM's defaults, deliberately:
+    # - kv_cache_access (0.34): IN_PROCESS. kvtier reaches the KV cache from the worker's own
+    #   process (host copies, CUDA kernels on vLLM's device); nothing registers it with UCX or
+    #   RDMA, so the extensible KV cache may back it however it likes.
+    # - may_load_async (0.34): the P/D flag, False for kvtier's requests. True would let requests
+    #   start loading while the running batch is full (--max-num-inflight-kv-loads); answering it
+    #   needs a lookup, which this hook (called on every enqueue, "must be cheap") must not do.
+    #   A request kvtier later loads in the background simply waits in the plain queue.
+    # - supports_lookahead_block_hashes (0.34): False. kvtier hashes its own 256-token chunks
+    #   (docs/keys.md) and does not read vLLM's block hashes.
+
     # ---- worker side --------------------------------------------------------------------------
 
     def register_kv_caches(self, kv_caches: dict[str, torch.Tensor]) -> None:
         assert self._worker is not None
         self._worker.register_kv_caches(kv_caches)
+
+    @_never_raises(lambda: None)
+    def unregister_kv_caches(self) -> None:
+        if self._worker is not None:
+            self._worker.unregister_kv_caches()
+
+    @_never_raises(lambda: None)
+    def restore_kv_caches(self) -> None:
+        if self._worker is not None:
+            self._worker.restore_kv_caches()
 
     @_never_raises(lambda: None)
     def bind_connector_metadata(self, connector_metadata: KVConnectorMetadata) -> None:

@@ -150,6 +150,11 @@ class KVTierWorker:
         self._preempted = 0
         self._gpu: Any = None
         self._cuda_context: Any = None
+        self._unregistered = False
+        """Between ``unregister_kv_caches`` and ``restore_kv_caches``: the KV tensors' memory may
+        be released, so nothing is copied into or out of it."""
+        self.unregistered_misses = 0
+        """Loads failed and saves dropped because the KV cache was unregistered (for stats)."""
 
     # ---- set-up -----------------------------------------------------------------------------
 
@@ -290,6 +295,9 @@ class KVTierWorker:
                 self._fence()
             except Exception:
                 self._failed("ordering loads after the step's work", "(all)")
+        if self._unregistered:
+            self._refuse_while_unregistered(meta)
+            return
         for op in meta.ops:
             try:
                 req = self._apply(op)
@@ -488,6 +496,58 @@ class KVTierWorker:
             if (req := self._requests.get(r)) is not None and req.blocks is not None
         ]
 
+    def _refuse_while_unregistered(self, meta: KVTierMetadata) -> None:
+        """A step while the KV cache is unregistered: its loads end as failed (vLLM recomputes
+        their blocks) and its saves are dropped, each counted; nothing is copied."""
+        for op in meta.ops:
+            req = self._requests.setdefault(op.req_id, _WorkerRequest())
+            req.blocks = None  # unknown until an op replaces the table after restore
+            if op.load is not None:
+                self.unregistered_misses += 1
+                load = op.load
+                self._load_ended(op.req_id, load, list(op.new_blocks), load.start, load.background)
+            elif op.save_to > 0:
+                self.unregistered_misses += 1
+        if meta.ops and "unregistered" not in self._logged:
+            self._logged.add("unregistered")
+            logger.warning(
+                "kvtier: a step ran while the KV cache was unregistered; its loads are "
+                "recomputed and its saves dropped (counted; logged once)"
+            )
+
+    def unregister_kv_caches(self) -> None:
+        """Before vLLM releases or remaps the KV tensors' memory (sleep, discard, a weight update
+        that borrows the KV cache's memory): waits, bounded, for every copy into or out of them,
+        then copies nothing until :meth:`restore_kv_caches`. Idempotent."""
+        if self._worker is None or self._unregistered:
+            return
+        self._unregistered = True
+        tickets = list(self._tickets)
+        if self._layer_saves or self._sync_loads:  # a step cut short: end what it started
+            self._end_layer_loads(complete=False)
+            saves, self._layer_saves = self._layer_saves, []
+            for req_id, handle, _ in saves:
+                self._end_save(handle, req_id, False)
+        self._pending_saves = []
+        if not tickets:
+            return
+        try:
+            done = self._worker.awaitTickets(_jvm.long_array(np.array(tickets)), SAVE_WAIT_MILLIS)
+        except Exception:
+            self._failed("waiting for transfers before unregistering", "(all)")
+            return
+        if not done:
+            logger.warning(
+                "kvtier: transfers into or out of the KV cache still running %d ms after vLLM "
+                "unregistered it", SAVE_WAIT_MILLIS,
+            )  # fmt: skip
+
+    def restore_kv_caches(self) -> None:
+        """After vLLM backs the KV tensors again, at the same addresses (sleep mode and the
+        extensible KV cache keep their virtual address reservations): copies resume. Their
+        contents were discarded; kvtier's stored chunks are copies and stay valid. Idempotent."""
+        self._unregistered = False
+
     def handle_preemptions(self, meta: KVTierMetadata) -> None:
         """Before vLLM reuses preempted requests' blocks: waits for the transfers out of or into
         them and forgets their block tables; a background load of one is no longer reported."""
@@ -575,6 +635,7 @@ class KVTierWorker:
         out.update(zip(names, (int(v) for v in self._worker.stats()), strict=True))
         out["preempted_requests"] = self._preempted
         out["connector_failures"] = self.failures
+        out["unregistered_misses"] = self.unregistered_misses
         return out
 
     def shutdown(self) -> None:

@@ -1,0 +1,149 @@
+"""The worker side through vLLM 0.33/0.34's lifecycle, on CPU tensors in vLLM's CPU layout:
+unregistering the KV cache (sleep mode, a weight update that borrows its memory) and restoring it,
+and Model Runner V2's order, where finished and load-error reports are asked before
+``wait_for_save``."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from test_worker_layout import CHUNK, caches, finish, kv_rows, vllm_config
+
+torch = pytest.importorskip("torch", reason="torch is not installed (it comes with vLLM)")
+
+from kvtier import _jvm  # noqa: E402
+from kvtier.vllm.metadata import KVTierMetadata, LoadSpec, RequestOp  # noqa: E402
+from kvtier.vllm.worker import KVTierWorker  # noqa: E402
+
+
+@pytest.fixture
+def worker(tmp_path, monkeypatch):
+    monkeypatch.setenv("KVTIER_RUNTIME_DIR", str(tmp_path))
+    w = KVTierWorker(vllm_config(f"l{time.monotonic_ns()}"), {"chunk_size": CHUNK})
+    yield w
+    w.shutdown()
+
+
+def save(w: KVTierWorker, req_id: str, tokens: np.ndarray, table: list[int], to: int) -> None:
+    w.bind(KVTierMetadata(ops=[RequestOp(req_id, tokens=tokens, new_blocks=table, save_to=to)]))
+    w.wait_for_save()
+    finish(w, req_id)
+
+
+def same_kv(src: dict, table_a: list[int], table_b: list[int], tokens: int) -> bool:
+    return all(
+        all(
+            torch.equal(x, y)
+            for x, y in zip(kv_rows(c, table_a, t), kv_rows(c, table_b, t), strict=True)
+        )
+        for c in src.values()
+        for t in range(tokens)
+    )
+
+
+def test_unregistered_kv_cache_is_never_copied_and_restore_resumes(worker: KVTierWorker) -> None:
+    """Between unregister and restore a load ends as failed (its blocks reported, their bytes
+    untouched) and a save is dropped, both counted; after restore the same load is byte-exact."""
+    src = caches(5)
+    worker.register_kv_caches(src)
+    tokens = np.arange(3 * CHUNK, dtype=np.int32)
+    table_a = [0, 1, 2, 3, 4, 5]
+    save(worker, "a", tokens, table_a, 3 * CHUNK)
+
+    worker.unregister_kv_caches()
+    worker.unregister_kv_caches()  # idempotent
+    target = [10, 11, 12, 13, 14, 15]
+    before = {n: c[target].clone() for n, c in src.items()}
+    spec = LoadSpec(0, 3 * CHUNK - 1, 3 * CHUNK, False)
+    worker.bind(KVTierMetadata(ops=[RequestOp("b", tokens=tokens, new_blocks=target, load=spec)]))
+    assert worker.get_block_ids_with_load_errors() == set(target)
+    assert all(torch.equal(before[n], c[target]) for n, c in src.items()), "copied while away"
+    other = np.arange(1000, 1000 + 2 * CHUNK, dtype=np.int32)
+    op = RequestOp("c", tokens=other, new_blocks=[16, 17, 18, 19], save_to=2 * CHUNK)
+    worker.bind(KVTierMetadata(ops=[op]))
+    worker.wait_for_save()
+    assert worker.lookup(9, other) == (0, 0, False), "a save while unregistered is dropped"
+    assert worker.stats()["unregistered_misses"] == 2
+
+    worker.restore_kv_caches()
+    spec = LoadSpec(0, 3 * CHUNK - 1, 3 * CHUNK, False)
+    worker.bind(KVTierMetadata(ops=[RequestOp("d", tokens=tokens, new_blocks=target, load=spec)]))
+    assert worker.get_block_ids_with_load_errors() == set()
+    assert same_kv(src, table_a, target, 3 * CHUNK - 1)
+
+
+def test_unregister_waits_for_background_copies(worker: KVTierWorker) -> None:
+    """A background load still running when vLLM unregisters the cache has ended when
+    unregister returns: nothing copies into memory vLLM is about to release."""
+    worker.register_kv_caches(caches(6))
+    tokens = np.arange(3 * CHUNK, dtype=np.int32)
+    save(worker, "s", tokens, list(range(6)), 3 * CHUNK)
+    spec = LoadSpec(0, 3 * CHUNK - 1, 3 * CHUNK, background=True)
+    worker.bind(
+        KVTierMetadata(
+            ops=[RequestOp("b", tokens=tokens, new_blocks=list(range(8, 14)), load=spec)]
+        )
+    )
+    tickets = list(worker._requests["b"].tickets)
+    assert tickets, "the load runs in the background"
+    worker.unregister_kv_caches()
+    assert worker._worker.awaitTickets(_jvm.long_array(np.array(tickets)), 0)
+
+
+def run_steps(w: KVTierWorker, model_runner_v2: bool) -> dict:
+    """One save, then a step with a load that hits and one that misses, in vLLM 0.32's order
+    (wait_for_save, then reports) or Model Runner V2's (reports, then wait_for_save)."""
+    src = caches(7)
+    w.register_kv_caches(src)
+    tokens = np.arange(3 * CHUNK, dtype=np.int32)
+    table = [0, 1, 2, 3, 4, 5]
+    w.bind(KVTierMetadata(ops=[RequestOp("a", tokens=tokens, new_blocks=table, save_to=3 * CHUNK)]))
+    w.wait_for_save()
+    w.bind(KVTierMetadata(finished={"a": True}))
+    finished: set[str] = set()
+    for _ in range(10_000):  # a step at a time until the save is reported (bounded)
+        sending, _ = w.get_finished(set())
+        finished |= sending or set()
+        if "a" in finished:
+            break
+        w._worker.awaitTickets(_jvm.long_array(np.array(list(w._tickets) or [0])), 1000)
+    hit = LoadSpec(0, 2 * CHUNK, 3 * CHUNK, False)
+    miss = LoadSpec(0, 2 * CHUNK, 2 * CHUNK, False)
+    other = np.arange(500, 500 + 2 * CHUNK, dtype=np.int32)
+    w.bind(
+        KVTierMetadata(
+            ops=[
+                RequestOp("h", tokens=tokens, new_blocks=[10, 11, 12, 13], load=hit),
+                RequestOp("m", tokens=other, new_blocks=[14, 15, 16, 17], load=miss),
+            ]
+        )
+    )
+    if model_runner_v2:
+        reports = (w.get_finished(set()), w.get_block_ids_with_load_errors())
+        w.wait_for_save()
+    else:
+        w.wait_for_save()
+        reports = (w.get_finished(set()), w.get_block_ids_with_load_errors())
+    return {
+        "finished": finished,
+        "step": reports,
+        "bytes": same_kv(src, table, [10, 11, 12, 13], 2 * CHUNK),
+    }
+
+
+def test_model_runner_v2_order_gives_the_same_results(tmp_path, monkeypatch) -> None:
+    results = []
+    for i, v2 in enumerate((False, True)):
+        monkeypatch.setenv("KVTIER_RUNTIME_DIR", str(tmp_path / str(i)))
+        (tmp_path / str(i)).mkdir()
+        w = KVTierWorker(vllm_config(f"order{i}"), {"chunk_size": CHUNK})
+        try:
+            results.append(run_steps(w, v2))
+        finally:
+            w.shutdown()
+    old, v2 = results
+    assert old == v2
+    assert old["finished"] == {"a"} and old["bytes"]
+    assert old["step"][1] == {14, 15, 16, 17}, "the missing load's blocks, in the same step"
