@@ -87,3 +87,47 @@ def test_save_and_load_move_a_requests_kv_byte_for_byte(order, tmp_path, monkeyp
                     )
     finally:
         worker.shutdown()
+
+
+def test_nothing_is_copied_between_unregister_and_restore(tmp_path, monkeypatch) -> None:
+    """Sleep mode on a GPU (vLLM 0.33+): after unregister_kv_caches a load into the KV tensors
+    ends as failed and copies nothing (their bytes unchanged while other tensors churn device
+    memory); after restore_kv_caches the same load is byte-exact."""
+    monkeypatch.setenv("KVTIER_RUNTIME_DIR", str(tmp_path))
+    views, read = split_kv("LBNHC")(BLOCK, torch.bfloat16, seed=2, device="cuda")
+    caches = {f"model.layers.{i}.self_attn.attn": v for i, v in enumerate(views)}
+    worker = KVTierWorker(vllm_config(f"s{time.monotonic_ns()}"), {"chunk_size": CHUNK})
+    try:
+        worker.register_kv_caches(caches)
+        tokens = np.arange(2 * CHUNK, dtype=np.int32)
+        table_a, table_b = [7, 1, 5, 3], [0, 2, 4, 6]
+        save = RequestOp("a", tokens=tokens, new_blocks=table_a, save_to=2 * CHUNK)
+        worker.bind(KVTierMetadata(ops=[save]))
+        worker.wait_for_save()
+        worker.bind(KVTierMetadata(finished={"a": True}))
+        wait_until(lambda: "a" in (worker.get_finished({"a"})[0] or ()), "the save reported")
+        worker.unregister_kv_caches()
+        snapshot = [v.clone() for v in views]
+        scratch = torch.empty(64 << 20, dtype=torch.uint8, device="cuda")  # memory churn
+        scratch.fill_(0xAB)
+        spec = LoadSpec(0, 2 * CHUNK - 1, 2 * CHUNK, False)
+        worker.bind(
+            KVTierMetadata(ops=[RequestOp("b", tokens=tokens, new_blocks=table_b, load=spec)])
+        )
+        torch.cuda.synchronize()
+        assert worker.get_block_ids_with_load_errors() == set(table_b)
+        assert all(torch.equal(a, b) for a, b in zip(snapshot, views, strict=True))
+        del scratch
+        worker.restore_kv_caches()
+        load = RequestOp("c", tokens=tokens, new_blocks=table_b, load=spec)
+        worker.bind(KVTierMetadata(ops=[load]))
+        torch.cuda.synchronize()
+        assert worker.get_block_ids_with_load_errors() == set()
+        for layer in range(LAYERS):
+            for t in range(2 * CHUNK - 1):
+                for kv in (0, 1):
+                    a = read(views[layer], kv, table_a[t // BLOCK], t % BLOCK)
+                    b = read(views[layer], kv, table_b[t // BLOCK], t % BLOCK)
+                    assert torch.equal(a.view(torch.int16), b.view(torch.int16))
+    finally:
+        worker.shutdown()
