@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 
 pytest.importorskip("vllm", reason="vLLM is not installed (scripts/lib/vllm-env.sh installs it)")
@@ -25,6 +26,7 @@ from engine_loop import (
     store,
 )
 
+from kvtier import _jvm
 from kvtier.vllm.scheduler import State
 
 
@@ -190,7 +192,10 @@ def test_preempted_and_resumed_in_one_schedule_after_reset_prefix_cache(make_loo
     loop = make_loop(40)
     loop.add("r", prompt(3 * CHUNK + 5, seed=10), max_tokens=4)
     loop.step()
-    loop.run(lambda: not loop.worker_side._tickets)  # its saves have ended
+    # Its saves end before any further step (waiting on them, not stepping while they run: a
+    # step too many would finish the request).
+    saves = np.array(sorted(loop.worker_side._requests["r"].tickets), dtype=np.int64)
+    assert len(saves) and loop.worker_side._worker.awaitTickets(_jvm.long_array(saves), 60_000)
     assert loop.side.state_of("r") is State.SAVING
     assert loop.scheduler.reset_prefix_cache(reset_running_requests=True)
     out = loop.step()
