@@ -5,6 +5,7 @@ tests."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -99,3 +100,28 @@ CASES = [pytest.param(split_kv(o), "split-kv", id=f"split-kv-{o}") for o in ORDE
 def as_bytes(t: torch.Tensor) -> np.ndarray:
     """The bytes of ``t`` in logical order, in host memory."""
     return t.contiguous().view(torch.uint8).cpu().numpy().reshape(-1)
+
+
+def vllm_config(engine_id: str, block_size: int, heads: int, head: int) -> SimpleNamespace:
+    """The parts of vLLM's config the worker side reads, for a tiny model with one rank."""
+    model = SimpleNamespace(
+        model="test/tiny",
+        get_num_kv_heads=lambda parallel: heads,
+        get_head_size=lambda: head,
+    )
+    return SimpleNamespace(
+        model_config=model,
+        cache_config=SimpleNamespace(block_size=block_size),
+        parallel_config=SimpleNamespace(tensor_parallel_size=1, world_size=1),
+        kv_transfer_config=SimpleNamespace(engine_id=engine_id),
+    )
+
+
+def gpu_unavailable() -> str | None:
+    """Why the GPU tests cannot run here (None: they can)."""
+    if not torch.cuda.is_available():
+        return "no CUDA device visible to torch"
+    from kvtier import _jvm
+
+    probe = _jvm.java_class("io.kvtier.cuda.CudaProbe").availability()
+    return None if probe.available() else f"kvtier cannot use CUDA: {probe.reason()}"

@@ -12,21 +12,22 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="torch is not installed (it comes with vLLM)")
 
-from layout_cases import BLOCKS, CASES, DTYPES, HEAD, HEADS, LATENT, as_bytes  # noqa: E402
+from layout_cases import (  # noqa: E402
+    BLOCKS,
+    CASES,
+    DTYPES,
+    HEAD,
+    HEADS,
+    LATENT,
+    as_bytes,
+    gpu_unavailable,
+)
 
 from kvtier import _jvm  # noqa: E402
 from kvtier.vllm.layouts import describe  # noqa: E402
 
-
-def _gpu_reason() -> str | None:
-    if not torch.cuda.is_available():
-        return "no CUDA device visible to torch"
-    probe = _jvm.java_class("io.kvtier.cuda.CudaProbe").availability()
-    return None if probe.available() else f"kvtier cannot use CUDA: {probe.reason()}"
-
-
 pytestmark = [pytest.mark.gpu]
-if (_REASON := _gpu_reason()) is not None:
+if (_REASON := gpu_unavailable()) is not None:
     pytestmark.append(pytest.mark.skip(reason=_REASON))
 
 CUDA = "io.kvtier.cuda."

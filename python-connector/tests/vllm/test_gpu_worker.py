@@ -16,22 +16,14 @@ from waiting import wait_until
 
 torch = pytest.importorskip("torch", reason="torch is not installed (it comes with vLLM)")
 
-from layout_cases import BLOCKS, HEAD, HEADS, LAYERS, split_kv  # noqa: E402
+import layout_cases  # noqa: E402
+from layout_cases import BLOCKS, HEAD, HEADS, LAYERS, gpu_unavailable, split_kv  # noqa: E402
 
-from kvtier import _jvm  # noqa: E402
 from kvtier.vllm.metadata import KVTierMetadata, LoadSpec, RequestOp  # noqa: E402
 from kvtier.vllm.worker import KVTierWorker  # noqa: E402
 
-
-def _gpu_reason() -> str | None:
-    if not torch.cuda.is_available():
-        return "no CUDA device visible to torch"
-    probe = _jvm.java_class("io.kvtier.cuda.CudaProbe").availability()
-    return None if probe.available() else f"kvtier cannot use CUDA: {probe.reason()}"
-
-
 pytestmark = [pytest.mark.gpu]
-if (_REASON := _gpu_reason()) is not None:
+if (_REASON := gpu_unavailable()) is not None:
     pytestmark.append(pytest.mark.skip(reason=_REASON))
 
 BLOCK = 16
@@ -39,18 +31,7 @@ CHUNK = 32
 
 
 def vllm_config(engine_id: str) -> SimpleNamespace:
-    """The parts of vLLM's config the worker side reads."""
-    model = SimpleNamespace(
-        model="test/tiny-gpu",
-        get_num_kv_heads=lambda parallel: HEADS,
-        get_head_size=lambda: HEAD,
-    )
-    return SimpleNamespace(
-        model_config=model,
-        cache_config=SimpleNamespace(block_size=BLOCK),
-        parallel_config=SimpleNamespace(tensor_parallel_size=1, world_size=1),
-        kv_transfer_config=SimpleNamespace(engine_id=engine_id),
-    )
+    return layout_cases.vllm_config(engine_id, BLOCK, HEADS, HEAD)
 
 
 @pytest.mark.parametrize("order", ["LBNHC", "LBHNC"], ids=["flash-attn-NHD", "flashinfer-HND"])

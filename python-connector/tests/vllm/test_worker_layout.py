@@ -16,6 +16,8 @@ from waiting import wait_until
 
 torch = pytest.importorskip("torch", reason="torch is not installed (it comes with vLLM)")
 
+import layout_cases  # noqa: E402
+
 from kvtier import _jvm  # noqa: E402
 from kvtier.vllm.metadata import KVTierMetadata, LoadSpec, RequestOp  # noqa: E402
 from kvtier.vllm.worker import KVTierWorker, detect_layout  # noqa: E402
@@ -25,17 +27,7 @@ CHUNK = 64
 
 
 def vllm_config(engine_id: str) -> SimpleNamespace:
-    model = SimpleNamespace(
-        model="test/tiny",
-        get_num_kv_heads=lambda parallel: HEADS,
-        get_head_size=lambda: HEAD,
-    )
-    return SimpleNamespace(
-        model_config=model,
-        cache_config=SimpleNamespace(block_size=BLOCK),
-        parallel_config=SimpleNamespace(tensor_parallel_size=1, world_size=1),
-        kv_transfer_config=SimpleNamespace(engine_id=engine_id),
-    )
+    return layout_cases.vllm_config(engine_id, BLOCK, HEADS, HEAD)
 
 
 def caches(seed: int) -> dict[str, torch.Tensor]:
