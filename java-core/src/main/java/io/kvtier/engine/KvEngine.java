@@ -185,44 +185,17 @@ public final class KvEngine implements AutoCloseable {
     }
 
     long chunkBytes = Math.multiplyExact(chunkTokens, bytesPerToken);
-    this.pool =
+    ChunkPool slots =
         new ChunkPool(
             allocator, chunkBytes, config.maxLocalCpuBytes(), ChunkPool.DEFAULT_SLAB_BYTES);
-    pool.warmUp();
-    CpuStore cpu = new CpuStore(pool, config.maxLocalCpuBytes(), config.cachePolicy());
-    List<KvStore> lower = new ArrayList<>();
-    if (!config.localDiskPaths().isEmpty()) {
-      lower.add(
-          new DiskStore(
-              DiskStore.Settings.from(config, namespace.tpRank()),
-              cpu::allocate,
-              NioDiskIo.INSTANCE));
+    try {
+      slots.warmUp();
+      this.tiers = assemble(config, namespace, chunkBytes, slots, writesRemote);
+    } catch (RuntimeException | Error e) { // a tier that cannot start: nothing stays mapped
+      slots.close();
+      throw e;
     }
-    KvStore remote = null;
-    if (config.remoteUrl() != null && config.remoteUrl().startsWith("kvtier://")) {
-      remote =
-          new ServerStore(
-              config.remoteUrl(),
-              config.remoteTimeoutMs(),
-              config.remoteQueue(),
-              chunkBytes,
-              cpu::allocate);
-    } else if (config.remoteUrl() != null) {
-      remote =
-          new RedisStore(
-              config.remoteUrl(),
-              config.remoteTimeoutMs(),
-              config.remoteTtlSec(),
-              config.remoteQueue(),
-              config.remoteHashTags(),
-              cpu::allocate);
-    }
-    if (remote != null) {
-      lower.add(writesRemote ? remote : new ReadOnlyTier(remote));
-    }
-    this.tiers =
-        new TieredStore(
-            cpu, lower, config.copyDownThreads(), config.copyDownQueue(), config.localCpu());
+    this.pool = slots;
     if (startPinMonitor) {
       this.pinMonitor =
           Executors.newSingleThreadScheduledExecutor(DaemonThreads.named("kvtier-pin-monitor"));
@@ -230,6 +203,63 @@ public final class KvEngine implements AutoCloseable {
       pinMonitor.scheduleWithFixedDelay(this::expirePins, every, every, TimeUnit.SECONDS);
     } else {
       this.pinMonitor = null;
+    }
+  }
+
+  /**
+   * The tiers over {@code pool}: the CPU tier, then disk and remote as configured. A tier whose
+   * constructor throws closes the ones made before it.
+   */
+  private static TieredStore assemble(
+      KvTierConfig config,
+      KeyNamespace namespace,
+      long chunkBytes,
+      ChunkPool pool,
+      boolean writesRemote) {
+    CpuStore cpu = new CpuStore(pool, config.maxLocalCpuBytes(), config.cachePolicy());
+    List<KvStore> lower = new ArrayList<>();
+    try {
+      if (!config.localDiskPaths().isEmpty()) {
+        lower.add(
+            new DiskStore(
+                DiskStore.Settings.from(config, namespace.tpRank()),
+                cpu::allocate,
+                NioDiskIo.INSTANCE));
+      }
+      KvStore remote = null;
+      if (config.remoteUrl() != null && config.remoteUrl().startsWith("kvtier://")) {
+        remote =
+            new ServerStore(
+                config.remoteUrl(),
+                config.remoteTimeoutMs(),
+                config.remoteQueue(),
+                chunkBytes,
+                cpu::allocate);
+      } else if (config.remoteUrl() != null) {
+        remote =
+            new RedisStore(
+                config.remoteUrl(),
+                config.remoteTimeoutMs(),
+                config.remoteTtlSec(),
+                config.remoteQueue(),
+                config.remoteHashTags(),
+                cpu::allocate);
+      }
+      if (remote != null) {
+        lower.add(writesRemote ? remote : new ReadOnlyTier(remote));
+      }
+      return new TieredStore(
+          cpu, lower, config.copyDownThreads(), config.copyDownQueue(), config.localCpu());
+    } catch (RuntimeException | Error e) {
+      for (KvStore tier : lower) {
+        try {
+          tier.close();
+        } catch (RuntimeException suppressed) {
+          e.addSuppressed(suppressed);
+        }
+      }
+      cpu.close();
+      throw e;
     }
   }
 

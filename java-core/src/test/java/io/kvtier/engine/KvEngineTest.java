@@ -398,6 +398,47 @@ class KvEngineTest {
   }
 
   @Test
+  void aTierThatCannotStart_leavesNothingMapped(
+      @org.junit.jupiter.api.io.TempDir java.nio.file.Path dir) throws Exception {
+    java.nio.file.Path notADirectory = java.nio.file.Files.createFile(dir.resolve("file"));
+    java.util.concurrent.atomic.AtomicLong mapped = new java.util.concurrent.atomic.AtomicLong();
+    java.util.concurrent.atomic.AtomicLong maps = new java.util.concurrent.atomic.AtomicLong();
+    io.kvtier.memory.HostAllocator counting =
+        new io.kvtier.memory.HostAllocator() {
+          @Override
+          public MemorySegment allocate(long byteCount) {
+            maps.incrementAndGet();
+            mapped.addAndGet(byteCount);
+            return MmapAllocator.INSTANCE.allocate(byteCount);
+          }
+
+          @Override
+          public void free(MemorySegment segment) {
+            mapped.addAndGet(-segment.byteSize());
+            MmapAllocator.INSTANCE.free(segment);
+          }
+
+          @Override
+          public String name() {
+            return "counting";
+          }
+        };
+    Map<String, Object> s =
+        Map.of(
+            "chunk_size",
+            CHUNK,
+            "local_disk",
+            notADirectory.toString(),
+            "max_local_disk_size",
+            0.01);
+    assertThrows(
+        RuntimeException.class,
+        () -> new KvEngine(KvTierConfig.of(s), ns(CHUNK), BYTES_PER_TOKEN, counting));
+    assertTrue(maps.get() > 0, "the pool mapped its first slab before the disk tier failed");
+    assertEquals(0, mapped.get(), "slabs left mapped");
+  }
+
+  @Test
   void keyExtras_keepPromptsApart_andTheSameExtrasHit() {
     open(Map.of());
     int[] p = prompt(3 * CHUNK, 34);
