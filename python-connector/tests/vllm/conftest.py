@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,3 +28,17 @@ def make_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     for loop in loops:
         loop.close()
     shutil.rmtree(sockets, ignore_errors=True)
+
+
+@pytest.fixture
+def worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A ``KVTierWorker`` for the CPU-layout caches of ``test_worker_layout`` (its stand-in vLLM
+    config, chunks of its ``CHUNK`` tokens), shut down after the test."""
+    from test_worker_layout import CHUNK, vllm_config
+
+    from kvtier.vllm.worker import KVTierWorker
+
+    monkeypatch.setenv("KVTIER_RUNTIME_DIR", str(tmp_path))
+    w = KVTierWorker(vllm_config(f"w{time.monotonic_ns()}"), {"chunk_size": CHUNK})
+    yield w
+    w.shutdown()

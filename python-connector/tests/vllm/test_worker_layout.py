@@ -7,7 +7,6 @@ kvtier shows up as a byte mismatch here.
 
 from __future__ import annotations
 
-import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -46,14 +45,6 @@ def kv_rows(cache: torch.Tensor, table: list[int], t: int) -> tuple[torch.Tensor
     key, value = view.chunk(2, dim=2)
     block, slot = table[t // BLOCK], t % BLOCK
     return key[block, :, slot, :], value[block, :, slot, :]
-
-
-@pytest.fixture
-def worker(tmp_path, monkeypatch):
-    monkeypatch.setenv("KVTIER_RUNTIME_DIR", str(tmp_path))
-    w = KVTierWorker(vllm_config(f"t{time.monotonic_ns()}"), {"chunk_size": CHUNK})
-    yield w
-    w.shutdown()
 
 
 def finish(worker: KVTierWorker, req_id: str) -> None:

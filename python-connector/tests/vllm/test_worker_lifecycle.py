@@ -5,8 +5,6 @@ and Model Runner V2's order, where finished and load-error reports are asked bef
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 from test_worker_layout import CHUNK, caches, finish, kv_rows, vllm_config
@@ -16,14 +14,6 @@ torch = pytest.importorskip("torch", reason="torch is not installed (it comes wi
 from kvtier import _jvm  # noqa: E402
 from kvtier.vllm.metadata import KVTierMetadata, LoadSpec, RequestOp  # noqa: E402
 from kvtier.vllm.worker import KVTierWorker  # noqa: E402
-
-
-@pytest.fixture
-def worker(tmp_path, monkeypatch):
-    monkeypatch.setenv("KVTIER_RUNTIME_DIR", str(tmp_path))
-    w = KVTierWorker(vllm_config(f"l{time.monotonic_ns()}"), {"chunk_size": CHUNK})
-    yield w
-    w.shutdown()
 
 
 def save(w: KVTierWorker, req_id: str, tokens: np.ndarray, table: list[int], to: int) -> None:
