@@ -8,6 +8,7 @@ import io.kvtier.config.DiskSharding;
 import io.kvtier.config.KvTierConfig;
 import io.kvtier.key.ChunkKey;
 import io.kvtier.memory.ChunkBuffer;
+import io.kvtier.store.ErrorKind;
 import io.kvtier.store.ErrorTally;
 import io.kvtier.store.KvStore;
 import io.kvtier.store.StoreCounters;
@@ -239,7 +240,7 @@ public final class DiskStore implements KvStore {
       try {
         files = io.list(dir);
       } catch (IOException e) {
-        errors.record("scan failed", "cannot list " + dir, e);
+        errors.record(ErrorKind.SCAN_FAILED, "cannot list " + dir, e);
         continue;
       }
       for (Path f : files) {
@@ -271,10 +272,10 @@ public final class DiskStore implements KvStore {
                   h.fileBytes(),
                   Files.getLastModifiedTime(f).toMillis()));
         } catch (CorruptChunkException | EOFException e) {
-          errors.record("corrupt file", f + " " + e.getMessage() + "; deleted", e);
+          errors.record(ErrorKind.CORRUPT_FILE, f + " " + e.getMessage() + "; deleted", e);
           deleteQuietly(f, "corrupt");
         } catch (IOException e) {
-          errors.record("read failed", "cannot read the header of " + f, e);
+          errors.record(ErrorKind.READ_FAILED, "cannot read the header of " + f, e);
         }
       }
     }
@@ -428,18 +429,18 @@ public final class DiskStore implements KvStore {
     storedBytesWritten.add(stored.byteSize());
   }
 
-  private static String writeErrorKind(Throwable e) {
+  private static ErrorKind writeErrorKind(Throwable e) {
     String msg = String.valueOf(e.getMessage());
     if (e instanceof FileSystemException fse && String.valueOf(fse.getReason()).contains("space")
         || msg.contains("No space left")) {
-      return "disk full";
+      return ErrorKind.DISK_FULL;
     }
     if (e instanceof AccessDeniedException
         || e instanceof ReadOnlyFileSystemException
         || msg.contains("Read-only file system")) {
-      return "read-only";
+      return ErrorKind.READ_ONLY;
     }
-    return "write failed";
+    return ErrorKind.WRITE_FAILED;
   }
 
   /**
@@ -499,7 +500,7 @@ public final class DiskStore implements KvStore {
       }
       b = buffers.apply(h.dataLength());
       if (b == null) {
-        errors.record("no buffer", "no free CPU buffer to read " + key + " into", null);
+        errors.record(ErrorKind.NO_BUFFER, "no free CPU buffer to read " + key + " into", null);
         return null;
       }
       long paddedLength = ChunkFileHeader.padded(h.storedLength());
@@ -528,15 +529,15 @@ public final class DiskStore implements KvStore {
       return b;
     } catch (NoSuchFileException ex) {
       dropFromIndex(key, e);
-      errors.record("file missing", e.path + " was deleted behind kvtier's back", ex);
+      errors.record(ErrorKind.FILE_MISSING, e.path + " was deleted behind kvtier's back", ex);
       return null;
     } catch (CorruptChunkException | EOFException | net.jpountz.lz4.LZ4Exception ex) {
       dropFromIndex(key, e);
       deleteQuietly(e.path, "corrupt");
-      errors.record("corrupt file", e.path + ": " + ex.getMessage() + "; deleted", ex);
+      errors.record(ErrorKind.CORRUPT_FILE, e.path + ": " + ex.getMessage() + "; deleted", ex);
       return null;
     } catch (IOException | RuntimeException ex) {
-      errors.record("read failed", "reading " + e.path + " failed", ex);
+      errors.record(ErrorKind.READ_FAILED, "reading " + e.path + " failed", ex);
       return null;
     } finally {
       if (!ok && b != null) {
@@ -618,7 +619,8 @@ public final class DiskStore implements KvStore {
    * found to {@code sink} (which retains it if it keeps it; the store releases its reference after
    * the call). Does not block.
    */
-  public void prefetch(ChunkKey[] keys, BiConsumer<ChunkKey, ChunkBuffer> sink) {
+  @Override
+  public int prefetch(ChunkKey[] keys, BiConsumer<ChunkKey, ChunkBuffer> sink) {
     checkOpen();
     for (ChunkKey k : keys) {
       submit(
@@ -635,6 +637,7 @@ public final class DiskStore implements KvStore {
           },
           () -> {});
     }
+    return keys.length;
   }
 
   @Override
@@ -683,7 +686,13 @@ public final class DiskStore implements KvStore {
    *
    * @return chunks removed
    */
-  public int clear() {
+  @Override
+  public Medium medium() {
+    return Medium.DISK;
+  }
+
+  @Override
+  public int clearLocal() {
     checkOpen();
     List<ChunkKey> keys;
     synchronized (index) {
@@ -700,7 +709,7 @@ public final class DiskStore implements KvStore {
     try {
       io.delete(p);
     } catch (IOException e) {
-      errors.record("delete failed", "cannot delete " + p + " (" + why + ")", e);
+      errors.record(ErrorKind.DELETE_FAILED, "cannot delete " + p + " (" + why + ")", e);
     }
   }
 
@@ -712,11 +721,11 @@ public final class DiskStore implements KvStore {
       entries = index.size();
       bytes = usedBytes;
     }
-    return counters.snapshot(entries, bytes);
+    return counters.snapshot(entries, bytes, errors.counts());
   }
 
   /** Errors by kind ({@code disk full}, {@code read-only}, {@code corrupt file}, ...). */
-  public Map<String, Long> errorCounts() {
+  public Map<ErrorKind, Long> errorCounts() {
     return errors.counts();
   }
 

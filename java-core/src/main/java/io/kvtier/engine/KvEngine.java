@@ -6,8 +6,6 @@ import static io.kvtier.Checks.checkPositive;
 import io.kvtier.DaemonThreads;
 import io.kvtier.bridge.HostMemory;
 import io.kvtier.config.KvTierConfig;
-import io.kvtier.disk.DiskStore;
-import io.kvtier.disk.NioDiskIo;
 import io.kvtier.key.ChunkHasher;
 import io.kvtier.key.ChunkKey;
 import io.kvtier.key.KeyExtras;
@@ -16,13 +14,10 @@ import io.kvtier.memory.ChunkBuffer;
 import io.kvtier.memory.ChunkPool;
 import io.kvtier.memory.HostAllocator;
 import io.kvtier.memory.MmapAllocator;
-import io.kvtier.remote.RedisStore;
-import io.kvtier.server.ServerStore;
-import io.kvtier.store.CpuStore;
 import io.kvtier.store.KvStore;
-import io.kvtier.store.ReadOnlyTier;
 import io.kvtier.store.StoreStats;
 import io.kvtier.store.TieredStore;
+import io.kvtier.store.Tiers;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
@@ -190,7 +185,7 @@ public final class KvEngine implements AutoCloseable {
             allocator, chunkBytes, config.maxLocalCpuBytes(), ChunkPool.DEFAULT_SLAB_BYTES);
     try {
       slots.warmUp();
-      this.tiers = assemble(config, namespace, chunkBytes, slots, writesRemote);
+      this.tiers = Tiers.open(config, slots, namespace.tpRank(), writesRemote);
     } catch (RuntimeException | Error e) { // a tier that cannot start: nothing stays mapped
       slots.close();
       throw e;
@@ -203,63 +198,6 @@ public final class KvEngine implements AutoCloseable {
       pinMonitor.scheduleWithFixedDelay(this::expirePins, every, every, TimeUnit.SECONDS);
     } else {
       this.pinMonitor = null;
-    }
-  }
-
-  /**
-   * The tiers over {@code pool}: the CPU tier, then disk and remote as configured. A tier whose
-   * constructor throws closes the ones made before it.
-   */
-  private static TieredStore assemble(
-      KvTierConfig config,
-      KeyNamespace namespace,
-      long chunkBytes,
-      ChunkPool pool,
-      boolean writesRemote) {
-    CpuStore cpu = new CpuStore(pool, config.maxLocalCpuBytes(), config.cachePolicy());
-    List<KvStore> lower = new ArrayList<>();
-    try {
-      if (!config.localDiskPaths().isEmpty()) {
-        lower.add(
-            new DiskStore(
-                DiskStore.Settings.from(config, namespace.tpRank()),
-                cpu::allocate,
-                NioDiskIo.INSTANCE));
-      }
-      KvStore remote = null;
-      if (config.remoteUrl() != null && config.remoteUrl().startsWith("kvtier://")) {
-        remote =
-            new ServerStore(
-                config.remoteUrl(),
-                config.remoteTimeoutMs(),
-                config.remoteQueue(),
-                chunkBytes,
-                cpu::allocate);
-      } else if (config.remoteUrl() != null) {
-        remote =
-            new RedisStore(
-                config.remoteUrl(),
-                config.remoteTimeoutMs(),
-                config.remoteTtlSec(),
-                config.remoteQueue(),
-                config.remoteHashTags(),
-                cpu::allocate);
-      }
-      if (remote != null) {
-        lower.add(writesRemote ? remote : new ReadOnlyTier(remote));
-      }
-      return new TieredStore(
-          cpu, lower, config.copyDownThreads(), config.copyDownQueue(), config.localCpu());
-    } catch (RuntimeException | Error e) {
-      for (KvStore tier : lower) {
-        try {
-          tier.close();
-        } catch (RuntimeException suppressed) {
-          e.addSuppressed(suppressed);
-        }
-      }
-      cpu.close();
-      throw e;
     }
   }
 
@@ -746,15 +684,17 @@ public final class KvEngine implements AutoCloseable {
    */
   public long[] stats() {
     StoreStats s = tiers.stats();
-    StoreStats d = new StoreStats(0, 0, 0, 0, 0, 0, 0, 0);
+    StoreStats d = StoreStats.EMPTY;
     long diskErrors = 0;
-    StoreStats r = new StoreStats(0, 0, 0, 0, 0, 0, 0, 0);
+    StoreStats r = StoreStats.EMPTY;
     for (KvStore lower : tiers.lowerTiers()) {
-      if (lower instanceof DiskStore disk) {
-        d = disk.stats();
-        diskErrors = disk.errorCounts().values().stream().mapToLong(Long::longValue).sum();
-      } else if (lower.isRemote()) {
-        r = lower.stats();
+      switch (lower.medium()) {
+        case DISK -> {
+          d = lower.stats();
+          diskErrors = d.errorCount();
+        }
+        case REMOTE -> r = lower.stats();
+        case MEMORY -> {}
       }
     }
     return new long[] {

@@ -6,6 +6,7 @@ import static io.kvtier.Checks.checkPositive;
 import io.kvtier.DaemonThreads;
 import io.kvtier.bridge.HostMemory;
 import io.kvtier.key.KeyExtras;
+import io.kvtier.store.ErrorKind;
 import io.kvtier.store.ErrorTally;
 import io.kvtier.transfer.KvCacheTransfer;
 import java.lang.foreign.MemorySegment;
@@ -149,7 +150,7 @@ public final class KvWorker implements AutoCloseable {
       prepared = engine.prepareStore(tokens, tokenCount, extras, fromChunk);
     } catch (RuntimeException e) {
       failedSaves.increment();
-      errors.record("save failed", "a save could not start", e);
+      errors.record(ErrorKind.SAVE_FAILED, "a save could not start", e);
       return 0;
     }
     boolean any = false;
@@ -197,7 +198,7 @@ public final class KvWorker implements AutoCloseable {
     if (op == null) {
       throw new IllegalArgumentException("unknown or ended save handle " + handle);
     }
-    awaitCopies(cache::completeGathers, op.failed, "save failed", "a save was discarded");
+    awaitCopies(cache::completeGathers, op.failed, ErrorKind.SAVE_FAILED, "a save was discarded");
     ok &= !op.failed[0];
     if (!ok) {
       failedSaves.increment();
@@ -221,7 +222,7 @@ public final class KvWorker implements AutoCloseable {
       forEachSaved(op, copy);
     } catch (RuntimeException e) {
       op.failed[0] = true;
-      errors.record("save failed", "a save was discarded", e);
+      errors.record(ErrorKind.SAVE_FAILED, "a save was discarded", e);
     }
   }
 
@@ -238,7 +239,8 @@ public final class KvWorker implements AutoCloseable {
    * Waits for the calling thread's copies of one direction ({@code complete}); a failure marks the
    * operation failed. Runs even for a failed operation, so no copy outlives its chunks.
    */
-  private void awaitCopies(Runnable complete, boolean[] failed, String kind, String consequence) {
+  private void awaitCopies(
+      Runnable complete, boolean[] failed, ErrorKind kind, String consequence) {
     try {
       complete.run();
     } catch (RuntimeException e) {
@@ -305,7 +307,7 @@ public final class KvWorker implements AutoCloseable {
               java.util.Arrays.copyOfRange(prepared, 1, prepared.length),
               new boolean[1]));
     } catch (RuntimeException e) {
-      errors.record("load failed", "a load could not start; its tokens are recomputed", e);
+      errors.record(ErrorKind.LOAD_FAILED, "a load could not start; its tokens are recomputed", e);
       loads.put(
           h,
           new LoadOp(
@@ -340,7 +342,7 @@ public final class KvWorker implements AutoCloseable {
     awaitCopies(
         cache::completeScatters,
         op.failed,
-        "load failed",
+        ErrorKind.LOAD_FAILED,
         "a load was abandoned; its tokens are recomputed");
     if (op.engineHandle != 0) {
       engine.completeLoad(op.engineHandle);
@@ -373,7 +375,7 @@ public final class KvWorker implements AutoCloseable {
       forEachLoaded(op, copy);
     } catch (RuntimeException e) {
       op.failed[0] = true;
-      errors.record("load failed", "a load was abandoned; its tokens are recomputed", e);
+      errors.record(ErrorKind.LOAD_FAILED, "a load was abandoned; its tokens are recomputed", e);
     }
   }
 
@@ -478,7 +480,7 @@ public final class KvWorker implements AutoCloseable {
         f.get(Math.max(0, deadline - System.nanoTime()), TimeUnit.NANOSECONDS);
       } catch (ExecutionException e) {
         // save/load never throw; an error here is a bug reported with its cause
-        errors.record("transfer failed", "a background transfer failed", e.getCause());
+        errors.record(ErrorKind.TRANSFER_FAILED, "a background transfer failed", e.getCause());
       } catch (TimeoutException e) {
         return false;
       }

@@ -7,6 +7,7 @@ import io.kvtier.config.ConfigException;
 import io.kvtier.config.Redaction;
 import io.kvtier.key.ChunkKey;
 import io.kvtier.memory.ChunkBuffer;
+import io.kvtier.store.ErrorKind;
 import io.kvtier.store.ErrorTally;
 import io.kvtier.store.InFlight;
 import io.kvtier.store.KvStore;
@@ -275,7 +276,7 @@ public final class RedisStore implements KvStore {
             try {
               clusterClient.refreshPartitions();
             } catch (RuntimeException e) {
-              errors.record("unavailable", "cannot reload the cluster's slot map", e);
+              errors.record(ErrorKind.UNAVAILABLE, "cannot reload the cluster's slot map", e);
             } finally {
               reloadingSlots.set(false);
             }
@@ -358,7 +359,7 @@ public final class RedisStore implements KvStore {
         return true;
       } catch (RuntimeException e) {
         errors.record(
-            "unavailable",
+            ErrorKind.UNAVAILABLE,
             "cannot connect to " + redacted() + "; retrying every " + RECONNECT_SECONDS + " s",
             e);
         return false;
@@ -405,7 +406,9 @@ public final class RedisStore implements KvStore {
     if (inFlightReads.addAndGet(n) > MAX_IN_FLIGHT_READS) {
       inFlightReads.addAndGet(-n);
       errors.record(
-          "backlog", MAX_IN_FLIGHT_READS + " reads outstanding: the server is not answering", null);
+          ErrorKind.BACKLOG,
+          MAX_IN_FLIGHT_READS + " reads outstanding: the server is not answering",
+          null);
       return false;
     }
     return true;
@@ -415,7 +418,7 @@ public final class RedisStore implements KvStore {
     try {
       return f.get(Math.max(0, deadlineNanos - System.nanoTime()), TimeUnit.NANOSECONDS);
     } catch (TimeoutException e) {
-      errors.record("timeout", what + " took longer than " + timeoutMillis + " ms", e);
+      errors.record(ErrorKind.TIMEOUT, what + " took longer than " + timeoutMillis + " ms", e);
     } catch (ExecutionException e) {
       errors.record(kindOf(e.getCause()), what + " failed", e.getCause());
     } catch (InterruptedException e) {
@@ -428,18 +431,18 @@ public final class RedisStore implements KvStore {
     return awaitUntil(f, System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(timeoutMillis), what);
   }
 
-  private static String kindOf(Throwable e) {
+  private static ErrorKind kindOf(Throwable e) {
     String name = e == null ? "" : e.getClass().getSimpleName();
     if (e != null && ClusterGets.redirected(e)) {
-      return "moved";
+      return ErrorKind.MOVED;
     }
     if (name.contains("Timeout")) {
-      return "timeout";
+      return ErrorKind.TIMEOUT;
     }
     if (name.contains("Connection") || String.valueOf(e.getMessage()).contains("not connected")) {
-      return "unavailable";
+      return ErrorKind.UNAVAILABLE;
     }
-    return "error";
+    return ErrorKind.REMOTE_FAILED;
   }
 
   @Override
@@ -448,8 +451,8 @@ public final class RedisStore implements KvStore {
   }
 
   @Override
-  public boolean isRemote() {
-    return true;
+  public Medium medium() {
+    return Medium.REMOTE;
   }
 
   /** Pipelined {@code EXISTS} of every key; waits at most {@code remote_timeout_ms}. */
@@ -471,7 +474,7 @@ public final class RedisStore implements KvStore {
       }
     } catch (RuntimeException e) { // rejected while disconnected
       inFlightReads.addAndGet(replies.size() - chunkKeys.length);
-      errors.record("unavailable", "exists on " + redacted() + " rejected", e);
+      errors.record(ErrorKind.UNAVAILABLE, "exists on " + redacted() + " rejected", e);
       return 0;
     }
     long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(timeoutMillis);
@@ -496,7 +499,7 @@ public final class RedisStore implements KvStore {
     checkOpen();
     if (!connected()) {
       droppedPuts.increment();
-      errors.record("unavailable", "put to " + redacted() + " while disconnected", null);
+      errors.record(ErrorKind.UNAVAILABLE, "put to " + redacted() + " while disconnected", null);
       return false;
     }
     if (inFlightPuts.increment() > queueBound) {
@@ -516,7 +519,7 @@ public final class RedisStore implements KvStore {
     } catch (RuntimeException e) {
       chunk.release();
       droppedPuts.increment();
-      errors.record("unavailable", "put to " + redacted() + " rejected", e);
+      errors.record(ErrorKind.UNAVAILABLE, "put to " + redacted() + " rejected", e);
       inFlightPuts.decrement();
       return false;
     }
@@ -563,7 +566,7 @@ public final class RedisStore implements KvStore {
       }
     } catch (IOException | RuntimeException e) {
       inFlightReads.addAndGet(-chunkKeys.length);
-      errors.record("unavailable", "get from " + redacted() + " failed", e);
+      errors.record(ErrorKind.UNAVAILABLE, "get from " + redacted() + " failed", e);
       misses.add(chunkKeys.length);
       return out;
     }
@@ -577,7 +580,7 @@ public final class RedisStore implements KvStore {
         long left = Math.max(0, deadline - System.nanoTime());
         out[i] = f.get(left, TimeUnit.NANOSECONDS);
       } catch (TimeoutException e) {
-        errors.record("timeout", "GET took longer than " + timeoutMillis + " ms", e);
+        errors.record(ErrorKind.TIMEOUT, "GET took longer than " + timeoutMillis + " ms", e);
         releaseWhenDone(f);
       } catch (ExecutionException e) {
         errors.record(kindOf(e.getCause()), "GET failed", e.getCause());
@@ -641,7 +644,7 @@ public final class RedisStore implements KvStore {
       Long n = await(keys.del(redisKey(key)), "DEL");
       return n != null && n > 0;
     } catch (RuntimeException e) {
-      errors.record("unavailable", "DEL rejected", e);
+      errors.record(ErrorKind.UNAVAILABLE, "DEL rejected", e);
       return false;
     }
   }
@@ -649,14 +652,22 @@ public final class RedisStore implements KvStore {
   @Override
   public StoreStats stats() {
     return new StoreStats(
-        hits.sum(), misses.sum(), puts.sum(), duplicatePuts.sum(), droppedPuts.sum(), 0, -1, -1);
+        hits.sum(),
+        misses.sum(),
+        puts.sum(),
+        duplicatePuts.sum(),
+        droppedPuts.sum(),
+        0,
+        -1,
+        -1,
+        errorCounts());
   }
 
   /** Errors by kind ({@code unavailable}, {@code timeout}, {@code error}, ...). */
-  public java.util.Map<String, Long> errorCounts() {
-    java.util.Map<String, Long> m = new java.util.TreeMap<>(errors.counts());
+  public java.util.Map<ErrorKind, Long> errorCounts() {
+    java.util.Map<ErrorKind, Long> m = errors.counts();
     if (codec.noBuffer.sum() > 0) {
-      m.put("no buffer", codec.noBuffer.sum());
+      m.put(ErrorKind.NO_BUFFER, codec.noBuffer.sum());
     }
     return m;
   }

@@ -3,18 +3,14 @@ package io.kvtier.server;
 import static io.kvtier.Checks.checkPositive;
 
 import io.kvtier.DaemonThreads;
-import io.kvtier.config.CachePolicy;
-import io.kvtier.config.DiskSharding;
+import io.kvtier.config.KvTierConfig;
 import io.kvtier.config.Redaction;
-import io.kvtier.disk.DiskStore;
-import io.kvtier.disk.NioDiskIo;
 import io.kvtier.key.ChunkKey;
 import io.kvtier.memory.ChunkBuffer;
 import io.kvtier.memory.ChunkPool;
 import io.kvtier.memory.MmapAllocator;
-import io.kvtier.store.CpuStore;
-import io.kvtier.store.KvStore;
 import io.kvtier.store.TieredStore;
+import io.kvtier.store.Tiers;
 import io.netty.bootstrap.ServerBootstrap;
 import io.netty.buffer.ByteBuf;
 import io.netty.buffer.Unpooled;
@@ -30,13 +26,14 @@ import io.netty.channel.epoll.EpollServerSocketChannel;
 import io.netty.channel.nio.NioIoHandler;
 import io.netty.channel.socket.SocketChannel;
 import io.netty.channel.socket.nio.NioServerSocketChannel;
+import java.math.BigDecimal;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.security.MessageDigest;
-import java.util.ArrayList;
-import java.util.List;
+import java.util.HashMap;
 import java.util.Locale;
+import java.util.Map;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.TimeUnit;
@@ -58,6 +55,21 @@ import java.util.concurrent.TimeUnit;
 public final class CacheServer implements AutoCloseable {
   private static final System.Logger LOG = System.getLogger(CacheServer.class.getName());
 
+  /** Threads copying values from memory down to disk. */
+  private static final int COPY_DOWN_THREADS = 2;
+
+  /** Copy-downs queued at most; more are dropped and counted. */
+  private static final int COPY_DOWN_QUEUE = 1024;
+
+  /** Threads writing values to disk. */
+  private static final int DISK_WRITE_THREADS = 2;
+
+  /** Threads reading values from disk. */
+  private static final int DISK_READ_THREADS = 4;
+
+  /** Disk writes queued at most; more are dropped and counted. */
+  private static final int DISK_QUEUE = 256;
+
   /** Server settings; see {@link #main} for the flags. */
   public record Settings(
       String bindHost,
@@ -76,6 +88,30 @@ public final class CacheServer implements AutoCloseable {
       if (port < 0 || port > 65535) {
         throw new IllegalArgumentException("port must be in [0, 65535], got " + port);
       }
+    }
+
+    /**
+     * The tiers this server keeps values in, in kvtier's configuration keys: its memory as the CPU
+     * tier (W-TinyLFU eviction) and, with a disk path, a disk tier under it.
+     */
+    KvTierConfig tierConfig() {
+      Map<String, Object> tiers = new HashMap<>();
+      tiers.put("max_local_cpu_size", gigabytes(memoryBytes));
+      tiers.put("cache_policy", "tinylfu");
+      tiers.put("copy_down_threads", COPY_DOWN_THREADS);
+      tiers.put("copy_down_queue", COPY_DOWN_QUEUE);
+      if (diskPath != null) {
+        tiers.put("disk_write_threads", DISK_WRITE_THREADS);
+        tiers.put("disk_read_threads", DISK_READ_THREADS);
+        tiers.put("disk_queue", DISK_QUEUE);
+        tiers.put("local_disk", diskPath.toString());
+        tiers.put("max_local_disk_size", gigabytes(diskBytes));
+      }
+      return KvTierConfig.of(tiers);
+    }
+
+    private static String gigabytes(long bytes) {
+      return BigDecimal.valueOf(bytes).divide(BigDecimal.valueOf(1L << 30)).toPlainString();
     }
 
     /** The settings with the secret masked ({@link Redaction#MASK}) or {@code none}. */
@@ -124,24 +160,12 @@ public final class CacheServer implements AutoCloseable {
             settings.maxValueBytes(),
             settings.memoryBytes(),
             ChunkPool.DEFAULT_SLAB_BYTES);
-    CpuStore cpu = new CpuStore(pool, settings.memoryBytes(), CachePolicy.TINYLFU);
-    List<KvStore> lower = new ArrayList<>();
-    if (settings.diskPath() != null) {
-      lower.add(
-          new DiskStore(
-              new DiskStore.Settings(
-                  List.of(settings.diskPath()),
-                  DiskSharding.BY_GPU,
-                  settings.diskBytes(),
-                  false,
-                  false,
-                  2,
-                  4,
-                  256),
-              cpu::allocate,
-              NioDiskIo.INSTANCE));
+    try {
+      this.store = Tiers.open(settings.tierConfig(), pool, 0, true);
+    } catch (RuntimeException | Error e) {
+      pool.close();
+      throw e;
     }
-    this.store = new TieredStore(cpu, lower, 2, 1024);
     this.workers =
         Executors.newFixedThreadPool(
             settings.workerThreads(), DaemonThreads.numbered("kvtier-server-worker-"));

@@ -7,6 +7,7 @@ import io.kvtier.config.ConfigException;
 import io.kvtier.config.Redaction;
 import io.kvtier.key.ChunkKey;
 import io.kvtier.memory.ChunkBuffer;
+import io.kvtier.store.ErrorKind;
 import io.kvtier.store.ErrorTally;
 import io.kvtier.store.InFlight;
 import io.kvtier.store.KvStore;
@@ -154,7 +155,7 @@ public final class ServerStore implements KvStore {
     } catch (Exception e) {
       Throwable cause = e instanceof ExecutionException ? e.getCause() : e;
       errors.record(
-          "unavailable",
+          ErrorKind.UNAVAILABLE,
           "cannot connect to kvtier server " + host + ":" + port + " (" + cause + ")",
           null);
     }
@@ -167,8 +168,8 @@ public final class ServerStore implements KvStore {
   }
 
   @Override
-  public boolean isRemote() {
-    return true;
+  public Medium medium() {
+    return Medium.REMOTE;
   }
 
   @Override
@@ -205,9 +206,9 @@ public final class ServerStore implements KvStore {
     try {
       return f.get(timeoutMillis, TimeUnit.MILLISECONDS);
     } catch (TimeoutException e) {
-      errors.record("timeout", what + " took longer than " + timeoutMillis + " ms", null);
+      errors.record(ErrorKind.TIMEOUT, what + " took longer than " + timeoutMillis + " ms", null);
     } catch (ExecutionException e) {
-      errors.record("error", what + " failed: " + e.getCause(), null);
+      errors.record(ErrorKind.REMOTE_FAILED, what + " failed: " + e.getCause(), null);
     } catch (InterruptedException e) {
       Thread.currentThread().interrupt();
     }
@@ -294,9 +295,9 @@ public final class ServerStore implements KvStore {
         out[i] = replies[i].get(Math.max(0, deadline - System.nanoTime()), TimeUnit.NANOSECONDS);
       } catch (TimeoutException e) {
         gaveUp = true;
-        errors.record("timeout", "GET took longer than " + timeoutMillis + " ms", null);
+        errors.record(ErrorKind.TIMEOUT, "GET took longer than " + timeoutMillis + " ms", null);
       } catch (ExecutionException e) {
-        errors.record("error", "GET failed: " + e.getCause(), null);
+        errors.record(ErrorKind.REMOTE_FAILED, "GET failed: " + e.getCause(), null);
       } catch (InterruptedException e) {
         Thread.currentThread().interrupt();
         gaveUp = true;
@@ -349,11 +350,11 @@ public final class ServerStore implements KvStore {
 
   @Override
   public StoreStats stats() {
-    return counters.snapshot(-1, -1);
+    return counters.snapshot(-1, -1, errors.counts());
   }
 
   /** Errors by kind. */
-  public Map<String, Long> errorCounts() {
+  public Map<ErrorKind, Long> errorCounts() {
     return errors.counts();
   }
 
@@ -451,13 +452,14 @@ public final class ServerStore implements KvStore {
         case Protocol.ERROR -> {
           short code = payload.readShortLE();
           String msg = Protocol.string(payload);
-          errors.record("server error " + code, msg, null);
+          errors.record(ErrorKind.SERVER_ERROR, "code " + code + ": " + msg, null);
           Object p = pending.remove(id);
           if (p instanceof CompletableFuture<?> f) {
             f.completeExceptionally(new IllegalStateException(msg));
           }
         }
-        default -> errors.record("protocol", "unexpected op " + op + " from the server", null);
+        default ->
+            errors.record(ErrorKind.PROTOCOL, "unexpected op " + op + " from the server", null);
       }
     }
 
@@ -500,7 +502,8 @@ public final class ServerStore implements KvStore {
         b = null;
       }
       if (b == null) {
-        errors.record("no buffer", "no free buffer for a " + valueBytes + "-byte value", null);
+        errors.record(
+            ErrorKind.NO_BUFFER, "no free buffer for a " + valueBytes + "-byte value", null);
       }
       return b;
     }
@@ -523,7 +526,7 @@ public final class ServerStore implements KvStore {
     public void channelInactive(ChannelHandlerContext ctx) throws Exception {
       if (channel == ctx.channel()) {
         channel = null;
-        errors.record("unavailable", "connection to " + host + ":" + port + " lost", null);
+        errors.record(ErrorKind.UNAVAILABLE, "connection to " + host + ":" + port + " lost", null);
       }
       failAll(new IllegalStateException("connection lost"));
       super.channelInactive(ctx);
@@ -531,7 +534,7 @@ public final class ServerStore implements KvStore {
 
     @Override
     public void exceptionCaught(ChannelHandlerContext ctx, Throwable cause) {
-      errors.record("error", "connection error: " + cause, null);
+      errors.record(ErrorKind.REMOTE_FAILED, "connection error: " + cause, null);
       ctx.close();
     }
   }

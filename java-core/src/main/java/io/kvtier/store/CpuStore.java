@@ -135,7 +135,8 @@ public final class CpuStore implements KvStore {
    *
    * @return chunks removed
    */
-  public int clear() {
+  @Override
+  public int clearLocal() {
     checkOpen();
     int before = (int) Math.min(Integer.MAX_VALUE, index.size());
     index.evictAll();

@@ -1,9 +1,8 @@
 package io.kvtier.store;
 
 import io.kvtier.config.Redaction;
+import java.util.EnumMap;
 import java.util.Map;
-import java.util.TreeMap;
-import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.LongAdder;
 
@@ -27,7 +26,7 @@ public final class ErrorTally {
   private final System.Logger log;
   private final String component;
   private final String[] secretUrls;
-  private final Map<String, Kind> kinds = new ConcurrentHashMap<>();
+  private final Kind[] kinds = new Kind[ErrorKind.values().length];
 
   /** Creates a tally whose log lines start with {@code component}, e.g. {@code "disk tier"}. */
   public ErrorTally(System.Logger log, String component) {
@@ -42,14 +41,17 @@ public final class ErrorTally {
     this.log = log;
     this.component = component;
     this.secretUrls = secretUrls.clone();
+    for (int i = 0; i < kinds.length; i++) {
+      kinds[i] = new Kind();
+    }
   }
 
   /**
    * Counts one error of {@code kind}; exactly one call per kind, the first to claim it when several
    * race, logs at WARNING with {@code detail} and the exception. Never throws; does not block.
    */
-  public void record(String kind, String detail, Throwable error) {
-    Kind k = kinds.computeIfAbsent(kind, x -> new Kind());
+  public void record(ErrorKind kind, String detail, Throwable error) {
+    Kind k = kinds[kind.ordinal()];
     k.count.increment();
     if (k.logged.compareAndSet(false, true)) {
       log.log(
@@ -67,15 +69,19 @@ public final class ErrorTally {
   }
 
   /** How many errors of {@code kind} were recorded. */
-  public long count(String kind) {
-    Kind k = kinds.get(kind);
-    return k == null ? 0 : k.count.sum();
+  public long count(ErrorKind kind) {
+    return kinds[kind.ordinal()].count.sum();
   }
 
-  /** All counts, by kind, sorted. */
-  public Map<String, Long> counts() {
-    Map<String, Long> out = new TreeMap<>();
-    kinds.forEach((name, k) -> out.put(name, k.count.sum()));
+  /** The kinds counted so far (count above zero) and their counts, in declaration order. */
+  public Map<ErrorKind, Long> counts() {
+    Map<ErrorKind, Long> out = new EnumMap<>(ErrorKind.class);
+    for (ErrorKind kind : ErrorKind.values()) {
+      long n = kinds[kind.ordinal()].count.sum();
+      if (n > 0) {
+        out.put(kind, n);
+      }
+    }
     return out;
   }
 }

@@ -3,6 +3,8 @@ package io.kvtier.store;
 import io.kvtier.key.ChunkKey;
 import io.kvtier.memory.ChunkBuffer;
 import java.io.IOException;
+import java.util.concurrent.CompletableFuture;
+import java.util.function.BiConsumer;
 
 /**
  * A tier that stores chunks by key: CPU memory, local disk, a remote store, or several composed.
@@ -65,12 +67,65 @@ public interface KvStore extends AutoCloseable {
    */
   ChunkBuffer get(ChunkKey key) throws IOException;
 
+  /** Where a tier keeps its chunks, which decides how callers may ask it. */
+  enum Medium {
+    /** Host memory: every call is answered from memory. */
+    MEMORY,
+    /** Local files: {@code contains} is answered from an in-memory index; reads block on disk. */
+    DISK,
+    /**
+     * Across a network: {@code contains} costs a round trip (ask with {@link #prefixLengthAsync}).
+     */
+    REMOTE
+  }
+
+  /** Where this tier keeps its chunks; {@link Medium#MEMORY} unless a tier says otherwise. */
+  default Medium medium() {
+    return Medium.MEMORY;
+  }
+
   /**
    * Whether this tier is across a network: its {@link #contains} costs a round trip, so callers ask
-   * it about many keys at once ({@link #prefixLength}) and only after local tiers missed.
+   * it about many keys at once and only after local tiers missed.
    */
   default boolean isRemote() {
-    return false;
+    return medium() == Medium.REMOTE;
+  }
+
+  /**
+   * Like {@link #prefixLength} without waiting: the answer arrives on the returned future. Remote
+   * tiers send the question and return at once; the future completes with the count when the reply
+   * arrives, or with 0 when the request fails or times out (the failure counted, never an
+   * exceptional completion). Tiers that answer from memory complete it before returning (this
+   * default).
+   *
+   * @throws IllegalStateException if the store is closed
+   */
+  default CompletableFuture<Integer> prefixLengthAsync(ChunkKey[] keys) {
+    return CompletableFuture.completedFuture(prefixLength(keys));
+  }
+
+  /**
+   * Reads the stored ones among {@code keys} in the background and hands each chunk to {@code sink}
+   * on a background thread, ahead of queued writes. The buffer is valid during the call; a sink
+   * that keeps it retains it. A tier with nothing to gain from reading ahead ignores the call (this
+   * default). Does not block.
+   *
+   * @return how many chunks were queued for reading
+   * @throws IllegalStateException if the store is closed
+   */
+  default int prefetch(ChunkKey[] keys, BiConsumer<ChunkKey, ChunkBuffer> sink) {
+    return 0;
+  }
+
+  /**
+   * Removes every chunk this tier keeps on this machine (a cache reset); shared remote stores keep
+   * theirs and return 0 (this default). Readers holding a buffer keep it until they release it.
+   *
+   * @return chunks removed
+   */
+  default int clearLocal() {
+    return 0;
   }
 
   /**

@@ -40,8 +40,13 @@ public final class ReadOnlyTier implements KvStore {
   }
 
   @Override
-  public boolean isRemote() {
-    return tier.isRemote();
+  public Medium medium() {
+    return tier.medium();
+  }
+
+  @Override
+  public java.util.concurrent.CompletableFuture<Integer> prefixLengthAsync(ChunkKey[] keys) {
+    return tier.prefixLengthAsync(keys);
   }
 
   @Override

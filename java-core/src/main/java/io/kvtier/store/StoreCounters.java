@@ -11,8 +11,13 @@ public final class StoreCounters {
   public final LongAdder droppedPuts = new LongAdder();
   public final LongAdder evictions = new LongAdder();
 
-  /** The counters now, with the tier's current entries and bytes. */
+  /** The counters now, with the tier's current entries and bytes and no errors. */
   public StoreStats snapshot(long entries, long bytes) {
+    return snapshot(entries, bytes, java.util.Map.of());
+  }
+
+  /** The counters now, with the tier's current entries and bytes and its errors by kind. */
+  public StoreStats snapshot(long entries, long bytes, java.util.Map<ErrorKind, Long> errors) {
     return new StoreStats(
         hits.sum(),
         misses.sum(),
@@ -21,6 +26,7 @@ public final class StoreCounters {
         droppedPuts.sum(),
         evictions.sum(),
         entries,
-        bytes);
+        bytes,
+        errors);
   }
 }

@@ -1,5 +1,9 @@
 package io.kvtier.store;
 
+import java.util.Collections;
+import java.util.EnumMap;
+import java.util.Map;
+
 /**
  * A snapshot of a store's counters. Immutable.
  *
@@ -11,6 +15,7 @@ package io.kvtier.store;
  * @param evictions chunks evicted to make room
  * @param entries chunks held now
  * @param bytes bytes held now
+ * @param errors failures counted by kind (kinds never seen are absent); unmodifiable
  */
 public record StoreStats(
     long hits,
@@ -20,4 +25,19 @@ public record StoreStats(
     long droppedPuts,
     long evictions,
     long entries,
-    long bytes) {}
+    long bytes,
+    Map<ErrorKind, Long> errors) {
+
+  /** A store that has counted nothing and holds nothing. */
+  public static final StoreStats EMPTY = new StoreStats(0, 0, 0, 0, 0, 0, 0, 0, Map.of());
+
+  /** Copies {@code errors}. */
+  public StoreStats {
+    errors = errors.isEmpty() ? Map.of() : Collections.unmodifiableMap(new EnumMap<>(errors));
+  }
+
+  /** Failures of every kind together. */
+  public long errorCount() {
+    return errors.values().stream().mapToLong(Long::longValue).sum();
+  }
+}

@@ -423,14 +423,14 @@ public final class TieredStore implements KvStore {
     }
     int queued = 0;
     for (KvStore s : lower) {
-      if (s instanceof io.kvtier.disk.DiskStore disk) {
+      if (s.medium() == Medium.DISK) {
         List<ChunkKey> wanted = new java.util.ArrayList<>();
         for (ChunkKey k : keys) {
-          if (!cpu.contains(k) && disk.contains(k)) {
+          if (!cpu.contains(k) && s.contains(k)) {
             wanted.add(k);
           }
         }
-        disk.prefetch(
+        s.prefetch(
             wanted.toArray(new ChunkKey[0]),
             (k, b) -> {
               if (!gate.tryEnter()) {
@@ -517,11 +517,9 @@ public final class TieredStore implements KvStore {
    * @return chunks removed
    */
   public int clearLocal() {
-    int removed = cpu.clear();
+    int removed = cpu.clearLocal();
     for (KvStore tier : lower) {
-      if (tier instanceof io.kvtier.disk.DiskStore disk) {
-        removed += disk.clear();
-      }
+      removed += tier.clearLocal();
     }
     return removed;
   }

@@ -12,6 +12,7 @@ import io.kvtier.key.ChunkKey;
 import io.kvtier.memory.ChunkBuffer;
 import io.kvtier.memory.ChunkPool;
 import io.kvtier.memory.MmapAllocator;
+import io.kvtier.store.ErrorKind;
 import java.io.IOException;
 import java.lang.foreign.ValueLayout;
 import java.nio.file.Files;
@@ -88,7 +89,7 @@ class DiskRealFaultsTest {
       assertTrue(s.awaitIdle(60_000));
       long stored = s.stats().entries();
       assertTrue(stored > 0 && stored < 30, "some fit, some do not: " + stored);
-      assertEquals(30 - stored, s.errorCounts().get("disk full"));
+      assertEquals(30 - stored, s.errorCounts().get(ErrorKind.DISK_FULL));
       assertEquals(0, tempFiles(), "failed writes leave no temporary files");
       for (int i = 0; i < 30; i++) {
         ChunkKey k = new ChunkKey(1, i, i);
@@ -113,7 +114,7 @@ class DiskRealFaultsTest {
       put(s, 2);
       put(s, 3);
       assertTrue(s.awaitIdle(60_000));
-      assertEquals(2L, s.errorCounts().get("read-only"), s.errorCounts().toString());
+      assertEquals(2L, s.errorCounts().get(ErrorKind.READ_ONLY), s.errorCounts().toString());
       assertFalse(s.contains(new ChunkKey(1, 2, 2)));
       ChunkBuffer b = s.get(new ChunkKey(1, 1, 1));
       assertNotNull(b, "chunks stored before the remount stay readable");

@@ -13,6 +13,7 @@ import io.kvtier.key.ChunkKey;
 import io.kvtier.memory.ChunkBuffer;
 import io.kvtier.memory.ChunkPool;
 import io.kvtier.memory.MmapAllocator;
+import io.kvtier.store.ErrorKind;
 import java.io.IOException;
 import java.io.RandomAccessFile;
 import java.lang.foreign.MemorySegment;
@@ -135,7 +136,7 @@ class DiskStoreTest {
     }
     try (DiskStore s = open()) {
       assertEquals(1, s.stats().entries());
-      assertEquals(1L, s.errorCounts().get("corrupt file"));
+      assertEquals(1L, s.errorCounts().get(ErrorKind.CORRUPT_FILE));
       assertTrue(files(".tmp").isEmpty(), "temporary files are removed at start-up");
       assertFalse(Files.exists(bad), "a corrupt file is deleted");
     }
@@ -156,7 +157,7 @@ class DiskStoreTest {
       assertNull(s.get(key(1)));
       assertFalse(s.contains(key(1)));
       assertFalse(Files.exists(f));
-      assertEquals(1L, s.errorCounts().get("corrupt file"));
+      assertEquals(1L, s.errorCounts().get(ErrorKind.CORRUPT_FILE));
     }
   }
 
@@ -170,7 +171,7 @@ class DiskStoreTest {
         raf.setLength(ChunkFileHeader.BLOCK_BYTES + 100);
       }
       assertNull(s.get(key(1)));
-      assertEquals(1L, s.errorCounts().get("corrupt file"));
+      assertEquals(1L, s.errorCounts().get(ErrorKind.CORRUPT_FILE));
       assertFalse(Files.exists(f));
     }
   }
@@ -187,7 +188,7 @@ class DiskStoreTest {
       assertNull(s.get(key(1)));
       assertNull(s.get(key(2)));
       assertFalse(s.contains(key(1)));
-      assertEquals(2L, s.errorCounts().get("file missing"));
+      assertEquals(2L, s.errorCounts().get(ErrorKind.FILE_MISSING));
     }
   }
 
@@ -199,7 +200,7 @@ class DiskStoreTest {
         put(s, i, CHUNK);
       }
       await(s);
-      assertEquals(5L, s.errorCounts().get("disk full"));
+      assertEquals(5L, s.errorCounts().get(ErrorKind.DISK_FULL));
       assertEquals(0, s.stats().entries());
       assertEquals(0, s.stats().bytes(), "failed writes give their reservation back");
       assertTrue(files(".tmp").isEmpty());
@@ -217,7 +218,7 @@ class DiskStoreTest {
       put(s, 1, CHUNK);
       put(s, 2, CHUNK);
       await(s);
-      assertEquals(2L, s.errorCounts().get("read-only"));
+      assertEquals(2L, s.errorCounts().get(ErrorKind.READ_ONLY));
       assertFalse(s.contains(key(1)));
     }
   }
@@ -229,7 +230,7 @@ class DiskStoreTest {
       await(s);
       io.fault = FaultyDiskIo.Fault.READ_ERROR;
       assertNull(s.get(key(1)));
-      assertEquals(1L, s.errorCounts().get("read failed"));
+      assertEquals(1L, s.errorCounts().get(ErrorKind.READ_FAILED));
       io.fault = FaultyDiskIo.Fault.NONE;
       assertHolds(s, 1, CHUNK); // a transient error does not lose the chunk
     }

@@ -11,6 +11,7 @@ import io.kvtier.key.ChunkKey;
 import io.kvtier.memory.ChunkBuffer;
 import io.kvtier.memory.ChunkPool;
 import io.kvtier.memory.MmapAllocator;
+import io.kvtier.store.ErrorKind;
 import io.kvtier.testing.Await;
 import java.io.InputStream;
 import java.io.OutputStream;
@@ -95,7 +96,7 @@ class RedisFaultTest {
       assertNull(s.get(key(1)));
       assertFalse(s.contains(key(1)));
       assertEquals(1, s.stats().droppedPuts());
-      assertTrue(s.errorCounts().get("unavailable") >= 1);
+      assertTrue(s.errorCounts().get(ErrorKind.UNAVAILABLE) >= 1);
 
       server = RedisServers.start(port, dir);
       // The store retries every RECONNECT_SECONDS on its own schedule: nothing to wait on.
@@ -166,7 +167,8 @@ class RedisFaultTest {
         // The server stays stopped until resumed below, so a get that waited for its reply would
         // not return at all: returning is giving up.
         assertNull(s.get(key(1)), "a stalled server is a miss");
-        assertEquals(1L, s.errorCounts().getOrDefault("timeout", 0L), s.errorCounts().toString());
+        assertEquals(
+            1L, s.errorCounts().getOrDefault(ErrorKind.TIMEOUT, 0L), s.errorCounts().toString());
       } finally {
         RedisServers.resume(server);
       }

@@ -5,6 +5,7 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import io.kvtier.memory.ChunkBuffer;
 import io.kvtier.memory.ChunkPool;
 import io.kvtier.memory.MmapAllocator;
+import io.kvtier.store.ErrorKind;
 import io.kvtier.store.KvStore;
 import io.kvtier.store.KvStoreContract;
 import io.kvtier.testing.Await;
@@ -266,7 +267,9 @@ class RedisStoreContractTest {
       }
       assertEquals(missesBefore + keys.length, store.stats().misses());
       assertEquals(
-          (long) keys.length, ((RedisStore) store).errorCounts().get("moved"), "counted as moved");
+          (long) keys.length,
+          ((RedisStore) store).errorCounts().get(ErrorKind.MOVED),
+          "counted as moved");
       // The MOVED replies started a reload of the slot map in the background.
       ChunkBuffer[] got =
           Await.value(

@@ -10,6 +10,7 @@ import io.kvtier.key.ChunkKey;
 import io.kvtier.memory.ChunkBuffer;
 import io.kvtier.memory.ChunkPool;
 import io.kvtier.memory.MmapAllocator;
+import io.kvtier.store.ErrorKind;
 import io.kvtier.testing.Await;
 import java.lang.foreign.ValueLayout;
 import java.nio.file.Files;
@@ -339,7 +340,7 @@ class RedisTopologiesTest {
       // Rounds 1 and 2 leave 4000 reads outstanding; 3 and 4 would pass the bound of 4096.
       assertEquals(
           2L,
-          s.errorCounts().getOrDefault("backlog", 0L),
+          s.errorCounts().getOrDefault(ErrorKind.BACKLOG, 0L),
           "batches beyond "
               + RedisStore.MAX_IN_FLIGHT_READS
               + " outstanding reads are refused, not queued: "

@@ -12,6 +12,7 @@ import io.kvtier.key.ChunkKey;
 import io.kvtier.memory.ChunkBuffer;
 import io.kvtier.memory.ChunkPool;
 import io.kvtier.memory.MmapAllocator;
+import io.kvtier.store.ErrorKind;
 import io.kvtier.testing.Await;
 import java.io.DataInputStream;
 import java.io.InputStream;
@@ -126,7 +127,8 @@ class CacheServerTest {
         ServerStore bad = client("kvtier://:nope@127.0.0.1:" + srv.port());
         ServerStore good = client("kvtier://:s3cret@127.0.0.1:" + srv.port())) {
       assertFalse(bad.connected());
-      assertTrue(bad.errorCounts().containsKey("unavailable"), bad.errorCounts().toString());
+      assertTrue(
+          bad.errorCounts().containsKey(ErrorKind.UNAVAILABLE), bad.errorCounts().toString());
       ChunkBuffer b = pool.tryAllocate(CHUNK);
       assertFalse(bad.put(key(1), b));
       b.release();
@@ -260,9 +262,11 @@ class CacheServerTest {
         // The peer never answers, so a get that waited for its reply would not return at all.
         assertTimeoutPreemptively(
             Duration.ofSeconds(60), () -> assertNull(c.get(key(1))), "the get gave up");
-        assertEquals(1L, c.errorCounts().getOrDefault("timeout", 0L), c.errorCounts().toString());
+        assertEquals(
+            1L, c.errorCounts().getOrDefault(ErrorKind.TIMEOUT, 0L), c.errorCounts().toString());
         assertFalse(c.contains(key(1)));
-        assertEquals(2L, c.errorCounts().getOrDefault("timeout", 0L), "EXISTS timed out too");
+        assertEquals(
+            2L, c.errorCounts().getOrDefault(ErrorKind.TIMEOUT, 0L), "EXISTS timed out too");
         for (int i = 0; i < 5; i++) {
           c.getBatch(new ChunkKey[] {key(i), key(i + 100)});
         }

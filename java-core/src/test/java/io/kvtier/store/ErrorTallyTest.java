@@ -63,14 +63,14 @@ class ErrorTallyTest {
     CapturingLogger log = new CapturingLogger();
     ErrorTally t = new ErrorTally(log, "disk tier");
     for (int i = 0; i < 1000; i++) {
-      t.record("disk full", "writing chunk " + i, new java.io.IOException("No space left"));
+      t.record(ErrorKind.DISK_FULL, "writing chunk " + i, new java.io.IOException("No space left"));
     }
-    t.record("read-only", "x", null);
+    t.record(ErrorKind.READ_ONLY, "x", null);
     assertEquals(2, log.lines.size(), log.lines.toString());
     assertTrue(log.lines.get(0).contains("disk tier: disk full: writing chunk 0"));
     assertTrue(log.lines.get(0).contains("counted, not logged"));
-    assertEquals(Map.of("disk full", 1000L, "read-only", 1L), t.counts());
-    assertEquals(0, t.count("never"));
+    assertEquals(Map.of(ErrorKind.DISK_FULL, 1000L, ErrorKind.READ_ONLY, 1L), t.counts());
+    assertEquals(0, t.count(ErrorKind.TIMEOUT));
   }
 
   @Test
@@ -79,7 +79,7 @@ class ErrorTallyTest {
     String url = "redis://user:hunter2@127.0.0.1:6399";
     ErrorTally t = new ErrorTally(log, "remote tier", url);
     t.record(
-        "unavailable",
+        ErrorKind.UNAVAILABLE,
         "cannot connect to " + url,
         new IllegalStateException(
             "handshake failed", new IllegalArgumentException("AUTH hunter2 rejected")));
@@ -204,9 +204,7 @@ class ErrorTallyTest {
   /** Kinds each thread records per round. */
   private static final int KINDS = 8;
 
-  private static final String[] KIND = {
-    "kind 0", "kind 1", "kind 2", "kind 3", "kind 4", "kind 5", "kind 6", "kind 7"
-  };
+  private static final ErrorKind[] KIND = java.util.Arrays.copyOf(ErrorKind.values(), KINDS);
 
   /** Rounds, each on a fresh tally. */
   private static final int ROUNDS = 10_000;

@@ -158,7 +158,7 @@ class TieredStoreTest extends KvStoreContract {
 
           @Override
           public StoreStats stats() {
-            return new StoreStats(0, 0, 0, 0, 0, 0, 0, 0);
+            return StoreStats.EMPTY;
           }
 
           @Override
@@ -269,7 +269,7 @@ class TieredStoreTest extends KvStoreContract {
 
     @Override
     public StoreStats stats() {
-      return new StoreStats(0, 0, 0, 0, 0, 0, 0, 0);
+      return StoreStats.EMPTY;
     }
 
     @Override
