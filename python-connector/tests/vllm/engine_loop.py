@@ -105,7 +105,7 @@ class PinLedger:
         self.held: set[int] = set()
         lookup, unpin = engine.lookup_and_pin_tiers, engine.unpin
 
-        def pinned(pin: int, tokens: Any, extras: Any = None) -> tuple[int, int, bool]:
+        def pinned(pin: int, tokens: Any, extras: Any = None) -> tuple[int, int, bool, bool]:
             hit = lookup(pin, tokens, extras)
             if hit[0] > 0:
                 self.held.add(pin)

@@ -79,9 +79,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-Lookup = Callable[[int, np.ndarray, np.ndarray | None], tuple[int, int, bool]]
+Lookup = Callable[[int, np.ndarray, np.ndarray | None], tuple[int, int, bool, bool]]
 """(pin id, prompt tokens, key extras) -> (hit tokens, hit tokens in memory, next chunk being
-stored); pins the hit under the pin id."""
+stored, remote answer pending); pins the hit under the pin id. Never waits on the network: a
+remote store's answer that is not in yet is "pending" (ask again next step); the workers bound
+the wait by ``remote_timeout_ms``, after which the remote part counts as a miss."""
 
 STORING_WAIT_S = 2.0
 """How long, in seconds, a request may wait for a save of its own next chunk to finish before
@@ -287,6 +289,8 @@ class KVTierScheduler:
         """Worker reports dropped because vLLM does not expect them (for tests and stats)."""
         self.unkeyable = 0
         """Requests not cached because kvtier cannot key them (for tests and stats)."""
+        self.remote_pending = 0
+        """Lookups answered "ask again" because a remote store's answer was pending."""
 
     # ---- state machine ------------------------------------------------------------------------
 
@@ -385,7 +389,7 @@ class KVTierScheduler:
             return 0, False
         pin = next(self._pins)
         try:
-            hit, in_memory, storing = self._lookups()(pin, req.tokens, req.extras)
+            hit, in_memory, storing, pending = self._lookups()(pin, req.tokens, req.extras)
         except (LookupUnavailable, LookupFailed, JavaError) as e:
             self._unpin.append(pin)  # the ranks that answered may have pinned
             self.failures += 1
@@ -393,6 +397,10 @@ class KVTierScheduler:
                 "lookup", "kvtier: lookup failed, counted as a miss (logged once): %s", e
             )
             return 0, False
+        if pending:  # a remote store's answer is on its way: ask again next step
+            self._unpin.append(pin)
+            self.remote_pending += 1
+            return None, False
         if storing and hit < prompt:
             now = time.monotonic()
             req.waiting_since = req.waiting_since or now

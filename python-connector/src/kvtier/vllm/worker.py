@@ -241,9 +241,9 @@ class KVTierWorker:
 
     def lookup(
         self, pin: int, tokens: np.ndarray, extras: np.ndarray | None = None
-    ) -> tuple[int, int, bool]:
+    ) -> tuple[int, int, bool, bool]:
         """In-process lookup (scheduler in this process), pinning the hit under ``pin``:
-        (hit, hit in memory, storing).
+        (hit, hit in memory, storing, remote answer pending). Never waits on the network.
 
         Raises:
             kvtier.JavaError: the engine failed (the scheduler counts a miss).

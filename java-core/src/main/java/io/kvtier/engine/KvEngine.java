@@ -19,6 +19,7 @@ import io.kvtier.store.StoreStats;
 import io.kvtier.store.TieredStore;
 import io.kvtier.store.Tiers;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
@@ -71,23 +72,18 @@ public final class KvEngine implements AutoCloseable {
   private final AtomicLong nextHandle = new AtomicLong(1);
   private final Map<Long, PendingStore> pendingStores = new ConcurrentHashMap<>();
   private final Map<Long, List<ChunkBuffer>> pendingLoads = new ConcurrentHashMap<>();
-  private final Map<Long, Pins> pinsByRequest = new ConcurrentHashMap<>();
+  private final PinLeases pins;
+  private final RemoteLookups remoteLookups;
 
   /** Keys with a prepared store not yet completed (not visible yet, but soon). */
   private final Set<ChunkKey> storing = ConcurrentHashMap.newKeySet();
 
-  private final LongSupplier nanoClock;
-  private final long pinTimeoutNanos;
   private final ScheduledExecutorService pinMonitor;
-  private final LongAdder expiredPins = new LongAdder();
   private final LongAdder lookupTokens = new LongAdder();
   private final LongAdder hitTokens = new LongAdder();
   private volatile boolean closed;
 
   private record PendingStore(ChunkKey[] keys, ChunkBuffer[] buffers) {}
-
-  /** The chunks a request's lookup pinned, and when (on {@link #nanoClock}). */
-  private record Pins(List<ChunkKey> keys, long pinnedAtNanos) {}
 
   /**
    * Opens an engine with the configuration of this process ({@link KvTierConfig#load}) and the
@@ -152,8 +148,6 @@ public final class KvEngine implements AutoCloseable {
       LongSupplier nanoClock,
       boolean startPinMonitor,
       boolean writesRemote) {
-    this.nanoClock = nanoClock;
-    this.pinTimeoutNanos = TimeUnit.SECONDS.toNanos(config.pinTimeoutSec());
     this.config = config;
     this.namespace = namespace;
     this.namespaceId = namespace.id();
@@ -191,11 +185,16 @@ public final class KvEngine implements AutoCloseable {
       throw e;
     }
     this.pool = slots;
+    this.pins = new PinLeases(tiers, nanoClock, TimeUnit.SECONDS.toNanos(config.pinTimeoutSec()));
+    this.remoteLookups =
+        new RemoteLookups(
+            tiers, nanoClock, TimeUnit.MILLISECONDS.toNanos(config.remoteTimeoutMs()));
     if (startPinMonitor) {
       this.pinMonitor =
           Executors.newSingleThreadScheduledExecutor(DaemonThreads.named("kvtier-pin-monitor"));
       long every = config.pinCheckIntervalSec();
       pinMonitor.scheduleWithFixedDelay(this::expirePins, every, every, TimeUnit.SECONDS);
+      pinMonitor.scheduleWithFixedDelay(remoteLookups::sweep, every, every, TimeUnit.SECONDS);
     } else {
       this.pinMonitor = null;
     }
@@ -298,12 +297,16 @@ public final class KvEngine implements AutoCloseable {
   }
 
   /**
-   * Like {@link #lookupAndPin}, also telling how much of the hit is in memory.
+   * Like {@link #lookupAndPin}, also telling how much of the hit is in memory, and never waiting on
+   * the network: the part of the prompt past the local prefix is asked of the remote tiers in the
+   * background, and the lookup says "pending" until the answer is in (ask again on a later step).
+   * An answer that takes longer than {@code remote_timeout_ms} counts as a miss.
    *
-   * @return {@code [hitTokens, memoryTokens, storing]}: the stored prefix; the part of it whose
-   *     chunks are all in the CPU tier (a load of more than that reads disk or the network); and 1
-   *     when the chunk right after the local prefix is being stored at this moment (a lookup a
-   *     moment later may hit more), else 0
+   * @return {@code [hitTokens, memoryTokens, storing, pending]}: the stored prefix; the part of it
+   *     whose chunks are all in the CPU tier (a load of more than that reads disk or the network);
+   *     1 when the chunk right after the local prefix is being stored at this moment (a lookup a
+   *     moment later may hit more), else 0; 1 when a remote tier's answer is still pending (the hit
+   *     then counts local chunks only; ask again), else 0
    */
   public int[] lookupAndPinTiers(long requestId, int[] tokens, int tokenCount) {
     return lookupAndPinTiers(requestId, tokens, tokenCount, KeyExtras.NONE);
@@ -312,7 +315,7 @@ public final class KvEngine implements AutoCloseable {
   /** Like {@link #lookupAndPinTiers(long, int[], int)} with {@code extras} in the keys. */
   public int[] lookupAndPinTiers(long requestId, int[] tokens, int tokenCount, KeyExtras extras) {
     checkOpen();
-    unpinRequest(requestId);
+    pins.release(requestId);
     ChunkKey[] keys = keys(tokens, tokenCount, extras, Integer.MAX_VALUE);
     List<ChunkKey> pinned = new ArrayList<>();
     int chunks = 0;
@@ -328,26 +331,29 @@ public final class KvEngine implements AutoCloseable {
       pinned.add(keys[chunks]);
       chunks++;
     }
-    if (!pinned.isEmpty()) {
-      pinsByRequest.put(requestId, new Pins(pinned, nanoClock.getAsLong()));
-    }
+    pins.hold(requestId, pinned);
     int beingStored = chunks < keys.length && storing.contains(keys[chunks]) ? 1 : 0;
+    int pending = 0;
     if (chunks < keys.length && tiers.hasRemote()) {
-      // Remote chunks cannot be pinned; one round trip tells how many more are there.
-      chunks += tiers.remotePrefix(java.util.Arrays.copyOfRange(keys, chunks, keys.length));
+      // Remote chunks cannot be pinned; one round trip, off this thread, tells how many more.
+      int remote = remoteLookups.prefix(Arrays.copyOfRange(keys, chunks, keys.length));
+      if (remote < 0) {
+        pending = 1;
+      } else {
+        chunks += remote;
+      }
     }
     int hit = tokensIn(chunks, tokenCount);
-    lookupTokens.add(tokenCount);
-    hitTokens.add(hit);
-    return new int[] {hit, tokensIn(memoryChunks, tokenCount), beingStored};
+    if (pending == 0) { // a pending lookup is asked again: count the prompt once
+      lookupTokens.add(tokenCount);
+      hitTokens.add(hit);
+    }
+    return new int[] {hit, tokensIn(memoryChunks, tokenCount), beingStored, pending};
   }
 
   /** Drops the pins of {@code requestId}; unknown ids are ignored. Idempotent. */
   public void unpinRequest(long requestId) {
-    Pins pins = pinsByRequest.remove(requestId);
-    if (pins != null && !closed) {
-      pins.keys().forEach(tiers::unpin);
-    }
+    pins.release(requestId);
   }
 
   /**
@@ -357,27 +363,7 @@ public final class KvEngine implements AutoCloseable {
    * @return requests whose pins were released
    */
   public int expirePins() {
-    long now = nanoClock.getAsLong();
-    int expired = 0;
-    for (Map.Entry<Long, Pins> e : pinsByRequest.entrySet()) {
-      if (now - e.getValue().pinnedAtNanos() > pinTimeoutNanos
-          && pinsByRequest.remove(e.getKey(), e.getValue())) {
-        if (!closed) {
-          e.getValue().keys().forEach(tiers::unpin);
-        }
-        expired++;
-      }
-    }
-    if (expired > 0) {
-      expiredPins.add(expired);
-      LOG.log(
-          System.Logger.Level.WARNING,
-          expired
-              + " request(s) held pins longer than pin_timeout_sec="
-              + config.pinTimeoutSec()
-              + "; released");
-    }
-    return expired;
+    return pins.expire("pin_timeout_sec=" + config.pinTimeoutSec());
   }
 
   /**
@@ -387,10 +373,10 @@ public final class KvEngine implements AutoCloseable {
    */
   public int[] lookupBatch(int[] tokens, int[] offsets) {
     checkOpen();
-    checkOffsets(tokens, offsets);
-    int[] hits = new int[offsets.length - 1];
+    PromptBatch batch = new PromptBatch(tokens, offsets);
+    int[] hits = new int[batch.size()];
     for (int i = 0; i < hits.length; i++) {
-      hits[i] = lookup(slice(tokens, offsets[i], offsets[i + 1]), offsets[i + 1] - offsets[i]);
+      hits[i] = lookup(batch.tokens(i), batch.tokenCount(i));
     }
     return hits;
   }
@@ -535,7 +521,7 @@ public final class KvEngine implements AutoCloseable {
     ChunkKey[] wanted =
         firstChunk >= keys.length
             ? new ChunkKey[0]
-            : java.util.Arrays.copyOfRange(keys, firstChunk, keys.length);
+            : Arrays.copyOfRange(keys, firstChunk, keys.length);
     List<ChunkBuffer> held = List.of(tiers.getPrefix(wanted));
     long handle = nextHandle.getAndIncrement();
     pendingLoads.put(handle, held);
@@ -622,41 +608,11 @@ public final class KvEngine implements AutoCloseable {
     return perPrompt(tokens, offsets, dstAddresses, "dstAddresses", this::retrieve);
   }
 
-  /** A per-prompt operation of the batched forms: (tokens, tokenCount, chunk addresses). */
-  @FunctionalInterface
-  private interface PromptOp {
-    int apply(int[] tokens, int tokenCount, long[] addresses);
-  }
-
   private int[] perPrompt(
-      int[] tokens, int[] offsets, long[] addresses, String addressesName, PromptOp op) {
+      int[] tokens, int[] offsets, long[] addresses, String name, PromptBatch.PromptOp op) {
     checkOpen();
-    checkOffsets(tokens, offsets);
-    checkAddressCount(offsets, addresses.length, addressesName);
-    int[] result = new int[offsets.length - 1];
-    int next = 0;
-    for (int i = 0; i < result.length; i++) {
-      int n = offsets[i + 1] - offsets[i];
-      int chunks = ChunkHasher.chunkCount(n, chunkTokens, partialChunks);
-      result[i] =
-          op.apply(
-              slice(tokens, offsets[i], offsets[i + 1]),
-              n,
-              java.util.Arrays.copyOfRange(addresses, next, next + chunks));
-      next += chunks;
-    }
-    return result;
-  }
-
-  private void checkAddressCount(int[] offsets, int have, String name) {
-    int need = 0;
-    for (int i = 0; i + 1 < offsets.length; i++) {
-      need += ChunkHasher.chunkCount(offsets[i + 1] - offsets[i], chunkTokens, partialChunks);
-    }
-    if (have < need) {
-      throw new IllegalArgumentException(
-          name + " has " + have + " entries for " + need + " chunks in the batch");
-    }
+    return new PromptBatch(tokens, offsets)
+        .perPrompt(addresses, name, n -> ChunkHasher.chunkCount(n, chunkTokens, partialChunks), op);
   }
 
   /**
@@ -667,90 +623,47 @@ public final class KvEngine implements AutoCloseable {
    */
   public int clearLocal() {
     checkOpen();
-    for (Long requestId : List.copyOf(pinsByRequest.keySet())) {
-      unpinRequest(requestId);
-    }
+    pins.releaseAll();
     return tiers.clearLocal();
   }
 
   // ---- stats and lifecycle --------------------------------------------------------------------
 
-  /**
-   * Counters as {@code [lookupTokens, hitTokens, hits, misses, puts, duplicatePuts, droppedPuts,
-   * evictions, entries, bytes, poolInUseSlots, poolMappedBytes, poolAllocationFailures,
-   * copyDownDropped, diskEntries, diskBytes, diskPuts, diskDroppedPuts, diskErrors, expiredPins,
-   * remoteHits, remotePuts, remoteDroppedPuts]}, named by {@link #statNames()} (disk and remote
-   * figures 0 without those tiers).
-   */
-  public long[] stats() {
-    StoreStats s = tiers.stats();
-    StoreStats d = StoreStats.EMPTY;
-    long diskErrors = 0;
-    StoreStats r = StoreStats.EMPTY;
+  /** The engine's counters now: lookups, each tier, the pool, pins. Never throws. */
+  public EngineStats statistics() {
+    StoreStats disk = StoreStats.EMPTY;
+    StoreStats remote = StoreStats.EMPTY;
     for (KvStore lower : tiers.lowerTiers()) {
       switch (lower.medium()) {
-        case DISK -> {
-          d = lower.stats();
-          diskErrors = d.errorCount();
-        }
-        case REMOTE -> r = lower.stats();
+        case DISK -> disk = lower.stats();
+        case REMOTE -> remote = lower.stats();
         case MEMORY -> {}
       }
     }
-    return new long[] {
-      lookupTokens.sum(),
-      hitTokens.sum(),
-      s.hits(),
-      s.misses(),
-      s.puts(),
-      s.duplicatePuts(),
-      s.droppedPuts(),
-      s.evictions(),
-      s.entries(),
-      s.bytes(),
-      pool.inUseSlots(),
-      pool.mappedBytes(),
-      pool.allocationFailures(),
-      tiers.copyDownDropped(),
-      d.entries(),
-      d.bytes(),
-      d.puts(),
-      d.droppedPuts(),
-      diskErrors,
-      expiredPins.sum(),
-      r.hits(),
-      r.puts(),
-      r.droppedPuts()
-    };
+    return new EngineStats(
+        lookupTokens.sum(),
+        hitTokens.sum(),
+        tiers.stats(),
+        disk,
+        remote,
+        pool.inUseSlots(),
+        pool.mappedBytes(),
+        pool.allocationFailures(),
+        tiers.copyDownDropped(),
+        pins.expiredCount(),
+        remoteLookups.askedCount(),
+        remoteLookups.timedOutCount(),
+        remoteLookups.rejectedCount());
   }
 
-  /** Names of the {@link #stats()} entries, in order. */
+  /** {@link #statistics()} flattened for the Python bridge, named by {@link #statNames()}. */
+  public long[] stats() {
+    return statistics().toArray();
+  }
+
+  /** Names of the {@link #stats()} entries, in order ({@link EngineStats#names()}). */
   public static String[] statNames() {
-    return new String[] {
-      "lookup_tokens",
-      "hit_tokens",
-      "hits",
-      "misses",
-      "puts",
-      "duplicate_puts",
-      "dropped_puts",
-      "evictions",
-      "entries",
-      "bytes",
-      "pool_in_use_slots",
-      "pool_mapped_bytes",
-      "pool_allocation_failures",
-      "copy_down_dropped",
-      "disk_entries",
-      "disk_bytes",
-      "disk_puts",
-      "disk_dropped_puts",
-      "disk_errors",
-      "expired_pins",
-      "remote_hits",
-      "remote_puts",
-      "remote_dropped_puts"
-    };
+    return EngineStats.names();
   }
 
   /** The pool behind the CPU tier (for tests and benchmarks). */
@@ -778,7 +691,7 @@ public final class KvEngine implements AutoCloseable {
     }
     pendingStores.keySet().forEach(h -> completeStore(h, false));
     pendingLoads.keySet().forEach(this::completeLoad);
-    pinsByRequest.clear();
+    pins.forgetAll();
     tiers.close();
     pool.close();
   }
@@ -787,30 +700,6 @@ public final class KvEngine implements AutoCloseable {
     if (closed) {
       throw new IllegalStateException("KvEngine is closed");
     }
-  }
-
-  private static void checkOffsets(int[] tokens, int[] offsets) {
-    if (offsets.length == 0 || offsets[0] < 0) {
-      throw new IllegalArgumentException("offsets must start with a value >= 0");
-    }
-    for (int i = 1; i < offsets.length; i++) {
-      if (offsets[i] < offsets[i - 1] || offsets[i] > tokens.length) {
-        throw new IllegalArgumentException(
-            "offsets["
-                + i
-                + "]="
-                + offsets[i]
-                + " must be in ["
-                + offsets[i - 1]
-                + ", "
-                + tokens.length
-                + "]");
-      }
-    }
-  }
-
-  private static int[] slice(int[] tokens, int from, int to) {
-    return from == 0 ? tokens : java.util.Arrays.copyOfRange(tokens, from, to);
   }
 
   @Override

@@ -52,7 +52,7 @@ import java.util.concurrent.atomic.AtomicBoolean;
  *
  *   HELLO  (0)  u32 version                                   → u32 version
  *   LOOKUP (1)  i64 requestId | u8 flags | i32 n | i32 w | w × i64 | n × i32
- *                                                             → i32 hit, in memory, storing
+ *                                                 → i32 hit, in memory, storing, pending
  *   UNPIN  (2)  i64 requestId                                 → (empty)
  * </pre>
  *
@@ -64,9 +64,10 @@ import java.util.concurrent.atomic.AtomicBoolean;
  * the connection stays open. Requests on a connection are answered in order.
  *
  * <p>Implementation: one Netty event loop ({@code kvtier-lookup}, daemon) accepts and serves every
- * connection and calls the engine on that thread: lookups hash in memory and do not wait on disk (a
- * remote tier adds one bounded round trip). Epoll where available, otherwise NIO's Unix domain
- * sockets (Java 16+). Both transports delete the socket file when the listening channel closes.
+ * connection and calls the engine on that thread: lookups hash in memory and wait on neither disk
+ * nor network (a remote tier's answer arrives in the background; until then the reply says
+ * pending). Epoll where available, otherwise NIO's Unix domain sockets (Java 16+). Both transports
+ * delete the socket file when the listening channel closes.
  *
  * <p>Thread-safe; {@link #close()} stops it.
  */
@@ -74,7 +75,7 @@ public final class LookupServer implements AutoCloseable {
   private static final System.Logger LOG = System.getLogger(LookupServer.class.getName());
 
   /** The protocol version this server speaks. */
-  public static final int VERSION = 2;
+  public static final int VERSION = 3;
 
   /** Largest request a client may send, in bytes after the length field (~16M token ids). */
   public static final int MAX_REQUEST_BYTES = 64 << 20;
@@ -362,11 +363,12 @@ public final class LookupServer implements AutoCloseable {
       int[] hit =
           (flags & FLAG_PIN) != 0
               ? engine.lookupAndPinTiers(requestId, tokens, tokenCount, extras)
-              : new int[] {engine.lookup(tokens, tokenCount, extras), -1, 0};
-      ByteBuf out = reply(ctx, STATUS_OK, 12);
+              : new int[] {engine.lookup(tokens, tokenCount, extras), -1, 0, 0};
+      ByteBuf out = reply(ctx, STATUS_OK, 16);
       out.writeIntLE(hit[0]);
       out.writeIntLE(hit[1]);
       out.writeIntLE(hit[2]);
+      out.writeIntLE(hit[3]);
       ctx.write(out);
     }
 

@@ -9,6 +9,7 @@ import io.kvtier.memory.ChunkBuffer;
 import java.io.IOException;
 import java.util.List;
 import java.util.concurrent.ArrayBlockingQueue;
+import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.RejectedExecutionException;
 import java.util.concurrent.ThreadPoolExecutor;
 import java.util.concurrent.TimeUnit;
@@ -191,6 +192,11 @@ public final class TieredStore implements KvStore {
     return memory ? LocalPin.MEMORY : lowerTier ? LocalPin.LOWER : LocalPin.NONE;
   }
 
+  /** Whether {@link #close()} has begun. */
+  public boolean isClosed() {
+    return gate.isClosed();
+  }
+
   /** Whether a lower tier is remote. */
   public boolean hasRemote() {
     return lower.stream().anyMatch(KvStore::isRemote);
@@ -218,7 +224,23 @@ public final class TieredStore implements KvStore {
     return n;
   }
 
-  /** The longest prefix of {@code keys} one remote tier holds (0 without remote tiers). */
+  /**
+   * Like {@link #remotePrefix} without waiting: each remote tier is asked at once and the future
+   * completes with the longest prefix one of them holds when all have answered (0 without remote
+   * tiers, or from a tier that failed or timed out). Never completes exceptionally. Does not block.
+   */
+  public CompletableFuture<Integer> remotePrefixAsync(ChunkKey[] keys) {
+    checkOpen();
+    CompletableFuture<Integer> best = CompletableFuture.completedFuture(0);
+    for (KvStore s : lower) {
+      if (s.isRemote()) {
+        best = best.thenCombine(s.prefixLengthAsync(keys), Math::max);
+      }
+    }
+    return best;
+  }
+
+  /** The longest prefix of {@code keys} one remote tier holds (0 without remote tiers). Blocks. */
   public int remotePrefix(ChunkKey[] keys) {
     int best = 0;
     for (KvStore s : lower) {

@@ -1,17 +1,20 @@
 package io.kvtier.engine;
 
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.kvtier.config.KvTierConfig;
 import io.kvtier.memory.MmapAllocator;
 import io.kvtier.remote.RedisServers;
+import io.kvtier.testing.Await;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.nio.file.Files;
 import java.util.Map;
 import java.util.Random;
+import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
@@ -108,6 +111,83 @@ class KvEngineRemoteTest {
         }
         assertEquals(0, b.pool().inUseSlots() - b.tiers().cpu().stats().entries());
       }
+    }
+  }
+
+  /**
+   * A Redis server that stops answering (SIGSTOP, as a stalled or overloaded server) never stalls a
+   * scheduler lookup: the lookup says "pending" while the server is frozen, answers with the remote
+   * hit once it replies, and counts an answer past {@code remote_timeout_ms} as a miss.
+   */
+  @Test
+  void stalledRedis_lookupSaysPendingWithoutWaiting_thenHits_andPastTheBoundMisses()
+      throws Exception {
+    RedisServers.assumeInstalled();
+    int port = RedisServers.freePort();
+    Process stalled = RedisServers.start(port, Files.createTempDirectory("redis-stalled"));
+    String url = "redis://127.0.0.1:" + port;
+    int[] prompt = new Random(7).ints(4 * CHUNK, 0, 150_000).toArray();
+    int[] other = new Random(8).ints(4 * CHUNK, 0, 150_000).toArray();
+    long[] now = {0}; // the engine's clock, advanced by hand
+    try {
+      long chunkBytes = CHUNK * BYTES_PER_TOKEN;
+      try (Arena arena = Arena.ofShared();
+          KvEngine a = open(url)) {
+        long[] src = new long[4];
+        for (int c = 0; c < 4; c++) {
+          src[c] = arena.allocate(chunkBytes).fill((byte) (c + 1)).address();
+        }
+        assertEquals(4, a.store(prompt, prompt.length, src));
+        assertEquals(4, a.store(other, other.length, src));
+        assertTrue(a.tiers().awaitIdle(60_000), "remote puts still in flight");
+      }
+      KvTierConfig config =
+          KvTierConfig.of(
+              Map.of("chunk_size", CHUNK, "remote_url", url, "remote_timeout_ms", 5_000));
+      try (KvEngine b =
+          new KvEngine(
+              config,
+              KvEngineTest.ns(CHUNK),
+              BYTES_PER_TOKEN,
+              MmapAllocator.INSTANCE,
+              () -> now[0],
+              false)) {
+        assertEquals(4 * CHUNK, b.lookup(prompt, prompt.length), "connected, chunks in Redis");
+        RedisServers.suspend(stalled);
+        try {
+          // The server is stopped for the whole call: a lookup that waited on it could only
+          // return after remote_timeout_ms, with a miss and pending 0.
+          assertArrayEquals(
+              new int[] {0, 0, 0, 1}, b.lookupAndPinTiers(1, prompt, prompt.length), "pending");
+          assertEquals(1, b.statistics().remoteLookups());
+        } finally {
+          RedisServers.resume(stalled);
+        }
+        int[] answered =
+            Await.value(
+                "the remote answer",
+                () -> {
+                  int[] r = b.lookupAndPinTiers(2, prompt, prompt.length);
+                  return r[3] == 0 ? r : null;
+                },
+                () -> "still pending");
+        assertArrayEquals(new int[] {4 * CHUNK, 0, 0, 0}, answered, "the whole prompt in Redis");
+        assertEquals(1, b.statistics().remoteLookups(), "asked once, answered on a later call");
+
+        RedisServers.suspend(stalled);
+        int[] pastBound;
+        try {
+          assertEquals(1, b.lookupAndPinTiers(3, other, other.length)[3], "pending");
+          now[0] += TimeUnit.MILLISECONDS.toNanos(5_001); // no answer within the bound
+          pastBound = b.lookupAndPinTiers(4, other, other.length);
+        } finally {
+          RedisServers.resume(stalled);
+        }
+        assertArrayEquals(new int[] {0, 0, 0, 0}, pastBound, "past the bound: a miss");
+        assertEquals(1, b.statistics().remoteLookupTimeouts());
+      }
+    } finally {
+      RedisServers.stop(stalled);
     }
   }
 }

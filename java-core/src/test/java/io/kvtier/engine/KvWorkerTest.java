@@ -220,15 +220,15 @@ class KvWorkerTest {
     int[] p = prompt(48, 11);
     worker.save(p, 16, blocks(0, 1, 6), 0);
     long h = worker.beginSave(p, 48, blocks(0, 1, 6), 1);
-    assertArrayEquals(new int[] {16, 16, 1}, engine.lookupAndPinTiers(1, p, 48));
+    assertArrayEquals(new int[] {16, 16, 1, 0}, engine.lookupAndPinTiers(1, p, 48));
     for (int l = 0; l < LAYERS; l++) {
       worker.saveLayer(h, l);
     }
     worker.endSave(h, true);
-    assertArrayEquals(new int[] {48, 48, 0}, engine.lookupAndPinTiers(1, p, 48));
+    assertArrayEquals(new int[] {48, 48, 0, 0}, engine.lookupAndPinTiers(1, p, 48));
     long discarded = worker.beginSave(prompt(16, 12), 16, blocks(0, 1, 2), 0);
     worker.endSave(discarded, false);
-    assertArrayEquals(new int[] {0, 0, 0}, engine.lookupAndPinTiers(2, prompt(16, 12), 16));
+    assertArrayEquals(new int[] {0, 0, 0, 0}, engine.lookupAndPinTiers(2, prompt(16, 12), 16));
     engine.unpinRequest(1);
   }
 

@@ -107,8 +107,8 @@ class LookupServerTest {
 
   Client greeted(Path socket) throws IOException {
     Client c = connect(socket);
-    c.send(hello(2));
-    assertReply(c.read(), 0, le(4).putInt(2).array());
+    c.send(hello(LookupServer.VERSION));
+    assertReply(c.read(), 0, le(4).putInt(LookupServer.VERSION).array());
     return c;
   }
 
@@ -150,7 +150,7 @@ class LookupServerTest {
   record Reply(int status, byte[] payload) {
     int hitTokens() {
       assertEquals(0, status, () -> "error reply: " + message());
-      assertEquals(12, payload.length);
+      assertEquals(16, payload.length);
       return ByteBuffer.wrap(payload).order(ByteOrder.LITTLE_ENDIAN).getInt();
     }
 
@@ -234,14 +234,16 @@ class LookupServerTest {
   }
 
   @Test
-  void hello_otherVersion_isRefused_andTheConnectionStaysOpenForVersion2() throws IOException {
+  void hello_otherVersion_isRefused_andTheConnectionStaysOpenForTheServersVersion()
+      throws IOException {
     open(Map.of());
     Path socket = serve(dir.resolve("l.sock")).path();
     Client c = connect(socket);
     c.send(hello(1));
-    assertError(c.read(), "protocol version 1 not supported; this server speaks 2");
-    c.send(hello(2));
-    assertReply(c.read(), 0, le(4).putInt(2).array());
+    assertError(
+        c.read(), "protocol version 1 not supported; this server speaks " + LookupServer.VERSION);
+    c.send(hello(LookupServer.VERSION));
+    assertReply(c.read(), 0, le(4).putInt(LookupServer.VERSION).array());
   }
 
   @Test
@@ -560,7 +562,7 @@ class LookupServerTest {
                 () -> {
                   try (Client c =
                       new Client(SocketChannel.open(UnixDomainSocketAddress.of(socket)))) {
-                    c.send(hello(2));
+                    c.send(hello(LookupServer.VERSION));
                     assertEquals(0, c.read().status());
                     Random r = new Random(seed);
                     for (int k = 0; k < 300; k++) {
