@@ -18,6 +18,7 @@ import io.kvtier.store.KvStore;
 import io.kvtier.store.StoreStats;
 import io.kvtier.store.TieredStore;
 import io.kvtier.store.Tiers;
+import java.lang.foreign.MemorySegment;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
@@ -70,8 +71,11 @@ public final class KvEngine implements AutoCloseable {
   private final ChunkPool pool;
   private final TieredStore tiers;
   private final AtomicLong nextHandle = new AtomicLong(1);
-  private final Map<Long, PendingStore> pendingStores = new ConcurrentHashMap<>();
-  private final Map<Long, List<ChunkBuffer>> pendingLoads = new ConcurrentHashMap<>();
+
+  /** The Python bridge's open transactions, by handle ({@link #prepareStore}, ...). */
+  private final Map<Long, StoreTransaction> pendingStores = new ConcurrentHashMap<>();
+
+  private final Map<Long, LoadTransaction> pendingLoads = new ConcurrentHashMap<>();
   private final PinLeases pins;
   private final RemoteLookups remoteLookups;
 
@@ -82,8 +86,6 @@ public final class KvEngine implements AutoCloseable {
   private final LongAdder lookupTokens = new LongAdder();
   private final LongAdder hitTokens = new LongAdder();
   private volatile boolean closed;
-
-  private record PendingStore(ChunkKey[] keys, ChunkBuffer[] buffers) {}
 
   /**
    * Opens an engine with the configuration of this process ({@link KvTierConfig#load}) and the
@@ -400,11 +402,33 @@ public final class KvEngine implements AutoCloseable {
 
   /** Like {@link #prepareStore(int[], int, int)} with {@code extras} in the keys. */
   public long[] prepareStore(int[] tokens, int tokenCount, KeyExtras extras, int skipChunks) {
+    StoreTransaction tx = beginStore(tokens, tokenCount, extras, skipChunks);
+    long[] out = new long[1 + tx.chunks()];
+    for (int c = 0; c < tx.chunks(); c++) {
+      ChunkBuffer b = tx.buffer(c);
+      out[1 + c] = b == null ? 0 : b.address();
+    }
+    long handle = nextHandle.getAndIncrement();
+    pendingStores.put(handle, tx);
+    out[0] = handle;
+    return out;
+  }
+
+  /**
+   * Reserves a buffer for each chunk of the prompt from {@code skipChunks} on that is not stored
+   * locally yet, for a data mover to fill; the chunks become visible on {@link
+   * StoreTransaction#commit}. Stops at the first chunk that finds no room (later chunks are useless
+   * without it). Never waits on the network.
+   *
+   * @throws IllegalArgumentException if {@code skipChunks} is negative or the tokens are malformed
+   * @throws IllegalStateException if the engine is closed
+   */
+  public StoreTransaction beginStore(
+      int[] tokens, int tokenCount, KeyExtras extras, int skipChunks) {
     checkOpen();
     checkNonNegative(skipChunks, "skipChunks");
     ChunkKey[] keys = keys(tokens, tokenCount, extras, Integer.MAX_VALUE);
     ChunkBuffer[] buffers = new ChunkBuffer[keys.length];
-    long[] out = new long[1 + keys.length];
     for (int c = skipChunks; c < keys.length; c++) {
       if (tiers.containsLocally(keys[c])) { // never a network round trip on the step loop
         continue;
@@ -414,13 +438,10 @@ public final class KvEngine implements AutoCloseable {
         break; // no room: later chunks are useless without this one
       }
       buffers[c] = b;
-      out[1 + c] = b.address();
       storing.add(keys[c]);
     }
-    long handle = nextHandle.getAndIncrement();
-    pendingStores.put(handle, new PendingStore(keys, buffers));
-    out[0] = handle;
-    return out;
+    return new StoreTransaction(
+        keys, buffers, tokenCount, storing, (k, b) -> !closed && tiers.put(k, b));
   }
 
   /**
@@ -431,27 +452,15 @@ public final class KvEngine implements AutoCloseable {
    * @throws IllegalArgumentException if the handle is unknown or already completed
    */
   public int completeStore(long handle, boolean ok) {
-    PendingStore p = pendingStores.remove(handle);
-    if (p == null) {
+    StoreTransaction tx = pendingStores.remove(handle);
+    if (tx == null) {
       throw new IllegalArgumentException("unknown or completed store handle " + handle);
     }
-    int stored = 0;
-    try {
-      for (int c = 0; c < p.buffers.length; c++) {
-        ChunkBuffer b = p.buffers[c];
-        if (b != null && ok && !closed && tiers.put(p.keys[c], b)) {
-          stored++;
-        }
-      }
-    } finally {
-      for (int c = 0; c < p.buffers.length; c++) {
-        if (p.buffers[c] != null) {
-          storing.remove(p.keys[c]);
-          p.buffers[c].release();
-        }
-      }
+    if (!ok) {
+      tx.abort();
+      return 0;
     }
-    return stored;
+    return tx.commit();
   }
 
   /**
@@ -472,22 +481,16 @@ public final class KvEngine implements AutoCloseable {
               + chunks
               + " chunks");
     }
-    long[] prepared = prepareStore(tokens, tokenCount, 0);
-    boolean ok = false;
-    try {
+    try (StoreTransaction tx = beginStore(tokens, tokenCount, KeyExtras.NONE, 0)) {
       for (int c = 0; c < chunks; c++) {
-        long dst = prepared[1 + c];
-        if (dst != 0 && srcAddresses[c] != 0) {
-          HostMemory.copy(srcAddresses[c], dst, chunkTokensAt(c, tokenCount) * bytesPerToken);
+        ChunkBuffer dst = tx.buffer(c);
+        if (dst != null && srcAddresses[c] != 0) {
+          MemorySegment.copy(
+              HostMemory.view(srcAddresses[c], dst.length()), 0, dst.segment(), 0, dst.length());
         }
       }
-      ok = true;
-    } finally {
-      if (!ok) {
-        completeStore(prepared[0], false);
-      }
+      return tx.commit();
     }
-    return completeStore(prepared[0], true);
   }
 
   // ---- loads ----------------------------------------------------------------------------------
@@ -515,6 +518,28 @@ public final class KvEngine implements AutoCloseable {
   /** Like {@link #prepareLoad(int[], int, int, int)} with {@code extras} in the keys. */
   public long[] prepareLoad(
       int[] tokens, int tokenCount, KeyExtras extras, int firstChunk, int maxChunks) {
+    LoadTransaction tx = beginLoad(tokens, tokenCount, extras, firstChunk, maxChunks);
+    long handle = nextHandle.getAndIncrement();
+    pendingLoads.put(handle, tx);
+    long[] out = new long[1 + tx.size()];
+    out[0] = handle;
+    for (int i = 0; i < tx.size(); i++) {
+      out[1 + i] = tx.buffer(i).address();
+    }
+    return out;
+  }
+
+  /**
+   * Takes references to the stored chunks {@code [firstChunk, maxChunks)} of the prompt (the run
+   * stored contiguously from {@code firstChunk}), reading lower tiers where it must; they are held
+   * until {@link LoadTransaction#close}. May block on disk or network reads: for worker threads,
+   * never the step loop.
+   *
+   * @throws IllegalArgumentException if {@code firstChunk} is negative
+   * @throws IllegalStateException if the engine is closed
+   */
+  public LoadTransaction beginLoad(
+      int[] tokens, int tokenCount, KeyExtras extras, int firstChunk, int maxChunks) {
     checkOpen();
     checkNonNegative(firstChunk, "firstChunk");
     ChunkKey[] keys = keys(tokens, tokenCount, extras, maxChunks);
@@ -522,15 +547,7 @@ public final class KvEngine implements AutoCloseable {
         firstChunk >= keys.length
             ? new ChunkKey[0]
             : Arrays.copyOfRange(keys, firstChunk, keys.length);
-    List<ChunkBuffer> held = List.of(tiers.getPrefix(wanted));
-    long handle = nextHandle.getAndIncrement();
-    pendingLoads.put(handle, held);
-    long[] out = new long[1 + held.size()];
-    out[0] = handle;
-    for (int i = 0; i < held.size(); i++) {
-      out[1 + i] = held.get(i).address();
-    }
-    return out;
+    return new LoadTransaction(List.of(tiers.getPrefix(wanted)), firstChunk, tokenCount);
   }
 
   /**
@@ -556,11 +573,11 @@ public final class KvEngine implements AutoCloseable {
    * @throws IllegalArgumentException if the handle is unknown or already completed
    */
   public void completeLoad(long handle) {
-    List<ChunkBuffer> held = pendingLoads.remove(handle);
-    if (held == null) {
+    LoadTransaction tx = pendingLoads.remove(handle);
+    if (tx == null) {
       throw new IllegalArgumentException("unknown or completed load handle " + handle);
     }
-    held.forEach(ChunkBuffer::release);
+    tx.close();
   }
 
   /**
@@ -571,16 +588,14 @@ public final class KvEngine implements AutoCloseable {
    * @throws IllegalArgumentException if an address needed is 0
    */
   public int retrieve(int[] tokens, int tokenCount, long[] dstAddresses) {
-    long[] prepared = prepareLoad(tokens, tokenCount, dstAddresses.length);
-    try {
-      int chunks = prepared.length - 1;
-      for (int c = 0; c < chunks; c++) {
-        HostMemory.copy(
-            prepared[1 + c], dstAddresses[c], chunkTokensAt(c, tokenCount) * bytesPerToken);
+    try (LoadTransaction tx =
+        beginLoad(tokens, tokenCount, KeyExtras.NONE, 0, dstAddresses.length)) {
+      for (int c = 0; c < tx.size(); c++) {
+        ChunkBuffer src = tx.buffer(c);
+        MemorySegment.copy(
+            src.segment(), 0, HostMemory.view(dstAddresses[c], src.length()), 0, src.length());
       }
-      return chunks;
-    } finally {
-      completeLoad(prepared[0]);
+      return tx.size();
     }
   }
 

@@ -4,8 +4,8 @@ import static io.kvtier.Checks.checkNonNegative;
 import static io.kvtier.Checks.checkPositive;
 
 import io.kvtier.DaemonThreads;
-import io.kvtier.bridge.HostMemory;
 import io.kvtier.key.KeyExtras;
+import io.kvtier.memory.ChunkBuffer;
 import io.kvtier.store.ErrorKind;
 import io.kvtier.store.ErrorTally;
 import io.kvtier.transfer.KvCacheTransfer;
@@ -68,19 +68,11 @@ public final class KvWorker implements AutoCloseable {
   private final LongAdder failedLoads = new LongAdder();
 
   /** A save between {@link #beginSave} and {@link #endSave}. */
-  private record SaveOp(
-      long engineHandle, int[] blockIds, int tokenCount, long[] addresses, boolean[] failed) {}
+  private record SaveOp(StoreTransaction tx, int[] blockIds, boolean[] failed) {}
 
   /** A load between {@link #beginLoad} and {@link #endLoad}: chunks from {@code firstChunk}. */
   private record LoadOp(
-      long engineHandle,
-      int[] blockIds,
-      int storedTokens,
-      int from,
-      int to,
-      int firstChunk,
-      long[] addresses,
-      boolean[] failed) {}
+      LoadTransaction tx, int[] blockIds, int storedTokens, int from, int to, boolean[] failed) {}
 
   /**
    * Binds an engine to a paged KV cache; {@code threads} background transfer threads are started.
@@ -144,32 +136,21 @@ public final class KvWorker implements AutoCloseable {
   /** Like {@link #beginSave(int[], int, int[], int)} with {@code extras} in the chunks' keys. */
   public long beginSave(
       int[] tokens, int tokenCount, KeyExtras extras, int[] blockIds, int fromChunk) {
-    long[] prepared;
+    StoreTransaction tx;
     try {
       checkNonNegative(fromChunk, "fromChunk");
-      prepared = engine.prepareStore(tokens, tokenCount, extras, fromChunk);
+      tx = engine.beginStore(tokens, tokenCount, extras, fromChunk);
     } catch (RuntimeException e) {
       failedSaves.increment();
       errors.record(ErrorKind.SAVE_FAILED, "a save could not start", e);
       return 0;
     }
-    boolean any = false;
-    for (int i = 1; i < prepared.length; i++) {
-      any |= prepared[i] != 0;
-    }
-    if (!any) {
-      engine.completeStore(prepared[0], false);
+    if (tx.isEmpty()) {
+      tx.abort();
       return 0;
     }
     long h = nextId.getAndIncrement();
-    saves.put(
-        h,
-        new SaveOp(
-            prepared[0],
-            blockIds,
-            tokenCount,
-            java.util.Arrays.copyOfRange(prepared, 1, prepared.length),
-            new boolean[1]));
+    saves.put(h, new SaveOp(tx, blockIds, new boolean[1]));
     return h;
   }
 
@@ -203,7 +184,13 @@ public final class KvWorker implements AutoCloseable {
     if (!ok) {
       failedSaves.increment();
     }
-    int stored = engine.completeStore(op.engineHandle, ok);
+    int stored;
+    if (ok) {
+      stored = op.tx.commit();
+    } else {
+      op.tx.abort();
+      stored = 0;
+    }
     savedChunks.add(stored);
     return stored;
   }
@@ -227,10 +214,11 @@ public final class KvWorker implements AutoCloseable {
   }
 
   private void forEachSaved(SaveOp op, ChunkCopy copy) {
-    for (int c = 0; c < op.addresses.length; c++) {
-      if (op.addresses[c] != 0) {
-        int n = engine.chunkTokensAt(c, op.tokenCount);
-        copy.copy(segment(op.addresses[c], n), c * chunkTokens, n);
+    for (int c = 0; c < op.tx.chunks(); c++) {
+      ChunkBuffer chunk = op.tx.buffer(c);
+      if (chunk != null) {
+        int n = engine.chunkTokensAt(c, op.tx.tokenCount());
+        copy.copy(segment(chunk, n), c * chunkTokens, n);
       }
     }
   }
@@ -294,24 +282,11 @@ public final class KvWorker implements AutoCloseable {
             "cannot load tokens [" + from + ", " + to + ") of a stored prefix of " + storedTokens);
       }
       int lastChunk = (to + chunkTokens - 1) / chunkTokens;
-      long[] prepared = engine.prepareLoad(tokens, storedTokens, extras, firstChunk, lastChunk);
-      loads.put(
-          h,
-          new LoadOp(
-              prepared[0],
-              blockIds,
-              storedTokens,
-              from,
-              to,
-              firstChunk,
-              java.util.Arrays.copyOfRange(prepared, 1, prepared.length),
-              new boolean[1]));
+      LoadTransaction tx = engine.beginLoad(tokens, storedTokens, extras, firstChunk, lastChunk);
+      loads.put(h, new LoadOp(tx, blockIds, storedTokens, from, to, new boolean[1]));
     } catch (RuntimeException e) {
       errors.record(ErrorKind.LOAD_FAILED, "a load could not start; its tokens are recomputed", e);
-      loads.put(
-          h,
-          new LoadOp(
-              0, blockIds, storedTokens, from, to, firstChunk, new long[0], new boolean[] {true}));
+      loads.put(h, new LoadOp(null, blockIds, storedTokens, from, to, new boolean[] {true}));
     }
     return h;
   }
@@ -344,14 +319,14 @@ public final class KvWorker implements AutoCloseable {
         op.failed,
         ErrorKind.LOAD_FAILED,
         "a load was abandoned; its tokens are recomputed");
-    if (op.engineHandle != 0) {
-      engine.completeLoad(op.engineHandle);
+    if (op.tx != null) {
+      op.tx.close();
     }
     int end;
     if (op.failed[0]) {
       end = op.from;
     } else {
-      int covered = (op.firstChunk + op.addresses.length) * chunkTokens;
+      int covered = (op.tx.firstChunk() + op.tx.size()) * chunkTokens;
       end = Math.max(op.from, Math.min(op.to, Math.min(covered, op.storedTokens)));
     }
     if (end < op.to) {
@@ -380,20 +355,21 @@ public final class KvWorker implements AutoCloseable {
   }
 
   private void forEachLoaded(LoadOp op, RangeCopy copy) {
-    for (int i = 0; i < op.addresses.length; i++) {
-      int c = op.firstChunk + i;
+    for (int i = 0; i < op.tx.size(); i++) {
+      int c = op.tx.firstChunk() + i;
       int start = c * chunkTokens;
       int rows = engine.chunkTokensAt(c, op.storedTokens);
       int lo = Math.max(op.from, start);
       int hi = Math.min(op.to, start + rows);
       if (hi > lo) {
-        copy.copy(segment(op.addresses[i], rows), rows, start, lo - start, hi - lo);
+        copy.copy(segment(op.tx.buffer(i), rows), rows, start, lo - start, hi - lo);
       }
     }
   }
 
-  private MemorySegment segment(long address, int tokens) {
-    return HostMemory.view(address, tokens * bytesPerToken);
+  /** The first {@code tokens} tokens' bytes of {@code chunk} (throws if it is shorter). */
+  private MemorySegment segment(ChunkBuffer chunk, int tokens) {
+    return chunk.segment().asSlice(0, tokens * bytesPerToken);
   }
 
   // ---- background operations ------------------------------------------------------------------
