@@ -13,16 +13,21 @@ import java.lang.foreign.MemorySegment;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
+import java.util.concurrent.ArrayBlockingQueue;
+import java.util.concurrent.Callable;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ConcurrentLinkedQueue;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
-import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
+import java.util.concurrent.FutureTask;
+import java.util.concurrent.RejectedExecutionException;
+import java.util.concurrent.ThreadPoolExecutor;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.atomic.LongAdder;
+import java.util.function.IntSupplier;
 
 /**
  * The worker side of the vLLM connector: saves a request's tokens from the paged KV cache into the
@@ -66,6 +71,10 @@ public final class KvWorker implements AutoCloseable {
   private final LongAdder loadedTokens = new LongAdder();
   private final LongAdder failedSaves = new LongAdder();
   private final LongAdder failedLoads = new LongAdder();
+  private final LongAdder rejectedTransfers = new LongAdder();
+
+  /** Background transfers waiting at most per worker; more are refused (and counted). */
+  static final int TRANSFER_QUEUE = 1024;
 
   /** A save between {@link #beginSave} and {@link #endSave}. */
   private record SaveOp(StoreTransaction tx, int[] blockIds, boolean[] failed) {}
@@ -91,9 +100,16 @@ public final class KvWorker implements AutoCloseable {
               + " bytes per token; the engine was opened for "
               + bytesPerToken);
     }
+    checkPositive(threads, "threads");
     this.transfers =
-        Executors.newFixedThreadPool(
-            checkPositive(threads, "threads"), DaemonThreads.numbered("kvtier-transfer-"));
+        new ThreadPoolExecutor(
+            threads,
+            threads,
+            0,
+            TimeUnit.MILLISECONDS,
+            new ArrayBlockingQueue<>(TRANSFER_QUEUE),
+            DaemonThreads.numbered("kvtier-transfer-"),
+            new ThreadPoolExecutor.AbortPolicy());
   }
 
   // ---- saves ----------------------------------------------------------------------------------
@@ -389,7 +405,14 @@ public final class KvWorker implements AutoCloseable {
     // Reserve on the caller's thread, so a lookup right after this returns sees the chunks as
     // being stored; the copies and the completion run on a transfer thread.
     long h = beginSave(tokens, tokenCount, extras, blockIds, fromChunk);
-    return submit(() -> copyAndEndSave(h));
+    return submit(
+        () -> copyAndEndSave(h),
+        () -> {
+          if (h != 0) {
+            endSave(h, false); // releases the reserved chunks; counted as a failed save
+          }
+          return 0;
+        });
   }
 
   /**
@@ -404,20 +427,38 @@ public final class KvWorker implements AutoCloseable {
   /** Like {@link #submitLoad(int[], int, int[], int, int)} with {@code extras} in the keys. */
   public long submitLoad(
       int[] tokens, int storedTokens, KeyExtras extras, int[] blockIds, int from, int to) {
-    return submit(() -> load(tokens, storedTokens, extras, blockIds, from, to));
+    return submit(
+        () -> load(tokens, storedTokens, extras, blockIds, from, to),
+        () -> {
+          failedLoads.increment(); // nothing loaded: vLLM recomputes [from, to)
+          return from;
+        });
   }
 
-  private long submit(java.util.concurrent.Callable<Integer> work) {
+  /**
+   * Runs {@code work} on a transfer thread; when the queue is full ({@value #TRANSFER_QUEUE}
+   * waiting) the operation is refused instead: {@code refused} gives its result at once (a dropped
+   * save, a load that loaded nothing), counted as a rejected transfer. Either way the result
+   * arrives through {@link #drainCompleted}. Never blocks.
+   */
+  private long submit(Callable<Integer> work, IntSupplier refused) {
     long ticket = nextId.getAndIncrement();
-    inFlight.put(
-        ticket,
-        transfers.submit(
+    FutureTask<Integer> task =
+        new FutureTask<>(
             () -> {
               int result = work.call();
               completed.add(new long[] {ticket, result});
               inFlight.remove(ticket);
               return result;
-            }));
+            });
+    inFlight.put(ticket, task);
+    try {
+      transfers.execute(task);
+    } catch (RejectedExecutionException e) {
+      inFlight.remove(ticket);
+      rejectedTransfers.increment();
+      completed.add(new long[] {ticket, refused.getAsInt()});
+    }
     return ticket;
   }
 
@@ -466,14 +507,24 @@ public final class KvWorker implements AutoCloseable {
 
   // ---- stats and lifecycle --------------------------------------------------------------------
 
-  /** Counters as {@code [savedChunks, loadedTokens, failedSaves, failedLoads]}. */
+  /**
+   * Counters as {@code [savedChunks, loadedTokens, failedSaves, failedLoads, rejectedTransfers]}.
+   */
   public long[] stats() {
-    return new long[] {savedChunks.sum(), loadedTokens.sum(), failedSaves.sum(), failedLoads.sum()};
+    return new long[] {
+      savedChunks.sum(),
+      loadedTokens.sum(),
+      failedSaves.sum(),
+      failedLoads.sum(),
+      rejectedTransfers.sum()
+    };
   }
 
   /** Names of the {@link #stats()} entries. */
   public static String[] statNames() {
-    return new String[] {"saved_chunks", "loaded_tokens", "failed_saves", "failed_loads"};
+    return new String[] {
+      "saved_chunks", "loaded_tokens", "failed_saves", "failed_loads", "rejected_transfers"
+    };
   }
 
   public KvCacheTransfer cache() {

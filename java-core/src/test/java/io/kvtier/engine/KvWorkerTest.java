@@ -137,7 +137,7 @@ class KvWorkerTest {
     assertEquals(48, engine.lookup(p, 48));
     assertEquals(48, worker.load(p, 48, dst, 0, 48));
     assertSameTokens(l, src, dst, 0, 48);
-    assertArrayEquals(new long[] {3, 48, 0, 0}, worker.stats());
+    assertArrayEquals(new long[] {3, 48, 0, 0, 0}, worker.stats());
   }
 
   @Test
@@ -297,5 +297,56 @@ class KvWorkerTest {
     IllegalArgumentException e =
         assertThrows(IllegalArgumentException.class, () -> new KvWorker(engine, other, 1));
     assertTrue(e.getMessage().contains("bytes per token"), e.getMessage());
+  }
+
+  /**
+   * With the transfer thread busy and its queue full, a further save or load is refused at once
+   * instead of queued without bound: the save releases what it reserved and stores nothing, the
+   * load loads nothing (vLLM recomputes it), both counted; the queued ones still run.
+   */
+  @Test
+  void transfersBeyondTheQueue_areRefusedAtOnce_andCounted() throws Exception {
+    open();
+    worker.close();
+    java.util.concurrent.CountDownLatch release = new java.util.concurrent.CountDownLatch(1);
+    io.kvtier.transfer.KvCacheTransfer real = worker.cache();
+    io.kvtier.transfer.KvCacheTransfer stuck =
+        (io.kvtier.transfer.KvCacheTransfer)
+            java.lang.reflect.Proxy.newProxyInstance(
+                getClass().getClassLoader(),
+                new Class<?>[] {io.kvtier.transfer.KvCacheTransfer.class},
+                (proxy, m, args) -> {
+                  if (m.getName().equals("gather")) {
+                    release.await(); // the transfer thread is busy until released
+                  }
+                  try {
+                    return m.invoke(real, args);
+                  } catch (java.lang.reflect.InvocationTargetException e) {
+                    throw e.getCause();
+                  }
+                });
+    worker = new KvWorker(engine, stuck, 1);
+    int[] p = prompt(48, 21);
+    long running = worker.submitSave(p, 48, blocks(0, 1, 6), 0);
+    long[] queued = new long[KvWorker.TRANSFER_QUEUE];
+    for (int i = 0; i < queued.length; i++) {
+      queued[i] = worker.submitLoad(p, 48, blocks(20, 1, 6), 0, 0);
+    }
+    int[] other = prompt(48, 22);
+    long refusedSave = worker.submitSave(other, 48, blocks(6, 1, 6), 0);
+    long refusedLoad = worker.submitLoad(p, 48, blocks(20, 1, 6), 16, 48);
+    long[] done = worker.drainCompleted();
+    assertArrayEquals(new long[] {refusedSave, 0, refusedLoad, 16}, done, "refused at once");
+    assertEquals(0, engine.lookup(other, 48), "the refused save's chunks are not stored");
+    release.countDown();
+    long[] all = new long[queued.length + 1];
+    all[0] = running;
+    System.arraycopy(queued, 0, all, 1, queued.length);
+    assertTrue(worker.awaitTickets(all, 60_000));
+    assertEquals(48, engine.lookup(p, 48), "the running save completed");
+    long[] stats = worker.stats();
+    assertEquals(2, stats[4], "rejected transfers");
+    assertEquals(1, stats[2], "the refused save counts as failed");
+    assertEquals(1, stats[3], "the refused load counts as failed");
   }
 }
