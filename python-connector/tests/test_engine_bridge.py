@@ -90,14 +90,14 @@ def test_two_phase_store_writes_into_engine_memory():
         handle, slots = prepared[0], prepared[1:]
         src = chunks_of(len(tokens), 2)
         for addr, data in zip(slots, src, strict=True):
-            _jvm.java_class("io.kvtier.bridge.HostMemory").copy(data.ctypes.data, addr, data.nbytes)
+            _jvm.java_class("io.kvtier.memory.HostMemory").copy(data.ctypes.data, addr, data.nbytes)
         assert engine.lookup(jt, len(tokens)) == 0, "invisible until completed"
         assert engine.completeStore(handle, True) == 2
         loaded = list(engine.prepareLoad(jt, len(tokens), 10))
         assert len(loaded) == 3
         for addr, data in zip(loaded[1:], src, strict=True):
             out = np.zeros_like(data)
-            _jvm.java_class("io.kvtier.bridge.HostMemory").copy(addr, out.ctypes.data, out.nbytes)
+            _jvm.java_class("io.kvtier.memory.HostMemory").copy(addr, out.ctypes.data, out.nbytes)
             assert np.array_equal(out, data)
         engine.completeLoad(loaded[0])
         assert hostmem.crc32(src[0]) == hostmem.crc32(src[0].copy())

@@ -13,7 +13,7 @@ import numpy as np
 
 from kvtier import _jvm
 
-_HOST_MEMORY = "io.kvtier.bridge.HostMemory"
+_HOST_MEMORY = "io.kvtier.memory.HostMemory"
 
 
 def buffer_address(buf: Any, *, writable: bool = False) -> tuple[int, int]:

@@ -93,7 +93,7 @@ def test_round_trip_is_byte_exact(cuda, build, kind, dtype, block, modes) -> Non
                  num_heads=HEADS, head_size=LATENT if is_mla else HEAD, mla=is_mla,
                  gpu_backend=True).paged_layout(), 1,
     )  # fmt: skip
-    view = _jvm.java_class("io.kvtier.bridge.HostMemory").view
+    view = _jvm.java_class("io.kvtier.memory.HostMemory").view
     cpu.gather(blocks, 0, tokens, view(expected.ctypes.data, expected.nbytes))
     assert np.array_equal(host, expected)
 

@@ -43,7 +43,7 @@ def test_gather_and_scatter_through_the_described_layout(build, kind, dtype, blo
     tokens = block + block // 2 + 3  # one whole block, then part of the next
     table = [7, 2, 9]
     blocks = _jvm.int_array(np.array(table, dtype=np.int32))
-    view = _jvm.java_class("io.kvtier.bridge.HostMemory").view
+    view = _jvm.java_class("io.kvtier.memory.HostMemory").view
 
     cache = _cache(views, paged)
     chunk = np.zeros(tokens * int(cache.tokenBytes()), dtype=np.uint8)

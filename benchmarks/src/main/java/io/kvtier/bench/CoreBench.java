@@ -1,6 +1,6 @@
 package io.kvtier.bench;
 
-import io.kvtier.bridge.HostMemory;
+import io.kvtier.memory.HostMemory;
 import io.kvtier.config.KvTierConfig;
 import io.kvtier.engine.KvEngine;
 import io.kvtier.key.KeyNamespace;

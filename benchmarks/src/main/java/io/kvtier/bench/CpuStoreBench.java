@@ -1,6 +1,6 @@
 package io.kvtier.bench;
 
-import io.kvtier.bridge.HostMemory;
+import io.kvtier.memory.HostMemory;
 import io.kvtier.config.CachePolicy;
 import io.kvtier.key.ChunkKey;
 import io.kvtier.memory.ChunkBuffer;

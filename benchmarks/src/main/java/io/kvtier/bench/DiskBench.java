@@ -1,6 +1,6 @@
 package io.kvtier.bench;
 
-import io.kvtier.bridge.HostMemory;
+import io.kvtier.memory.HostMemory;
 import io.kvtier.config.DiskSharding;
 import io.kvtier.config.KvTierConfig;
 import io.kvtier.disk.DiskStore;

@@ -1,5 +1,7 @@
 package io.kvtier.bridge;
 
+import io.kvtier.memory.HostMemory;
+
 /**
  * Start-up checks and a call-cost probe for the Python bridge.
  *

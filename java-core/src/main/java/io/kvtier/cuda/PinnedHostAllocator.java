@@ -2,8 +2,8 @@ package io.kvtier.cuda;
 
 import static io.kvtier.cuda.Cuda.check;
 
-import io.kvtier.bridge.HostMemory;
 import io.kvtier.memory.HostAllocator;
+import io.kvtier.memory.HostMemory;
 import java.lang.foreign.MemorySegment;
 import java.util.Map;
 import java.util.concurrent.ConcurrentSkipListMap;

@@ -4,7 +4,6 @@ import static io.kvtier.Checks.checkNonNegative;
 import static io.kvtier.Checks.checkPositive;
 
 import io.kvtier.DaemonThreads;
-import io.kvtier.bridge.HostMemory;
 import io.kvtier.config.KvTierConfig;
 import io.kvtier.key.ChunkHasher;
 import io.kvtier.key.ChunkKey;
@@ -13,6 +12,7 @@ import io.kvtier.key.KeyNamespace;
 import io.kvtier.memory.ChunkBuffer;
 import io.kvtier.memory.ChunkPool;
 import io.kvtier.memory.HostAllocator;
+import io.kvtier.memory.HostMemory;
 import io.kvtier.memory.MmapAllocator;
 import io.kvtier.store.KvStore;
 import io.kvtier.store.StoreStats;

@@ -1,6 +1,6 @@
 package io.kvtier.transfer;
 
-import io.kvtier.bridge.HostMemory;
+import io.kvtier.memory.HostMemory;
 import java.lang.foreign.MemorySegment;
 import java.util.Objects;
 

@@ -171,7 +171,7 @@ class KvEngineTest {
     MemorySegment.copy(
         source(p.length, 4, false)[0],
         0,
-        io.kvtier.bridge.HostMemory.view(h[1], CHUNK_BYTES),
+        io.kvtier.memory.HostMemory.view(h[1], CHUNK_BYTES),
         0,
         CHUNK_BYTES);
     assertEquals(0, engine.lookup(p, p.length), "nothing visible before completeStore");
@@ -201,7 +201,7 @@ class KvEngineTest {
       engine.store(q, q.length, addresses(source(q.length, 100 + i, false)));
     }
     assertEquals(0, engine.lookup(p, p.length), "the churn evicted p's chunks from the index");
-    MemorySegment held = io.kvtier.bridge.HostMemory.view(load[1], CHUNK_BYTES);
+    MemorySegment held = io.kvtier.memory.HostMemory.view(load[1], CHUNK_BYTES);
     assertEquals(-1, src[0].mismatch(held), "bytes under a load never change");
     engine.completeLoad(load[0]);
   }
@@ -387,7 +387,7 @@ class KvEngineTest {
     assertEquals(6, engine.clearLocal(), "3 chunks in memory and 3 on disk");
     assertEquals(0, engine.lookup(p, p.length));
     MemorySegment[] dst = blank(src);
-    io.kvtier.bridge.HostMemory.copy(held[2], dst[1].address(), CHUNK_BYTES);
+    io.kvtier.memory.HostMemory.copy(held[2], dst[1].address(), CHUNK_BYTES);
     assertEquals(-1, src[1].mismatch(dst[1]), "a load holding a chunk reads it whole");
     engine.completeLoad(held[0]);
     assertTrue(engine.tiers().awaitIdle(60_000), "file deletions still running");
@@ -446,7 +446,7 @@ class KvEngineTest {
     io.kvtier.key.KeyExtras lora = io.kvtier.key.KeyExtras.of(new long[] {0, 0, 11, 12});
     long[] prepared = engine.prepareStore(p, p.length, lora, 0);
     for (int c = 0; c < 3; c++) {
-      io.kvtier.bridge.HostMemory.copy(src[c].address(), prepared[1 + c], CHUNK_BYTES);
+      io.kvtier.memory.HostMemory.copy(src[c].address(), prepared[1 + c], CHUNK_BYTES);
     }
     assertEquals(3, engine.completeStore(prepared[0], true));
     assertEquals(0, engine.lookup(p, p.length), "the plain prompt does not hit the adapter's KV");
@@ -458,7 +458,7 @@ class KvEngineTest {
     long[] load = engine.prepareLoad(p, p.length, lora, 1, 3);
     assertEquals(3, load.length, "chunks 1 and 2");
     MemorySegment got = arena.allocate(CHUNK_BYTES);
-    io.kvtier.bridge.HostMemory.copy(load[2], got.address(), CHUNK_BYTES);
+    io.kvtier.memory.HostMemory.copy(load[2], got.address(), CHUNK_BYTES);
     assertEquals(-1, src[2].mismatch(got));
     engine.completeLoad(load[0]);
     engine.unpinRequest(9);

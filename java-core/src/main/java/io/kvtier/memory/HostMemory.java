@@ -1,4 +1,4 @@
-package io.kvtier.bridge;
+package io.kvtier.memory;
 
 import static io.kvtier.Checks.checkAddress;
 import static io.kvtier.Checks.checkNonNegative;
@@ -9,10 +9,12 @@ import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.concurrent.ArrayBlockingQueue;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
-import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
+import java.util.concurrent.ThreadPoolExecutor;
+import java.util.concurrent.TimeUnit;
 import java.util.zip.CRC32;
 
 /**
@@ -177,11 +179,26 @@ public final class HostMemory {
 
   /** Holder for the lazily created copy pool (initialised on first parallel copy). */
   private static final class CopyPool {
+    /** Copy slices waiting at most; beyond it a slice runs on the thread that submitted it. */
+    static final int QUEUE = 1024;
+
     static final ExecutorService EXECUTOR = newPool();
 
+    /**
+     * One thread per core and a bounded queue. Its rejection runs the slice on the caller's thread
+     * (caller-runs): every caller waits for its slices anyway, so a full queue turns into the
+     * caller copying, never into an unbounded backlog or a dropped copy.
+     */
     private static ExecutorService newPool() {
-      return Executors.newFixedThreadPool(
-          Runtime.getRuntime().availableProcessors(), DaemonThreads.numbered("kvtier-copy-"));
+      int threads = Runtime.getRuntime().availableProcessors();
+      return new ThreadPoolExecutor(
+          threads,
+          threads,
+          0,
+          TimeUnit.MILLISECONDS,
+          new ArrayBlockingQueue<>(QUEUE),
+          DaemonThreads.numbered("kvtier-copy-"),
+          new ThreadPoolExecutor.CallerRunsPolicy());
     }
   }
 }

@@ -1,4 +1,4 @@
-package io.kvtier.bridge;
+package io.kvtier.memory;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
