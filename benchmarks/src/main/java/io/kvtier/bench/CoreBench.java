@@ -1,9 +1,9 @@
 package io.kvtier.bench;
 
-import io.kvtier.memory.HostMemory;
 import io.kvtier.config.KvTierConfig;
 import io.kvtier.engine.KvEngine;
 import io.kvtier.key.KeyNamespace;
+import io.kvtier.memory.HostMemory;
 import io.kvtier.memory.MmapAllocator;
 import java.util.Collection;
 import java.util.HashMap;

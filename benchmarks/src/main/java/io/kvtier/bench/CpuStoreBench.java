@@ -1,10 +1,10 @@
 package io.kvtier.bench;
 
-import io.kvtier.memory.HostMemory;
 import io.kvtier.config.CachePolicy;
 import io.kvtier.key.ChunkKey;
 import io.kvtier.memory.ChunkBuffer;
 import io.kvtier.memory.ChunkPool;
+import io.kvtier.memory.HostMemory;
 import io.kvtier.memory.MmapAllocator;
 import io.kvtier.store.CpuStore;
 import java.lang.foreign.Arena;

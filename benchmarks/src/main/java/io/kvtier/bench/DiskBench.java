@@ -1,6 +1,5 @@
 package io.kvtier.bench;
 
-import io.kvtier.memory.HostMemory;
 import io.kvtier.config.DiskSharding;
 import io.kvtier.config.KvTierConfig;
 import io.kvtier.disk.DiskStore;
@@ -10,6 +9,7 @@ import io.kvtier.key.ChunkKey;
 import io.kvtier.key.KeyNamespace;
 import io.kvtier.memory.ChunkBuffer;
 import io.kvtier.memory.ChunkPool;
+import io.kvtier.memory.HostMemory;
 import io.kvtier.memory.MmapAllocator;
 import java.io.IOException;
 import java.lang.foreign.Arena;

@@ -6,7 +6,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.kvtier.config.KvTierConfig;
 import io.kvtier.memory.MmapAllocator;
-import io.kvtier.remote.RedisServers;
+import io.kvtier.remote.redis.RedisServers;
 import io.kvtier.testing.Await;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
@@ -100,7 +100,17 @@ class KvEngineRemoteTest {
       }
       try (KvEngine b = open(url)) { // a fresh CPU tier: everything must come from Redis
         assertEquals(6 * CHUNK, b.lookup(prompt, prompt.length));
-        assertEquals(6 * CHUNK, b.lookupAndPin(1, prompt, prompt.length));
+        // The scheduler's lookup never waits on the network: it says "pending" until the
+        // remote answer is in, and the scheduler asks again on a later step.
+        int[] pinned =
+            Await.value(
+                "the remote answer",
+                () -> {
+                  int[] t = b.lookupAndPinTiers(1, prompt, prompt.length);
+                  return t[3] == 0 ? t : null;
+                },
+                () -> "still pending");
+        assertEquals(6 * CHUNK, pinned[0]);
         b.unpinRequest(1);
         int[] other = prompt.clone();
         other[2 * CHUNK + 1] ^= 1;

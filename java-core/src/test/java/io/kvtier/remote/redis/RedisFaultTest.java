@@ -1,4 +1,4 @@
-package io.kvtier.remote;
+package io.kvtier.remote.redis;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;

@@ -1,9 +1,10 @@
-package io.kvtier.server;
+package io.kvtier.remote.server;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 
 import io.kvtier.memory.ChunkPool;
 import io.kvtier.memory.MmapAllocator;
+import io.kvtier.server.CacheServer;
 import io.kvtier.store.KvStore;
 import io.kvtier.store.KvStoreContract;
 import org.junit.jupiter.api.AfterEach;

@@ -1,4 +1,4 @@
-package io.kvtier.server;
+package io.kvtier.wire;
 
 import io.kvtier.memory.ChunkBuffer;
 import io.netty.buffer.ByteBuf;

@@ -1,4 +1,4 @@
-package io.kvtier.server;
+package io.kvtier.wire;
 
 import io.kvtier.memory.ChunkBuffer;
 import io.netty.buffer.ByteBuf;
@@ -15,10 +15,10 @@ import io.netty.channel.ChannelInboundHandlerAdapter;
  *
  * <p>Confined to the channel's event loop.
  */
-final class FrameDecoder extends ChannelInboundHandlerAdapter
+public final class FrameDecoder extends ChannelInboundHandlerAdapter
     implements SlotReceiveAllocator.SlotReceiver {
   /** What the decoder reports to. Methods run on the event loop. */
-  interface Listener {
+  public interface Listener {
     /** A whole control frame; {@code payload} is released after the call. */
     void onFrame(ChannelHandlerContext ctx, byte op, int requestId, ByteBuf payload);
 
@@ -37,11 +37,11 @@ final class FrameDecoder extends ChannelInboundHandlerAdapter
   }
 
   /** A peer that breaks the protocol; the message goes into an ERROR frame where possible. */
-  static final class ProtocolException extends Exception {
+  public static final class ProtocolException extends Exception {
     private static final long serialVersionUID = 1L;
-    final short code;
+    public final short code;
 
-    ProtocolException(short code, String message) {
+    public ProtocolException(short code, String message) {
       super(message);
       this.code = code;
     }
@@ -58,7 +58,7 @@ final class FrameDecoder extends ChannelInboundHandlerAdapter
   private long remaining; // bytes of the current header or control payload still to come
   private final ValueSink value = new ValueSink();
 
-  FrameDecoder(Listener listener, long maxValueBytes) {
+  public FrameDecoder(Listener listener, long maxValueBytes) {
     this.listener = listener;
     this.maxValueBytes = maxValueBytes;
   }

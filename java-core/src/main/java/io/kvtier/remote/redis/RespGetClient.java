@@ -1,8 +1,8 @@
-package io.kvtier.remote;
+package io.kvtier.remote.redis;
 
 import io.kvtier.memory.ChunkBuffer;
-import io.kvtier.server.SlotReceiveAllocator;
-import io.kvtier.server.ValueSink;
+import io.kvtier.wire.SlotReceiveAllocator;
+import io.kvtier.wire.ValueSink;
 import io.netty.buffer.ByteBuf;
 import io.netty.channel.Channel;
 import io.netty.channel.ChannelHandlerContext;

@@ -1,12 +1,12 @@
-package io.kvtier.remote;
+package io.kvtier.remote.server;
 
 import io.kvtier.config.KvTierConfig;
 import io.kvtier.store.KvStore;
 import io.kvtier.store.TierContext;
 import io.kvtier.store.TierProvider;
 
-/** Opens a Redis or Valkey tier when {@code remote_url} is a {@code redis*://} URL. */
-public final class RedisTierProvider implements TierProvider {
+/** Opens a tier on kvtier's own cache server when {@code remote_url} is a {@code kvtier://} URL. */
+public final class ServerTierProvider implements TierProvider {
   /** Remote tiers come after local ones. */
   private static final int ORDER = 200;
 
@@ -18,15 +18,14 @@ public final class RedisTierProvider implements TierProvider {
   @Override
   public KvStore open(KvTierConfig config, TierContext context) {
     String url = config.remoteUrl();
-    if (url == null || !url.startsWith("redis")) {
+    if (url == null || !url.startsWith("kvtier://")) {
       return null;
     }
-    return new RedisStore(
+    return new ServerStore(
         url,
         config.remoteTimeoutMs(),
-        config.remoteTtlSec(),
         config.remoteQueue(),
-        config.remoteHashTags(),
+        context.chunkBytes(),
         context.buffers());
   }
 }

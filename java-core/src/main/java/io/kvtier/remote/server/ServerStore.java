@@ -1,4 +1,4 @@
-package io.kvtier.server;
+package io.kvtier.remote.server;
 
 import static io.kvtier.Checks.checkPositive;
 
@@ -13,6 +13,9 @@ import io.kvtier.store.InFlight;
 import io.kvtier.store.KvStore;
 import io.kvtier.store.StoreCounters;
 import io.kvtier.store.StoreStats;
+import io.kvtier.wire.FrameDecoder;
+import io.kvtier.wire.Protocol;
+import io.kvtier.wire.SlotReceiveAllocator;
 import io.netty.buffer.ByteBuf;
 import io.netty.buffer.Unpooled;
 import io.netty.channel.Channel;
@@ -25,6 +28,7 @@ import java.net.URI;
 import java.nio.charset.StandardCharsets;
 import java.util.Map;
 import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CompletionException;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.Executors;
@@ -177,19 +181,45 @@ public final class ServerStore implements KvStore {
     return prefixLength(new ChunkKey[] {key}) == 1;
   }
 
+  /** {@link #prefixLengthAsync}, waited for (at most {@code timeoutMillis}). */
   @Override
   public int prefixLength(ChunkKey[] keys) {
+    return prefixLengthAsync(keys).join();
+  }
+
+  /**
+   * Sends {@code EXISTS} and returns at once; the future completes with the server's answer, or 0
+   * (counted) when the server fails or does not answer within {@code timeoutMillis}. Never
+   * completes exceptionally.
+   */
+  @Override
+  public CompletableFuture<Integer> prefixLengthAsync(ChunkKey[] keys) {
     checkOpen();
     Channel ch = channel;
     if (ch == null || keys.length == 0) {
-      return 0;
+      return CompletableFuture.completedFuture(0);
     }
     int id = nextId.getAndIncrement();
     CompletableFuture<Integer> reply = new CompletableFuture<>();
     pending.put(id, reply);
     ch.writeAndFlush(keyList(ch, Protocol.EXISTS, id, keys));
-    Integer n = await(reply, id, "EXISTS");
-    return n == null ? 0 : n;
+    return reply
+        .orTimeout(timeoutMillis, TimeUnit.MILLISECONDS)
+        .handle(
+            (n, err) -> {
+              if (err == null) {
+                return n;
+              }
+              pending.remove(id);
+              Throwable cause = err instanceof CompletionException ? err.getCause() : err;
+              if (cause instanceof TimeoutException) {
+                errors.record(
+                    ErrorKind.TIMEOUT, "EXISTS took longer than " + timeoutMillis + " ms", null);
+              } else {
+                errors.record(ErrorKind.REMOTE_FAILED, "EXISTS failed: " + cause, null);
+              }
+              return 0;
+            });
   }
 
   private static ByteBuf keyList(Channel ch, byte op, int id, ChunkKey[] keys) {
@@ -396,14 +426,13 @@ public final class ServerStore implements KvStore {
 
   /** Gives puts in flight up to the timeout to be acknowledged before the connection closes. */
   private void awaitPuts() {
-    long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(timeoutMillis);
-    while (inFlightPuts.get() > 0 && channel != null && System.nanoTime() < deadline) {
-      try {
-        Thread.sleep(1);
-      } catch (InterruptedException e) {
-        Thread.currentThread().interrupt();
-        return;
-      }
+    if (channel == null) {
+      return;
+    }
+    try {
+      inFlightPuts.awaitZero(timeoutMillis);
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
     }
   }
 

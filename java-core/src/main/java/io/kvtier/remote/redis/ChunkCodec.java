@@ -1,4 +1,4 @@
-package io.kvtier.remote;
+package io.kvtier.remote.redis;
 
 import io.kvtier.memory.ChunkBuffer;
 import io.lettuce.core.codec.RedisCodec;

@@ -1,4 +1,4 @@
-package io.kvtier.server;
+package io.kvtier.wire;
 
 import io.netty.bootstrap.Bootstrap;
 import io.netty.buffer.ByteBuf;

@@ -1,12 +1,12 @@
-package io.kvtier.server;
+package io.kvtier.remote.redis;
 
 import io.kvtier.config.KvTierConfig;
 import io.kvtier.store.KvStore;
 import io.kvtier.store.TierContext;
 import io.kvtier.store.TierProvider;
 
-/** Opens a tier on kvtier's own cache server when {@code remote_url} is a {@code kvtier://} URL. */
-public final class ServerTierProvider implements TierProvider {
+/** Opens a Redis or Valkey tier when {@code remote_url} is a {@code redis*://} URL. */
+public final class RedisTierProvider implements TierProvider {
   /** Remote tiers come after local ones. */
   private static final int ORDER = 200;
 
@@ -18,14 +18,15 @@ public final class ServerTierProvider implements TierProvider {
   @Override
   public KvStore open(KvTierConfig config, TierContext context) {
     String url = config.remoteUrl();
-    if (url == null || !url.startsWith("kvtier://")) {
+    if (url == null || !url.startsWith("redis")) {
       return null;
     }
-    return new ServerStore(
+    return new RedisStore(
         url,
         config.remoteTimeoutMs(),
+        config.remoteTtlSec(),
         config.remoteQueue(),
-        context.chunkBytes(),
+        config.remoteHashTags(),
         context.buffers());
   }
 }

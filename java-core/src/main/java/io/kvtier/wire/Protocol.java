@@ -1,4 +1,4 @@
-package io.kvtier.server;
+package io.kvtier.wire;
 
 import io.kvtier.key.ChunkKey;
 import io.netty.buffer.ByteBuf;
@@ -72,23 +72,23 @@ public final class Protocol {
   public static final short ERR_PROTOCOL = 4;
 
   /** Writes a frame header; {@code payloadBytes} excludes the header. */
-  static void header(ByteBuf out, byte op, int requestId, long payloadBytes) {
+  public static void header(ByteBuf out, byte op, int requestId, long payloadBytes) {
     out.writeIntLE((int) (payloadBytes + 5));
     out.writeByte(op);
     out.writeIntLE(requestId);
   }
 
-  static void key(ByteBuf out, ChunkKey k) {
+  public static void key(ByteBuf out, ChunkKey k) {
     out.writeLongLE(k.namespace());
     out.writeLongLE(k.h1());
     out.writeLongLE(k.h2());
   }
 
-  static ChunkKey key(ByteBuf in) {
+  public static ChunkKey key(ByteBuf in) {
     return new ChunkKey(in.readLongLE(), in.readLongLE(), in.readLongLE());
   }
 
-  static String string(ByteBuf in) {
+  public static String string(ByteBuf in) {
     int n = in.readUnsignedShortLE();
     return in.readCharSequence(n, StandardCharsets.UTF_8).toString();
   }

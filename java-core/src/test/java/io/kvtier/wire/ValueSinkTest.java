@@ -1,4 +1,4 @@
-package io.kvtier.server;
+package io.kvtier.wire;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;

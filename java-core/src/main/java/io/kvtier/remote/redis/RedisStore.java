@@ -1,4 +1,4 @@
-package io.kvtier.remote;
+package io.kvtier.remote.redis;
 
 import static io.kvtier.Checks.checkPositive;
 
@@ -38,6 +38,8 @@ import java.util.ArrayList;
 import java.util.HexFormat;
 import java.util.List;
 import java.util.Locale;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CompletionException;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.Executors;
 import java.util.concurrent.ScheduledExecutorService;
@@ -458,12 +460,57 @@ public final class RedisStore implements KvStore {
   /** Pipelined {@code EXISTS} of every key; waits at most {@code remote_timeout_ms}. */
   @Override
   public int prefixLength(ChunkKey[] chunkKeys) {
-    checkOpen();
-    if (!connected() || chunkKeys.length == 0) {
-      return 0;
+    List<RedisFuture<Long>> replies = sendExists(chunkKeys);
+    long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(timeoutMillis);
+    int n = 0;
+    for (RedisFuture<Long> f : replies) {
+      Long found = awaitUntil(f, deadline, "EXISTS");
+      if (found == null || found == 0) {
+        break;
+      }
+      n++;
     }
-    if (!reserveReads(chunkKeys.length)) {
-      return 0;
+    return n;
+  }
+
+  /**
+   * Sends a pipelined {@code EXISTS} of every key and returns at once; the future completes with
+   * the number of leading keys present once every reply is in, 0 when one failed (counted). A
+   * stalled server leaves it pending: the caller bounds its own wait, and the replies are still
+   * counted against the outstanding reads until they arrive or the connection drops. Never
+   * completes exceptionally.
+   */
+  @Override
+  public CompletableFuture<Integer> prefixLengthAsync(ChunkKey[] chunkKeys) {
+    List<RedisFuture<Long>> replies = sendExists(chunkKeys);
+    if (replies.isEmpty()) {
+      return CompletableFuture.completedFuture(0);
+    }
+    CompletableFuture<?>[] all = new CompletableFuture<?>[replies.size()];
+    for (int i = 0; i < all.length; i++) {
+      all[i] = replies.get(i).toCompletableFuture();
+    }
+    return CompletableFuture.allOf(all)
+        .handle(
+            (v, err) -> {
+              if (err != null) {
+                Throwable cause = err instanceof CompletionException ? err.getCause() : err;
+                errors.record(kindOf(cause), "EXISTS failed", cause);
+                return 0;
+              }
+              int n = 0;
+              while (n < all.length && ((Long) all[n].join()) != 0) {
+                n++;
+              }
+              return n;
+            });
+  }
+
+  /** Sends {@code EXISTS} for every key; empty when none could be sent (not connected, counted). */
+  private List<RedisFuture<Long>> sendExists(ChunkKey[] chunkKeys) {
+    checkOpen();
+    if (!connected() || chunkKeys.length == 0 || !reserveReads(chunkKeys.length)) {
+      return List.of();
     }
     List<RedisFuture<Long>> replies = new ArrayList<>(chunkKeys.length);
     try {
@@ -475,18 +522,9 @@ public final class RedisStore implements KvStore {
     } catch (RuntimeException e) { // rejected while disconnected
       inFlightReads.addAndGet(replies.size() - chunkKeys.length);
       errors.record(ErrorKind.UNAVAILABLE, "exists on " + redacted() + " rejected", e);
-      return 0;
+      return List.of();
     }
-    long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(timeoutMillis);
-    int n = 0;
-    for (RedisFuture<Long> f : replies) {
-      Long found = awaitUntil(f, deadline, "EXISTS");
-      if (found == null || found == 0) {
-        break;
-      }
-      n++;
-    }
-    return n;
+    return replies;
   }
 
   /**
@@ -699,13 +737,12 @@ public final class RedisStore implements KvStore {
     }
     closed = true;
     reconnector.shutdownNow();
-    long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(timeoutMillis);
-    while (inFlightPuts.get() > 0 && connected() && System.nanoTime() < deadline) {
+    if (connected()) {
       try {
-        Thread.sleep(1); // let puts in flight land before the connection closes
+        inFlightPuts.awaitZero(
+            timeoutMillis); // let puts in flight land before the connection closes
       } catch (InterruptedException e) {
         Thread.currentThread().interrupt();
-        break;
       }
     }
     synchronized (connectLock) {
