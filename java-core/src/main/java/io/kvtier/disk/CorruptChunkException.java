@@ -10,4 +10,9 @@ public final class CorruptChunkException extends IOException {
   public CorruptChunkException(String message) {
     super(message);
   }
+
+  /** Creates an exception saying what is wrong with the file, found through {@code cause}. */
+  public CorruptChunkException(String message, Throwable cause) {
+    super(message, cause);
+  }
 }

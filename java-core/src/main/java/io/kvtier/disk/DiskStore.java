@@ -26,54 +26,57 @@ import java.nio.file.ReadOnlyFileSystemException;
 import java.util.ArrayList;
 import java.util.Comparator;
 import java.util.HexFormat;
-import java.util.Iterator;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
-import java.util.concurrent.Callable;
+import java.util.concurrent.ArrayBlockingQueue;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ExecutionException;
-import java.util.concurrent.ExecutorService;
-import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
+import java.util.concurrent.FutureTask;
+import java.util.concurrent.RejectedExecutionException;
+import java.util.concurrent.ThreadPoolExecutor;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.LongAdder;
 import java.util.function.BiConsumer;
 import java.util.function.LongFunction;
-import net.jpountz.lz4.LZ4Compressor;
-import net.jpountz.lz4.LZ4Factory;
-import net.jpountz.lz4.LZ4FastDecompressor;
 
 /**
  * The disk tier: one file per chunk under one or more directories, written by background workers,
  * read in parallel, restart-safe.
  *
- * <p>Implementation note.
+ * <p>Implementation note. This class orchestrates; the parts are apart:
  *
  * <ul>
- *   <li><b>Files.</b> {@code <dir>/<namespace>/<hash[0:2]>/<hash>.kvc}, a {@link ChunkFileHeader}
- *       block then the (optionally LZ4-compressed) bytes padded to 4 KiB, so O_DIRECT works for
- *       every chunk size. Written to a temporary name and renamed: a reader never sees a partial
- *       file, and a crash leaves at most a temporary file, removed at the next start.
- *   <li><b>Index.</b> In memory (key → file, sizes, pins), in LRU order, rebuilt at start-up by
- *       reading each file's header block (oldest modification first). Guarded by its own monitor;
- *       no I/O happens under it.
+ *   <li><b>Files.</b> {@code <dir>/<namespace>/<hash[0:2]>/<hash>.kvc} in the format of {@link
+ *       ChunkFileCodec}: a {@link ChunkFileHeader} block then the (optionally LZ4-compressed) bytes
+ *       padded to 4 KiB, so O_DIRECT works for every chunk size. Written through {@link DiskIo} to
+ *       a temporary name and renamed: a reader never sees a partial file, and a crash leaves at
+ *       most a temporary file, removed at the next start.
+ *   <li><b>Index.</b> {@link DiskIndex}: in memory (key → file, sizes, pins), in LRU order, within
+ *       the byte budget, rebuilt at start-up by reading each file's header block (oldest
+ *       modification first). No I/O happens under its lock; the files it evicts are deleted here.
  *   <li><b>Writes never block the caller.</b> {@link #put} retains the buffer and queues a task on
- *       the writer pool ({@code kvtier-disk-io-N}); more than {@code disk_queue} waiting puts drop
- *       the put (counted). The writer pool's queue is ordered prefetch &gt; delete &gt; put. Before
- *       writing, a worker reserves the file's bytes against the budget, deleting least recently
- *       used unpinned files as needed; the chunk becomes visible only after the rename.
+ *       the I/O workers ({@link IoWorkers}, {@code kvtier-disk-io-N}); more than {@code disk_queue}
+ *       waiting puts drop the put (counted). The workers take prefetch &gt; delete &gt; put. A
+ *       worker encodes the chunk, reserves the file's bytes in the index (evicting least recently
+ *       used unpinned files as needed), writes it; the chunk becomes visible only after the rename.
  *   <li><b>Reads</b> go into buffers from the injected allocator (the CPU tier's pinned pool),
- *       checking the header, the key and a CRC32C of the stored bytes. A truncated, corrupt or
+ *       checked by the codec (header, key, CRC32C of the stored bytes). A truncated, corrupt or
  *       mismatched file is a miss: deleted and counted. Batched gets read in parallel on the reader
- *       pool ({@code kvtier-disk-read-N}). A chunk being read is pinned so eviction skips it.
+ *       pool ({@code kvtier-disk-read-N}), whose queue holds at most {@link
+ *       Settings#readQueueBound()} reads: a read beyond that is refused at once, a miss counted as
+ *       {@link ErrorKind#BACKLOG}; the caller never waits for queue space. Queued prefetches are
+ *       bounded the same way. A chunk being read is pinned so eviction skips it.
  *   <li><b>Errors</b> (disk full, read-only directory, I/O errors, files deleted behind our back)
- *       are counted by kind in an {@link ErrorTally}, which logs the first of each kind.
+ *       are classified by {@link #classify} and counted by kind in an {@link ErrorTally}, which
+ *       logs the first of each kind.
  * </ul>
  *
- * <p>Thread-safe. Owns its worker pools and scratch memory; does not own the allocator's pool.
+ * <p>Thread-safe. Owns its worker pools and the codec's scratch memory; does not own the
+ * allocator's pool.
  */
 public final class DiskStore implements KvStore {
   /** How long {@link #close()} waits for queued writes, in milliseconds. */
@@ -82,15 +85,23 @@ public final class DiskStore implements KvStore {
   /** File name suffix of a chunk file. */
   public static final String SUFFIX = ".kvc";
 
-  /** A compressed chunk is kept only if it is at most this fraction of the raw size. */
-  static final double LZ4_KEEP_RATIO = 0.95;
+  /**
+   * Reads that may wait for the reader pool (and prefetches for the I/O workers) unless the
+   * settings say otherwise, in chunks; more are refused as misses.
+   */
+  public static final int DEFAULT_READ_QUEUE = 1024;
 
   private static final System.Logger LOG = System.getLogger(DiskStore.class.getName());
   private static final int PRIORITY_PREFETCH = 0;
   private static final int PRIORITY_DELETE = 1;
   private static final int PRIORITY_PUT = 2;
 
-  /** Settings of one disk store; see docs/configuration.md for the matching keys. */
+  /**
+   * Settings of one disk store; see docs/configuration.md for the matching keys.
+   *
+   * @param queueBound puts that may wait for the writers ({@code disk_queue})
+   * @param readQueueBound reads that may wait for the readers, and prefetches for the workers
+   */
   public record Settings(
       List<Path> dirs,
       DiskSharding sharding,
@@ -99,7 +110,8 @@ public final class DiskStore implements KvStore {
       boolean lz4,
       int writeThreads,
       int readThreads,
-      int queueBound) {
+      int queueBound,
+      int readQueueBound) {
     /** Validates counts and sizes. */
     public Settings {
       dirs = List.copyOf(dirs);
@@ -110,6 +122,29 @@ public final class DiskStore implements KvStore {
       checkPositive(writeThreads, "writeThreads");
       checkPositive(readThreads, "readThreads");
       checkPositive(queueBound, "queueBound");
+      checkPositive(readQueueBound, "readQueueBound");
+    }
+
+    /** Settings with a read queue of {@link #DEFAULT_READ_QUEUE}. */
+    public Settings(
+        List<Path> dirs,
+        DiskSharding sharding,
+        long budgetBytes,
+        boolean direct,
+        boolean lz4,
+        int writeThreads,
+        int readThreads,
+        int queueBound) {
+      this(
+          dirs,
+          sharding,
+          budgetBytes,
+          direct,
+          lz4,
+          writeThreads,
+          readThreads,
+          queueBound,
+          DEFAULT_READ_QUEUE);
     }
 
     /**
@@ -134,41 +169,30 @@ public final class DiskStore implements KvStore {
     }
   }
 
-  /** One file in the index. Immutable but for its pin count (lookups, readers). */
-  private static final class Entry {
-    final Path path;
-    final long dataLength;
-    final long fileBytes;
-    final AtomicInteger pins = new AtomicInteger();
-
-    Entry(Path path, long dataLength, long fileBytes) {
-      this.path = path;
-      this.dataLength = dataLength;
-      this.fileBytes = fileBytes;
-    }
+  /** What failed, for {@link #classify}: an operation on chunk files. */
+  enum Op {
+    /** Reading a chunk file or its header. */
+    READ,
+    /** Writing a chunk file. */
+    WRITE,
+    /** Deleting a chunk file or a temporary file. */
+    DELETE,
+    /** Listing a directory at start-up. */
+    SCAN
   }
 
   private final Settings settings;
   private final DiskIo io;
   private final LongFunction<ChunkBuffer> buffers;
   private final ErrorTally errors = new ErrorTally(LOG, "disk tier");
-  private final LZ4Compressor compressor;
-  private final LZ4FastDecompressor decompressor;
-
-  /** Visible chunks, read without locking (put and contains run on the caller's thread). */
-  private final ConcurrentHashMap<ChunkKey, Entry> visible = new ConcurrentHashMap<>();
-
-  // Guarded by index. The same entries as visible, in least-recently-used order.
-  private final LinkedHashMap<ChunkKey, Entry> index = new LinkedHashMap<>(1024, 0.75f, true);
-  private long usedBytes; // files in the index plus reservations of writes in flight
+  private final DiskIndex index;
+  private final ChunkFileCodec codec;
 
   private final Set<ChunkKey> pendingPuts = ConcurrentHashMap.newKeySet();
   private final AtomicInteger queuedPuts = new AtomicInteger();
+  private final AtomicInteger queuedPrefetches = new AtomicInteger();
   private final IoWorkers workers;
-  private final ExecutorService readers;
-  private final Arena scratchArena = Arena.ofShared();
-  private final ThreadLocal<MemorySegment> headerScratch;
-  private final ThreadLocal<MemorySegment[]> dataScratch = ThreadLocal.withInitial(() -> null);
+  private final ThreadPoolExecutor readers;
 
   private final StoreCounters counters = new StoreCounters();
   private final LongAdder rawBytesWritten = new LongAdder();
@@ -188,20 +212,22 @@ public final class DiskStore implements KvStore {
     this.settings = settings;
     this.io = io;
     this.buffers = buffers;
-    LZ4Factory lz4 = LZ4Factory.fastestInstance();
-    this.compressor = lz4.fastCompressor();
-    this.decompressor = lz4.fastDecompressor();
-    this.headerScratch =
-        ThreadLocal.withInitial(
-            () -> scratchArena.allocate(ChunkFileHeader.BLOCK_BYTES, ChunkFileHeader.BLOCK_BYTES));
+    this.index = new DiskIndex(settings.budgetBytes());
+    this.codec = new ChunkFileCodec(settings.lz4(), settings.direct());
     for (Path dir : settings.dirs()) {
       prepareDirectory(dir);
     }
     rebuildIndex();
     this.workers = new IoWorkers(settings.writeThreads(), 3, "kvtier-disk-io-");
     this.readers =
-        Executors.newFixedThreadPool(
-            settings.readThreads(), DaemonThreads.numbered("kvtier-disk-read-"));
+        new ThreadPoolExecutor(
+            settings.readThreads(),
+            settings.readThreads(),
+            0,
+            TimeUnit.MILLISECONDS,
+            new ArrayBlockingQueue<>(settings.readQueueBound()),
+            DaemonThreads.numbered("kvtier-disk-read-"),
+            new ThreadPoolExecutor.AbortPolicy());
   }
 
   private void prepareDirectory(Path dir) {
@@ -233,14 +259,14 @@ public final class DiskStore implements KvStore {
 
   /** Reads every chunk file's header; drops temporary and broken files. */
   private void rebuildIndex() {
-    record Found(ChunkKey key, Path path, long dataLength, long fileBytes, long mtime) {}
+    record Found(ChunkKey key, DiskIndex.Entry entry, long mtime) {}
     List<Found> found = new ArrayList<>();
     for (Path dir : settings.dirs()) {
       List<Path> files;
       try {
         files = io.list(dir);
       } catch (IOException e) {
-        errors.record(ErrorKind.SCAN_FAILED, "cannot list " + dir, e);
+        errors.record(classify(Op.SCAN, e), "cannot list " + dir, e);
         continue;
       }
       for (Path f : files) {
@@ -253,44 +279,32 @@ public final class DiskStore implements KvStore {
           continue;
         }
         try {
-          MemorySegment block = headerScratch.get();
-          io.read(f, 0, block, settings.direct());
-          ChunkFileHeader h = ChunkFileHeader.decode(block);
+          ChunkFileHeader h = codec.readHeader(io, f);
           if (!f.equals(pathOf(h.key()))) {
             throw new CorruptChunkException("holds key " + h.key() + ", not the one its name says");
-          }
-          long size = io.size(f);
-          if (size != h.fileBytes()) {
-            throw new CorruptChunkException(
-                "is " + size + " bytes, its header says " + h.fileBytes());
           }
           found.add(
               new Found(
                   h.key(),
-                  f,
-                  h.dataLength(),
-                  h.fileBytes(),
+                  new DiskIndex.Entry(f, h.dataLength(), h.fileBytes()),
                   Files.getLastModifiedTime(f).toMillis()));
-        } catch (CorruptChunkException | EOFException e) {
-          errors.record(ErrorKind.CORRUPT_FILE, f + " " + e.getMessage() + "; deleted", e);
-          deleteQuietly(f, "corrupt");
         } catch (IOException e) {
-          errors.record(ErrorKind.READ_FAILED, "cannot read the header of " + f, e);
+          ErrorKind kind = classify(Op.READ, e);
+          if (kind == ErrorKind.CORRUPT_FILE) {
+            errors.record(kind, f + " " + e.getMessage() + "; deleted", e);
+            deleteQuietly(f, "corrupt");
+          } else {
+            errors.record(kind, "cannot read the header of " + f, e);
+          }
         }
       }
     }
     found.sort(Comparator.comparingLong(Found::mtime));
-    List<Path> victims = new ArrayList<>();
-    synchronized (index) {
-      for (Found f : found) {
-        Entry e = new Entry(f.path(), f.dataLength(), f.fileBytes());
-        index.put(f.key(), e);
-        visible.put(f.key(), e);
-        usedBytes += f.fileBytes();
-      }
-      evictUntilFits(0, victims);
-    }
-    victims.forEach(p -> deleteQuietly(p, "over the budget"));
+    Map<ChunkKey, DiskIndex.Entry> oldestFirst = new LinkedHashMap<>();
+    found.forEach(f -> oldestFirst.put(f.key(), f.entry()));
+    List<Path> evicted = new ArrayList<>();
+    index.load(oldestFirst, evicted);
+    deleteEvicted(evicted, "over the budget");
     if (!found.isEmpty()) {
       LOG.log(
           System.Logger.Level.INFO,
@@ -310,12 +324,66 @@ public final class DiskStore implements KvStore {
         .resolve(hash + SUFFIX);
   }
 
+  /**
+   * The kind under which a failure of {@code op} is counted: the one place where disk errors are
+   * classified, by exception type. Pure; never throws.
+   *
+   * <ul>
+   *   <li>Reads: {@link NoSuchFileException} is a file deleted behind kvtier's back; {@link
+   *       CorruptChunkException} and {@link EOFException} (a file cut short) are a corrupt file;
+   *       anything else is a failed read.
+   *   <li>Writes: {@link AccessDeniedException} (EACCES) and {@link ReadOnlyFileSystemException}
+   *       are a read-only directory; ENOSPC is a full disk and EROFS a read-only file system, both
+   *       recognised by the system's error text (see below); anything else is a failed write.
+   *   <li>Deletes and directory listings have one kind each, whatever the exception.
+   * </ul>
+   */
+  static ErrorKind classify(Op op, Throwable e) {
+    return switch (op) {
+      case READ -> {
+        if (e instanceof NoSuchFileException) {
+          yield ErrorKind.FILE_MISSING;
+        }
+        if (e instanceof CorruptChunkException || e instanceof EOFException) {
+          yield ErrorKind.CORRUPT_FILE;
+        }
+        yield ErrorKind.READ_FAILED;
+      }
+      case WRITE -> {
+        if (e instanceof AccessDeniedException || e instanceof ReadOnlyFileSystemException) {
+          yield ErrorKind.READ_ONLY;
+        }
+        // The JDK gives only EACCES, ENOENT and EEXIST exception types of their own
+        // (sun.nio.fs.UnixException#translateToIOException). Every other errno, ENOSPC and EROFS
+        // included, arrives as a plain FileSystemException whose reason is strerror's text, and a
+        // FileChannel.write that hits ENOSPC throws a plain IOException with that same text. So
+        // these two errno values can only be told apart by that text; this is the one place that
+        // reads it.
+        if (e instanceof IOException) {
+          String text =
+              e instanceof FileSystemException fse && fse.getReason() != null
+                  ? fse.getReason()
+                  : String.valueOf(e.getMessage());
+          if (text.contains("No space left")) {
+            yield ErrorKind.DISK_FULL;
+          }
+          if (text.contains("Read-only file system")) {
+            yield ErrorKind.READ_ONLY;
+          }
+        }
+        yield ErrorKind.WRITE_FAILED;
+      }
+      case DELETE -> ErrorKind.DELETE_FAILED;
+      case SCAN -> ErrorKind.SCAN_FAILED;
+    };
+  }
+
   // ---- KvStore --------------------------------------------------------------------------------
 
   @Override
   public boolean contains(ChunkKey key) {
     checkOpen();
-    return visible.containsKey(key);
+    return index.contains(key);
   }
 
   @Override
@@ -367,114 +435,35 @@ public final class DiskStore implements KvStore {
     return queued;
   }
 
+  /** Runs on an I/O worker: encode, reserve, write, then make the chunk visible. */
   private void write(ChunkKey key, ChunkBuffer chunk) {
-    long dataLength = chunk.length();
-    MemorySegment stored = chunk.segment();
-    MemorySegment padded = chunk.paddedSegment();
-    int flags = 0;
-    if (settings.lz4()) {
-      MemorySegment scratch = dataScratch(0, compressor.maxCompressedLength((int) dataLength));
-      int n =
-          compressor.compress(
-              chunk.segment().asByteBuffer(),
-              0,
-              (int) dataLength,
-              scratch.asByteBuffer(),
-              0,
-              (int) scratch.byteSize());
-      if (n <= dataLength * LZ4_KEEP_RATIO) {
-        stored = scratch.asSlice(0, n);
-        padded = scratch;
-        flags = ChunkFileHeader.FLAG_LZ4;
-      }
-    }
-    ChunkFileHeader h =
-        new ChunkFileHeader(key, flags, dataLength, stored.byteSize(), ChunkFileHeader.crc(stored));
-    long paddedLength = ChunkFileHeader.padded(stored.byteSize());
-    MemorySegment payload = padded.asSlice(0, paddedLength);
-    payload.asSlice(stored.byteSize()).fill((byte) 0); // padding: never leak other bytes to disk
-    List<Path> victims = new ArrayList<>();
-    boolean reserved;
-    synchronized (index) {
-      reserved = evictUntilFits(h.fileBytes(), victims);
-      if (reserved) {
-        usedBytes += h.fileBytes();
-      }
-    }
-    victims.forEach(p -> deleteQuietly(p, "evicted"));
+    ChunkFileCodec.Encoded file = codec.encode(key, chunk);
+    List<Path> evicted = new ArrayList<>();
+    boolean reserved = index.reserve(file.fileBytes(), evicted);
+    deleteEvicted(evicted, "evicted");
     if (!reserved) {
       counters.droppedPuts.increment();
       return;
     }
-    MemorySegment header = headerScratch.get();
-    h.encode(header);
     Path target = pathOf(key);
     try {
-      io.writeAtomically(target, List.of(header, payload), settings.direct());
+      io.writeAtomically(target, file.parts(), settings.direct());
     } catch (IOException | RuntimeException e) {
-      synchronized (index) {
-        usedBytes -= h.fileBytes();
-      }
+      index.cancel(file.fileBytes());
       counters.droppedPuts.increment();
-      errors.record(writeErrorKind(e), "writing " + target + " failed", e);
+      errors.record(classify(Op.WRITE, e), "writing " + target + " failed", e);
       return;
     }
-    Entry entry = new Entry(target, dataLength, h.fileBytes());
-    synchronized (index) {
-      index.put(key, entry);
-      visible.put(key, entry);
-    }
+    index.commit(key, new DiskIndex.Entry(target, chunk.length(), file.fileBytes()));
     counters.puts.increment();
-    rawBytesWritten.add(dataLength);
-    storedBytesWritten.add(stored.byteSize());
-  }
-
-  private static ErrorKind writeErrorKind(Throwable e) {
-    String msg = String.valueOf(e.getMessage());
-    if (e instanceof FileSystemException fse && String.valueOf(fse.getReason()).contains("space")
-        || msg.contains("No space left")) {
-      return ErrorKind.DISK_FULL;
-    }
-    if (e instanceof AccessDeniedException
-        || e instanceof ReadOnlyFileSystemException
-        || msg.contains("Read-only file system")) {
-      return ErrorKind.READ_ONLY;
-    }
-    return ErrorKind.WRITE_FAILED;
-  }
-
-  /**
-   * Makes room for {@code bytes} more by evicting least recently used unpinned files (their paths
-   * go to {@code victims} for deletion outside the lock). Guarded by index.
-   *
-   * @return false if even evicting every unpinned file would not make room
-   */
-  private boolean evictUntilFits(long bytes, List<Path> victims) {
-    Iterator<Map.Entry<ChunkKey, Entry>> it = index.entrySet().iterator();
-    while (usedBytes + bytes > settings.budgetBytes() && it.hasNext()) {
-      Map.Entry<ChunkKey, Entry> next = it.next();
-      Entry e = next.getValue();
-      if (e.pins.get() == 0) {
-        it.remove();
-        visible.remove(next.getKey(), e);
-        usedBytes -= e.fileBytes;
-        victims.add(e.path);
-        counters.evictions.increment();
-      }
-    }
-    return usedBytes + bytes <= settings.budgetBytes();
+    rawBytesWritten.add(chunk.length());
+    storedBytesWritten.add(file.header().storedLength());
   }
 
   @Override
   public ChunkBuffer get(ChunkKey key) {
     checkOpen();
-    Entry e;
-    synchronized (index) {
-      e = index.get(key); // also marks it recently used
-      if (e != null) {
-        e.pins.incrementAndGet(); // a reader pins the file against eviction
-      }
-    }
+    DiskIndex.Entry e = index.acquire(key); // pins it against eviction while it is read
     if (e == null) {
       counters.misses.increment();
       return null;
@@ -484,200 +473,196 @@ public final class DiskStore implements KvStore {
       (b == null ? counters.misses : counters.hits).increment();
       return b;
     } finally {
-      e.pins.decrementAndGet();
+      index.release(e);
     }
   }
 
-  private ChunkBuffer read(ChunkKey key, Entry e) {
-    ChunkBuffer b = null;
-    boolean ok = false;
+  /** Reads the file of {@code e}; null (counted) if it is missing, broken or unreadable. */
+  private ChunkBuffer read(ChunkKey key, DiskIndex.Entry e) {
     try {
-      MemorySegment header = headerScratch.get();
-      io.read(e.path, 0, header, settings.direct());
-      ChunkFileHeader h = ChunkFileHeader.decode(header);
-      if (!h.key().equals(key) || h.dataLength() != e.dataLength) {
-        throw new CorruptChunkException("header does not match the index");
-      }
-      b = buffers.apply(h.dataLength());
+      ChunkBuffer b = codec.read(io, e.path, key, e.dataLength, buffers);
       if (b == null) {
         errors.record(ErrorKind.NO_BUFFER, "no free CPU buffer to read " + key + " into", null);
-        return null;
       }
-      long paddedLength = ChunkFileHeader.padded(h.storedLength());
-      if (h.lz4()) {
-        MemorySegment scratch = dataScratch(1, paddedLength);
-        io.read(
-            e.path,
-            ChunkFileHeader.BLOCK_BYTES,
-            scratch.asSlice(0, paddedLength),
-            settings.direct());
-        MemorySegment stored = scratch.asSlice(0, h.storedLength());
-        checkCrc(h, stored);
-        int read =
-            decompressor.decompress(
-                stored.asByteBuffer(), 0, b.segment().asByteBuffer(), 0, (int) h.dataLength());
-        if (read != h.storedLength()) {
-          throw new CorruptChunkException("LZ4 data length mismatch");
+      return b;
+    } catch (IOException | RuntimeException ex) {
+      ErrorKind kind = classify(Op.READ, ex);
+      switch (kind) {
+        case FILE_MISSING -> {
+          index.remove(key, e);
+          errors.record(kind, e.path + " was deleted behind kvtier's back", ex);
+        }
+        case CORRUPT_FILE -> {
+          index.remove(key, e);
+          deleteQuietly(e.path, "corrupt");
+          errors.record(kind, e.path + ": " + ex.getMessage() + "; deleted", ex);
+        }
+        default -> errors.record(kind, "reading " + e.path + " failed", ex); // the file stays
+      }
+      return null;
+    }
+  }
+
+  /** The buffers of one {@link #getBatch}; readers hand theirs over unless the caller gave up. */
+  private static final class Batch {
+    // Guarded by this.
+    final ChunkBuffer[] out;
+    boolean abandoned;
+
+    Batch(int size) {
+      out = new ChunkBuffer[size];
+    }
+
+    synchronized void deliver(int i, ChunkBuffer b) {
+      if (abandoned) {
+        if (b != null) {
+          b.release();
         }
       } else {
-        MemorySegment into =
-            settings.direct() ? b.paddedSegment().asSlice(0, paddedLength) : b.segment();
-        io.read(e.path, ChunkFileHeader.BLOCK_BYTES, into, settings.direct());
-        checkCrc(h, b.segment());
-      }
-      ok = true;
-      return b;
-    } catch (NoSuchFileException ex) {
-      dropFromIndex(key, e);
-      errors.record(ErrorKind.FILE_MISSING, e.path + " was deleted behind kvtier's back", ex);
-      return null;
-    } catch (CorruptChunkException | EOFException | net.jpountz.lz4.LZ4Exception ex) {
-      dropFromIndex(key, e);
-      deleteQuietly(e.path, "corrupt");
-      errors.record(ErrorKind.CORRUPT_FILE, e.path + ": " + ex.getMessage() + "; deleted", ex);
-      return null;
-    } catch (IOException | RuntimeException ex) {
-      errors.record(ErrorKind.READ_FAILED, "reading " + e.path + " failed", ex);
-      return null;
-    } finally {
-      if (!ok && b != null) {
-        b.release();
+        out[i] = b;
       }
     }
-  }
 
-  private static void checkCrc(ChunkFileHeader h, MemorySegment stored)
-      throws CorruptChunkException {
-    if (ChunkFileHeader.crc(stored) != h.dataCrc()) {
-      throw new CorruptChunkException("data checksum mismatch");
-    }
-  }
-
-  private void dropFromIndex(ChunkKey key, Entry e) {
-    synchronized (index) {
-      if (index.remove(key, e)) {
-        visible.remove(key, e);
-        usedBytes -= e.fileBytes;
+    /** Gives up: releases what arrived; what arrives later is released on delivery. */
+    synchronized void abandon() {
+      abandoned = true;
+      for (int i = 0; i < out.length; i++) {
+        if (out[i] != null) {
+          out[i].release();
+          out[i] = null;
+        }
       }
     }
-  }
-
-  /** A page-aligned per-thread scratch segment of at least {@code bytes} (slot 0 write, 1 read). */
-  private MemorySegment dataScratch(int slot, long bytes) {
-    MemorySegment[] s = dataScratch.get();
-    if (s == null) {
-      s = new MemorySegment[2];
-      dataScratch.set(s);
-    }
-    long need = ChunkFileHeader.padded(bytes);
-    if (s[slot] == null || s[slot].byteSize() < need) {
-      s[slot] = scratchArena.allocate(need, ChunkFileHeader.BLOCK_BYTES);
-    }
-    return s[slot];
   }
 
   /**
-   * Reads {@code keys} in parallel on the reader pool. Blocks until every read is done.
+   * Reads {@code keys} in parallel on the reader pool. Blocks until every read queued is done; a
+   * read the full queue refuses is a miss at once (counted as {@link ErrorKind#BACKLOG}), never a
+   * wait for queue space.
    *
-   * @return one buffer per key (owned by the caller), null where the chunk is missing or unreadable
+   * @return one buffer per key (owned by the caller), null where the chunk is missing, unreadable
+   *     or its read was refused
+   * @throws IllegalStateException if the store is closed, the caller is interrupted (its interrupt
+   *     flag is restored) or a read fails unexpectedly; no buffer is leaked then
    */
   @Override
   public ChunkBuffer[] getBatch(ChunkKey[] keys) {
     checkOpen();
-    List<Callable<ChunkBuffer>> reads = new ArrayList<>(keys.length);
-    for (ChunkKey k : keys) {
-      reads.add(() -> get(k));
+    Batch batch = new Batch(keys.length);
+    List<Future<?>> reads = new ArrayList<>(keys.length);
+    for (int i = 0; i < keys.length; i++) {
+      int slot = i;
+      ChunkKey k = keys[i];
+      FutureTask<Void> read = new FutureTask<>(() -> batch.deliver(slot, get(k)), null);
+      try {
+        readers.execute(read);
+        reads.add(read);
+      } catch (RejectedExecutionException e) {
+        counters.misses.increment();
+        errors.record(
+            ErrorKind.BACKLOG,
+            "the read queue is full ("
+                + settings.readQueueBound()
+                + " reads waiting); reading "
+                + k
+                + " is a miss",
+            null);
+      }
     }
-    ChunkBuffer[] out = new ChunkBuffer[keys.length];
     try {
-      List<Future<ChunkBuffer>> done = readers.invokeAll(reads);
-      for (int i = 0; i < out.length; i++) {
-        out[i] = done.get(i).get();
+      for (Future<?> read : reads) {
+        read.get();
       }
     } catch (InterruptedException e) {
       Thread.currentThread().interrupt();
-      releaseAll(out);
+      reads.forEach(r -> r.cancel(false)); // queued ones never run; running ones deliver
+      batch.abandon();
       throw new IllegalStateException("interrupted during a batched disk read", e);
     } catch (ExecutionException e) {
-      releaseAll(out);
+      reads.forEach(r -> r.cancel(false));
+      batch.abandon();
       throw new IllegalStateException("a batched disk read failed", e.getCause());
     }
-    return out;
-  }
-
-  private static void releaseAll(ChunkBuffer[] buffers) {
-    for (int i = 0; i < buffers.length; i++) {
-      if (buffers[i] != null) {
-        buffers[i].release();
-        buffers[i] = null;
-      }
+    synchronized (batch) {
+      return batch.out;
     }
   }
 
   /**
    * Reads {@code keys} in the background, ahead of queued deletes and puts, handing each chunk
    * found to {@code sink} (which retains it if it keeps it; the store releases its reference after
-   * the call). Does not block.
+   * the call). At most {@link Settings#readQueueBound()} prefetches wait at a time; a key beyond
+   * that is not queued (counted as {@link ErrorKind#BACKLOG}). Does not block.
+   *
+   * @return how many keys were queued
    */
   @Override
   public int prefetch(ChunkKey[] keys, BiConsumer<ChunkKey, ChunkBuffer> sink) {
     checkOpen();
+    int queued = 0;
     for (ChunkKey k : keys) {
-      submit(
-          PRIORITY_PREFETCH,
-          () -> {
-            ChunkBuffer b = get(k);
-            if (b != null) {
-              try {
-                sink.accept(k, b);
-              } finally {
-                b.release();
-              }
-            }
-          },
-          () -> {});
+      if (queuedPrefetches.incrementAndGet() > settings.readQueueBound()) {
+        queuedPrefetches.decrementAndGet();
+        errors.record(
+            ErrorKind.BACKLOG,
+            "the prefetch queue is full ("
+                + settings.readQueueBound()
+                + " waiting); "
+                + k
+                + " is not prefetched",
+            null);
+        continue;
+      }
+      boolean ok =
+          submit(
+              PRIORITY_PREFETCH,
+              () -> {
+                ChunkBuffer b = get(k);
+                if (b != null) {
+                  try {
+                    sink.accept(k, b);
+                  } finally {
+                    b.release();
+                  }
+                }
+              },
+              queuedPrefetches::decrementAndGet);
+      queued += ok ? 1 : 0;
     }
-    return keys.length;
+    return queued;
   }
 
   @Override
   public boolean pin(ChunkKey key) {
     checkOpen();
-    synchronized (index) { // under the lock: eviction checks pins under it too
-      Entry e = visible.get(key);
-      if (e == null) {
-        return false;
-      }
-      e.pins.incrementAndGet();
-      return true;
-    }
+    return index.pin(key);
   }
 
   @Override
   public void unpin(ChunkKey key) {
     checkOpen();
-    Entry e = visible.get(key);
-    if (e != null) {
-      e.pins.updateAndGet(n -> n > 0 ? n - 1 : 0);
-    }
+    index.unpin(key);
   }
 
+  /**
+   * Removes {@code key} from the index at once and deletes its file in the background. Deletes are
+   * not bounded: each one follows the removal of an index entry, and dropping one would leave a
+   * file that the next start-up indexes again.
+   */
   @Override
   public boolean remove(ChunkKey key) {
     checkOpen();
-    Entry e;
-    synchronized (index) {
-      e = index.remove(key);
-      if (e != null) {
-        visible.remove(key, e);
-        usedBytes -= e.fileBytes;
-      }
-    }
+    DiskIndex.Entry e = index.remove(key);
     if (e == null) {
       return false;
     }
     submit(PRIORITY_DELETE, () -> deleteQuietly(e.path, "removed"), () -> {});
     return true;
+  }
+
+  @Override
+  public Medium medium() {
+    return Medium.DISK;
   }
 
   /**
@@ -687,41 +672,31 @@ public final class DiskStore implements KvStore {
    * @return chunks removed
    */
   @Override
-  public Medium medium() {
-    return Medium.DISK;
-  }
-
-  @Override
   public int clearLocal() {
     checkOpen();
-    List<ChunkKey> keys;
-    synchronized (index) {
-      keys = List.copyOf(index.keySet());
-    }
     int removed = 0;
-    for (ChunkKey key : keys) {
+    for (ChunkKey key : index.keys()) {
       removed += remove(key) ? 1 : 0;
     }
     return removed;
+  }
+
+  private void deleteEvicted(List<Path> evicted, String why) {
+    counters.evictions.add(evicted.size());
+    evicted.forEach(p -> deleteQuietly(p, why));
   }
 
   private void deleteQuietly(Path p, String why) {
     try {
       io.delete(p);
     } catch (IOException e) {
-      errors.record(ErrorKind.DELETE_FAILED, "cannot delete " + p + " (" + why + ")", e);
+      errors.record(classify(Op.DELETE, e), "cannot delete " + p + " (" + why + ")", e);
     }
   }
 
   @Override
   public StoreStats stats() {
-    long entries;
-    long bytes;
-    synchronized (index) {
-      entries = index.size();
-      bytes = usedBytes;
-    }
-    return counters.snapshot(entries, bytes, errors.counts());
+    return counters.snapshot(index.size(), index.usedBytes(), errors.counts());
   }
 
   /** Errors by kind ({@code disk full}, {@code read-only}, {@code corrupt file}, ...). */
@@ -771,7 +746,7 @@ public final class DiskStore implements KvStore {
       Thread.currentThread().interrupt();
     }
     if (workers.terminated() && readers.isTerminated()) {
-      scratchArena.close();
+      codec.close();
     }
   }
 

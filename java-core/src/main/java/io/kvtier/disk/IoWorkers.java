@@ -4,30 +4,32 @@ import static io.kvtier.Checks.checkPositive;
 
 import io.kvtier.store.InFlight;
 import java.util.ArrayList;
+import java.util.Comparator;
 import java.util.List;
-import java.util.concurrent.ConcurrentLinkedQueue;
+import java.util.concurrent.PriorityBlockingQueue;
 import java.util.concurrent.TimeUnit;
-import java.util.concurrent.locks.LockSupport;
+import java.util.concurrent.atomic.AtomicLong;
 
 /**
- * A fixed set of named daemon threads running I/O tasks from queues of descending priority.
+ * A fixed set of named daemon threads running I/O tasks in order of priority (0 first), first come
+ * first served within a priority.
  *
- * <p>Implementation note. Submitting must cost the caller (vLLM's step loop) next to nothing, so it
- * is a lock-free enqueue and nothing else: the caller never wakes a worker. Waking a parked thread
- * is a system call and, on virtual machines, an inter-processor interrupt that costs tens of
- * microseconds. Instead an idle worker polls, parking between polls for {@link #MIN_PARK_NANOS}
- * doubling up to {@link #MAX_PARK_NANOS}; a busy worker takes the next task at once. A task may
- * therefore wait up to {@code MAX_PARK_NANOS} before an idle pool notices it, which is nothing next
- * to a disk write, and idle workers wake about a thousand times a second each.
+ * <p>Implementation note. One {@link PriorityBlockingQueue} ordered by (priority, submission
+ * number). An idle worker blocks in {@code take()} and costs nothing until a task arrives: the
+ * submitter's {@code offer} signals one waiting worker (a futex wake, paid only when a worker is
+ * parked; a busy pool takes the next task without being woken). Shutdown is a poison pill per
+ * worker at a priority below every task's, so workers finish what is queued before they take it.
+ *
+ * <p>Put versus close: {@link #submit} checks the stopping flag and enqueues under this object's
+ * monitor, and {@link #shutdown} sets the flag under it before queueing the pills. So every task
+ * accepted is queued ahead of the pills and is run, or cancelled by {@link #shutdown} if its time
+ * runs out; a task refused is cancelled at once. No task is ever left in the queue unrun and
+ * uncancelled (which would leak the buffer it holds).
  *
  * <p>Thread-safe.
  */
 final class IoWorkers {
-  /** First park of an idle worker, in nanoseconds. */
-  static final long MIN_PARK_NANOS = 20_000;
-
-  /** Longest park of an idle worker, in nanoseconds: the most a queued task waits for pickup. */
-  static final long MAX_PARK_NANOS = 1_000_000;
+  private static final System.Logger LOG = System.getLogger(IoWorkers.class.getName());
 
   /** A unit of work and what must run if it never does (to release buffers). */
   interface Task {
@@ -36,20 +38,27 @@ final class IoWorkers {
     void cancel();
   }
 
-  private final List<ConcurrentLinkedQueue<Task>> queues = new ArrayList<>();
+  /** A task with its place in the queue; {@code task == null} is a worker's poison pill. */
+  private record Queued(int priority, long seq, Task task) {}
+
+  private final int priorities;
+  private final PriorityBlockingQueue<Queued> queue =
+      new PriorityBlockingQueue<>(
+          64, Comparator.comparingInt(Queued::priority).thenComparingLong(Queued::seq));
+  private final AtomicLong seq = new AtomicLong();
   private final List<Thread> threads = new ArrayList<>();
   private final InFlight pending = new InFlight(); // queued + running
+
+  /** Set once, under this object's monitor (see the put-versus-close note above). */
   private volatile boolean stopping;
 
   /**
-   * Starts {@code threads} workers named {@code namePrefix + i} serving {@code priorities} queues
-   * (0 first).
+   * Starts {@code threads} workers named {@code namePrefix + i} serving {@code priorities}
+   * priorities (0 first).
    */
   IoWorkers(int threads, int priorities, String namePrefix) {
     checkPositive(threads, "threads");
-    for (int p = 0; p < priorities; p++) {
-      queues.add(new ConcurrentLinkedQueue<>());
-    }
+    this.priorities = checkPositive(priorities, "priorities");
     for (int i = 0; i < threads; i++) {
       Thread t = new Thread(this::loop, namePrefix + i);
       t.setDaemon(true);
@@ -59,18 +68,25 @@ final class IoWorkers {
   }
 
   /**
-   * Queues {@code task} at {@code priority}. Lock-free; never blocks, never wakes a thread.
+   * Queues {@code task} at {@code priority} and wakes an idle worker if there is one. Never blocks
+   * on I/O or on queue space (the queue is unbounded; callers bound what they submit).
    *
    * @return false (after calling {@code task.cancel()}) if the pool is stopping
+   * @throws IndexOutOfBoundsException if {@code priority} is not one of this pool's
    */
   boolean submit(int priority, Task task) {
-    if (stopping) {
-      task.cancel();
-      return false;
+    if (priority < 0 || priority >= priorities) {
+      throw new IndexOutOfBoundsException("priority " + priority + " of " + priorities);
     }
-    pending.increment();
-    queues.get(priority).offer(task);
-    return true;
+    synchronized (this) {
+      if (!stopping) {
+        pending.increment();
+        queue.offer(new Queued(priority, seq.getAndIncrement(), task));
+        return true;
+      }
+    }
+    task.cancel(); // outside the monitor: it releases buffers, which may take other locks
+    return false;
   }
 
   /**
@@ -84,34 +100,29 @@ final class IoWorkers {
     return pending.awaitZero(timeoutMillis);
   }
 
-  private Task poll() {
-    for (ConcurrentLinkedQueue<Task> q : queues) {
-      Task t = q.poll();
-      if (t != null) {
-        return t;
-      }
-    }
-    return null;
+  /** Tasks queued or running. */
+  int pending() {
+    return pending.get();
   }
 
   private void loop() {
-    long park = MIN_PARK_NANOS;
     while (true) {
-      Task t = poll();
-      if (t == null) {
+      Queued q;
+      try {
+        q = queue.take(); // parks while the queue is empty
+      } catch (InterruptedException e) {
         if (stopping) {
           return;
         }
-        LockSupport.parkNanos(park);
-        park = Math.min(MAX_PARK_NANOS, park * 2);
-        continue;
+        continue; // only shutdown stops a worker
       }
-      park = MIN_PARK_NANOS;
+      if (q.task() == null) {
+        return; // poison pill: every task queued before shutdown has been taken
+      }
       try {
-        t.run();
+        q.task().run();
       } catch (RuntimeException e) {
-        System.getLogger(IoWorkers.class.getName())
-            .log(System.Logger.Level.WARNING, "disk tier task failed", e);
+        LOG.log(System.Logger.Level.WARNING, "disk tier task failed", e);
       } finally {
         pending.decrement();
       }
@@ -120,14 +131,19 @@ final class IoWorkers {
 
   /**
    * Stops intake and lets the workers finish what is queued, up to {@code timeoutMillis}; what is
-   * still queued then is cancelled.
+   * still queued then is cancelled. Blocks for up to {@code timeoutMillis}. Idempotent (a second
+   * call finds nothing to cancel).
    *
    * @return how many tasks were cancelled
    */
   int shutdown(long timeoutMillis) {
-    stopping = true;
+    synchronized (this) {
+      stopping = true;
+      for (int i = 0; i < threads.size(); i++) {
+        queue.offer(new Queued(priorities, seq.getAndIncrement(), null)); // after every task
+      }
+    }
     long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(timeoutMillis);
-    int cancelled = 0;
     for (Thread t : threads) {
       long left = deadline - System.nanoTime();
       try {
@@ -139,14 +155,24 @@ final class IoWorkers {
         break;
       }
     }
-    Task t;
-    while ((t = poll()) != null) {
+    List<Queued> left = new ArrayList<>();
+    queue.drainTo(left);
+    int cancelled = 0;
+    int pills = 0;
+    for (Queued q : left) {
+      if (q.task() == null) {
+        pills++;
+        continue;
+      }
       try {
-        t.cancel();
+        q.task().cancel();
       } finally {
         pending.decrement();
       }
       cancelled++;
+    }
+    for (int i = 0; i < pills; i++) { // workers still busy past the deadline exit after their task
+      queue.offer(new Queued(priorities, seq.getAndIncrement(), null));
     }
     return cancelled;
   }

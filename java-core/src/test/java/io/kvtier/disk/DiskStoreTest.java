@@ -23,7 +23,10 @@ import java.nio.file.Path;
 import java.time.Duration;
 import java.util.List;
 import java.util.Random;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.Executors;
 import java.util.concurrent.TimeUnit;
 import java.util.stream.Stream;
 import org.junit.jupiter.api.AfterEach;
@@ -357,6 +360,95 @@ class DiskStoreTest {
         assertArrayEquals(content(k, CHUNK), got[i].segment().toArray(ValueLayout.JAVA_BYTE));
         got[i].release();
       }
+    }
+  }
+
+  /** A store with one reader, one writer and room for {@code readQueue} waiting reads. */
+  DiskStore openWithReadQueue(int readQueue) {
+    return new DiskStore(
+        new DiskStore.Settings(
+            List.of(dir),
+            DiskSharding.BY_GPU,
+            100 * (CHUNK + 2L * ChunkFileHeader.BLOCK_BYTES),
+            false,
+            false,
+            1,
+            1,
+            1024,
+            readQueue),
+        pool::tryAllocate,
+        io);
+  }
+
+  /** Waits, yielding, until {@code s} counted {@code n} backlog errors; fails after a minute. */
+  static void awaitBacklog(DiskStore s, long n) {
+    long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
+    while (s.errorCounts().getOrDefault(ErrorKind.BACKLOG, 0L) < n) {
+      assertTrue(System.nanoTime() < deadline, "refusals not counted: " + s.errorCounts());
+      Thread.yield();
+    }
+  }
+
+  @Test
+  void getBatch_fullReadQueue_refusesAtOnce_asCountedMisses() throws Exception {
+    var callers = Executors.newFixedThreadPool(2);
+    try (DiskStore s = openWithReadQueue(2)) {
+      for (int i = 0; i < 6; i++) {
+        put(s, i, CHUNK);
+      }
+      await(s);
+      io.readGate = new CountDownLatch(1);
+      CompletableFuture<ChunkBuffer[]> first =
+          CompletableFuture.supplyAsync(() -> s.getBatch(new ChunkKey[] {key(0)}), callers);
+      assertTrue(io.readsAtGate.tryAcquire(60, TimeUnit.SECONDS), "the only reader is held");
+      long missesBefore = s.stats().misses();
+      ChunkKey[] keys = {key(1), key(2), key(3), key(4), key(5)};
+      CompletableFuture<ChunkBuffer[]> second =
+          CompletableFuture.supplyAsync(() -> s.getBatch(keys), callers);
+      // Two reads wait in the queue; the other three are refused while every read is held at the
+      // gate: a caller that waited for queue space (or ran the read itself) would never get here.
+      awaitBacklog(s, 3);
+      assertEquals(missesBefore + 3, s.stats().misses(), "each refused read is a miss");
+      io.readGate.countDown();
+      ChunkBuffer[] got = second.get(60, TimeUnit.SECONDS);
+      assertArrayEquals(content(1, CHUNK), got[0].segment().toArray(ValueLayout.JAVA_BYTE));
+      assertArrayEquals(content(2, CHUNK), got[1].segment().toArray(ValueLayout.JAVA_BYTE));
+      assertNull(got[2]);
+      assertNull(got[3]);
+      assertNull(got[4]);
+      got[0].release();
+      got[1].release();
+      ChunkBuffer[] one = first.get(60, TimeUnit.SECONDS);
+      assertArrayEquals(content(0, CHUNK), one[0].segment().toArray(ValueLayout.JAVA_BYTE));
+      one[0].release();
+      assertEquals(3L, s.errorCounts().get(ErrorKind.BACKLOG));
+      assertTrue(s.contains(key(3)), "a refused read leaves the chunk stored");
+      assertHolds(s, 3, CHUNK);
+    } finally {
+      callers.shutdownNow();
+    }
+  }
+
+  @Test
+  void prefetch_beyondTheReadQueue_isNotQueued_andCounted() throws Exception {
+    try (DiskStore s = openWithReadQueue(2)) {
+      for (int i = 0; i < 5; i++) {
+        put(s, i, CHUNK);
+      }
+      await(s);
+      io.writeGate = new CountDownLatch(1);
+      put(s, 9, CHUNK); // the single worker blocks on this write
+      assertTrue(io.writesAtGate.tryAcquire(60, TimeUnit.SECONDS), "the worker took the write");
+      List<ChunkKey> fetched = new CopyOnWriteArrayList<>();
+      ChunkKey[] keys = {key(0), key(1), key(2), key(3), key(4)};
+      assertEquals(2, s.prefetch(keys, (k, b) -> fetched.add(k)));
+      assertEquals(3L, s.errorCounts().get(ErrorKind.BACKLOG));
+      io.writeGate.countDown();
+      await(s);
+      assertEquals(List.of(key(0), key(1)), fetched);
+      assertEquals(2, s.prefetch(new ChunkKey[] {key(3), key(4)}, (k, b) -> fetched.add(k)));
+      await(s);
+      assertEquals(4, fetched.size(), "the queue takes prefetches again once drained");
     }
   }
 }

@@ -12,9 +12,9 @@ import java.util.concurrent.Semaphore;
 
 /**
  * A {@link DiskIo} that injects faults into the real one (after Lucene's MockDirectoryWrapper):
- * disk full, read-only, I/O errors on reads, and writes that block until released (each one that
- * reaches the gate says so in {@link #writesAtGate}). Records the order of operations. Thread-safe;
- * switch faults between operations.
+ * disk full, read-only, I/O errors on reads, and writes or reads that block until released (each
+ * one that reaches its gate says so in {@link #writesAtGate} or {@link #readsAtGate}). Records the
+ * order of operations. Thread-safe; switch faults between operations.
  */
 final class FaultyDiskIo implements DiskIo {
   enum Fault {
@@ -28,6 +28,8 @@ final class FaultyDiskIo implements DiskIo {
   volatile Fault fault = Fault.NONE;
   volatile CountDownLatch writeGate; // when set, writes wait for it
   final Semaphore writesAtGate = new Semaphore(0); // one permit per write that reached the gate
+  volatile CountDownLatch readGate; // when set, reads wait for it
+  final Semaphore readsAtGate = new Semaphore(0); // one permit per read that reached the gate
   final List<String> log = new CopyOnWriteArrayList<>();
 
   @Override
@@ -54,6 +56,16 @@ final class FaultyDiskIo implements DiskIo {
 
   @Override
   public void read(Path file, long offset, MemorySegment into, boolean direct) throws IOException {
+    CountDownLatch gate = readGate;
+    if (gate != null) {
+      readsAtGate.release();
+      try {
+        gate.await();
+      } catch (InterruptedException e) {
+        Thread.currentThread().interrupt();
+        throw new IOException("interrupted");
+      }
+    }
     log.add("read " + file.getFileName());
     if (fault == Fault.READ_ERROR) {
       throw new IOException("Input/output error");
