@@ -135,8 +135,9 @@ class Engine:
         """Like :meth:`lookup_and_pin`, also telling how much of the hit is in CPU memory,
         whether the chunk after it is being stored right now, and whether a remote store's answer
         is still pending (the hit then counts local chunks only; ask again later — the call never
-        waits on the network): ``(hit tokens, hit tokens in memory, storing, pending)``. ``extras`` are the prompt's key extras
-        (:func:`kvtier.keys.words`; None: a plain prompt)."""
+        waits on the network): ``(hit tokens, hit tokens in memory, storing, pending)``.
+        ``extras`` are the prompt's key extras (:func:`kvtier.keys.words`; None: a plain
+        prompt)."""
         jt, n = _tokens(tokens)
         hit = self._engine.lookupAndPinTiers(request_id, jt, n, key_extras(extras))
         return int(hit[0]), int(hit[1]), bool(hit[2]), bool(hit[3])
