@@ -70,7 +70,7 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("gpu_bench: no CUDA device visible to torch", file=sys.stderr)
         return 2
-    from kvtier import _jvm
+    from kvtier import _bridge, _jvm
     from kvtier.vllm.layouts import describe
 
     tokens = args.tokens
@@ -92,10 +92,8 @@ def main() -> int:
     ]
     layout = describe({f"l{i}": t for i, t in enumerate(layers)}, block_size=BLOCK,
                       num_heads=HEADS, head_size=HEAD)  # fmt: skip
-    cuda = "io.kvtier.cuda."
-    ctx = _jvm.java_class(cuda + "CudaContext").primary(dev.index)
-    pinned = _jvm.new(cuda + "PinnedHostAllocator", ctx).java
-    mode = _jvm.java_class(cuda + "GpuKvCache$Mode")
+    ctx = _bridge.worker.cuda_context(dev.index)
+    pinned = _bridge.worker.pinned_allocator(ctx)
     addresses = _jvm.long_array(np.array([t.data_ptr() for t in layers], dtype=np.int64))
 
     rng = random.Random(0)
@@ -132,8 +130,8 @@ def main() -> int:
 
     stream = int(torch.cuda.current_stream().cuda_stream)
     for name in ("mapped", "dma"):
-        cache = _jvm.new(cuda + "GpuKvCache", ctx, addresses, layout.paged_layout(), pinned,
-                         mode.parse(name), mode.parse(name))  # fmt: skip
+        cache = _bridge.worker.gpu_kv_cache(ctx, addresses, layout.paged_layout(), pinned, name,
+                                            name)  # fmt: skip
 
         def store(cache: Any = cache, table: Any = table_a, chunks: Any = chunks_a) -> None:
             cache.recordFence(stream)
@@ -174,8 +172,8 @@ def main() -> int:
         u = h @ w_up
         return torch.nn.functional.silu(u[:, :inter]) * u[:, inter:] @ w_down
 
-    cache = _jvm.new(cuda + "GpuKvCache", ctx, addresses, layout.paged_layout(), pinned,
-                     mode.parse("mapped"), mode.parse("mapped"))  # fmt: skip
+    cache = _bridge.worker.gpu_kv_cache(ctx, addresses, layout.paged_layout(), pinned, "mapped",
+                                        "mapped")  # fmt: skip
 
     def forward(save: bool) -> None:
         h = x

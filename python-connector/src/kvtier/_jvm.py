@@ -1,8 +1,9 @@
 """The embedded JVM that runs kvtier's Java core: started lazily, once per process.
 
-This is the only module that imports JPype. Everything else reaches Java through
-:func:`java_class` (static methods) and :func:`new` (instances), whose methods raise
-:class:`kvtier.errors.JavaError` subclasses that keep the Java class and message.
+This is the only module that imports JPype. The package reaches Java through the facades in
+:mod:`kvtier._bridge`, which call :func:`java_class` (static methods; :func:`new` builds instances
+for tests); their methods raise :class:`kvtier.errors.JavaError` subclasses that keep the Java class
+and message.
 
 Which Java runs, in order:
 

@@ -1,7 +1,8 @@
 """The Java engine seen from Python: one object per process and layout, coarse calls only.
 
-:class:`Engine` wraps ``io.kvtier.engine.KvEngine``. Token ids go over as one ``int[]`` per call
-(numpy int32 arrays convert in bulk), chunk data by host address; nothing is called per block.
+:class:`Engine` wraps the Java ``KvEngine`` (opened through :mod:`kvtier._bridge`). Token ids go
+over as one ``int[]`` per call (numpy int32 arrays convert in bulk), chunk data by host address;
+nothing is called per block.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from kvtier import _jvm
+from kvtier import _bridge, _jvm
 from kvtier.hostmem import buffer_address
 
 
@@ -57,9 +58,8 @@ def _addresses(buffers: Sequence[Any], writable: bool) -> Any:
 
 
 def key_extras(words: np.ndarray | None) -> Any:
-    """Key extras (:func:`kvtier.keys.words`) as an ``io.kvtier.key.KeyExtras``."""
-    cls = _jvm.java_class("io.kvtier.key.KeyExtras")
-    return cls.NONE if words is None else cls.of(_jvm.long_array(np.asarray(words, np.int64)))
+    """Key extras (:func:`kvtier.keys.words`) as a Java ``KeyExtras``; None: a plain prompt."""
+    return _bridge.worker.key_extras(words)
 
 
 class Engine:
@@ -67,7 +67,7 @@ class Engine:
 
     Configuration comes from ``KVTIER_CONFIG_FILE``, ``KVTIER_<KEY>`` variables and ``settings``
     (highest priority), with the chunk size taken from ``settings``/the environment. The CPU tier's
-    slabs come from ``allocator`` (an ``io.kvtier.memory.HostAllocator``; default: anonymous
+    slabs come from ``allocator`` (a Java ``HostAllocator``; default: anonymous
     mappings; the vLLM worker passes pinned CUDA memory when the KV cache is on a GPU).
 
     Raises:
@@ -81,39 +81,37 @@ class Engine:
         settings: Mapping[str, Any] | None = None,
         allocator: Any = None,
     ) -> None:
-        config_cls = _jvm.java_class("io.kvtier.config.KvTierConfig")
-        config = config_cls.load(dict(settings or {}))
+        bridge = _bridge.worker
+        config = bridge.load_config(settings or {})
         chunk = int(config.chunkTokens())
-        ns = _jvm.new(
-            "io.kvtier.key.KeyNamespace",
-            layout.model_id,
-            layout.kv_dtype,
-            layout.num_layers,
-            layout.kv_heads_per_rank,
-            layout.head_size,
-            layout.tp_size,
-            layout.tp_rank,
-            chunk,
-            layout.mla,
-            layout.chunk_order,
-            layout.first_layer,
+        ns = bridge.key_namespace(
+            {
+                "model_id": layout.model_id,
+                "kv_dtype": layout.kv_dtype,
+                "num_layers": layout.num_layers,
+                "kv_heads_per_rank": layout.kv_heads_per_rank,
+                "head_size": layout.head_size,
+                "tp_size": layout.tp_size,
+                "tp_rank": layout.tp_rank,
+                "chunk_tokens": chunk,
+                "mla": layout.mla,
+                "chunk_order": layout.chunk_order,
+                "first_layer": layout.first_layer,
+            }
         )
         if allocator is None:
-            allocator = _jvm.java_class("io.kvtier.memory.MmapAllocator").INSTANCE
-        self._engine = _jvm.new(
-            "io.kvtier.engine.KvEngine",
-            config, ns.java, layout.bytes_per_token, allocator, layout.writes_remote,
-        )  # fmt: skip
+            allocator = bridge.mmap_allocator()
+        self._engine = bridge.open_engine(
+            config, ns, layout.bytes_per_token, allocator, layout.writes_remote
+        )
         self.layout = layout
         self.chunk_tokens = chunk
         self.chunk_bytes = int(self._engine.chunkBytes())
-        self._stat_names = [
-            str(n) for n in _jvm.java_class("io.kvtier.engine.KvEngine").statNames()
-        ]
+        self._stat_names = bridge.engine_stat_names()
 
     @property
     def java(self) -> Any:
-        """The raw ``io.kvtier.engine.KvEngine`` behind this object, for passing to Java."""
+        """The raw Java ``KvEngine`` behind this object, for passing to Java."""
         return self._engine.java
 
     def lookup(self, tokens: Sequence[int] | np.ndarray) -> int:

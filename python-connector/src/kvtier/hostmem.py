@@ -11,9 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from kvtier import _jvm
-
-_HOST_MEMORY = "io.kvtier.memory.HostMemory"
+from kvtier import _bridge
 
 
 def buffer_address(buf: Any, *, writable: bool = False) -> tuple[int, int]:
@@ -57,11 +55,7 @@ def copy(src: Any, dst: Any, *, threads: int = 1) -> None:
         raise ValueError(f"source has {n} bytes but destination has {m}")
     if n == 0:
         return
-    mem = _jvm.java_class(_HOST_MEMORY)
-    if threads == 1:
-        mem.copy(src_addr, dst_addr, n)
-    else:
-        mem.copyParallel(src_addr, dst_addr, n, threads)
+    _bridge.worker.copy(src_addr, dst_addr, n, threads)
 
 
 def crc32(buf: Any) -> int:
@@ -69,14 +63,14 @@ def crc32(buf: Any) -> int:
     addr, n = buffer_address(buf)
     if n == 0:
         return 0
-    return int(_jvm.java_class(_HOST_MEMORY).crc32(addr, n))
+    return _bridge.worker.crc32(addr, n)
 
 
 def fill_pattern(buf: Any, seed: int) -> None:
     """Has Java write ``byte[i] = (i * 131 + seed) mod 256`` over the buffer (a test pattern)."""
     addr, n = buffer_address(buf, writable=True)
     if n:
-        _jvm.java_class(_HOST_MEMORY).fillPattern(addr, n, seed)
+        _bridge.worker.fill_pattern(addr, n, seed)
 
 
 def expected_pattern(nbytes: int, seed: int) -> np.ndarray:

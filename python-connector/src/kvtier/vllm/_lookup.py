@@ -2,7 +2,7 @@
 
 vLLM builds the connector in the scheduler process and in each worker process; the stored chunks
 live in the workers' engines. When the two are different processes, each worker serves its
-engine's lookups (:func:`start_server`, Java's ``io.kvtier.engine.LookupServer``) at
+engine's lookups (:func:`start_server`, Java's ``LookupServer``) at
 :func:`socket_path`, and the scheduler's :class:`LookupClient` asks every rank and takes the
 minimum. The wire format is in ``docs/lookup-protocol.md``.
 
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kvtier import _jvm
+from kvtier import _bridge
 from kvtier.errors import KvTierError
 
 if TYPE_CHECKING:
@@ -95,16 +95,14 @@ def socket_path(engine_id: str, rank: int) -> str:
 def start_server(engine: Engine, path: str | os.PathLike[str]) -> Any:
     """Serves ``engine``'s lookups at ``path`` until the returned server's ``close()``.
 
-    Returns the Java ``io.kvtier.engine.LookupServer`` (its methods raise kvtier's exceptions).
+    Returns the Java ``LookupServer`` (its methods raise kvtier's exceptions).
     A missing directory is created with mode 0700; a stale socket file is replaced.
 
     Raises:
         kvtier.JavaIOError: another server answers at ``path``, a non-socket file is there, or
             the socket cannot be bound.
     """
-    java_path = _jvm.java_class("java.nio.file.Path").of(os.fspath(path), [])
-    server_cls = _jvm.java_class("io.kvtier.engine.LookupServer")
-    return _jvm.JavaProxy(server_cls.start(engine.java, java_path))
+    return _bridge.worker.start_lookup_server(engine.java, os.fspath(path))
 
 
 class _ShortRead(OSError):

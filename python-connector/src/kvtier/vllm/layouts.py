@@ -1,6 +1,6 @@
 """Recognises the paged KV cache tensors vLLM registers and describes them as strides.
 
-Every layout kvtier moves is one ``io.kvtier.transfer.PagedLayout``: element ``(kv, block, slot,
+Every layout kvtier moves is one Java ``PagedLayout``: element ``(kv, block, slot,
 head, d)`` of a layer sits at ``kv * kv_stride + block * block_stride + slot * slot_stride + head *
 head_stride + d``. The strides come from ``tensor.stride()``, so a layout's physical order (NHD or
 HND, or one layer of a cross-layer tensor) needs no case of its own; only the logical shapes are
@@ -59,15 +59,23 @@ class KvCacheLayout:
         return self.kind == "mla"
 
     def paged_layout(self) -> Any:
-        """The ``io.kvtier.transfer.PagedLayout`` of one layer."""
-        from kvtier import _jvm
+        """The Java ``PagedLayout`` of one layer (built and checked by the worker bridge)."""
+        from kvtier import _bridge
 
-        return _jvm.new(
-            "io.kvtier.transfer.PagedLayout",
-            self.num_blocks, self.block_size, self.kv_count, self.num_heads, self.head_size,
-            self.element_bytes, self.kv_stride, self.block_stride, self.slot_stride,
-            self.head_stride,
-        ).java  # fmt: skip
+        return _bridge.worker.paged_layout(
+            {
+                "num_blocks": self.num_blocks,
+                "block_size": self.block_size,
+                "kv_count": self.kv_count,
+                "num_heads": self.num_heads,
+                "head_size": self.head_size,
+                "element_bytes": self.element_bytes,
+                "kv_stride": self.kv_stride,
+                "block_stride": self.block_stride,
+                "slot_stride": self.slot_stride,
+                "head_stride": self.head_stride,
+            }
+        )
 
 
 def describe(

@@ -63,7 +63,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kvtier import _jvm, keys
+from kvtier import _bridge, keys
 from kvtier.errors import JavaError
 from kvtier.vllm import request_keys
 from kvtier.vllm import worker as worker_side
@@ -255,7 +255,16 @@ class KVTierScheduler:
     """
 
     def __init__(self, vllm_config: VllmConfig, settings: dict[str, Any]) -> None:
-        config = _jvm.java_class("io.kvtier.config.KvTierConfig").load(settings)
+        """Reads the settings through the scheduler's Java facade, so in a JVM of this process.
+
+        That loader already does the YAML file, ``KVTIER_*`` overrides, validation (unknown keys
+        name the closest known one) and secret redaction; doing it again in Python would copy
+        that logic. With vLLM's in-process executor the worker starts the same JVM anyway.
+
+        Raises:
+            kvtier.JavaValueError: a bad setting (the message names the key and value).
+        """
+        config = _bridge.scheduler.load_config(settings)
         self._chunk_tokens = int(config.chunkTokens())
         self._save_unfull = bool(config.saveUnfullChunk())
         self._save_decode = bool(config.saveDecodeCache())

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kvtier import _jvm
+from kvtier import _bridge, _jvm
 from kvtier.engine import Engine, Layout, key_extras
 from kvtier.vllm._lookup import socket_path, start_server
 from kvtier.vllm.layouts import KvCacheLayout, describe
@@ -94,7 +94,7 @@ class _WorkerRequest:
     brings them; None until one does)."""
     token_count: int = 0
     extras: Any = None
-    """The tokens' key extras as an ``io.kvtier.key.KeyExtras``."""
+    """The tokens' key extras as a Java ``KeyExtras``."""
     blocks: list[int] | None = field(default_factory=list)
     """vLLM's block table for the request as far as the ops told it (None: a gap, so unknown
     until an op replaces it)."""
@@ -124,7 +124,7 @@ class KVTierWorker:
     def __init__(self, vllm_config: VllmConfig, settings: dict[str, Any]) -> None:
         self._vllm_config = vllm_config
         self._settings = settings
-        config = _jvm.java_class("io.kvtier.config.KvTierConfig").load(settings)
+        config = _bridge.worker.load_config(settings)
         self._config = config
         self._layerwise = bool(config.useLayerwise())
         self._chunk_tokens = int(config.chunkTokens())
@@ -189,14 +189,10 @@ class KVTierWorker:
         self._settings = rank_settings(self._settings, self._config, world)
         if layout.device == "cpu":
             self._engine = Engine(engine_layout, self._settings)
-            cache = _jvm.java_class("io.kvtier.transfer.PagedKvCache").ofAddresses(
-                addresses, paged, COPY_THREADS
-            )
+            cache = _bridge.worker.host_kv_cache(addresses, paged, COPY_THREADS)
         else:
             cache = self._open_gpu(layout, engine_layout, addresses, paged)
-        self._worker = _jvm.new(
-            "io.kvtier.engine.KvWorker", self._engine.java, cache, TRANSFER_THREADS
-        )
+        self._worker = _bridge.worker.open_worker(self._engine.java, cache, TRANSFER_THREADS)
         self._server = start_server(self._engine, socket_path(self._engine_id, rank))
         with _LOCAL_LOCK:
             _LOCAL[self._engine_id] = self
@@ -214,14 +210,13 @@ class KVTierWorker:
 
         device = torch.device(layout.device)
         index = device.index if device.index is not None else torch.cuda.current_device()
-        cuda = "io.kvtier.cuda."
-        self._cuda_context = _jvm.java_class(cuda + "CudaContext").primary(index)
-        pinned = _jvm.new(cuda + "PinnedHostAllocator", self._cuda_context).java
+        bridge = _bridge.worker
+        self._cuda_context = bridge.cuda_context(index)
+        pinned = bridge.pinned_allocator(self._cuda_context)
         self._engine = Engine(engine_layout, self._settings, allocator=pinned)
-        mode = _jvm.java_class(cuda + "GpuKvCache$Mode")
-        self._gpu = _jvm.new(
-            cuda + "GpuKvCache", self._cuda_context, addresses, paged, pinned,
-            mode.parse(self._config.gpuSaveMode()), mode.parse(self._config.gpuLoadMode()),
+        self._gpu = bridge.gpu_kv_cache(
+            self._cuda_context, addresses, paged, pinned,
+            str(self._config.gpuSaveMode()), str(self._config.gpuLoadMode()),
         )  # fmt: skip
         return self._gpu.java
 
@@ -630,7 +625,7 @@ class KVTierWorker:
         """The engine's and the worker's counters."""
         if self._engine is None:
             return {}
-        names = [str(n) for n in _jvm.java_class("io.kvtier.engine.KvWorker").statNames()]
+        names = _bridge.worker.worker_stat_names()
         out = self._engine.stats()
         out.update(zip(names, (int(v) for v in self._worker.stats()), strict=True))
         out["preempted_requests"] = self._preempted
