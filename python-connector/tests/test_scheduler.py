@@ -61,19 +61,21 @@ def output(new=(), cached=(), scheduled=None, preempted=()) -> SimpleNamespace:
 
 
 class Lookups:
-    """A scripted lookup answering ``hit`` and recording the pin ids it was asked with."""
+    """A scripted lookup answering ``hit`` (and ``pending``: a remote answer not in yet) and
+    recording the pin ids it was asked with."""
 
-    def __init__(self, hit: tuple[int, int, bool] = (0, 0, False)) -> None:
+    def __init__(self, hit: tuple[int, int, bool] = (0, 0, False), pending: bool = False) -> None:
         self.hit = hit
+        self.pending = pending
         self.pins: list[int] = []
         self.extras: list[np.ndarray | None] = []
 
     def __call__(
         self, pin: int, tokens: np.ndarray, extras: np.ndarray | None
-    ) -> tuple[int, int, bool]:
+    ) -> tuple[int, int, bool, bool]:
         self.pins.append(pin)
         self.extras.append(extras)
-        return self.hit
+        return (*self.hit, self.pending)
 
 
 @pytest.fixture
@@ -150,6 +152,20 @@ def test_save_in_progress_asks_vllm_to_wait_then_gives_up(sched, monkeypatch) ->
     assert sched.get_num_new_matched_tokens(req, 0) == (None, False)
     clock[0] += scheduler_module.STORING_WAIT_S + 0.1
     assert sched.get_num_new_matched_tokens(req, 0) == (CHUNK, False)
+
+
+def test_a_pending_remote_answer_asks_vllm_to_wait_and_unpins(sched) -> None:
+    """A remote store's answer not in yet: None (ask again) with the pin given back, counted;
+    the next step's lookup, answered, plans the load."""
+    sched._lookup = lookups = Lookups((CHUNK, CHUNK, False), pending=True)
+    req = request("p", 3 * CHUNK)
+    assert sched.get_num_new_matched_tokens(req, 0) == (None, False)
+    assert sched.get_num_new_matched_tokens(req, 0) == (None, False)
+    assert sched.remote_pending == 2
+    assert sched._unpin == lookups.pins, "every pin of a pending lookup is given back"
+    lookups.pending = False
+    assert sched.get_num_new_matched_tokens(req, 0) == (CHUNK, False)
+    assert sched.remote_pending == 2
 
 
 @pytest.mark.parametrize(

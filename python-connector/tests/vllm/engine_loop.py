@@ -130,9 +130,12 @@ class Loop:
         max_batched_tokens: int = 256,
         async_scheduling: bool = False,
         settings: dict[str, Any] | None = None,
+        model: Path | None = None,
     ) -> None:
+        """``model``: where the model's config goes (default: under ``tmp_path``); engines given
+        the same one share a key namespace, as two servers of one model do."""
         model = ModelConfig(
-            model=model_dir(tmp_path / "model"),
+            model=model_dir(model or tmp_path / "model"),
             skip_tokenizer_init=True,
             dtype="float32",
             max_model_len=1024,
@@ -284,7 +287,7 @@ class Loop:
         background (the worker still reads it from the CPU tier)."""
         real = self.worker_side.lookup
         if on:
-            self.side._lookup = lambda pin, tokens, extras: (lambda h: (h[0], 0, h[2]))(
+            self.side._lookup = lambda pin, tokens, extras: (lambda h: (h[0], 0, h[2], h[3]))(
                 real(pin, tokens, extras)
             )
         else:

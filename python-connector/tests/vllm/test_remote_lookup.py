@@ -44,7 +44,7 @@ def redis() -> Iterator[tuple[subprocess.Popen[bytes], str]]:
         proc.wait(timeout=30)
 
 
-def test_a_stalled_remote_store_never_delays_a_step(make_loop, redis) -> None:
+def test_a_stalled_remote_store_never_delays_a_step(make_loop, redis, tmp_path) -> None:
     """A prompt's chunks are in Redis only (a second engine, empty local tiers) and Redis stops
     answering (SIGSTOP). The scheduler's steps return while it is stopped, with the request
     waiting ("ask again") rather than computed as a miss; once Redis answers again the request
@@ -52,11 +52,11 @@ def test_a_stalled_remote_store_never_delays_a_step(make_loop, redis) -> None:
     proc, url = redis
     # A lookup that waited on Redis would hold the step for remote_timeout_ms, then miss.
     settings = {"remote_url": url, "remote_timeout_ms": 10_000}
-    first = make_loop(40, settings=settings)
+    first = make_loop(40, settings=settings, model=tmp_path / "model")
     p = prompt(4 * CHUNK + 5, seed=31)
     store(first, "first", p)
     assert first.worker_side._engine.java.tiers().awaitIdle(60_000), "puts to Redis in flight"
-    second = make_loop(40, settings=settings)
+    second = make_loop(40, settings=settings, model=tmp_path / "model")
     assert second.worker_side._engine.lookup(p) == 4 * CHUNK, "connected; the chunks are in Redis"
     proc.send_signal(signal.SIGSTOP)
     try:
