@@ -37,9 +37,12 @@ import java.security.MessageDigest;
 import java.util.HashMap;
 import java.util.Locale;
 import java.util.Map;
+import java.util.concurrent.ArrayBlockingQueue;
 import java.util.concurrent.ExecutorService;
-import java.util.concurrent.Executors;
+import java.util.concurrent.RejectedExecutionException;
+import java.util.concurrent.ThreadPoolExecutor;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.LongAdder;
 
 /**
  * kvtier's cache server: one process that several vLLM instances point {@code remote_url:
@@ -48,8 +51,10 @@ import java.util.concurrent.TimeUnit;
  * <p>Storage is the engine's own: a {@link CpuStore} over a pinned {@link ChunkPool} with eviction
  * under a byte budget, optionally in front of a {@link DiskStore} it spills to. The wire protocol
  * is {@link Protocol}; value bytes go from the socket straight into pool slots and back out of them
- * without further copies. GETs run on a small worker pool (a disk read must not stall the event
- * loop).
+ * without further copies. GETs and EXISTSes run on a small worker pool (a disk read must not stall
+ * the event loop) with a bounded queue ({@link #WORKER_QUEUE}): one that finds it full is answered
+ * at once as misses (GET) or 0 (EXISTS) and counted ({@link #rejectedRequests()}), so a client
+ * never waits on a server that cannot keep up.
  *
  * <p>Start: {@code kvtier-server --port 7070 --memory-gb 8} (see {@link #main} and the README).
  * Binds 127.0.0.1 unless told otherwise; {@code --secret-file} makes every client prove it knows
@@ -72,6 +77,13 @@ public final class CacheServer implements AutoCloseable {
 
   /** Disk writes queued at most; more are dropped and counted. */
   private static final int DISK_QUEUE = 256;
+
+  /**
+   * GETs and EXISTSes waiting for a worker at most; one beyond is refused at once: a GET is
+   * answered with a MISS for every key, an EXISTS with 0, and {@link #rejectedRequests()} counts
+   * it.
+   */
+  static final int WORKER_QUEUE = 1024;
 
   /** Server settings; see {@link #main} for the flags. */
   public record Settings(
@@ -146,6 +158,7 @@ public final class CacheServer implements AutoCloseable {
   private final EventLoopGroup boss;
   private final EventLoopGroup io;
   private final ExecutorService workers;
+  private final LongAdder rejected = new LongAdder();
   private final Channel channel;
 
   /**
@@ -153,9 +166,33 @@ public final class CacheServer implements AutoCloseable {
    *
    * @throws IllegalStateException if the port cannot be bound
    */
+  public CacheServer(Settings settings) throws InterruptedException {
+    this(settings, newWorkers(settings.workerThreads(), WORKER_QUEUE));
+  }
+
+  /**
+   * The worker pool: {@code threads} named daemon threads, at most {@code queue} tasks waiting, a
+   * task beyond refused with {@link RejectedExecutionException}.
+   */
+  static ExecutorService newWorkers(int threads, int queue) {
+    return new ThreadPoolExecutor(
+        threads,
+        threads,
+        0,
+        TimeUnit.MILLISECONDS,
+        new ArrayBlockingQueue<>(queue),
+        DaemonThreads.numbered("kvtier-server-worker-"),
+        new ThreadPoolExecutor.AbortPolicy());
+  }
+
+  /**
+   * Like {@link #CacheServer(Settings)} with the pool that serves GETs and EXISTSes (tests pass a
+   * small one); it must refuse a task it cannot queue ({@link RejectedExecutionException}), and it
+   * is shut down by {@link #close()}.
+   */
   @SuppressWarnings(
       "deprecation") // RCVBUF_ALLOCATOR: Netty 4.2 deprecates it with no successor yet
-  public CacheServer(Settings settings) throws InterruptedException {
+  CacheServer(Settings settings, ExecutorService workers) throws InterruptedException {
     this.settings = settings;
     this.pool =
         new ChunkPool(
@@ -169,9 +206,7 @@ public final class CacheServer implements AutoCloseable {
       pool.close();
       throw e;
     }
-    this.workers =
-        Executors.newFixedThreadPool(
-            settings.workerThreads(), DaemonThreads.numbered("kvtier-server-worker-"));
+    this.workers = workers;
     boolean epoll = Epoll.isAvailable();
     var factory = epoll ? EpollIoHandler.newFactory() : NioIoHandler.newFactory();
     this.boss = new MultiThreadIoEventLoopGroup(1, factory);
@@ -215,6 +250,11 @@ public final class CacheServer implements AutoCloseable {
     return ((java.net.InetSocketAddress) channel.localAddress()).getPort();
   }
 
+  /** GETs and EXISTSes refused because the worker queue was full (answered as misses). */
+  public long rejectedRequests() {
+    return rejected.sum();
+  }
+
   /** The store behind the server (for tests). */
   public TieredStore store() {
     return store;
@@ -256,21 +296,17 @@ public final class CacheServer implements AutoCloseable {
       switch (op) {
         case Protocol.GET -> {
           ChunkKey[] keys = keys(ctx, requestId, payload);
-          if (keys != null) {
-            workers.execute(() -> get(ctx, requestId, keys));
+          if (keys != null && !submit(() -> get(ctx, requestId, keys))) {
+            for (int i = 0; i < keys.length; i++) {
+              miss(ctx, requestId, i);
+            }
+            ctx.flush();
           }
         }
         case Protocol.EXISTS -> {
           ChunkKey[] keys = keys(ctx, requestId, payload);
-          if (keys != null) {
-            workers.execute(
-                () -> {
-                  int n = store.prefixLength(keys);
-                  ByteBuf out = ctx.alloc().buffer(Protocol.HEADER_BYTES + 2);
-                  Protocol.header(out, Protocol.EXISTS_N, requestId, 2);
-                  out.writeShortLE(n);
-                  ctx.writeAndFlush(out);
-                });
+          if (keys != null && !submit(() -> existsN(ctx, requestId, store.prefixLength(keys)))) {
+            existsN(ctx, requestId, 0);
           }
         }
         case Protocol.DELETE -> {
@@ -286,6 +322,33 @@ public final class CacheServer implements AutoCloseable {
         }
         default -> error(ctx, requestId, Protocol.ERR_PROTOCOL, "unexpected op " + op);
       }
+    }
+
+    /**
+     * Hands {@code task} to a worker; false (counted) if the queue is full or the server closing.
+     */
+    private boolean submit(Runnable task) {
+      try {
+        workers.execute(task);
+        return true;
+      } catch (RejectedExecutionException e) {
+        rejected.increment();
+        return false;
+      }
+    }
+
+    private void existsN(ChannelHandlerContext ctx, int requestId, int n) {
+      ByteBuf out = ctx.alloc().buffer(Protocol.HEADER_BYTES + 2);
+      Protocol.header(out, Protocol.EXISTS_N, requestId, 2);
+      out.writeShortLE(n);
+      ctx.writeAndFlush(out);
+    }
+
+    private void miss(ChannelHandlerContext ctx, int requestId, int index) {
+      ByteBuf out = ctx.alloc().buffer(Protocol.HEADER_BYTES + 2);
+      Protocol.header(out, Protocol.MISS, requestId, 2);
+      out.writeShortLE(index);
+      ctx.write(out);
     }
 
     private ChunkKey[] keys(ChannelHandlerContext ctx, int requestId, ByteBuf payload) {
@@ -342,10 +405,7 @@ public final class CacheServer implements AutoCloseable {
           b = null;
         }
         if (b == null) {
-          ByteBuf out = ctx.alloc().buffer(Protocol.HEADER_BYTES + 2);
-          Protocol.header(out, Protocol.MISS, requestId, 2);
-          out.writeShortLE(i);
-          ctx.write(out);
+          miss(ctx, requestId, i);
           continue;
         }
         ByteBuf head = ctx.alloc().buffer(Protocol.HEADER_BYTES + 2);

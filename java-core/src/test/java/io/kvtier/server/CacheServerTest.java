@@ -26,6 +26,10 @@ import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.file.Path;
 import java.time.Duration;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
@@ -214,7 +218,7 @@ class CacheServerTest {
       assertNull(c.get(key(1)));
       CacheServer srv = server(port, 8, null, null);
       try {
-        // The store retries every RECONNECT_SECONDS on its own schedule: nothing to wait on.
+        // The store reconnects with back-off on its own schedule: nothing to wait on.
         Await.until("the client to connect", c::connected);
         put(c, 1);
         assertHolds(c, 1);
@@ -275,6 +279,52 @@ class CacheServerTest {
         assertEquals(
             0, c.pendingRequests(), "requests a silent server never answers are forgotten");
       }
+    }
+  }
+
+  /**
+   * A GET that finds the worker queue full is answered at once with misses (not left to time out)
+   * and counted by the server; the request queued before it is served once a worker is free.
+   */
+  @Test
+  void fullWorkerQueue_answersAGetWithMissesAtOnce_andCountsIt() throws Exception {
+    CountDownLatch busy = new CountDownLatch(1);
+    CountDownLatch free = new CountDownLatch(1);
+    ExecutorService workers = CacheServer.newWorkers(1, 1);
+    workers.execute(
+        () -> {
+          busy.countDown();
+          try {
+            free.await();
+          } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+          }
+        });
+    assertTrue(busy.await(60, TimeUnit.SECONDS));
+    try (CacheServer srv =
+            new CacheServer(
+                new CacheServer.Settings("127.0.0.1", 0, 8L * CHUNK, CHUNK, null, 0, null, 1),
+                workers);
+        ServerStore c =
+            new ServerStore(
+                "kvtier://127.0.0.1:" + srv.port(), 60_000, 64, CHUNK, pool::tryAllocate)) {
+      put(c, 1); // puts are served on the event loop, not by the workers
+      CompletableFuture<Integer> queued = c.prefixLengthAsync(new ChunkKey[] {key(1)});
+      ChunkBuffer[] got =
+          assertTimeoutPreemptively(
+              Duration.ofSeconds(30),
+              () -> c.getBatch(new ChunkKey[] {key(1), key(2)}),
+              "a refused GET is answered, not left to time out");
+      assertNull(got[0], "refused: a miss although the server holds it");
+      assertNull(got[1]);
+      assertEquals(1, srv.rejectedRequests());
+      assertEquals(0L, c.errorCounts().getOrDefault(ErrorKind.TIMEOUT, 0L));
+      assertFalse(queued.isDone(), "the EXISTS waits in the queue");
+      free.countDown();
+      assertEquals(1, queued.get(60, TimeUnit.SECONDS), "served once the worker was free");
+      assertEquals(1, srv.rejectedRequests());
+    } finally {
+      free.countDown();
     }
   }
 }

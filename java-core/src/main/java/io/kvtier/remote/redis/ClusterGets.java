@@ -27,7 +27,10 @@ import java.util.function.Supplier;
  *
  * <p>The slot map is Lettuce's (the cluster client's partitions). A node that no longer serves a
  * slot answers {@code MOVED} (or {@code ASK} while the slot migrates): that GET fails (a counted
- * miss) and the map is reloaded in the background, so later GETs go to the new owner. Thread-safe.
+ * miss) and the map is reloaded in the background, so later GETs go to the new owner. Connecting,
+ * back-off, deadlines, the bound on outstanding replies and the release of late replies are each
+ * node client's own ({@link io.kvtier.wire.PipelinedConnection}); a node that cannot be reached or
+ * refuses a batch fails only its keys. Thread-safe.
  */
 final class ClusterGets implements AutoCloseable {
   private final Supplier<Partitions> partitions;

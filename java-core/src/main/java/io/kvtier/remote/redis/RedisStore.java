@@ -12,6 +12,7 @@ import io.kvtier.store.ErrorTally;
 import io.kvtier.store.InFlight;
 import io.kvtier.store.KvStore;
 import io.kvtier.store.StoreStats;
+import io.kvtier.wire.RejectedRequestException;
 import io.lettuce.core.ClientOptions;
 import io.lettuce.core.RedisClient;
 import io.lettuce.core.RedisFuture;
@@ -438,6 +439,10 @@ public final class RedisStore implements KvStore {
     if (e != null && ClusterGets.redirected(e)) {
       return ErrorKind.MOVED;
     }
+    if (e instanceof RejectedRequestException r
+        && r.reason() == RejectedRequestException.Reason.BACKLOG) {
+      return ErrorKind.BACKLOG;
+    }
     if (name.contains("Timeout")) {
       return ErrorKind.TIMEOUT;
     }
@@ -604,7 +609,13 @@ public final class RedisStore implements KvStore {
       }
     } catch (IOException | RuntimeException e) {
       inFlightReads.addAndGet(-chunkKeys.length);
-      errors.record(ErrorKind.UNAVAILABLE, "get from " + redacted() + " failed", e);
+      errors.record(
+          e instanceof RejectedRequestException r
+                  && r.reason() == RejectedRequestException.Reason.BACKLOG
+              ? ErrorKind.BACKLOG
+              : ErrorKind.UNAVAILABLE,
+          "get from " + redacted() + " failed",
+          e);
       misses.add(chunkKeys.length);
       return out;
     }

@@ -1,23 +1,24 @@
 package io.kvtier.remote.redis;
 
 import io.kvtier.memory.ChunkBuffer;
+import io.kvtier.wire.InFlightRequests;
+import io.kvtier.wire.PipelinedConnection;
+import io.kvtier.wire.RejectedRequestException;
+import io.kvtier.wire.Request;
 import io.kvtier.wire.SlotReceiveAllocator;
 import io.kvtier.wire.ValueSink;
 import io.netty.buffer.ByteBuf;
-import io.netty.channel.Channel;
 import io.netty.channel.ChannelHandlerContext;
 import io.netty.channel.ChannelInboundHandlerAdapter;
 import io.netty.channel.EventLoopGroup;
 import io.netty.channel.MultiThreadIoEventLoopGroup;
 import io.netty.channel.nio.NioIoHandler;
+import io.netty.channel.socket.SocketChannel;
 import java.io.IOException;
 import java.net.InetSocketAddress;
 import java.nio.charset.StandardCharsets;
-import java.util.ArrayList;
 import java.util.List;
-import java.util.Queue;
 import java.util.concurrent.CompletableFuture;
-import java.util.concurrent.ConcurrentLinkedQueue;
 import java.util.concurrent.TimeUnit;
 import java.util.function.LongFunction;
 import java.util.function.LongSupplier;
@@ -30,27 +31,17 @@ import java.util.function.Supplier;
  * RedisStore} uses, gathers a whole reply in a growing buffer and then hands it to the codec, which
  * copies it again.
  *
- * <p>One connection, opened on first use and again after it drops (after a slow failure, not again
- * for {@link #RETRY_NANOS}); {@code AUTH} and {@code SELECT} are sent first when the URL asks for
- * them. Errors (connection lost, {@code -ERR} replies, bytes that are not RESP) fail the affected
- * futures; garbage closes the connection. A value that finds no buffer (the allocator answers null)
- * is read past and answered as a miss. Thread-safe.
+ * <p>The connection is a {@link PipelinedConnection} (replies in order): opened by the first GET
+ * and again by the GET after it drops; after an attempt that failed slowly, GETs fail at once for
+ * {@link #RETRY_NANOS}, doubling up to {@link #MAX_RETRY_NANOS} while attempts keep failing slowly.
+ * {@code AUTH} and {@code SELECT} are its handshake when the URL asks for them. A batch of GETs is
+ * one request: it times out after {@code timeoutMillis} and its late values are released, at most
+ * {@link #MAX_OUTSTANDING_REPLIES} replies are outstanding, and it fails when the connection does.
+ * This class only encodes GETs and decodes RESP: errors ({@code -ERR} replies, bytes that are not
+ * RESP) fail the affected futures; garbage closes the connection. A value that finds no buffer (the
+ * allocator answers null) is read past and answered as a miss. Thread-safe.
  */
 final class RespGetClient implements AutoCloseable {
-  private final Supplier<InetSocketAddress> server;
-  private final List<byte[][]> handshake;
-  private final long timeoutMillis;
-  private final LongFunction<ChunkBuffer> buffers;
-  private final EventLoopGroup group;
-  private final boolean ownsGroup;
-  private final Object writeLock = new Object();
-  private final LongSupplier nanoClock;
-
-  /** A connection and the decoder of its replies: commands and futures always go in pairs. */
-  private record Conn(Channel channel, Decoder decoder) {}
-
-  private volatile Conn conn;
-
   /**
    * After a connection attempt that failed slowly (at least {@link #SLOW_ATTEMPT_NANOS}: a connect
    * timeout, a sentinel that does not answer), GETs fail at once for this long instead of trying
@@ -59,10 +50,28 @@ final class RespGetClient implements AutoCloseable {
    */
   static final long RETRY_NANOS = TimeUnit.SECONDS.toNanos(1);
 
+  /** Longest wait after repeated slow failures, in nanoseconds. */
+  static final long MAX_RETRY_NANOS = TimeUnit.SECONDS.toNanos(30);
+
+  /** A failed attempt that took at least this long (nanoseconds) starts a back-off. */
   static final long SLOW_ATTEMPT_NANOS = TimeUnit.MILLISECONDS.toNanos(100);
 
-  private IOException lastFailure; // the last attempt's error, while it is recent; guarded by this
-  private long lastFailureNanos;
+  /**
+   * GET replies outstanding on the connection at most; beyond, a batch is refused ({@link
+   * RejectedRequestException.Reason#BACKLOG}). Timed-out GETs keep their place until their replies
+   * arrive (replies come in order), so on a stalled server this is what bounds the replies piling
+   * up: {@code RedisStore}'s own count of reads ends with each read's deadline.
+   */
+  static final int MAX_OUTSTANDING_REPLIES = RedisStore.MAX_IN_FLIGHT_READS;
+
+  private static final byte[] GET = "GET".getBytes(StandardCharsets.US_ASCII);
+
+  private final List<byte[][]> handshake;
+  private final long timeoutMillis;
+  private final LongFunction<ChunkBuffer> buffers;
+  private final EventLoopGroup group;
+  private final boolean ownsGroup;
+  private final PipelinedConnection connection;
 
   /**
    * @param handshake commands sent on each new connection before any GET (e.g. {@code AUTH}, {@code
@@ -112,13 +121,25 @@ final class RespGetClient implements AutoCloseable {
       LongFunction<ChunkBuffer> buffers,
       EventLoopGroup group,
       LongSupplier nanoClock) {
-    this.nanoClock = nanoClock;
-    this.server = server;
     this.handshake = List.copyOf(handshake);
     this.timeoutMillis = timeoutMillis;
     this.buffers = buffers;
     this.ownsGroup = group == null;
     this.group = ownsGroup ? newGroup(1) : group;
+    this.connection =
+        new PipelinedConnection(
+            server,
+            this.group,
+            new PipelinedConnection.Settings(
+                InFlightRequests.ReplyOrder.IN_ORDER,
+                timeoutMillis,
+                timeoutMillis,
+                MAX_OUTSTANDING_REPLIES,
+                RETRY_NANOS,
+                MAX_RETRY_NANOS,
+                SLOW_ATTEMPT_NANOS),
+            new Resp(),
+            nanoClock);
   }
 
   /** Event loops for RESP GET clients ({@code kvtier-redis-get} threads). */
@@ -130,115 +151,58 @@ final class RespGetClient implements AutoCloseable {
   /**
    * Sends {@code GET key} for every key in one write and returns the replies in order: a buffer the
    * caller owns, or null for a key that does not exist. A future completes exceptionally when the
-   * server answers an error or the connection fails.
+   * server answers an error, the connection fails, or no reply came within {@code timeoutMillis}
+   * ({@link java.util.concurrent.TimeoutException}; a value that comes later is released). Does not
+   * block beyond connecting.
    *
+   * @throws RejectedRequestException if too many replies are outstanding ({@link
+   *     RejectedRequestException.Reason#BACKLOG}) or the client is closed
    * @throws IOException if no connection can be opened
    */
   List<CompletableFuture<ChunkBuffer>> get(byte[][] keys) throws IOException {
-    Conn c = connection();
-    Channel ch = c.channel();
-    List<CompletableFuture<ChunkBuffer>> out = new ArrayList<>(keys.length);
-    ByteBuf cmds = ch.alloc().buffer(keys.length * 64);
-    byte[] get = "GET".getBytes(StandardCharsets.US_ASCII);
-    synchronized (writeLock) { // replies come back in the order the commands are queued
-      for (byte[] key : keys) {
-        writeCommand(cmds, get, key);
-        CompletableFuture<ChunkBuffer> f = new CompletableFuture<>();
-        c.decoder().pending.add(f);
-        out.add(f);
-      }
-      ch.writeAndFlush(cmds);
+    if (keys.length == 0) {
+      return List.of();
     }
-    if (!ch.isActive()) { // closed while queuing: nothing will answer these
-      c.decoder().failPending(new IOException("connection to " + c.decoder().where + " closed"));
-    }
-    return out;
+    connection.ensureConnected();
+    Request<ChunkBuffer> r = new Request<>(ChunkBuffer.class, keys.length);
+    connection.send(
+        r,
+        timeoutMillis,
+        (alloc, id) -> {
+          ByteBuf cmds = alloc.buffer(keys.length * 64);
+          for (byte[] key : keys) {
+            writeCommand(cmds, GET, key);
+          }
+          return cmds;
+        });
+    return r.replies();
   }
 
-  private Conn connection() throws IOException {
-    Conn c = conn;
-    if (c != null && c.channel().isActive()) {
-      return c;
+  /** The RESP side of the connection: the handshake and the reply decoder. */
+  private final class Resp implements PipelinedConnection.Handler {
+    @Override
+    public SlotReceiveAllocator.SlotReceiver initChannel(
+        SocketChannel ch, InFlightRequests requests) {
+      Decoder d = new Decoder(requests);
+      ch.pipeline().addLast(d);
+      return d;
     }
-    synchronized (this) {
-      c = conn;
-      if (c != null && c.channel().isActive()) {
-        return c;
-      }
-      long now = nanoClock.getAsLong();
-      if (lastFailure != null && now - lastFailureNanos < RETRY_NANOS) {
-        throw new IOException(
-            "not connected (last attempt "
-                + (now - lastFailureNanos) / 1_000_000
-                + " ms ago: "
-                + lastFailure.getMessage()
-                + ")",
-            lastFailure);
-      }
-      try {
-        c = connect();
-      } catch (IOException e) {
-        long end = nanoClock.getAsLong();
-        if (end - now >= SLOW_ATTEMPT_NANOS) { // a timeout, not a refusal: do not pay it again soon
-          lastFailure = e;
-          lastFailureNanos = end;
-        }
-        throw e;
-      }
-      lastFailure = null;
-      conn = c;
-      return c;
-    }
-  }
 
-  private Conn connect() throws IOException {
-    InetSocketAddress address;
-    try {
-      address = server.get();
-    } catch (RuntimeException e) {
-      throw new IOException("cannot find the server: " + e.getMessage(), e);
-    }
-    String host = address.getHostString();
-    int port = address.getPort();
-    Decoder d = new Decoder(host + ":" + port);
-    Channel ch;
-    try {
-      ch =
-          SlotReceiveAllocator.client(
-                  group,
-                  timeoutMillis,
-                  c -> {
-                    c.pipeline().addLast(d);
-                    return d;
-                  })
-              .connect(host, port)
-              .sync()
-              .channel();
-    } catch (InterruptedException e) {
-      Thread.currentThread().interrupt();
-      throw new IOException("interrupted while connecting to " + host + ":" + port, e);
-    } catch (RuntimeException e) {
-      throw new IOException("cannot connect to " + host + ":" + port + ": " + e.getMessage(), e);
-    }
-    List<CompletableFuture<ChunkBuffer>> replies = new ArrayList<>();
-    ByteBuf cmds = ch.alloc().buffer();
-    for (byte[][] args : handshake) {
-      writeCommand(cmds, args);
-      CompletableFuture<ChunkBuffer> f = new CompletableFuture<>();
-      d.pending.add(f);
-      replies.add(f);
-    }
-    ch.writeAndFlush(cmds);
-    try {
-      for (CompletableFuture<ChunkBuffer> f : replies) {
-        f.get(timeoutMillis, TimeUnit.MILLISECONDS);
+    @Override
+    public PipelinedConnection.Handshake handshake() {
+      if (handshake.isEmpty()) {
+        return null;
       }
-    } catch (Exception e) {
-      ch.close();
-      Throwable cause = e instanceof java.util.concurrent.ExecutionException ? e.getCause() : e;
-      throw new IOException("handshake with " + host + ":" + port + " failed: " + cause, cause);
+      return new PipelinedConnection.Handshake(
+          new Request<>(ChunkBuffer.class, handshake.size()),
+          (alloc, id) -> {
+            ByteBuf cmds = alloc.buffer();
+            for (byte[][] args : handshake) {
+              writeCommand(cmds, args);
+            }
+            return cmds;
+          });
     }
-    return new Conn(ch, d);
   }
 
   /** Writes one RESP array of bulk strings. */
@@ -252,18 +216,21 @@ final class RespGetClient implements AutoCloseable {
     }
   }
 
+  /**
+   * Fails what is pending, closes the connection, and stops the event loops if they are its own.
+   */
   @Override
   public void close() {
-    Conn c = conn;
-    if (c != null) {
-      c.channel().close().awaitUninterruptibly(1, TimeUnit.SECONDS);
-    }
+    connection.close();
     if (ownsGroup) {
       group.shutdownGracefully(0, 1, TimeUnit.SECONDS).awaitUninterruptibly(2, TimeUnit.SECONDS);
     }
   }
 
-  /** RESP2 replies, one per queued future, values read into pinned buffers. */
+  /**
+   * RESP2 replies, matched in order to the parts of the oldest request, values read into pinned
+   * buffers. Confined to the channel's event loop.
+   */
   private final class Decoder extends ChannelInboundHandlerAdapter
       implements SlotReceiveAllocator.SlotReceiver {
     private static final int LINE = 0;
@@ -272,16 +239,15 @@ final class RespGetClient implements AutoCloseable {
     private static final int FAILED = 3;
     private static final int MAX_LINE = 4096;
 
-    final Queue<CompletableFuture<ChunkBuffer>> pending = new ConcurrentLinkedQueue<>();
+    private final InFlightRequests requests;
     private int state = LINE;
     private final byte[] line = new byte[MAX_LINE];
     private int lineLength;
     private final ValueSink value = new ValueSink(); // discards a value that found no buffer
-    final String where; // host:port, for messages
     private int endBytes;
 
-    Decoder(String where) {
-      this.where = where;
+    Decoder(InFlightRequests requests) {
+      this.requests = requests;
     }
 
     @Override
@@ -367,45 +333,47 @@ final class RespGetClient implements AutoCloseable {
         }
         case '+', ':' -> complete(null);
         case '-' -> {
-          CompletableFuture<ChunkBuffer> f = next();
-          f.completeExceptionally(new IOException("server error: " + rest));
+          Request<?> r = next();
+          requests.answerError(r, r.nextPart(), new IOException("server error: " + rest));
         }
         default -> throw new IOException("not a RESP reply: " + printable(line, n));
       }
     }
 
-    private void startValue(long length) {
-      value.start(buffers.apply(length), length); // no buffer: read past it, answer a miss
+    private void startValue(long length) throws IOException {
+      next(); // a value with no command to answer is garbage
+      // Received even when its request timed out (released when it is complete); read past when
+      // it finds no buffer (then a miss).
+      value.start(buffers.apply(length), length);
       state = length == 0 ? BODY_END : BODY;
     }
 
-    private CompletableFuture<ChunkBuffer> next() throws IOException {
-      CompletableFuture<ChunkBuffer> f = pending.poll();
-      if (f == null) {
+    /** The request the next reply answers. */
+    private Request<?> next() throws IOException {
+      Request<?> r = requests.oldest();
+      if (r == null) {
         throw new IOException("a reply to no command");
       }
-      return f;
+      return r;
     }
 
     private void complete(ChunkBuffer buffer) throws IOException {
-      CompletableFuture<ChunkBuffer> f;
+      Request<?> r;
       try {
-        f = next();
+        r = next();
       } catch (IOException e) {
         if (buffer != null) {
           buffer.release();
         }
         throw e;
       }
-      if (!f.complete(buffer) && buffer != null) {
-        buffer.release(); // cannot happen: only this decoder completes with a value
-      }
+      requests.answer(r, r.nextPart(), buffer); // released there if the part ended meanwhile
     }
 
     @Override
     public void channelInactive(ChannelHandlerContext ctx) {
       state = FAILED;
-      failAll(new IOException("connection to " + where + " closed"));
+      value.release(); // the pending requests fail with the connection
       ctx.fireChannelInactive();
     }
 
@@ -416,17 +384,10 @@ final class RespGetClient implements AutoCloseable {
       ctx.close();
     }
 
-    /** On the event loop: drops the value being received and fails every pending command. */
+    /** Drops the value being received and fails every pending request with {@code e}. */
     private void failAll(IOException e) {
       value.release();
-      failPending(e);
-    }
-
-    /** Fails every pending command; any thread. */
-    void failPending(IOException e) {
-      for (CompletableFuture<ChunkBuffer> f; (f = pending.poll()) != null; ) {
-        f.completeExceptionally(e);
-      }
+      requests.close(e);
     }
   }
 

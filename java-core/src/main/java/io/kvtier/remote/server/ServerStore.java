@@ -14,47 +14,60 @@ import io.kvtier.store.KvStore;
 import io.kvtier.store.StoreCounters;
 import io.kvtier.store.StoreStats;
 import io.kvtier.wire.FrameDecoder;
+import io.kvtier.wire.InFlightRequests;
+import io.kvtier.wire.PipelinedConnection;
 import io.kvtier.wire.Protocol;
+import io.kvtier.wire.RejectedRequestException;
+import io.kvtier.wire.Request;
 import io.kvtier.wire.SlotReceiveAllocator;
 import io.netty.buffer.ByteBuf;
+import io.netty.buffer.ByteBufAllocator;
 import io.netty.buffer.Unpooled;
-import io.netty.channel.Channel;
 import io.netty.channel.ChannelHandlerContext;
 import io.netty.channel.ChannelInboundHandlerAdapter;
 import io.netty.channel.EventLoopGroup;
 import io.netty.channel.MultiThreadIoEventLoopGroup;
 import io.netty.channel.nio.NioIoHandler;
+import io.netty.channel.socket.SocketChannel;
+import java.net.InetSocketAddress;
 import java.net.URI;
 import java.nio.charset.StandardCharsets;
 import java.util.Map;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CompletionException;
-import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ExecutionException;
-import java.util.concurrent.Executors;
-import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.TimeUnit;
-import java.util.concurrent.TimeoutException;
-import java.util.concurrent.atomic.AtomicInteger;
 import java.util.function.LongFunction;
 
 /**
  * The remote tier on kvtier's own {@link CacheServer}: {@code remote_url: kvtier://[:secret@]host:
  * port}.
  *
- * <p>One connection; requests are pipelined and matched to replies by id. Value bytes are read from
- * the socket straight into pinned buffers from the injected allocator and written from pinned
- * buffers without copies. Like {@code RedisStore}: puts never block (bounded in flight, drops
- * counted), reads wait at most {@code timeoutMillis} and late replies are released on arrival, and
- * a server that is absent, dies, stalls or speaks garbage turns into misses and dropped puts,
- * counted by kind. The store reconnects by itself every {@link #RECONNECT_SECONDS} while the server
- * is away.
+ * <p>One {@link PipelinedConnection} (replies matched by request id); this class encodes requests
+ * and decodes replies. Value bytes are read from the socket straight into pinned buffers from the
+ * injected allocator and written from pinned buffers without copies. Like {@code RedisStore}: puts
+ * never block (bounded in flight, drops counted), reads wait at most {@code timeoutMillis} (the
+ * request's deadline; a value that comes later is released on arrival), at most {@link
+ * #MAX_OUTSTANDING_REPLIES} replies are outstanding (more is refused and counted as {@link
+ * ErrorKind#BACKLOG}), and a server that is absent, dies, stalls or speaks garbage turns into
+ * misses and dropped puts, counted by kind. The store reconnects by itself in the background while
+ * the server is away, {@link #FIRST_RECONNECT_MILLIS} after losing it, then backing off to {@link
+ * #MAX_RECONNECT_MILLIS}.
  *
  * <p>Thread-safe.
  */
 public final class ServerStore implements KvStore {
-  /** Seconds between connection attempts while the server is unreachable. */
-  public static final long RECONNECT_SECONDS = 2;
+  /** Delay before the first reconnection attempt after the server went away, in milliseconds. */
+  public static final long FIRST_RECONNECT_MILLIS = 100;
+
+  /** Longest delay between two connection attempts while the server is away, in milliseconds. */
+  public static final long MAX_RECONNECT_MILLIS = 2000;
+
+  /**
+   * Replies outstanding on the connection at most (a GET of n keys expects n); a request beyond is
+   * refused as a miss, a dropped put or 0, and counted as {@link ErrorKind#BACKLOG}.
+   */
+  public static final int MAX_OUTSTANDING_REPLIES = 1 << 16;
 
   private static final System.Logger LOG = System.getLogger(ServerStore.class.getName());
 
@@ -66,18 +79,18 @@ public final class ServerStore implements KvStore {
   private final LongFunction<ChunkBuffer> buffers;
   private final long maxValueBytes;
   private final EventLoopGroup group =
-      new MultiThreadIoEventLoopGroup(1, NioIoHandler.newFactory());
-  private final ScheduledExecutorService reconnector;
+      new MultiThreadIoEventLoopGroup(
+          1, DaemonThreads.named("kvtier-server-client"), NioIoHandler.newFactory());
+  private final PipelinedConnection connection;
   private final ErrorTally errors = new ErrorTally(LOG, "remote tier (kvtier server)");
   private final StoreCounters counters = new StoreCounters();
-  private final AtomicInteger nextId = new AtomicInteger(1);
   private final InFlight inFlightPuts = new InFlight();
-  private final Map<Integer, Object> pending = new ConcurrentHashMap<>(); // id -> futures
-  private volatile Channel channel; // null while disconnected
   private volatile boolean closed;
 
   /**
-   * Connects to the server in {@code url}; if it does not answer, starts anyway and retries.
+   * Connects to the server in {@code url}, waiting for the first attempt (at most about twice
+   * {@code timeoutMillis}); if it does not answer, starts anyway and keeps trying in the
+   * background.
    *
    * @param maxValueBytes largest value accepted from the server (the allocator's slot size)
    * @throws ConfigException if the URL is not {@code kvtier://host:port}
@@ -111,64 +124,32 @@ public final class ServerStore implements KvStore {
     this.queueBound = checkPositive(queueBound, "queueBound");
     this.maxValueBytes = checkPositive(maxValueBytes, "maxValueBytes");
     this.buffers = buffers;
-    this.reconnector =
-        Executors.newSingleThreadScheduledExecutor(DaemonThreads.named("kvtier-server-connect"));
-    tryConnect();
-    reconnector.scheduleWithFixedDelay(
-        () -> {
-          if (channel == null && !closed) {
-            tryConnect();
-          }
-        },
-        RECONNECT_SECONDS,
-        RECONNECT_SECONDS,
-        TimeUnit.SECONDS);
-  }
-
-  private void tryConnect() {
+    this.connection =
+        new PipelinedConnection(
+            () -> InetSocketAddress.createUnresolved(host, port),
+            group,
+            new PipelinedConnection.Settings(
+                InFlightRequests.ReplyOrder.BY_ID,
+                timeoutMillis,
+                timeoutMillis,
+                MAX_OUTSTANDING_REPLIES,
+                TimeUnit.MILLISECONDS.toNanos(FIRST_RECONNECT_MILLIS),
+                TimeUnit.MILLISECONDS.toNanos(MAX_RECONNECT_MILLIS),
+                TimeUnit.MILLISECONDS.toNanos(FIRST_RECONNECT_MILLIS)),
+            new Kvtier(),
+            System::nanoTime);
     try {
-      ClientHandler handler = new ClientHandler();
-      Channel ch =
-          SlotReceiveAllocator.client(
-                  group,
-                  timeoutMillis,
-                  c -> {
-                    FrameDecoder decoder = new FrameDecoder(handler, maxValueBytes);
-                    c.pipeline().addLast(decoder, handler);
-                    return decoder;
-                  })
-              .connect(host, port)
-              .sync()
-              .channel();
-      int id = nextId.getAndIncrement();
-      CompletableFuture<Integer> hello = new CompletableFuture<>();
-      pending.put(id, hello);
-      ByteBuf out = ch.alloc().buffer();
-      Protocol.header(out, Protocol.HELLO, id, 8 + secret.length);
-      out.writeIntLE(Protocol.MAGIC);
-      out.writeShortLE(Protocol.VERSION);
-      out.writeShortLE(secret.length);
-      out.writeBytes(secret);
-      ch.writeAndFlush(out);
-      hello.get(timeoutMillis, TimeUnit.MILLISECONDS);
-      channel = ch;
-      LOG.log(
-          System.Logger.Level.INFO, "remote tier connected to kvtier server " + host + ":" + port);
+      connection.connectInBackground().get(2 * timeoutMillis + 1000, TimeUnit.MILLISECONDS);
     } catch (InterruptedException e) {
       Thread.currentThread().interrupt();
-    } catch (Exception e) {
-      Throwable cause = e instanceof ExecutionException ? e.getCause() : e;
-      errors.record(
-          ErrorKind.UNAVAILABLE,
-          "cannot connect to kvtier server " + host + ":" + port + " (" + cause + ")",
-          null);
+    } catch (ExecutionException | java.util.concurrent.TimeoutException e) {
+      // counted by connectFailed, or still under way: the background attempts go on
     }
   }
 
   /** Whether requests can be sent now. */
   public boolean connected() {
-    Channel c = channel;
-    return c != null && c.isActive();
+    return connection.isConnected();
   }
 
   @Override
@@ -195,35 +176,52 @@ public final class ServerStore implements KvStore {
   @Override
   public CompletableFuture<Integer> prefixLengthAsync(ChunkKey[] keys) {
     checkOpen();
-    Channel ch = channel;
-    if (ch == null || keys.length == 0) {
+    if (keys.length == 0) {
       return CompletableFuture.completedFuture(0);
     }
-    int id = nextId.getAndIncrement();
-    CompletableFuture<Integer> reply = new CompletableFuture<>();
-    pending.put(id, reply);
-    ch.writeAndFlush(keyList(ch, Protocol.EXISTS, id, keys));
-    return reply
-        .orTimeout(timeoutMillis, TimeUnit.MILLISECONDS)
+    Request<Integer> r = new Request<>(Integer.class, 1);
+    if (!send(r, timeoutMillis, (alloc, id) -> keyList(alloc, Protocol.EXISTS, id, keys))) {
+      return CompletableFuture.completedFuture(0);
+    }
+    return r.reply(0)
         .handle(
             (n, err) -> {
               if (err == null) {
                 return n;
               }
-              pending.remove(id);
-              Throwable cause = err instanceof CompletionException ? err.getCause() : err;
-              if (cause instanceof TimeoutException) {
-                errors.record(
-                    ErrorKind.TIMEOUT, "EXISTS took longer than " + timeoutMillis + " ms", null);
-              } else {
-                errors.record(ErrorKind.REMOTE_FAILED, "EXISTS failed: " + cause, null);
-              }
+              recordFailure("EXISTS", err);
               return 0;
             });
   }
 
-  private static ByteBuf keyList(Channel ch, byte op, int id, ChunkKey[] keys) {
-    ByteBuf out = ch.alloc().buffer(Protocol.HEADER_BYTES + 2 + keys.length * Protocol.KEY_BYTES);
+  /**
+   * Sends {@code r}; false if it was refused (a refusal for want of room is counted as {@link
+   * ErrorKind#BACKLOG}; one while disconnected is not: the loss was counted).
+   */
+  private boolean send(Request<?> r, long deadlineMillis, PipelinedConnection.Encoder encoder) {
+    try {
+      connection.send(r, deadlineMillis, encoder);
+      return true;
+    } catch (RejectedRequestException e) {
+      if (e.reason() == RejectedRequestException.Reason.BACKLOG) {
+        errors.record(ErrorKind.BACKLOG, e.getMessage(), null);
+      }
+      return false;
+    }
+  }
+
+  /** Counts a request's failure by its kind. */
+  private void recordFailure(String what, Throwable err) {
+    Throwable cause = err instanceof CompletionException ? err.getCause() : err;
+    if (cause instanceof java.util.concurrent.TimeoutException) {
+      errors.record(ErrorKind.TIMEOUT, what + " took longer than " + timeoutMillis + " ms", null);
+    } else {
+      errors.record(ErrorKind.REMOTE_FAILED, what + " failed: " + cause, null);
+    }
+  }
+
+  private static ByteBuf keyList(ByteBufAllocator alloc, byte op, int id, ChunkKey[] keys) {
+    ByteBuf out = alloc.buffer(Protocol.HEADER_BYTES + 2 + keys.length * Protocol.KEY_BYTES);
     Protocol.header(out, op, id, 2 + (long) keys.length * Protocol.KEY_BYTES);
     out.writeShortLE(keys.length);
     for (ChunkKey k : keys) {
@@ -232,25 +230,27 @@ public final class ServerStore implements KvStore {
     return out;
   }
 
-  private <T> T await(CompletableFuture<T> f, int id, String what) {
+  /**
+   * The reply's value, or null (counted) if it failed or timed out; the deadline bounds the wait.
+   */
+  private <T> T await(CompletableFuture<T> f, String what) {
     try {
-      return f.get(timeoutMillis, TimeUnit.MILLISECONDS);
-    } catch (TimeoutException e) {
-      errors.record(ErrorKind.TIMEOUT, what + " took longer than " + timeoutMillis + " ms", null);
+      return f.get();
     } catch (ExecutionException e) {
-      errors.record(ErrorKind.REMOTE_FAILED, what + " failed: " + e.getCause(), null);
+      recordFailure(what, e.getCause());
     } catch (InterruptedException e) {
       Thread.currentThread().interrupt();
+      if (!f.cancel(false) && !f.isCompletedExceptionally() && f.join() instanceof ChunkBuffer b) {
+        b.release(); // it came just now: nobody takes it
+      }
     }
-    pending.remove(id);
     return null;
   }
 
   @Override
   public boolean put(ChunkKey key, ChunkBuffer chunk) {
     checkOpen();
-    Channel ch = channel;
-    if (ch == null) {
+    if (!connection.isConnected()) {
       counters.droppedPuts.increment();
       return false;
     }
@@ -259,40 +259,52 @@ public final class ServerStore implements KvStore {
       counters.droppedPuts.increment();
       return false;
     }
-    chunk.retain();
-    int id = nextId.getAndIncrement();
-    CompletableFuture<Byte> done = new CompletableFuture<>();
-    pending.put(id, done);
-    CompletableFuture<Void> counted =
-        done.handle(
-            (status, err) -> {
-              if (err != null || status == null || status == Protocol.DROPPED) {
-                counters.droppedPuts.increment();
-              } else if (status == Protocol.DUPLICATE) {
-                counters.duplicatePuts.increment();
-              } else {
-                counters.puts.increment();
-              }
-              return null;
-            });
+    Request<Byte> r = new Request<>(Byte.class, 1);
+    io.netty.channel.ChannelFuture written;
+    try {
+      // No deadline: a put ends with its PUT_DONE or with the connection (bounded by queueBound).
+      written =
+          connection.send(
+              r,
+              0,
+              (alloc, id) -> {
+                ByteBuf head = alloc.buffer(Protocol.HEADER_BYTES + Protocol.KEY_BYTES);
+                Protocol.header(head, Protocol.PUT, id, Protocol.KEY_BYTES + chunk.length());
+                Protocol.key(head, key);
+                chunk.retain(); // released once the socket has the bytes (or the write failed)
+                return Unpooled.wrappedBuffer(
+                    head, Unpooled.wrappedBuffer(chunk.segment().asByteBuffer()));
+              });
+    } catch (RejectedRequestException e) {
+      if (e.reason() == RejectedRequestException.Reason.BACKLOG) {
+        errors.record(ErrorKind.BACKLOG, e.getMessage(), null);
+      }
+      inFlightPuts.decrement();
+      counters.droppedPuts.increment();
+      return false;
+    }
     CompletableFuture<Void> released = new CompletableFuture<>();
+    written.addListener(
+        f -> {
+          chunk.release();
+          released.complete(null);
+        });
+    CompletableFuture<Void> counted =
+        r.reply(0)
+            .handle(
+                (status, err) -> {
+                  if (err != null || status == null || status == Protocol.DROPPED) {
+                    counters.droppedPuts.increment();
+                  } else if (status == Protocol.DUPLICATE) {
+                    counters.duplicatePuts.increment();
+                  } else {
+                    counters.puts.increment();
+                  }
+                  return null;
+                });
     // Last, once the outcome is counted and the chunk released (the reply may be read before the
     // write's listener runs): awaitIdle then sees both.
     CompletableFuture.allOf(counted, released).whenComplete((v, e) -> inFlightPuts.decrement());
-    ByteBuf head = ch.alloc().buffer(Protocol.HEADER_BYTES + Protocol.KEY_BYTES);
-    Protocol.header(head, Protocol.PUT, id, Protocol.KEY_BYTES + chunk.length());
-    Protocol.key(head, key);
-    ch.writeAndFlush(
-            Unpooled.wrappedBuffer(head, Unpooled.wrappedBuffer(chunk.segment().asByteBuffer())))
-        .addListener(
-            f -> {
-              chunk.release(); // the socket has the bytes (or the write failed)
-              released.complete(null);
-              if (!f.isSuccess()) {
-                pending.remove(id);
-                done.completeExceptionally(f.cause());
-              }
-            });
     return true;
   }
 
@@ -301,56 +313,41 @@ public final class ServerStore implements KvStore {
     return getBatch(new ChunkKey[] {key})[0];
   }
 
+  /**
+   * One {@code GET} of every key; waits for the replies at most {@code timeoutMillis} (the
+   * request's deadline). A key whose value did not come in time is a miss (counted), and its value,
+   * should it come later, is released.
+   */
   @Override
-  @SuppressWarnings({"unchecked", "rawtypes"}) // an array of futures
   public ChunkBuffer[] getBatch(ChunkKey[] keys) {
     checkOpen();
     ChunkBuffer[] out = new ChunkBuffer[keys.length];
-    Channel ch = channel;
-    if (ch == null || keys.length == 0) {
+    if (keys.length == 0) {
+      return out;
+    }
+    Request<ChunkBuffer> r = new Request<>(ChunkBuffer.class, keys.length);
+    if (!send(r, timeoutMillis, (alloc, id) -> keyList(alloc, Protocol.GET, id, keys))) {
       counters.misses.add(keys.length);
       return out;
     }
-    int id = nextId.getAndIncrement();
-    CompletableFuture<ChunkBuffer>[] replies = new CompletableFuture[keys.length];
     for (int i = 0; i < keys.length; i++) {
-      replies[i] = new CompletableFuture<>();
-    }
-    pending.put(id, new GetRequest(replies));
-    ch.writeAndFlush(keyList(ch, Protocol.GET, id, keys));
-    long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(timeoutMillis);
-    boolean gaveUp = false;
-    for (int i = 0; i < keys.length; i++) {
-      try {
-        out[i] = replies[i].get(Math.max(0, deadline - System.nanoTime()), TimeUnit.NANOSECONDS);
-      } catch (TimeoutException e) {
-        gaveUp = true;
-        errors.record(ErrorKind.TIMEOUT, "GET took longer than " + timeoutMillis + " ms", null);
-      } catch (ExecutionException e) {
-        errors.record(ErrorKind.REMOTE_FAILED, "GET failed: " + e.getCause(), null);
-      } catch (InterruptedException e) {
-        Thread.currentThread().interrupt();
-        gaveUp = true;
-      }
-      if (gaveUp && out[i] == null) {
-        // Forget the request: values still on their way are discarded unread, and one already
-        // being received is released when it lands. Nothing waits on a silent server forever.
-        pending.remove(id);
-        replies[i].whenComplete((b, err) -> release(b));
-      }
+      out[i] =
+          Thread.currentThread().isInterrupted() ? abandon(r.reply(i)) : await(r.reply(i), "GET");
       (out[i] == null ? counters.misses : counters.hits).increment();
     }
     return out;
   }
 
-  private static void release(ChunkBuffer b) {
-    if (b != null) {
-      b.release();
+  /** Gives up on a reply: it ends now, or its value, already there, is released. */
+  private static ChunkBuffer abandon(CompletableFuture<ChunkBuffer> f) {
+    if (!f.cancel(false) && !f.isCompletedExceptionally()) {
+      ChunkBuffer b = f.join();
+      if (b != null) {
+        b.release();
+      }
     }
+    return null;
   }
-
-  /** The per-key futures of one GET. */
-  private record GetRequest(CompletableFuture<ChunkBuffer>[] replies) {}
 
   @Override
   public boolean pin(ChunkKey key) {
@@ -363,18 +360,18 @@ public final class ServerStore implements KvStore {
   @Override
   public boolean remove(ChunkKey key) {
     checkOpen();
-    Channel ch = channel;
-    if (ch == null) {
-      return false;
-    }
-    int id = nextId.getAndIncrement();
-    CompletableFuture<Integer> reply = new CompletableFuture<>();
-    pending.put(id, reply);
-    ByteBuf out = ch.alloc().buffer(Protocol.HEADER_BYTES + Protocol.KEY_BYTES);
-    Protocol.header(out, Protocol.DELETE, id, Protocol.KEY_BYTES);
-    Protocol.key(out, key);
-    ch.writeAndFlush(out);
-    Integer removed = await(reply, id, "DELETE");
+    Request<Integer> r = new Request<>(Integer.class, 1);
+    boolean sent =
+        send(
+            r,
+            timeoutMillis,
+            (alloc, id) -> {
+              ByteBuf out = alloc.buffer(Protocol.HEADER_BYTES + Protocol.KEY_BYTES);
+              Protocol.header(out, Protocol.DELETE, id, Protocol.KEY_BYTES);
+              Protocol.key(out, key);
+              return out;
+            });
+    Integer removed = sent ? await(r.reply(0), "DELETE") : null;
     return removed != null && removed == 1;
   }
 
@@ -388,9 +385,9 @@ public final class ServerStore implements KvStore {
     return errors.counts();
   }
 
-  /** Requests waiting for replies, puts in flight included. */
+  /** Requests waiting for replies, puts in flight included (timed-out ones are forgotten). */
   public int pendingRequests() {
-    return pending.size();
+    return connection.pendingRequests();
   }
 
   /** Puts sent and not yet acknowledged. */
@@ -408,45 +405,25 @@ public final class ServerStore implements KvStore {
     return inFlightPuts.awaitZero(timeoutMillis);
   }
 
+  /**
+   * Gives puts in flight up to {@code timeoutMillis} to be acknowledged, then closes the connection
+   * (what is still pending fails) and stops the event loop. Idempotent.
+   */
   @Override
   public void close() {
     if (closed) {
       return;
     }
     closed = true;
-    reconnector.shutdownNow();
-    awaitPuts();
-    Channel ch = channel;
-    if (ch != null) {
-      ch.close().awaitUninterruptibly();
-    }
-    group.shutdownGracefully(0, 1, TimeUnit.SECONDS).awaitUninterruptibly();
-    failAll(new IllegalStateException("closed"));
-  }
-
-  /** Gives puts in flight up to the timeout to be acknowledged before the connection closes. */
-  private void awaitPuts() {
-    if (channel == null) {
-      return;
-    }
-    try {
-      inFlightPuts.awaitZero(timeoutMillis);
-    } catch (InterruptedException e) {
-      Thread.currentThread().interrupt();
-    }
-  }
-
-  private void failAll(Throwable why) {
-    for (Integer id : pending.keySet()) {
-      Object p = pending.remove(id);
-      if (p instanceof GetRequest g) {
-        for (CompletableFuture<ChunkBuffer> f : g.replies()) {
-          f.completeExceptionally(why);
-        }
-      } else if (p instanceof CompletableFuture<?> f) {
-        f.completeExceptionally(why);
+    if (connection.isConnected()) {
+      try {
+        inFlightPuts.awaitZero(timeoutMillis);
+      } catch (InterruptedException e) {
+        Thread.currentThread().interrupt();
       }
     }
+    connection.close();
+    group.shutdownGracefully(0, 1, TimeUnit.SECONDS).awaitUninterruptibly();
   }
 
   private void checkOpen() {
@@ -460,57 +437,79 @@ public final class ServerStore implements KvStore {
     return "ServerStore(kvtier://" + host + ":" + port + ")";
   }
 
-  /** Replies of the server. Runs on the event loop. */
+  /** kvtier's protocol on the connection: the HELLO handshake and the reply decoder. */
+  private final class Kvtier implements PipelinedConnection.Handler {
+    @Override
+    public SlotReceiveAllocator.SlotReceiver initChannel(
+        SocketChannel ch, InFlightRequests requests) {
+      ClientHandler handler = new ClientHandler(requests);
+      FrameDecoder decoder = new FrameDecoder(handler, maxValueBytes);
+      ch.pipeline().addLast(decoder, handler);
+      return decoder;
+    }
+
+    @Override
+    public PipelinedConnection.Handshake handshake() {
+      return new PipelinedConnection.Handshake(
+          new Request<>(Integer.class, 1),
+          (alloc, id) -> {
+            ByteBuf out = alloc.buffer();
+            Protocol.header(out, Protocol.HELLO, id, 8 + secret.length);
+            out.writeIntLE(Protocol.MAGIC);
+            out.writeShortLE(Protocol.VERSION);
+            out.writeShortLE(secret.length);
+            out.writeBytes(secret);
+            return out;
+          });
+    }
+
+    @Override
+    public void connected(String where) {
+      LOG.log(System.Logger.Level.INFO, "remote tier connected to kvtier server " + where);
+    }
+
+    @Override
+    public void connectFailed(java.io.IOException error) {
+      errors.record(
+          ErrorKind.UNAVAILABLE,
+          "cannot connect to kvtier server " + host + ":" + port + " (" + error + ")",
+          null);
+    }
+
+    @Override
+    public void disconnected(String where) {
+      errors.record(ErrorKind.UNAVAILABLE, "connection to " + where + " lost", null);
+    }
+  }
+
+  /** Replies of the server on one connection. Confined to its event loop. */
   private final class ClientHandler extends ChannelInboundHandlerAdapter
       implements FrameDecoder.Listener {
+    private final InFlightRequests requests;
+    private int bulkIndex;
+
+    ClientHandler(InFlightRequests requests) {
+      this.requests = requests;
+    }
+
     @Override
-    @SuppressWarnings("unchecked")
     public void onFrame(ChannelHandlerContext ctx, byte op, int id, ByteBuf payload) {
       switch (op) {
-        case Protocol.HELLO_OK -> complete(id, 0);
-        case Protocol.EXISTS_N -> complete(id, payload.readUnsignedShortLE());
-        case Protocol.PUT_DONE -> complete(id, payload.readByte());
-        case Protocol.DELETED -> complete(id, (int) payload.readByte());
-        case Protocol.MISS -> {
-          int index = payload.readUnsignedShortLE();
-          if (pending.get(id) instanceof GetRequest g && index < g.replies().length) {
-            g.replies()[index].complete(null);
-            finishIfDone(id, g);
-          }
-        }
+        case Protocol.HELLO_OK -> requests.answer(id, 0, 0);
+        case Protocol.EXISTS_N -> requests.answer(id, 0, payload.readUnsignedShortLE());
+        case Protocol.PUT_DONE -> requests.answer(id, 0, payload.readByte());
+        case Protocol.DELETED -> requests.answer(id, 0, (int) payload.readByte());
+        case Protocol.MISS -> requests.answer(id, payload.readUnsignedShortLE(), null);
         case Protocol.ERROR -> {
           short code = payload.readShortLE();
           String msg = Protocol.string(payload);
           errors.record(ErrorKind.SERVER_ERROR, "code " + code + ": " + msg, null);
-          Object p = pending.remove(id);
-          if (p instanceof CompletableFuture<?> f) {
-            f.completeExceptionally(new IllegalStateException(msg));
-          }
+          requests.fail(id, new java.io.IOException("server error " + code + ": " + msg));
         }
         default ->
             errors.record(ErrorKind.PROTOCOL, "unexpected op " + op + " from the server", null);
       }
     }
-
-    @SuppressWarnings("unchecked")
-    private void complete(int id, Object value) {
-      Object p = pending.remove(id);
-      if (p instanceof CompletableFuture<?> f) {
-        ((CompletableFuture<Object>) f).complete(value);
-      }
-    }
-
-    private void finishIfDone(int id, GetRequest g) {
-      for (CompletableFuture<ChunkBuffer> f : g.replies()) {
-        if (!f.isDone()) {
-          return;
-        }
-      }
-      pending.remove(id, g);
-    }
-
-    private GetRequest bulkRequest;
-    private int bulkIndex;
 
     @Override
     public ChunkBuffer onBulkStart(
@@ -520,8 +519,7 @@ public final class ServerStore implements KvStore {
         throw new FrameDecoder.ProtocolException(Protocol.ERR_PROTOCOL, "unexpected PUT");
       }
       bulkIndex = prefix.readUnsignedShortLE();
-      bulkRequest = pending.get(id) instanceof GetRequest g ? g : null;
-      if (bulkRequest == null || bulkIndex >= bulkRequest.replies().length) {
+      if (!requests.wants(id, bulkIndex)) {
         return null; // nobody waits (an abandoned request): discard the bytes
       }
       ChunkBuffer b;
@@ -539,26 +537,8 @@ public final class ServerStore implements KvStore {
 
     @Override
     public void onBulkEnd(ChannelHandlerContext ctx, byte op, int id, ChunkBuffer target) {
-      GetRequest g = bulkRequest;
-      bulkRequest = null;
-      if (g == null) {
-        release(target);
-        return;
-      }
-      if (!g.replies()[bulkIndex].complete(target)) {
-        release(target); // completed elsewhere (connection failure raced): not ours to keep
-      }
-      finishIfDone(id, g);
-    }
-
-    @Override
-    public void channelInactive(ChannelHandlerContext ctx) throws Exception {
-      if (channel == ctx.channel()) {
-        channel = null;
-        errors.record(ErrorKind.UNAVAILABLE, "connection to " + host + ":" + port + " lost", null);
-      }
-      failAll(new IllegalStateException("connection lost"));
-      super.channelInactive(ctx);
+      // A miss if discarded; released there if its request timed out while it was arriving.
+      requests.answer(id, bulkIndex, target);
     }
 
     @Override
