@@ -143,6 +143,14 @@ class WorkerBridge:
         """
         return JavaProxy(self._java().openWorker(engine, cache, threads))
 
+    def warm_up(self, config: JavaObject, layout: JavaObject, threads: int) -> JavaObject:
+        """Runs the save and load paths on scratch memory shaped like ``layout`` (a
+        ``PagedLayout``) under ``config`` (a ``KvTierConfig``), once per process, so the first
+        requests do not pay for the JVM's warm-up (``WarmUp.run``). Returns its ``Report``
+        (``prompts()``, ``loadedTokens()``, ``disk()``, ``nanos()``). Never raises for a failed
+        warm-up: it is logged and reported as 0 prompts."""
+        return self._java().warmUp(config, layout, threads)
+
     def worker_stat_names(self) -> list[str]:
         """The names of the worker's ``stats()`` counters, in order."""
         return [str(n) for n in self._java().workerStatNames()]

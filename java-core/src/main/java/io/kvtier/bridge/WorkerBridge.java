@@ -7,6 +7,7 @@ import io.kvtier.cuda.PinnedHostAllocator;
 import io.kvtier.engine.KvEngine;
 import io.kvtier.engine.KvWorker;
 import io.kvtier.engine.LookupServer;
+import io.kvtier.engine.WarmUp;
 import io.kvtier.key.KeyExtras;
 import io.kvtier.key.KeyNamespace;
 import io.kvtier.memory.HostAllocator;
@@ -183,6 +184,15 @@ public final class WorkerBridge {
    */
   public static KvWorker openWorker(KvEngine engine, KvCacheTransfer cache, int threads) {
     return new KvWorker(engine, cache, threads);
+  }
+
+  /**
+   * Runs the save and load paths once on scratch memory shaped like {@code layout} ({@link
+   * WarmUp#run}), so the first requests do not pay for the JVM's warm-up; once per JVM. Never
+   * throws.
+   */
+  public static WarmUp.Report warmUp(KvTierConfig config, PagedLayout layout, int threads) {
+    return WarmUp.run(config, layout, threads);
   }
 
   /** The names of {@link KvWorker#stats()}'s counters, in order. */

@@ -125,7 +125,7 @@ public final class KvEngine implements AutoCloseable {
       long bytesPerToken,
       HostAllocator allocator,
       boolean writesRemote) {
-    this(config, namespace, bytesPerToken, allocator, System::nanoTime, true, writesRemote);
+    this(config, namespace, bytesPerToken, allocator, System::nanoTime, true, writesRemote, true);
   }
 
   /**
@@ -139,7 +139,23 @@ public final class KvEngine implements AutoCloseable {
       HostAllocator allocator,
       LongSupplier nanoClock,
       boolean startPinMonitor) {
-    this(config, namespace, bytesPerToken, allocator, nanoClock, startPinMonitor, true);
+    this(config, namespace, bytesPerToken, allocator, nanoClock, startPinMonitor, true, true);
+  }
+
+  /**
+   * An engine for scratch work ({@link WarmUp}): no pin monitor, and its configuration is not
+   * logged (it is not one the user wrote).
+   */
+  static KvEngine scratch(KvTierConfig config, KeyNamespace namespace, long bytesPerToken) {
+    return new KvEngine(
+        config,
+        namespace,
+        bytesPerToken,
+        io.kvtier.memory.MmapAllocator.INSTANCE,
+        System::nanoTime,
+        false,
+        true,
+        false);
   }
 
   private KvEngine(
@@ -149,7 +165,8 @@ public final class KvEngine implements AutoCloseable {
       HostAllocator allocator,
       LongSupplier nanoClock,
       boolean startPinMonitor,
-      boolean writesRemote) {
+      boolean writesRemote,
+      boolean logConfig) {
     this.config = config;
     this.namespace = namespace;
     this.namespaceId = namespace.id();
@@ -168,7 +185,9 @@ public final class KvEngine implements AutoCloseable {
           "local_cpu=false leaves no tier to keep chunks in: set local_disk or remote_url (or"
               + " local_cpu=true)");
     }
-    LOG.log(System.Logger.Level.INFO, config.describe());
+    if (logConfig) {
+      LOG.log(System.Logger.Level.INFO, config.describe());
+    }
     if (!config.unsupportedKeys().isEmpty()) {
       LOG.log(
           System.Logger.Level.WARNING,
