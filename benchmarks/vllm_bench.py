@@ -2,6 +2,7 @@
 
     python benchmarks/vllm_bench.py ttft [--sizes 2048 8192 16384]
     python benchmarks/vllm_bench.py overhead [--repeats 3 --prompts 24 --tokens 1024]
+    python benchmarks/vllm_bench.py startup [--repeats 3 --tokens 2048]
 
 ``ttft``: one vLLM with kvtier (CPU tier, vLLM's prefix cache off); each prompt is generated twice
 with one output token; the first request computes and saves, the second loads. Prints both times
@@ -15,7 +16,12 @@ connector's lookups and saves when it never helps. Both modes run with the same 
 the same cores (examples/vllm_cpu.py): by default vLLM's CPU backend keeps one more core out of
 its compute threads when any KV connector is configured.
 
-Both use the small local model of examples/tiny_model.py, in the dtype this CPU multiplies
+``startup``: a fresh process per run, without and with kvtier, alternating: the time to build
+vLLM's ``LLM`` (start-up, kvtier's JVM and warm-up included), then the process's very first
+prompt generated twice with one output token (with kvtier the second one loads what the first one
+saved: the first save and the first load of the process, no warm-up request before them).
+
+All use the small local model of examples/tiny_model.py, in the dtype this CPU multiplies
 natively (bfloat16 with AVX512-BF16 or AMX, float32 elsewhere; ``KVTIER_VLLM_DTYPE`` overrides).
 """
 
@@ -119,6 +125,61 @@ def overhead(repeats: int, prompts: int, tokens: int) -> None:
     print(f"median with kvtier:    {on:.1f} tokens/s   ratio {on / off:.3f}")
 
 
+def startup_once(connector: bool, tokens: int) -> dict[str, float]:
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    model = str(tiny_model.build())
+    start = time.perf_counter()
+    llm = make_llm(model, tokens + 64, connector)
+    built = time.perf_counter() - start
+    one = SamplingParams(max_tokens=1, temperature=0.0)
+    prompt = TokensPrompt(prompt_token_ids=tiny_model.prompt(tokens, seed=tokens))
+    times, hit = [], 0
+    for _ in range(2):
+        start = time.perf_counter()
+        out = llm.generate([prompt], one, use_tqdm=False)[0]
+        times.append(time.perf_counter() - start)
+        hit = int(out.num_cached_tokens or 0)
+    return {"start_s": built, "first_ms": times[0] * 1e3, "second_ms": times[1] * 1e3, "hit": hit}
+
+
+def startup(repeats: int, tokens: int) -> None:
+    print(f"vllm_bench startup: {vllm_cpu.summary()}", flush=True)
+    runs: dict[str, list[dict[str, float]]] = {"off": [], "on": []}
+    for r in range(repeats):
+        for mode in ("off", "on") if r % 2 == 0 else ("on", "off"):
+            out = subprocess.run(
+                [sys.executable, __file__, "_startup", mode, str(tokens)],
+                capture_output=True,
+                text=True,
+                check=True,
+                env={**os.environ, **vllm_cpu.vllm_env()},
+            )
+            line = next(x for x in reversed(out.stdout.splitlines()) if x.startswith("{"))
+            run = json.loads(line)
+            runs[mode].append(run)
+            print(
+                f"run {r} kvtier {mode:>3}: start {run['start_s']:6.2f} s, first prompt "
+                f"{run['first_ms']:8.1f} ms, again {run['second_ms']:8.1f} ms (hit {run['hit']})",
+                flush=True,
+            )
+
+    def med(mode: str, key: str) -> float:
+        return statistics.median(r[key] for r in runs[mode])
+
+    print(
+        f"median start-up: without kvtier {med('off', 'start_s'):.2f} s, with kvtier "
+        f"{med('on', 'start_s'):.2f} s (+{med('on', 'start_s') - med('off', 'start_s'):.2f} s)"
+    )
+    print(
+        f"median first prompt ({tokens} tokens): without {med('off', 'first_ms'):.1f} ms, with "
+        f"kvtier {med('on', 'first_ms'):.1f} ms (its first save); again: without "
+        f"{med('off', 'second_ms'):.1f} ms, with kvtier {med('on', 'second_ms'):.1f} ms "
+        f"(its first load)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -128,6 +189,12 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=4)
     p.add_argument("--prompts", type=int, default=24)
     p.add_argument("--tokens", type=int, default=1024)
+    p = sub.add_parser("startup")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--tokens", type=int, default=2048)
+    p = sub.add_parser("_startup")
+    p.add_argument("mode", choices=["on", "off"])
+    p.add_argument("tokens", type=int)
     p = sub.add_parser("_throughput")
     p.add_argument("mode", choices=["on", "off"])
     p.add_argument("prompts", type=int)
@@ -138,6 +205,10 @@ def main() -> None:
         ttft(args.sizes)
     elif args.cmd == "overhead":
         overhead(args.repeats, args.prompts, args.tokens)
+    elif args.cmd == "startup":
+        startup(args.repeats, args.tokens)
+    elif args.cmd == "_startup":
+        print(json.dumps(startup_once(args.mode == "on", args.tokens)), flush=True)
     else:
         value = throughput_once(args.mode == "on", args.prompts, args.tokens, args.seed)
         print(json.dumps({"tokens_per_s": value}), flush=True)
