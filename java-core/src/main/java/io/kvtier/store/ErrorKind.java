@@ -17,8 +17,8 @@ public enum ErrorKind {
   /** A request got no reply within {@code remote_timeout_ms}. */
   TIMEOUT("timeout"),
   /**
-   * A bounded queue is full and the request is refused at once: too many requests outstanding on
-   * a remote store that is not answering, or too many reads waiting for the disk tier's readers.
+   * A bounded queue is full and the request is refused at once: too many requests outstanding on a
+   * remote store that is not answering, or too many reads waiting for the disk tier's readers.
    */
   BACKLOG("backlog"),
   /** A Redis cluster redirected a request (MOVED/ASK) to another node. */

@@ -74,6 +74,48 @@ class CacheServerTest {
     return new ServerStore(url, 500, 64, CHUNK, pool::tryAllocate);
   }
 
+  @Test
+  void aPromptOfMoreKeysThanOneFrameHolds_isAskedAndFetchedFrameByFrame() throws Exception {
+    int small = 256;
+    int n = Protocol.MAX_BATCH + 10;
+    long budget = 2L * n * 4096; // slots are strided to 4 KiB
+    ChunkKey[] keys = new ChunkKey[n];
+    for (int i = 0; i < n; i++) {
+      keys[i] = new ChunkKey(5, i, i);
+    }
+    try (ChunkPool values = new ChunkPool(MmapAllocator.INSTANCE, small, budget, 1 << 24);
+        CacheServer srv =
+            new CacheServer(
+                new CacheServer.Settings("127.0.0.1", 0, budget, small, null, 0, null, 2))) {
+      try (ServerStore s =
+          new ServerStore(
+              "kvtier://127.0.0.1:" + srv.port(), 10_000, 2 * n, small, values::tryAllocate)) {
+        for (int i = 0; i < n; i++) {
+          if (i == Protocol.MAX_BATCH + 5) {
+            continue; // a hole in the second frame
+          }
+          ChunkBuffer b = values.tryAllocate(small);
+          b.segment().fill((byte) i);
+          assertTrue(s.put(keys[i], b));
+          b.release();
+        }
+        assertTrue(s.awaitIdle(60_000), "puts never acknowledged");
+        assertEquals(Protocol.MAX_BATCH + 5, s.prefixLength(keys), "asked past the first frame");
+        ChunkBuffer[] got = s.getBatch(keys);
+        for (int i = 0; i < n; i++) {
+          if (i == Protocol.MAX_BATCH + 5) {
+            assertNull(got[i]);
+            continue;
+          }
+          assertNotNull(got[i], "chunk " + i);
+          assertEquals((byte) i, got[i].segment().get(ValueLayout.JAVA_BYTE, small - 1));
+          got[i].release();
+        }
+        assertTrue(s.connected(), "no frame was refused: the connection stayed up");
+      }
+    }
+  }
+
   static ChunkKey key(int i) {
     return new ChunkKey(3, i, i);
   }

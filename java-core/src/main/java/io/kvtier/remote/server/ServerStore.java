@@ -32,6 +32,9 @@ import io.netty.channel.socket.SocketChannel;
 import java.net.InetSocketAddress;
 import java.net.URI;
 import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
 import java.util.Map;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CompletionException;
@@ -179,8 +182,12 @@ public final class ServerStore implements KvStore {
     if (keys.length == 0) {
       return CompletableFuture.completedFuture(0);
     }
+    // The server takes at most MAX_BATCH keys a frame: a longer prompt is asked batch by batch,
+    // the next one only while every key so far is there.
+    ChunkKey[] batch =
+        keys.length <= Protocol.MAX_BATCH ? keys : Arrays.copyOf(keys, Protocol.MAX_BATCH);
     Request<Integer> r = new Request<>(Integer.class, 1);
-    if (!send(r, timeoutMillis, (alloc, id) -> keyList(alloc, Protocol.EXISTS, id, keys))) {
+    if (!send(r, timeoutMillis, (alloc, id) -> keyList(alloc, Protocol.EXISTS, id, batch))) {
       return CompletableFuture.completedFuture(0);
     }
     return r.reply(0)
@@ -191,7 +198,13 @@ public final class ServerStore implements KvStore {
               }
               recordFailure("EXISTS", err);
               return 0;
-            });
+            })
+        .thenCompose(
+            n ->
+                n < batch.length || batch.length == keys.length
+                    ? CompletableFuture.completedFuture(n)
+                    : prefixLengthAsync(Arrays.copyOfRange(keys, batch.length, keys.length))
+                        .thenApply(rest -> n + rest));
   }
 
   /**
@@ -322,17 +335,24 @@ public final class ServerStore implements KvStore {
   public ChunkBuffer[] getBatch(ChunkKey[] keys) {
     checkOpen();
     ChunkBuffer[] out = new ChunkBuffer[keys.length];
-    if (keys.length == 0) {
-      return out;
-    }
-    Request<ChunkBuffer> r = new Request<>(ChunkBuffer.class, keys.length);
-    if (!send(r, timeoutMillis, (alloc, id) -> keyList(alloc, Protocol.GET, id, keys))) {
-      counters.misses.add(keys.length);
-      return out;
+    // At most MAX_BATCH keys a frame; every frame is sent before the first reply is awaited.
+    int frames = (keys.length + Protocol.MAX_BATCH - 1) / Protocol.MAX_BATCH;
+    List<Request<ChunkBuffer>> sent = new ArrayList<>(frames);
+    for (int from = 0; from < keys.length; from += Protocol.MAX_BATCH) {
+      ChunkKey[] batch =
+          Arrays.copyOfRange(keys, from, Math.min(keys.length, from + Protocol.MAX_BATCH));
+      Request<ChunkBuffer> r = new Request<>(ChunkBuffer.class, batch.length);
+      sent.add(
+          send(r, timeoutMillis, (alloc, id) -> keyList(alloc, Protocol.GET, id, batch))
+              ? r
+              : null);
     }
     for (int i = 0; i < keys.length; i++) {
-      out[i] =
-          Thread.currentThread().isInterrupted() ? abandon(r.reply(i)) : await(r.reply(i), "GET");
+      Request<ChunkBuffer> r = sent.get(i / Protocol.MAX_BATCH);
+      if (r != null) {
+        CompletableFuture<ChunkBuffer> reply = r.reply(i % Protocol.MAX_BATCH);
+        out[i] = Thread.currentThread().isInterrupted() ? abandon(reply) : await(reply, "GET");
+      }
       (out[i] == null ? counters.misses : counters.hits).increment();
     }
     return out;
