@@ -434,7 +434,7 @@ public final class DiskBench {
     System.out.printf(Locale.ROOT, "  %-44s %-16s %-44s %s%n", what, value, baseline, goal);
   }
 
-  private static void deleteTree(Path dir) throws IOException {
+  static void deleteTree(Path dir) throws IOException {
     if (!Files.exists(dir)) {
       return;
     }

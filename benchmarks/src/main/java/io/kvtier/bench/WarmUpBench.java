@@ -65,7 +65,7 @@ public final class WarmUpBench {
             runs.computeIfAbsent(warm, k -> new ArrayList<>()).add(spawn(warm, dir));
           } finally {
             if (dir != null) {
-              deleteTree(dir);
+              DiskBench.deleteTree(dir);
             }
           }
         }
@@ -208,17 +208,8 @@ public final class WarmUpBench {
     double[] m = new double[runs.get(0).length];
     for (int k = 0; k < m.length; k++) {
       final int col = k;
-      double[] v = runs.stream().mapToDouble(r -> r[col]).sorted().toArray();
-      m[k] = v[v.length / 2];
+      m[k] = Rounds.median(runs.stream().mapToDouble(r -> r[col]).toArray());
     }
     return m;
-  }
-
-  private static void deleteTree(Path dir) throws Exception {
-    try (var paths = Files.walk(dir)) {
-      for (Path p : paths.sorted(java.util.Comparator.reverseOrder()).toList()) {
-        Files.deleteIfExists(p);
-      }
-    }
   }
 }
