@@ -190,13 +190,12 @@ class KVTierWorker:
         if layout.device == "cpu":
             self._engine = Engine(engine_layout, self._settings)
             cache = _bridge.worker.host_kv_cache(addresses, paged, COPY_THREADS)
-        else:
-            cache = self._open_gpu(layout, engine_layout, addresses, paged)
-        self._worker = _bridge.worker.open_worker(self._engine.java, cache, TRANSFER_THREADS)
-        if layout.device == "cpu":
             # The first requests would otherwise pay for class loading and the first JIT
             # compilations of the save and load paths (once per process; scratch memory only).
             _bridge.worker.warm_up(self._engine.java.config(), paged, TRANSFER_THREADS)
+        else:
+            cache = self._open_gpu(layout, engine_layout, addresses, paged)
+        self._worker = _bridge.worker.open_worker(self._engine.java, cache, TRANSFER_THREADS)
         self._server = start_server(self._engine, socket_path(self._engine_id, rank))
         with _LOCAL_LOCK:
             _LOCAL[self._engine_id] = self

@@ -187,7 +187,7 @@ public final class WarmUp {
         long loaded = 0;
         for (int p = 0; p < PROMPTS; p++) {
           int[] tokens = random.ints(n, 0, 1 << 20).toArray();
-          save(worker, engine, tokens, blockIds, real.useLayerwise());
+          save(worker, tokens, blockIds, real.useLayerwise());
           if (diskDir != null && !engine.tiers().awaitIdle(10_000)) {
             throw new IllegalStateException("the scratch disk tier did not finish its writes");
           }
@@ -203,8 +203,7 @@ public final class WarmUp {
     }
   }
 
-  private static void save(
-      KvWorker worker, KvEngine engine, int[] tokens, int[] blockIds, boolean layerwise)
+  private static void save(KvWorker worker, int[] tokens, int[] blockIds, boolean layerwise)
       throws InterruptedException {
     if (layerwise) {
       long h = worker.beginSave(tokens, tokens.length, blockIds, 0);
