@@ -108,7 +108,13 @@ final class ChunkFileCodec implements AutoCloseable {
       }
     }
     ChunkFileHeader h =
-        new ChunkFileHeader(key, flags, dataLength, stored.byteSize(), ChunkFileHeader.crc(stored));
+        new ChunkFileHeader(
+            key,
+            flags,
+            dataLength,
+            stored.byteSize(),
+            ChunkFileHeader.crc(stored),
+            chunk.blockPrefixes());
     MemorySegment payload = padded.asSlice(0, ChunkFileHeader.padded(stored.byteSize()));
     payload.asSlice(stored.byteSize()).fill((byte) 0); // padding: never leak other bytes to disk
     s.headerOut = grow(s.headerOut, ChunkFileHeader.BLOCK_BYTES);
@@ -176,6 +182,7 @@ final class ChunkFileCodec implements AutoCloseable {
         readFully(io, file, ChunkFileHeader.BLOCK_BYTES, into);
         checkCrc(h, b.segment());
       }
+      b.setBlockPrefixes(h.blockPrefixes());
       ok = true;
       return b;
     } finally {

@@ -23,13 +23,26 @@ import java.util.zip.CRC32C;
  *       48     8  stored length: bytes after the header block (compressed or not), unpadded
  *       56     4  CRC32C of the stored bytes
  *       60     4  CRC32C of bytes 0..59
- *       64  4032  zero
+ *       64     4  n: block prefixes listed (0 to 251)
+ *       68     4  CRC32C of bytes 72..72+16n
+ *       72   16n  block prefixes: h1, h2 of each block-aligned proper prefix, shortest first
+ *        -     -  zero up to 4096
  *   4096     -    stored bytes, then zero padding to a multiple of 4096
  * </pre>
  *
- * Immutable.
+ * The block prefixes (docs/keys.md, "Block prefixes") are advisory: files written without them (all
+ * zero there) and a list whose checksum fails read as none, and the chunk is still served under its
+ * own key.
+ *
+ * <p>Immutable (the prefix array is not copied and must not be changed).
  */
-record ChunkFileHeader(ChunkKey key, int flags, long dataLength, long storedLength, int dataCrc) {
+record ChunkFileHeader(
+    ChunkKey key,
+    int flags,
+    long dataLength,
+    long storedLength,
+    int dataCrc,
+    long[] blockPrefixes) {
   static final int MAGIC = 0x4354564B;
   static final int VERSION = 1;
   static final int FLAG_LZ4 = 1;
@@ -37,10 +50,37 @@ record ChunkFileHeader(ChunkKey key, int flags, long dataLength, long storedLeng
   /** Bytes of the header block; data starts here. A multiple of every common block size. */
   static final int BLOCK_BYTES = 4096;
 
+  private static final int PREFIXES_AT = 72;
+
+  /** The most block prefixes a header lists; a chunk with more lists none. */
+  static final int MAX_PREFIXES = (BLOCK_BYTES - PREFIXES_AT) / 16;
+
   private static final ValueLayout.OfInt INT =
       ValueLayout.JAVA_INT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
   private static final ValueLayout.OfLong LONG =
       ValueLayout.JAVA_LONG_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
+
+  @Override
+  public boolean equals(Object o) {
+    return o instanceof ChunkFileHeader h
+        && key.equals(h.key)
+        && flags == h.flags
+        && dataLength == h.dataLength
+        && storedLength == h.storedLength
+        && dataCrc == h.dataCrc
+        && java.util.Arrays.equals(blockPrefixes, h.blockPrefixes);
+  }
+
+  @Override
+  public int hashCode() {
+    return key.hashCode() * 31 + java.util.Arrays.hashCode(blockPrefixes);
+  }
+
+  @Override
+  public String toString() {
+    return "ChunkFileHeader[key=%s, flags=%d, dataLength=%d, storedLength=%d, blockPrefixes=%d]"
+        .formatted(key, flags, dataLength, storedLength, blockPrefixes.length / 2);
+  }
 
   boolean lz4() {
     return (flags & FLAG_LZ4) != 0;
@@ -68,6 +108,14 @@ record ChunkFileHeader(ChunkKey key, int flags, long dataLength, long storedLeng
     block.set(LONG, 48, storedLength);
     block.set(INT, 56, dataCrc);
     block.set(INT, 60, crc(block.asSlice(0, 60)));
+    int n = blockPrefixes.length / 2;
+    if (n > 0 && n <= MAX_PREFIXES) {
+      for (int i = 0; i < 2 * n; i++) {
+        block.set(LONG, PREFIXES_AT + 8L * i, blockPrefixes[i]);
+      }
+      block.set(INT, 64, n);
+      block.set(INT, 68, crc(block.asSlice(PREFIXES_AT, 16L * n)));
+    }
   }
 
   /**
@@ -93,8 +141,25 @@ record ChunkFileHeader(ChunkKey key, int flags, long dataLength, long storedLeng
     }
     ChunkKey key = new ChunkKey(block.get(LONG, 16), block.get(LONG, 24), block.get(LONG, 32));
     return new ChunkFileHeader(
-        key, block.get(INT, 8), dataLength, storedLength, block.get(INT, 56));
+        key, block.get(INT, 8), dataLength, storedLength, block.get(INT, 56), prefixes(block));
   }
+
+  /** The block prefixes a header block lists; none when absent or when their checksum fails. */
+  private static long[] prefixes(MemorySegment block) {
+    int n = block.get(INT, 64);
+    if (n <= 0
+        || n > MAX_PREFIXES
+        || block.get(INT, 68) != crc(block.asSlice(PREFIXES_AT, 16L * n))) {
+      return NO_PREFIXES;
+    }
+    long[] out = new long[2 * n];
+    for (int i = 0; i < out.length; i++) {
+      out[i] = block.get(LONG, PREFIXES_AT + 8L * i);
+    }
+    return out;
+  }
+
+  private static final long[] NO_PREFIXES = new long[0];
 
   /** CRC32C of a segment's bytes. */
   static int crc(MemorySegment bytes) {

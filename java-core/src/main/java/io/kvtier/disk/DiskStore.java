@@ -199,6 +199,9 @@ public final class DiskStore implements KvStore {
   private final LongAdder storedBytesWritten = new LongAdder();
   private volatile boolean closed;
 
+  /** Block prefixes read from the headers at start-up, until the engine takes them. */
+  private Map<ChunkKey, long[]> recoveredPrefixes = new LinkedHashMap<>();
+
   /**
    * Opens a disk store: creates missing directories, removes temporary files left by a crash and
    * rebuilds the index from the chunk files' headers. Blocks on that I/O.
@@ -259,7 +262,7 @@ public final class DiskStore implements KvStore {
 
   /** Reads every chunk file's header; drops temporary and broken files. */
   private void rebuildIndex() {
-    record Found(ChunkKey key, DiskIndex.Entry entry, long mtime) {}
+    record Found(ChunkKey key, DiskIndex.Entry entry, long mtime, long[] prefixes) {}
     List<Found> found = new ArrayList<>();
     for (Path dir : settings.dirs()) {
       List<Path> files;
@@ -287,7 +290,8 @@ public final class DiskStore implements KvStore {
               new Found(
                   h.key(),
                   new DiskIndex.Entry(f, h.dataLength(), h.fileBytes()),
-                  Files.getLastModifiedTime(f).toMillis()));
+                  Files.getLastModifiedTime(f).toMillis(),
+                  h.blockPrefixes()));
         } catch (IOException e) {
           ErrorKind kind = classify(Op.READ, e);
           if (kind == ErrorKind.CORRUPT_FILE) {
@@ -304,12 +308,24 @@ public final class DiskStore implements KvStore {
     found.forEach(f -> oldestFirst.put(f.key(), f.entry()));
     List<Path> evicted = new ArrayList<>();
     index.load(oldestFirst, evicted);
+    for (Found f : found) {
+      if (f.prefixes().length > 0) {
+        recoveredPrefixes.put(f.key(), f.prefixes());
+      }
+    }
     deleteEvicted(evicted, "over the budget");
     if (!found.isEmpty()) {
       LOG.log(
           System.Logger.Level.INFO,
           "disk tier: " + found.size() + " chunks found in " + settings.dirs() + " at start-up");
     }
+  }
+
+  @Override
+  public synchronized void takeRecoveredPrefixes(BiConsumer<ChunkKey, long[]> sink) {
+    Map<ChunkKey, long[]> taken = recoveredPrefixes;
+    recoveredPrefixes = new LinkedHashMap<>();
+    taken.forEach(sink);
   }
 
   /** The file of {@code key}. */

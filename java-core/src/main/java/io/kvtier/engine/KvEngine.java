@@ -82,6 +82,18 @@ public final class KvEngine implements AutoCloseable {
   /** Keys with a prepared store not yet completed (not visible yet, but soon). */
   private final Set<ChunkKey> storing = ConcurrentHashMap.newKeySet();
 
+  /**
+   * The chunks that also serve shorter block-aligned prefixes of themselves ({@link
+   * #useBlockSize}).
+   */
+  private final BlockIndex blockIndex;
+
+  /**
+   * vLLM's block size once known ({@link #useBlockSize}); the chunk size until then, which makes
+   * hits whole chunks.
+   */
+  private volatile int blockTokens;
+
   private final ScheduledExecutorService pinMonitor;
   private final LongAdder lookupTokens = new LongAdder();
   private final LongAdder hitTokens = new LongAdder();
@@ -206,6 +218,14 @@ public final class KvEngine implements AutoCloseable {
       throw e;
     }
     this.pool = slots;
+    this.blockTokens = chunkTokens;
+    long diskChunks =
+        config.localDiskPaths().isEmpty() ? 0 : config.maxLocalDiskBytes() / chunkBytes;
+    this.blockIndex =
+        new BlockIndex(
+            (int) Math.min(1 << 22, 2L * (slots.capacitySlots() + diskChunks)),
+            tiers::containsLocally);
+    tiers.takeRecoveredPrefixes(blockIndex::record);
     this.pins = new PinLeases(tiers, nanoClock, TimeUnit.SECONDS.toNanos(config.pinTimeoutSec()));
     this.remoteLookups =
         new RemoteLookups(
@@ -241,9 +261,134 @@ public final class KvEngine implements AutoCloseable {
     return chunkTokens;
   }
 
+  /**
+   * Makes hits and stored prompt tails block-granular for vLLM's block size {@code blockTokens}
+   * (docs/keys.md, "Block prefixes"): a lookup hits as many whole blocks as are stored, not only
+   * whole chunks, and a prompt's last, partial chunk is stored as its whole blocks. Called once the
+   * paged KV cache is known ({@link KvWorker}); a block size that does not divide the chunk size
+   * keeps hits whole chunks (logged).
+   *
+   * @throws IllegalArgumentException if {@code blockTokens < 1}, or it differs from the block size
+   *     set before
+   */
+  public void useBlockSize(int blockTokens) {
+    checkPositive(blockTokens, "blockTokens");
+    if (blockTokens >= chunkTokens || chunkTokens % blockTokens != 0) {
+      LOG.log(
+          System.Logger.Level.INFO,
+          "vLLM's block size "
+              + blockTokens
+              + " does not divide chunk_size="
+              + chunkTokens
+              + " into several blocks: hits are whole chunks");
+      return;
+    }
+    int before = this.blockTokens;
+    if (before != chunkTokens && before != blockTokens) {
+      throw new IllegalArgumentException(
+          "block size " + blockTokens + " differs from the one in use, " + before);
+    }
+    this.blockTokens = blockTokens;
+  }
+
+  /** vLLM's block size hits are counted in ({@link #useBlockSize}); the chunk size before. */
+  public int blockTokens() {
+    return blockTokens;
+  }
+
+  /**
+   * The leading tokens of a prompt of {@code tokenCount} that its chunks cover: the full chunks,
+   * then the rest whole with {@code save_unfull_chunk}, else the rest's whole blocks.
+   */
+  int keyedTokens(int tokenCount) {
+    if (partialChunks) {
+      return tokenCount;
+    }
+    return tokenCount - tokenCount % chunkTokens % blockTokens;
+  }
+
+  /** How many chunks a prompt of {@code tokenCount} tokens is cut into ({@link #keyedTokens}). */
+  public int chunkCount(int tokenCount) {
+    return ChunkHasher.chunkCount(keyedTokens(tokenCount), chunkTokens, true);
+  }
+
   private ChunkKey[] keys(int[] tokens, int tokenCount, KeyExtras extras, int maxChunks) {
+    ChunkHasher.checkTokenCount(tokens, tokenCount);
     return ChunkHasher.keys(
-        namespaceId, tokens, tokenCount, extras, chunkTokens, partialChunks, maxChunks);
+        namespaceId, tokens, keyedTokens(tokenCount), extras, chunkTokens, true, maxChunks);
+  }
+
+  /**
+   * The hashes of chunk {@code chunk}'s whole-block prefixes within the prompt's first {@code
+   * tokenCount} tokens (see {@link ChunkHasher#blockPrefixes}), under its parent's hash ({@code
+   * parent} null for the first chunk).
+   */
+  private long[] blockPrefixes(
+      ChunkKey parent, KeyExtras extras, int chunk, int[] tokens, int tokenCount, int blocks) {
+    int from = chunk * chunkTokens;
+    int count = Math.min(Math.min(chunkTokens, tokenCount - from), blocks * blockTokens);
+    return ChunkHasher.blockPrefixes(
+        parent == null ? null : new long[] {parent.h1(), parent.h2()},
+        extras,
+        chunk,
+        tokens,
+        from,
+        count,
+        blockTokens);
+  }
+
+  /** A block-granular hit inside one chunk: its source chunk, blocks and where it is held. */
+  private record PartHit(ChunkKey source, int blocks, TieredStore.LocalPin where) {}
+
+  /**
+   * The longest run of whole blocks at the start of chunk {@code chunk} that the local tiers hold
+   * (docs/keys.md, "Block prefixes"), given that chunk {@code chunk} itself ({@code keys[chunk]},
+   * if the prompt has it) was not found: a stored chunk whose key is that prefix's, or a longer
+   * stored chunk that starts with it ({@link BlockIndex}). With {@code pin} the source is pinned.
+   *
+   * @return the hit, or null when not even one block is held
+   */
+  private PartHit partHit(
+      ChunkKey[] keys, int chunk, int[] tokens, int tokenCount, KeyExtras extras, boolean pin) {
+    if (blockTokens >= chunkTokens) {
+      return null;
+    }
+    int inChunk = Math.min(chunkTokens, tokenCount - chunk * chunkTokens);
+    int blocks = inChunk / blockTokens;
+    if (blocks == 0) {
+      return null;
+    }
+    long[] q =
+        blockPrefixes(
+            chunk == 0 ? null : keys[chunk - 1], extras, chunk, tokens, tokenCount, blocks);
+    ChunkKey own = chunk < keys.length ? keys[chunk] : null;
+    List<BlockIndex.Match> longer = blockIndex.matches(namespaceId, q, blocks);
+    int tried = 0;
+    for (int k = blocks; k >= 1; k--) {
+      ChunkKey direct = new ChunkKey(namespaceId, q[2 * k - 2], q[2 * k - 1]);
+      if (!direct.equals(own)) {
+        TieredStore.LocalPin where = probe(direct, pin);
+        if (where != TieredStore.LocalPin.NONE) {
+          return new PartHit(direct, k, where);
+        }
+      }
+      while (tried < longer.size() && longer.get(tried).blocks() >= k) {
+        BlockIndex.Match m = longer.get(tried++);
+        TieredStore.LocalPin where = probe(m.source(), pin);
+        if (where != TieredStore.LocalPin.NONE) {
+          return new PartHit(m.source(), m.blocks(), where);
+        }
+        blockIndex.forget(namespaceId, q, m.source());
+      }
+    }
+    return null;
+  }
+
+  private TieredStore.LocalPin probe(ChunkKey key, boolean pin) {
+    if (pin) {
+      return tiers.pinLocallyWhere(key);
+    }
+    return tiers.containsLocally(key) ? TieredStore.LocalPin.LOWER : TieredStore.LocalPin.NONE;
   }
 
   /** Tokens in chunk {@code chunk} of a prompt of {@code tokenCount} tokens. */
@@ -277,33 +422,21 @@ public final class KvEngine implements AutoCloseable {
   public int lookup(int[] tokens, int tokenCount, KeyExtras extras) {
     checkOpen();
     ChunkHasher.checkTokenCount(tokens, tokenCount);
-    // Hash chunk by chunk and stop at the first local miss: a cold prompt costs one hash, not
-    // all. With a remote tier, the rest of the prompt is then asked about in one round trip.
-    int chunks = ChunkHasher.chunkCount(tokenCount, chunkTokens, partialChunks);
-    long[] h = new long[2];
-    long root = 0;
+    ChunkKey[] keys = keys(tokens, tokenCount, extras, Integer.MAX_VALUE);
     int hitChunks = 0;
-    for (int c = 0; c < chunks; c++) {
-      ChunkHasher.hashChunk(
-          c == 0 ? null : h, extras, c, tokens, c * chunkTokens, chunkTokensAt(c, tokenCount), h);
-      root = c == 0 ? h[0] : root;
-      if (!tiers.containsLocally(new ChunkKey(namespaceId, h[0], h[1]))) {
-        break;
-      }
+    while (hitChunks < keys.length && tiers.containsLocally(keys[hitChunks])) {
       hitChunks++;
     }
-    if (hitChunks < chunks && tiers.hasRemote()) {
-      // h holds the hash of the chunk that missed locally; continue the chain from there.
-      ChunkKey[] rest = new ChunkKey[chunks - hitChunks];
-      rest[0] = new ChunkKey(namespaceId, h[0], h[1], root);
-      for (int c = hitChunks + 1; c < chunks; c++) {
-        ChunkHasher.hashChunk(
-            h, extras, c, tokens, c * chunkTokens, chunkTokensAt(c, tokenCount), h);
-        rest[c - hitChunks] = new ChunkKey(namespaceId, h[0], h[1], root);
-      }
-      hitChunks += tiers.prefixLength(rest);
+    int remote = 0;
+    if (hitChunks < keys.length && tiers.hasRemote()) {
+      remote = tiers.prefixLength(Arrays.copyOfRange(keys, hitChunks, keys.length));
+      hitChunks += remote;
     }
-    int hit = tokensIn(hitChunks, tokenCount);
+    int hit = tokensIn(hitChunks, keyedTokens(tokenCount));
+    if (remote == 0 && hitChunks * chunkTokens < tokenCount) {
+      PartHit part = partHit(keys, hitChunks, tokens, tokenCount, extras, false);
+      hit = part == null ? hit : hitChunks * chunkTokens + part.blocks() * blockTokens;
+    }
     lookupTokens.add(tokenCount);
     hitTokens.add(hit);
     return hit;
@@ -352,24 +485,38 @@ public final class KvEngine implements AutoCloseable {
       pinned.add(keys[chunks]);
       chunks++;
     }
-    pins.hold(requestId, pinned);
     int beingStored = chunks < keys.length && storing.contains(keys[chunks]) ? 1 : 0;
     int pending = 0;
+    int remote = 0;
     if (chunks < keys.length && tiers.hasRemote()) {
       // Remote chunks cannot be pinned; one round trip, off this thread, tells how many more.
-      int remote = remoteLookups.prefix(Arrays.copyOfRange(keys, chunks, keys.length));
+      remote = remoteLookups.prefix(Arrays.copyOfRange(keys, chunks, keys.length));
       if (remote < 0) {
         pending = 1;
       } else {
         chunks += remote;
       }
     }
-    int hit = tokensIn(chunks, tokenCount);
+    int keyed = keyedTokens(tokenCount);
+    int hit = tokensIn(chunks, keyed);
+    int memory = tokensIn(memoryChunks, keyed);
+    if (pending == 0 && remote == 0 && chunks * chunkTokens < tokenCount) {
+      // The next chunk is not stored: perhaps its first blocks are, alone or in a longer chunk.
+      PartHit part = partHit(keys, chunks, tokens, tokenCount, extras, true);
+      if (part != null) {
+        pinned.add(part.source());
+        hit = chunks * chunkTokens + part.blocks() * blockTokens;
+        if (part.where() == TieredStore.LocalPin.MEMORY && memoryChunks == chunks) {
+          memory = hit;
+        }
+      }
+    }
+    pins.hold(requestId, pinned);
     if (pending == 0) { // a pending lookup is asked again: count the prompt once
       lookupTokens.add(tokenCount);
       hitTokens.add(hit);
     }
-    return new int[] {hit, tokensIn(memoryChunks, tokenCount), beingStored, pending};
+    return new int[] {hit, memory, beingStored, pending};
   }
 
   /** Drops the pins of {@code requestId}; unknown ids are ignored. Idempotent. */
@@ -447,20 +594,38 @@ public final class KvEngine implements AutoCloseable {
     checkOpen();
     checkNonNegative(skipChunks, "skipChunks");
     ChunkKey[] keys = keys(tokens, tokenCount, extras, Integer.MAX_VALUE);
+    int keyed = keyedTokens(tokenCount);
     ChunkBuffer[] buffers = new ChunkBuffer[keys.length];
     for (int c = skipChunks; c < keys.length; c++) {
       if (tiers.containsLocally(keys[c])) { // never a network round trip on the step loop
         continue;
       }
-      ChunkBuffer b = tiers.cpu().allocate(chunkTokensAt(c, tokenCount) * bytesPerToken);
+      int n = chunkTokensAt(c, keyed);
+      ChunkBuffer b = tiers.cpu().allocate(n * bytesPerToken);
       if (b == null) {
         break; // no room: later chunks are useless without this one
       }
       buffers[c] = b;
       storing.add(keys[c]);
+      if (blockTokens < chunkTokens && n > blockTokens) {
+        // The chunk's proper block-aligned prefixes, which it serves too (docs/keys.md).
+        long[] p =
+            blockPrefixes(
+                c == 0 ? null : keys[c - 1], extras, c, tokens, keyed, (n - 1) / blockTokens);
+        b.setBlockPrefixes(p);
+      }
     }
-    return new StoreTransaction(
-        keys, buffers, tokenCount, storing, (k, b) -> !closed && tiers.put(k, b));
+    return new StoreTransaction(keys, buffers, keyed, storing, this::commitChunk);
+  }
+
+  /** Makes one stored chunk visible and records the block prefixes it serves. */
+  private boolean commitChunk(ChunkKey key, ChunkBuffer chunk) {
+    long[] prefixes = chunk.blockPrefixes();
+    if (closed || !tiers.put(key, chunk)) {
+      return false;
+    }
+    blockIndex.record(key, prefixes);
+    return true;
   }
 
   /**
@@ -491,7 +656,7 @@ public final class KvEngine implements AutoCloseable {
    */
   public int store(int[] tokens, int tokenCount, long[] srcAddresses) {
     checkOpen();
-    int chunks = ChunkHasher.chunkCount(tokenCount, chunkTokens, partialChunks);
+    int chunks = chunkCount(tokenCount);
     if (srcAddresses.length < chunks) {
       throw new IllegalArgumentException(
           "srcAddresses has "
@@ -562,11 +727,44 @@ public final class KvEngine implements AutoCloseable {
     checkOpen();
     checkNonNegative(firstChunk, "firstChunk");
     ChunkKey[] keys = keys(tokens, tokenCount, extras, maxChunks);
+    int keyed = keyedTokens(tokenCount);
     ChunkKey[] wanted =
         firstChunk >= keys.length
             ? new ChunkKey[0]
             : Arrays.copyOfRange(keys, firstChunk, keys.length);
-    return new LoadTransaction(List.of(tiers.getPrefix(wanted)), firstChunk, tokenCount);
+    List<ChunkBuffer> got = new ArrayList<>(List.of(tiers.getPrefix(wanted)));
+    int tail = keys.length - 1;
+    if (got.size() == wanted.length - 1
+        && tail * chunkTokens + chunkTokens > keyed
+        && blockTokens < chunkTokens) {
+      // The last chunk is a run of whole blocks stored inside a longer chunk (a lookup's hit).
+      ChunkBuffer inside = longerSource(keys, tail, tokens, keyed, extras);
+      if (inside != null) {
+        got.add(inside);
+      }
+    }
+    return new LoadTransaction(got, firstChunk, keyed);
+  }
+
+  /**
+   * Reads the stored chunk that holds chunk {@code chunk} of the prompt, a run of whole blocks, as
+   * its first blocks ({@link BlockIndex}); null if none is held any more.
+   */
+  private ChunkBuffer longerSource(
+      ChunkKey[] keys, int chunk, int[] tokens, int keyed, KeyExtras extras) {
+    int blocks = chunkTokensAt(chunk, keyed) / blockTokens;
+    long[] q =
+        blockPrefixes(chunk == 0 ? null : keys[chunk - 1], extras, chunk, tokens, keyed, blocks);
+    for (BlockIndex.Match m : blockIndex.matches(namespaceId, q, blocks)) {
+      if (m.blocks() < blocks) {
+        break;
+      }
+      ChunkBuffer[] b = tiers.getPrefix(new ChunkKey[] {m.source()});
+      if (b.length == 1) {
+        return b[0];
+      }
+    }
+    return null;
   }
 
   /**
@@ -645,8 +843,7 @@ public final class KvEngine implements AutoCloseable {
   private int[] perPrompt(
       int[] tokens, int[] offsets, long[] addresses, String name, PromptBatch.PromptOp op) {
     checkOpen();
-    return new PromptBatch(tokens, offsets)
-        .perPrompt(addresses, name, n -> ChunkHasher.chunkCount(n, chunkTokens, partialChunks), op);
+    return new PromptBatch(tokens, offsets).perPrompt(addresses, name, this::chunkCount, op);
   }
 
   /**
@@ -658,6 +855,7 @@ public final class KvEngine implements AutoCloseable {
   public int clearLocal() {
     checkOpen();
     pins.releaseAll();
+    blockIndex.clear();
     return tiers.clearLocal();
   }
 

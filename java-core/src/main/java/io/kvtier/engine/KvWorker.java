@@ -101,6 +101,7 @@ public final class KvWorker implements AutoCloseable {
               + bytesPerToken);
     }
     checkPositive(threads, "threads");
+    engine.useBlockSize(cache.layout().blockSize());
     this.transfers =
         new ThreadPoolExecutor(
             threads,
@@ -374,11 +375,13 @@ public final class KvWorker implements AutoCloseable {
     for (int i = 0; i < op.tx.size(); i++) {
       int c = op.tx.firstChunk() + i;
       int start = c * chunkTokens;
-      int rows = engine.chunkTokensAt(c, op.storedTokens);
+      ChunkBuffer chunk = op.tx.buffer(i);
+      // A run of whole blocks may be read from a longer stored chunk: its rows are that chunk's.
+      int rows = (int) (chunk.length() / bytesPerToken);
       int lo = Math.max(op.from, start);
-      int hi = Math.min(op.to, start + rows);
+      int hi = Math.min(op.to, start + Math.min(rows, engine.chunkTokensAt(c, op.tx.tokenCount())));
       if (hi > lo) {
-        copy.copy(segment(op.tx.buffer(i), rows), rows, start, lo - start, hi - lo);
+        copy.copy(segment(chunk, rows), rows, start, lo - start, hi - lo);
       }
     }
   }

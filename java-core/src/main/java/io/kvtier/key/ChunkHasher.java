@@ -104,6 +104,43 @@ public final class ChunkHasher {
   }
 
   /**
+   * Returns the hashes of chunk {@code chunk}'s block-aligned prefixes (docs/keys.md, "Block
+   * prefixes"): for {@code k = 1 .. count / blockTokens}, {@code out[2(k-1)], out[2(k-1)+1]} are
+   * the {@code h1, h2} that a chunk of the prompt's first {@code k * blockTokens} tokens from
+   * {@code from} would have, which is the hash of a partial chunk of that length. The last one is
+   * the chunk's own hash when {@code count} is a multiple of {@code blockTokens}. {@code parent} is
+   * the previous chunk's hash ({@code null} for the first chunk).
+   *
+   * @throws IllegalArgumentException if {@code blockTokens < 1}
+   */
+  public static long[] blockPrefixes(
+      long[] parent,
+      KeyExtras extras,
+      int chunk,
+      int[] tokens,
+      int from,
+      int count,
+      int blockTokens) {
+    checkPositive(blockTokens, "blockTokens");
+    extras = extras == null ? KeyExtras.NONE : extras;
+    long p1 = parent == null ? extras.rootH1() : parent[0];
+    long p2 = parent == null ? extras.rootH2() : parent[1];
+    long[] out = new long[2 * (count / blockTokens)];
+    Murmur3x64.hashChunkPrefixes(
+        p1,
+        p2,
+        extras.chunkH1(chunk),
+        extras.chunkH2(chunk),
+        tokens,
+        from,
+        count,
+        blockTokens,
+        SEED,
+        out);
+    return out;
+  }
+
+  /**
    * Returns the keys of the chunks of a prompt in {@code namespace}, each with the prompt's root
    * ({@link ChunkKey#root}); see {@link #hashes}.
    */

@@ -110,9 +110,70 @@ public final class Murmur3x64 {
     } else if (rem == 1) {
       h1 ^= mixK1(tokens[i] & MASK32);
     }
-    long[] h = finish(h1, h2, 32 + 4L * count);
-    out[outIndex] = h[0];
-    out[outIndex + 1] = h[1];
+    finishInto(h1, h2, 32 + 4L * count, out, outIndex);
+  }
+
+  /**
+   * Hashes, like {@link #hashChunk}, every prefix of {@code tokens[from, from + count)} that ends
+   * on a multiple of {@code step} tokens: {@code out[2(k-1)], out[2(k-1)+1]} become the {@code h1,
+   * h2} of the first {@code k * step} tokens, for {@code k = 1 .. count / step}. One pass over the
+   * tokens when {@code step} is a multiple of 4 (a prefix then ends on a 16-byte block, so its
+   * digest is the running state finalised); allocates nothing.
+   *
+   * @throws IllegalArgumentException if {@code step < 1} or {@code out} is too short
+   */
+  static void hashChunkPrefixes(
+      long parentH1,
+      long parentH2,
+      long extraH1,
+      long extraH2,
+      int[] tokens,
+      int from,
+      int count,
+      int step,
+      int seed,
+      long[] out) {
+    if (step < 1 || out.length < 2 * (count / step)) {
+      throw new IllegalArgumentException(
+          "step " + step + " or output of " + out.length + " longs does not fit " + count);
+    }
+    if (step % 4 != 0) {
+      for (int k = 1; k * step <= count; k++) {
+        hashChunk(
+            parentH1, parentH2, extraH1, extraH2, tokens, from, k * step, seed, out, 2 * (k - 1));
+      }
+      return;
+    }
+    long h1 = seed & MASK32;
+    long h2 = seed & MASK32;
+    h1 ^= mixK1(parentH1);
+    h1 = Long.rotateLeft(h1, 27) + h2;
+    h1 = h1 * 5 + 0x52dce729;
+    h2 ^= mixK2(parentH2);
+    h2 = Long.rotateLeft(h2, 31) + h1;
+    h2 = h2 * 5 + 0x38495ab5;
+    h1 ^= mixK1(extraH1);
+    h1 = Long.rotateLeft(h1, 27) + h2;
+    h1 = h1 * 5 + 0x52dce729;
+    h2 ^= mixK2(extraH2);
+    h2 = Long.rotateLeft(h2, 31) + h1;
+    h2 = h2 * 5 + 0x38495ab5;
+    int end = from + count / step * step;
+    int k = 0;
+    for (int i = from; i < end; i += 4) {
+      long k1 = (tokens[i] & MASK32) | ((long) tokens[i + 1] << 32);
+      long k2 = (tokens[i + 2] & MASK32) | ((long) tokens[i + 3] << 32);
+      h1 ^= mixK1(k1);
+      h1 = Long.rotateLeft(h1, 27) + h2;
+      h1 = h1 * 5 + 0x52dce729;
+      h2 ^= mixK2(k2);
+      h2 = Long.rotateLeft(h2, 31) + h1;
+      h2 = h2 * 5 + 0x38495ab5;
+      int done = i + 4 - from;
+      if (done % step == 0) {
+        finishInto(h1, h2, 32 + 4L * done, out, 2 * k++);
+      }
+    }
   }
 
   private static long mixK1(long k1) {
@@ -128,6 +189,12 @@ public final class Murmur3x64 {
   }
 
   private static long[] finish(long h1, long h2, long length) {
+    long[] out = new long[2];
+    finishInto(h1, h2, length, out, 0);
+    return out;
+  }
+
+  private static void finishInto(long h1, long h2, long length, long[] out, int outIndex) {
     h1 ^= length;
     h2 ^= length;
     h1 += h2;
@@ -136,7 +203,8 @@ public final class Murmur3x64 {
     h2 = fmix64(h2);
     h1 += h2;
     h2 += h1;
-    return new long[] {h1, h2};
+    out[outIndex] = h1;
+    out[outIndex + 1] = h2;
   }
 
   private static long fmix64(long k) {

@@ -38,6 +38,10 @@ public final class ChunkBuffer {
   private volatile int refCnt = 1;
 
   private volatile long length;
+  private volatile long[] blockPrefixes = NO_PREFIXES;
+
+  /** No block prefixes known. */
+  private static final long[] NO_PREFIXES = new long[0];
 
   /**
    * @param site where the buffer is being allocated ({@link LeakDetector#allocationSite()}), or
@@ -54,6 +58,23 @@ public final class ChunkBuffer {
   /** The pool this buffer's slot belongs to. */
   public ChunkPool pool() {
     return pool;
+  }
+
+  /**
+   * The hashes ({@code h1, h2} pairs) of the chunk's block-aligned proper prefixes, shortest first
+   * (docs/keys.md, "Block prefixes"), so the tiers that keep the chunk can say which shorter
+   * prefixes it serves; empty when not known. Metadata only: the bytes do not depend on it.
+   */
+  public long[] blockPrefixes() {
+    return blockPrefixes;
+  }
+
+  /** Sets {@link #blockPrefixes()} (an even number of longs; the array is not copied). */
+  public void setBlockPrefixes(long[] prefixes) {
+    if (prefixes.length % 2 != 0) {
+      throw new IllegalArgumentException("block prefixes come in h1, h2 pairs: " + prefixes.length);
+    }
+    this.blockPrefixes = prefixes;
   }
 
   /** Bytes of chunk data held: at most {@link #capacity()}. */

@@ -119,6 +119,14 @@ public interface KvStore extends AutoCloseable {
   }
 
   /**
+   * Hands {@code sink} the block prefixes ({@link ChunkBuffer#blockPrefixes()}) of the chunks this
+   * tier found at start-up (the disk tier reads them from its files' headers), once: a restarted
+   * engine learns which shorter prefixes its persisted chunks serve. Tiers that keep nothing across
+   * restarts hand nothing (this default).
+   */
+  default void takeRecoveredPrefixes(BiConsumer<ChunkKey, long[]> sink) {}
+
+  /**
    * Removes every chunk this tier keeps on this machine (a cache reset); shared remote stores keep
    * theirs and return 0 (this default). Readers holding a buffer keep it until they release it.
    *

@@ -546,6 +546,14 @@ public final class TieredStore implements KvStore {
     return removed;
   }
 
+  /** The lower tiers' recovered block prefixes ({@link KvStore#takeRecoveredPrefixes}). */
+  @Override
+  public void takeRecoveredPrefixes(java.util.function.BiConsumer<ChunkKey, long[]> sink) {
+    for (KvStore tier : lower) {
+      tier.takeRecoveredPrefixes(sink);
+    }
+  }
+
   /** Lower tiers, fastest first. */
   public List<KvStore> lowerTiers() {
     return lower;

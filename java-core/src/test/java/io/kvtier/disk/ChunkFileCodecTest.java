@@ -21,6 +21,7 @@ import java.util.Arrays;
 import java.util.Random;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.CsvSource;
@@ -146,6 +147,31 @@ class ChunkFileCodecTest {
     assertArrayEquals(bytes, got.segment().toArray(ValueLayout.JAVA_BYTE));
     got.release();
     assertEquals(h, codec.readHeader(io, file));
+  }
+
+  @Test
+  void blockPrefixes_roundTripThroughTheHeader_andABadListReadsAsNone() throws Exception {
+    codec = new ChunkFileCodec(false, false);
+    byte[] bytes = content(false, CHUNK);
+    long[] prefixes = {1, 2, 3, 4, -5, -6};
+    Path file = dir.resolve("c.kvc");
+    ChunkBuffer b = buffer(bytes);
+    try {
+      b.setBlockPrefixes(prefixes);
+      ChunkFileCodec.Encoded e = codec.encode(KEY, b);
+      io.writeAtomically(file, e.parts(), false);
+    } finally {
+      b.release();
+    }
+    assertArrayEquals(prefixes, codec.readHeader(io, file).blockPrefixes());
+    ChunkBuffer got = read(file, CHUNK);
+    assertArrayEquals(prefixes, got.blockPrefixes(), "a chunk read back knows its prefixes");
+    got.release();
+    flipByte(file, 72 + 9); // inside the list: the chunk is still served, without prefixes
+    assertEquals(0, codec.readHeader(io, file).blockPrefixes().length);
+    got = read(file, CHUNK);
+    assertArrayEquals(bytes, got.segment().toArray(ValueLayout.JAVA_BYTE));
+    got.release();
   }
 
   @ParameterizedTest(name = "direct={0}")

@@ -140,6 +140,88 @@ class KvWorkerTest {
     assertArrayEquals(new long[] {3, 48, 0, 0, 0}, worker.stats());
   }
 
+  /** {@code a}'s first {@code shared} tokens, then tokens {@code a} never has. */
+  static int[] sharing(int[] a, int shared, int length) {
+    int[] b = new int[length];
+    for (int i = 0; i < length; i++) {
+      b[i] = i < shared ? a[i] : 200_000 + i;
+    }
+    return b;
+  }
+
+  @ParameterizedTest
+  @CsvSource({"cpu", "nhd", "hnd"})
+  void aPromptSharingOnlyTheFirstBlocksOfAStoredChunkLoadsThemFromItByteForByte(String kind) {
+    PagedLayout l =
+        switch (kind) {
+          case "cpu" -> layout;
+          case "nhd" -> PagedLayout.flashAttnNhd(BLOCKS, BLOCK, 2, 4, 2);
+          default -> PagedLayout.flashAttnHnd(BLOCKS, BLOCK, 2, 4, 2);
+        };
+    open(Map.of(), l, 1);
+    assertEquals(BLOCK, engine.blockTokens());
+    int[] a = prompt(48, 7);
+    int[] src = blocks(0, 1, 6);
+    assertEquals(3, worker.save(a, 48, src, 0));
+    // b shares chunk 0 and the first block of chunk 1 (tokens 16..23), then differs.
+    int[] b = sharing(a, 27, 48);
+    assertEquals(24, engine.lookup(b, 48));
+    assertArrayEquals(new int[] {24, 24, 0, 0}, engine.lookupAndPinTiers(9, b, 48));
+    engine.unpinRequest(9);
+    int[] dst = blocks(30, 1, 6);
+    assertEquals(24, worker.load(b, 24, dst, 0, 24));
+    assertSameTokens(l, src, dst, 0, 24);
+    // A load that starts inside the shared chunk's blocks reads only those.
+    int[] dst2 = blocks(40, 1, 6);
+    assertEquals(23, worker.load(b, 24, dst2, 17, 23));
+    assertSameTokens(l, src, dst2, 17, 23);
+  }
+
+  @Test
+  void aPromptsLastWholeBlocksAreStoredAndHitBySameAndLongerPrompts() {
+    open();
+    int[] a = prompt(44, 8); // 2 chunks, then 12 tokens: one whole block is kept
+    int[] src = blocks(0, 1, 6);
+    assertEquals(3, worker.save(a, 44, src, 0));
+    assertEquals(40, engine.lookup(a, 44));
+    int[] dst = blocks(20, 1, 6);
+    assertEquals(40, worker.load(a, 40, dst, 0, 40));
+    assertSameTokens(layout, src, dst, 0, 40);
+    // A longer prompt that shares all 44 tokens hits the stored block run, and no more.
+    assertEquals(40, engine.lookup(sharing(a, 44, 60), 60));
+    // Sharing fewer tokens than the block run: whole blocks only.
+    assertEquals(32, engine.lookup(sharing(a, 39, 60), 60));
+  }
+
+  @Test
+  void blockHitsSurviveARestartFromDisk(@org.junit.jupiter.api.io.TempDir java.nio.file.Path dir)
+      throws Exception {
+    Map<String, Object> disk = Map.of("local_disk", dir.toString(), "max_local_disk_size", 0.01);
+    open(disk, layout);
+    int[] a = prompt(48, 9);
+    int[] src = blocks(0, 1, 6);
+    assertEquals(3, worker.save(a, 48, src, 0));
+    assertTrue(engine.tiers().awaitIdle(60_000), "disk writes still in flight");
+    worker.close();
+    engine.close();
+    open(disk, layout); // same layer contents: the same seeds
+    assertEquals(0, engine.tiers().cpu().stats().entries(), "the CPU tier starts empty");
+    int[] b = sharing(a, 40, 48);
+    assertEquals(40, engine.lookup(b, 48));
+    int[] dst = blocks(30, 1, 6);
+    assertEquals(40, worker.load(b, 40, dst, 0, 40));
+    assertSameTokens(layout, src, dst, 0, 40);
+  }
+
+  @Test
+  void withoutABlockSizeThatDividesTheChunkHitsStayWholeChunks() {
+    open(Map.of(), PagedLayout.cpuBackend(BLOCKS, 16, 2, 4, 2));
+    assertEquals(CHUNK, engine.blockTokens());
+    int[] a = prompt(48, 10);
+    assertEquals(3, worker.save(a, 48, blocks(0, 1, 3), 0));
+    assertEquals(16, engine.lookup(sharing(a, 27, 48), 48));
+  }
+
   @Test
   void loadStartingAndEndingInsideChunksTouchesOnlyThoseTokens() {
     open();
