@@ -23,12 +23,14 @@ from kvtier.vllm import scheduler as scheduler_module
 from kvtier.vllm.scheduler import TRANSITIONS, Event, KVTierScheduler, State
 
 CHUNK = 256
+BLOCK = 16
 
 
-def vllm_config(role: str = "kv_both", ranks: int = 1) -> SimpleNamespace:
+def vllm_config(role: str = "kv_both", ranks: int = 1, block: int = 16) -> SimpleNamespace:
     return SimpleNamespace(
         kv_transfer_config=SimpleNamespace(kv_role=role, engine_id="test-engine"),
         parallel_config=SimpleNamespace(world_size=ranks),
+        cache_config=SimpleNamespace(block_size=block),
     )
 
 
@@ -93,7 +95,8 @@ def admit(s: KVTierScheduler, req: Request, ids: list[int], external: int = 0) -
 
 def test_chunked_prefill_saves_each_chunk_once_and_sends_only_changes(sched) -> None:
     """A 600-token prompt prefilled 300 tokens a step: step 1 saves chunk 0 with the prompt and
-    its blocks, step 2 chunk 1 with only the blocks added since, the tail is never saved."""
+    its blocks, step 2 chunk 1 and the tail's 5 whole blocks (up to token 592) with only the
+    blocks added since; the last 8 tokens, less than a block, are never saved."""
     req = request("r", 600)
     admit(sched, req, [7, 3, 9])
     m1 = sched.build_connector_meta(output(new=[("r", [7, 3, 9], 0)], scheduled={"r": 300}))
@@ -104,7 +107,7 @@ def test_chunked_prefill_saves_each_chunk_once_and_sends_only_changes(sched) -> 
         output(cached=[("r", [4, 5], 300, False)], scheduled={"r": 300})
     )
     (op,) = m2.ops
-    assert op.tokens is None and op.save_to == 2 * CHUNK
+    assert op.tokens is None and op.save_to == 2 * CHUNK + 5 * BLOCK
     assert (op.blocks_at, op.new_blocks) == (3, [4, 5])
     m3 = sched.build_connector_meta(output(cached=[("r", None, 600, False)], scheduled={"r": 1}))
     assert m3.ops == []
@@ -182,6 +185,25 @@ def test_roles_limit_loads_and_saves(role, loads, saves) -> None:
         output(new=[("x", [1, 2], got)], scheduled={"x": 2 * CHUNK - got})
     )
     assert any(op.save_to > 0 for op in meta.ops) == saves
+
+
+@pytest.mark.parametrize(("block", "saved", "looked_up"), [(16, 96, True), (48, 0, False)])
+def test_a_prompt_shorter_than_a_chunk_is_saved_and_looked_up_in_whole_blocks(
+    block: int, saved: int, looked_up: bool
+) -> None:
+    """Block-granular tails need vLLM's block size to divide the chunk: 100 tokens keep their 6
+    whole 16-token blocks; with 48-token blocks (not a divisor of 256) only whole chunks count, so
+    such a prompt is neither saved nor looked up."""
+    s = KVTierScheduler(vllm_config(block=block), {"chunk_size": CHUNK})
+    s._lookup = lookups = Lookups((0, 0, False))
+    req = request("short", 100)
+    s.get_num_new_matched_tokens(req, 0)
+    assert (len(lookups.pins) == 1) is looked_up
+    s.update_state_after_alloc(req, blocks([1, 2, 3, 4, 5, 6, 7]), 0)
+    meta = s.build_connector_meta(
+        output(new=[("short", [1, 2, 3, 4, 5, 6, 7], 0)], scheduled={"short": 100})
+    )
+    assert [op.save_to for op in meta.ops] == ([saved] if saved else [])
 
 
 def test_save_unfull_chunk_saves_the_tail_once_the_prompt_is_computed() -> None:
@@ -308,7 +330,7 @@ def test_plain_prompts_have_no_extras_and_lora_salt_and_embeds_do(sched) -> None
     )
     op = first_op(sched, embeds, 300)
     assert np.array_equal(op.tokens, np.zeros(300)) and op.extras is not None
-    assert op.save_to == CHUNK and sched.unkeyable == 0
+    assert op.save_to == CHUNK + 2 * BLOCK and sched.unkeyable == 0
 
 
 def test_multimodal_items_key_the_chunks_they_overlap() -> None:
@@ -398,11 +420,12 @@ def decode(s: KVTierScheduler, req: Request, generated: list[int], computed_to: 
 
 def test_decode_chunks_are_saved_with_their_tokens() -> None:
     """save_decode_cache (the default): once generated tokens fill a chunk whose KV is computed,
-    it is saved, and the workers get the longer token list; partial chunks are not."""
+    it is saved, and the workers get the longer token list; partial chunks of generated tokens
+    are not (the prompt's last whole blocks are)."""
     s = KVTierScheduler(vllm_config(), {"chunk_size": CHUNK})
     s._lookup = Lookups()
     req = request("chat", 300)
-    assert first_op(s, req, 300).save_to == CHUNK
+    assert first_op(s, req, 300).save_to == CHUNK + 2 * BLOCK
     meta = decode(s, req, list(range(1000, 1000 + 200)), 500)
     assert meta.ops == [], "500 tokens computed: still one full chunk"
     meta = decode(s, req, list(range(2000, 2013)), 513)
@@ -415,5 +438,5 @@ def test_decode_chunks_are_not_saved_when_switched_off() -> None:
     s = KVTierScheduler(vllm_config(), {"chunk_size": CHUNK, "save_decode_cache": False})
     s._lookup = Lookups()
     req = request("chat", 300)
-    assert first_op(s, req, 300).save_to == CHUNK
+    assert first_op(s, req, 300).save_to == CHUNK + 2 * BLOCK
     assert decode(s, req, list(range(1000, 1300)), 600).ops == []

@@ -268,6 +268,17 @@ class KVTierScheduler:
         self._chunk_tokens = int(config.chunkTokens())
         self._save_unfull = bool(config.saveUnfullChunk())
         self._save_decode = bool(config.saveDecodeCache())
+        block = int(vllm_config.cache_config.block_size)
+        self._tail_tokens = (
+            1
+            if self._save_unfull
+            else block
+            if block < self._chunk_tokens and self._chunk_tokens % block == 0
+            else self._chunk_tokens
+        )
+        """What a prompt's last, partial chunk is stored in multiples of (docs/keys.md, "Block
+        prefixes"): every token with ``save_unfull_chunk``, else whole vLLM blocks where they
+        divide the chunk, else nothing (whole chunks only)."""
         self._root = keys.ZERO
         """The cache epoch's root digest: zero until ``reset_cache`` picks a new epoch."""
         self._clear_local = False
@@ -394,7 +405,7 @@ class KVTierScheduler:
         if not self._can_load or req.unkeyable:
             return 0, False
         prompt = len(req.tokens)
-        if prompt < self._chunk_tokens and not self._save_unfull:
+        if prompt < self._tail_tokens:
             return 0, False
         pin = next(self._pins)
         try:
@@ -641,8 +652,9 @@ class KVTierScheduler:
         if req.saved_to >= prompt:
             return 0
         end = min(computed_to, prompt)
-        whole = end == prompt and self._save_unfull
-        savable = end if whole else end // self._chunk_tokens * self._chunk_tokens
+        savable = end // self._chunk_tokens * self._chunk_tokens
+        if end == prompt:  # the prompt's last, partial chunk too, in whole blocks or tokens
+            savable += (end - savable) // self._tail_tokens * self._tail_tokens
         if savable <= req.saved_to:
             return 0
         req.saved_to = savable
