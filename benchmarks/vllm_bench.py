@@ -3,6 +3,7 @@
     python benchmarks/vllm_bench.py ttft [--sizes 2048 8192 16384]
     python benchmarks/vllm_bench.py overhead [--repeats 3 --prompts 24 --tokens 1024]
     python benchmarks/vllm_bench.py startup [--repeats 3 --tokens 2048]
+    python benchmarks/vllm_bench.py floor [--sizes 2000 4000 8000 --repeats 3]
 
 ``ttft``: one vLLM with kvtier (CPU tier, vLLM's prefix cache off); each prompt is generated twice
 with one output token; the first request computes and saves, the second loads. Prints both times
@@ -20,6 +21,15 @@ its compute threads when any KV connector is configured.
 vLLM's ``LLM`` (start-up, kvtier's JVM and warm-up included), then the process's very first
 prompt generated twice with one output token (with kvtier the second one loads what the first one
 saved: the first save and the first load of the process, no warm-up request before them).
+
+``floor``: kvtier against the floor, vLLM's own prefix cache. For each size, (a) the same prompt
+twice and (b) a prompt, then another that shares all but its last 300 tokens (a suffix that is not
+a multiple of the chunk size); the second request of each is timed (one output token) with its hit
+tokens. Three systems, each in fresh processes with a 1024-token warm-up pair first: vLLM's prefix
+cache alone (no connector); kvtier's CPU tier (vLLM's prefix cache off, so every hit is kvtier's);
+kvtier's disk tier after a restart (one process stores the first requests and exits, a new one
+with an empty CPU tier times the second ones). Alternating systems, ``--repeats`` rounds; prints
+medians, ranges and each kvtier figure as a ratio of vLLM's own.
 
 All use the small local model of examples/tiny_model.py, in the dtype this CPU multiplies
 natively (bfloat16 with AVX512-BF16 or AMX, float32 elsewhere; ``KVTIER_VLLM_DTYPE`` overrides).
@@ -45,20 +55,137 @@ import vllm_cpu  # noqa: E402
 CONNECTOR = {"kv_connector": "KVTierConnector", "kv_role": "kv_both"}
 
 
-def make_llm(model: str, max_model_len: int, connector: bool):  # noqa: ANN201 - vllm.LLM
+def make_llm(  # noqa: ANN201 - vllm.LLM
+    model: str,
+    max_model_len: int,
+    connector: bool,
+    prefix_caching: bool = False,
+    settings: dict | None = None,
+):
     from vllm import LLM
 
+    transfer = None
+    if connector:
+        transfer = {**CONNECTOR, "kv_connector_extra_config": settings or {}}
     return LLM(
         model=model,
         dtype=vllm_cpu.choose_dtype()[0],
         max_model_len=max_model_len,
         max_num_batched_tokens=max_model_len,
         enforce_eager=True,
-        enable_prefix_caching=False,
+        enable_prefix_caching=prefix_caching,
         gpu_memory_utilization=0.3,
-        kv_transfer_config=CONNECTOR if connector else None,
+        kv_transfer_config=transfer,
         seed=0,
     )
+
+
+SUFFIX = 300
+"""The new suffix of the shared-prefix case: not a multiple of the chunk size."""
+
+
+def floor_prompts(n: int) -> dict[str, list[list[int]]]:
+    """Per case, the first (storing) and second (timed) prompt of ``n`` tokens."""
+    same = tiny_model.prompt(n, seed=n)
+    prefix = tiny_model.prompt(n - SUFFIX, seed=n + 1)
+    return {
+        "same": [same, same],
+        "shared": [
+            prefix + tiny_model.prompt(SUFFIX, seed=n + 2),
+            prefix + tiny_model.prompt(SUFFIX, seed=n + 3),
+        ],
+    }
+
+
+def floor_once(system: str, phase: str, sizes: list[int], disk: str) -> list[dict]:
+    """One process of the floor benchmark: ``phase`` "store" sends the first prompts only,
+    "time" the first ones (unless the disk already has them) then the timed second ones."""
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    model = str(tiny_model.build())
+    settings = {"local_disk": disk, "max_local_disk_size": 20} if system == "disk" else None
+    llm = make_llm(
+        model, max(sizes) + 64, system != "vllm", prefix_caching=system == "vllm", settings=settings
+    )
+    one = SamplingParams(max_tokens=1, temperature=0.0)
+
+    def timed(tokens: list[int]) -> tuple[float, int]:
+        start = time.perf_counter()
+        out = llm.generate([TokensPrompt(prompt_token_ids=tokens)], one, use_tqdm=False)[0]
+        return (time.perf_counter() - start) * 1e3, int(out.num_cached_tokens or 0)
+
+    warm_up = tiny_model.prompt(1024, seed=99)
+    timed(warm_up)
+    timed(warm_up)
+    rows = []
+    for n in sizes:
+        for case, (first, second) in floor_prompts(n).items():
+            if phase == "store" or system != "disk":
+                timed(first)
+            if phase == "time":
+                ms, hit = timed(second)
+                rows.append({"system": system, "size": n, "case": case, "ms": ms, "hit": hit})
+    return rows
+
+
+def floor(sizes: list[int], repeats: int) -> None:
+    import tempfile
+
+    print(f"vllm_bench floor: {vllm_cpu.summary()}", flush=True)
+    systems = ["vllm", "cpu", "disk"]
+    rows: list[dict] = []
+
+    def child(system: str, phase: str, disk: str) -> list[dict]:
+        out = subprocess.run(
+            [sys.executable, __file__, "_floor", system, phase, disk, *map(str, sizes)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **vllm_cpu.vllm_env()},
+        )
+        if out.returncode != 0:
+            sys.stderr.write(out.stdout[-4000:] + out.stderr[-4000:])
+            raise SystemExit(f"{system} {phase} failed with exit code {out.returncode}")
+        line = next(x for x in reversed(out.stdout.splitlines()) if x.startswith("["))
+        return json.loads(line)
+
+    for r in range(repeats):
+        order = systems if r % 2 == 0 else systems[::-1]
+        for system in order:
+            with tempfile.TemporaryDirectory(prefix="kvtier-floor-") as disk:
+                if system == "disk":
+                    child(system, "store", disk)
+                got = child(system, "time", disk)
+            for row in got:
+                print(
+                    f"round {r} {system:>4} {row['size']:>5} {row['case']:>6}: "
+                    f"{row['ms']:8.1f} ms, hit {row['hit']}",
+                    flush=True,
+                )
+            rows.extend(got)
+
+    def pick(system: str, n: int, case: str, key: str) -> list[float]:
+        return [x[key] for x in rows if (x["system"], x["size"], x["case"]) == (system, n, case)]
+
+    print()
+    print(
+        f"{'tokens':>6} {'case':>6} {'system':>6} {'median ms':>10} {'range ms':>17} "
+        f"{'hit':>6} {'vs vLLM':>8}"
+    )
+    for n in sizes:
+        for case in ("same", "shared"):
+            floor_ms = statistics.median(pick("vllm", n, case, "ms"))
+            for system in systems:
+                ms = pick(system, n, case, "ms")
+                hits = pick(system, n, case, "hit")
+                med = statistics.median(ms)
+                hit = int(statistics.median(hits))
+                hit_range = "" if min(hits) == max(hits) else f" ({min(hits)}-{max(hits)})"
+                print(
+                    f"{n:>6} {case:>6} {system:>6} {med:>10.1f} "
+                    f"{f'{min(ms):.1f}-{max(ms):.1f}':>17} {hit:>6}{hit_range} "
+                    f"{med / floor_ms:>7.2f}x"
+                )
 
 
 def ttft(sizes: list[int]) -> None:
@@ -192,6 +319,14 @@ def main() -> None:
     p = sub.add_parser("startup")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--tokens", type=int, default=2048)
+    p = sub.add_parser("floor")
+    p.add_argument("--sizes", type=int, nargs="+", default=[2000, 4000, 8000])
+    p.add_argument("--repeats", type=int, default=3)
+    p = sub.add_parser("_floor")
+    p.add_argument("system", choices=["vllm", "cpu", "disk"])
+    p.add_argument("phase", choices=["store", "time"])
+    p.add_argument("disk")
+    p.add_argument("sizes", type=int, nargs="+")
     p = sub.add_parser("_startup")
     p.add_argument("mode", choices=["on", "off"])
     p.add_argument("tokens", type=int)
@@ -207,6 +342,10 @@ def main() -> None:
         overhead(args.repeats, args.prompts, args.tokens)
     elif args.cmd == "startup":
         startup(args.repeats, args.tokens)
+    elif args.cmd == "floor":
+        floor(args.sizes, args.repeats)
+    elif args.cmd == "_floor":
+        print(json.dumps(floor_once(args.system, args.phase, args.sizes, args.disk)), flush=True)
     elif args.cmd == "_startup":
         print(json.dumps(startup_once(args.mode == "on", args.tokens)), flush=True)
     else:

@@ -84,6 +84,41 @@ def test_chunk_vectors_match_spec_and_java(vector):
     assert java_hashes(np.array(tokens, dtype=np.int32), chunk, partial, words) == expected
 
 
+@pytest.mark.parametrize(
+    "vector", VECTORS["block_prefixes"], ids=lambda v: f"{v['chunk_size']}-{v['block_size']}"
+)
+def test_block_prefix_vectors_match_spec_and_java(vector):
+    """Each block prefix of a chunk hashes like a partial chunk of that many tokens (mmh3, from
+    the spec), the last one is the chunk's own hash, and Java computes the same."""
+    tokens = tokens_of(vector)
+    chunk, block = vector["chunk_size"], vector["block_size"]
+    keyed = vector["keyed_tokens"]
+    assert keyed == len(tokens) - len(tokens) % chunk % block
+    root, extras = vector_extras(vector)
+    hasher = _jvm.java_class("io.kvtier.key.ChunkHasher")
+    key = _jvm.java_class("io.kvtier.key.ChunkKey")
+    parent = root
+    java_tokens = _jvm.int_array(np.array(tokens, dtype=np.int32))
+    java_extras = key_extras(keys.words(root, extras))
+    for c, expected in enumerate(vector["prefixes"]):
+        part = tokens[c * chunk : min((c + 1) * chunk, keyed)]
+        extra = extras[c] if c < len(extras) else bytes(16)
+        spec = [
+            mmh3.hash_bytes(parent + extra + struct.pack(f"<{k}i", *part[:k]), SEED).hex()
+            for k in range(block, len(part) + 1, block)
+        ]
+        assert spec == expected
+        java_parent = None if c == 0 else _jvm.long_array(np.frombuffer(parent, dtype="<i8"))
+        p = hasher.blockPrefixes(
+            java_parent, java_extras, c, java_tokens, c * chunk, len(part), block
+        )
+        assert [str(key.hex(p[i], p[i + 1])) for i in range(0, len(p), 2)] == expected
+        parent = bytes.fromhex(expected[-1])
+    assert [p[-1] for p in vector["prefixes"]] == spec_hashes(
+        tokens[:keyed], chunk, True, root, extras
+    )
+
+
 def _vllm_keys(keys_json: list) -> list[tuple]:
     """Extra keys as vLLM returns them: prompt-embeds digests are bytes (hex in the vectors)."""
     return [

@@ -47,9 +47,13 @@ from vllm_runs import (  # noqa: E402
 )
 
 # Prompts, one set per case. The baseline run generates all of them once without kvtier.
-TWICE = tiny_model.prompt(4 * CHUNK + 37, seed=1)
+TWICE = tiny_model.prompt(4 * CHUNK + 137, seed=1)
 SHARED_PREFIX = tiny_model.prompt(3 * CHUNK, seed=2)
 PREFIXED = [SHARED_PREFIX + tiny_model.prompt(n, seed=10 + n) for n in (100, 300, 600)]
+BLOCK = 128
+"""vLLM's block size on CPU: hits are whole blocks (docs/keys.md, "Block prefixes")."""
+PREFIXED.append(PREFIXED[2][: 3 * CHUNK + 150] + tiny_model.prompt(100, seed=77))
+"""Shares 150 tokens of PREFIXED[2]'s fourth chunk: hits its first whole block from it."""
 OTHER_FIRST_CHUNK = tiny_model.prompt(CHUNK, seed=9) + PREFIXED[0][CHUNK:]
 """PREFIXED[0] with another first chunk: its output must differ, or outputs could not show a
 wrong first chunk."""
@@ -112,21 +116,23 @@ def test_outputs_depend_on_every_chunk_of_the_prompt(baseline: dict[str, Run]) -
 def test_same_prompt_twice_hits_and_generates_the_same_tokens(
     default_run: Run, baseline: dict[str, Run]
 ) -> None:
-    """A 4.1-chunk prompt asked twice (scheduler and worker in one process): the second request
-    loads 4 chunks from kvtier and both outputs equal vLLM's without kvtier."""
+    """A 4.5-chunk prompt asked twice (scheduler and worker in one process): the second request
+    loads 4 chunks and the last chunk's one whole block from kvtier, and both outputs equal vLLM's
+    without kvtier."""
     same_runtime(without_kvtier=baseline["twice"], with_kvtier=default_run)
     assert default_run.cached(0) == [0]
-    assert default_run.cached(1) == [4 * CHUNK]
+    assert default_run.cached(1) == [4 * CHUNK + BLOCK]
     assert default_run.tokens(0) == default_run.tokens(1) == baseline["twice"].tokens(0)
 
 
 def test_shared_prefixes_hit_partially_and_match_a_run_without_kvtier(
     default_run: Run, baseline: dict[str, Run]
 ) -> None:
-    """Prompts sharing 3 chunks, then differing: later prompts hit the shared chunks only, and
-    every output equals vLLM's without the connector."""
+    """Prompts sharing 3 chunks, then differing: later prompts hit the shared chunks only; the
+    last one shares 150 more tokens with a stored chunk and also hits that chunk's first whole
+    block (read out of it). Every output equals vLLM's without the connector."""
     same_runtime(without_kvtier=baseline["prefixed"], with_kvtier=default_run)
-    assert default_run.cached(2) == [0, 3 * CHUNK, 3 * CHUNK]
+    assert default_run.cached(2) == [0, 3 * CHUNK, 3 * CHUNK, 3 * CHUNK + BLOCK]
     assert default_run.tokens(2) == baseline["prefixed"].tokens(0)[: len(PREFIXED)]
 
 

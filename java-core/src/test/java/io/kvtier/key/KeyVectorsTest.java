@@ -1,6 +1,7 @@
 package io.kvtier.key;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.io.IOException;
 import java.nio.file.Files;
@@ -110,6 +111,35 @@ class KeyVectorsTest {
     for (Map<String, Object> v : ns) {
       byte[] text = ((String) v.get("canonical")).getBytes(java.nio.charset.StandardCharsets.UTF_8);
       assertEquals(((Number) v.get("id")).longValue(), Murmur3x64.hash(text, ChunkHasher.SEED)[0]);
+    }
+  }
+
+  @Test
+  @SuppressWarnings("unchecked")
+  void blockPrefixes_matchDocumentedVectors() throws IOException {
+    List<Map<String, Object>> all = (List<Map<String, Object>>) vectors().get("block_prefixes");
+    assertTrue(all.size() >= 3);
+    for (Map<String, Object> v : all) {
+      int[] tokens = tokensOf(v);
+      int chunk = ((Number) v.get("chunk_size")).intValue();
+      int block = ((Number) v.get("block_size")).intValue();
+      int keyed = ((Number) v.get("keyed_tokens")).intValue();
+      assertEquals(keyed, tokens.length - tokens.length % chunk % block);
+      KeyExtras extras = extrasOf(v);
+      long[] h = ChunkHasher.hashes(tokens, keyed, extras, chunk, true, Integer.MAX_VALUE);
+      List<List<String>> prefixes = (List<List<String>>) v.get("prefixes");
+      assertEquals(prefixes.size(), h.length / 2);
+      for (int c = 0; c < prefixes.size(); c++) {
+        long[] parent = c == 0 ? null : new long[] {h[2 * c - 2], h[2 * c - 1]};
+        int count = Math.min(chunk, keyed - c * chunk);
+        long[] p = ChunkHasher.blockPrefixes(parent, extras, c, tokens, c * chunk, count, block);
+        List<String> got = new java.util.ArrayList<>();
+        for (int k = 0; k < p.length; k += 2) {
+          got.add(ChunkKey.hex(p[k], p[k + 1]));
+        }
+        assertEquals(prefixes.get(c), got, "chunk " + c);
+        assertEquals(ChunkKey.hex(h[2 * c], h[2 * c + 1]), got.getLast(), "the chunk's own hash");
+      }
     }
   }
 
