@@ -25,7 +25,7 @@ import java.util.zip.CRC32C;
  *       60     4  CRC32C of bytes 0..59
  *       64     4  n: block prefixes listed (0 to 251)
  *       68     4  CRC32C of bytes 72..72+16n
- *       72   16n  block prefixes: h1, h2 of each block-aligned proper prefix, shortest first
+ *       72   16n  block prefixes: h1, h2 of each block-aligned prefix, shortest first
  *        -     -  zero up to 4096
  *   4096     -    stored bytes, then zero padding to a multiple of 4096
  * </pre>

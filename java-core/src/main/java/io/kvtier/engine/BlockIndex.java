@@ -6,8 +6,6 @@ import java.util.Arrays;
 import java.util.Comparator;
 import java.util.List;
 import java.util.concurrent.ConcurrentHashMap;
-import java.util.concurrent.atomic.AtomicInteger;
-import java.util.concurrent.locks.ReentrantLock;
 import java.util.function.Predicate;
 
 /**
@@ -16,14 +14,14 @@ import java.util.function.Predicate;
  * that chunk here and loads those {@code k} blocks from it.
  *
  * <p>A stored chunk is recorded once, under the key of its first block (the hash its one-block
- * prefix has), with the hashes of all its block-aligned proper prefixes. A lookup computes the same
- * hashes for its own chunk, takes the candidates recorded under its first block and keeps the one
- * that shares the most blocks: one map probe per lookup, one map write per stored chunk.
+ * prefix has), with the hashes of its block prefixes. A lookup computes the same hashes for its own
+ * chunk, takes the candidates recorded under its first block and keeps the one that shares the most
+ * blocks: one map probe per lookup, one map write per stored chunk.
  *
  * <p>Entries are hints: a recorded chunk may have been evicted since, so the caller checks (and
- * pins) the source in the tiers before using it and {@link #forget}s it when gone. The index holds
- * at most {@code maxSources} chunks; beyond that a sweep drops every entry whose source the tiers
- * no longer hold, and if that is not enough, everything (the tiers' own keys still hit).
+ * pins) the source in the tiers before using it and {@link #forget}s it when gone. The index
+ * remembers the last {@code maxSources} chunks recorded (first in, first out, O(1) per record),
+ * which the caller sizes to a multiple of what its tiers can hold.
  *
  * <p>Thread-safe.
  */
@@ -48,52 +46,76 @@ final class BlockIndex {
   record Match(ChunkKey source, int blocks) {}
 
   private final ConcurrentHashMap<ChunkKey, Candidate[]> byFirstBlock = new ConcurrentHashMap<>();
-  private final AtomicInteger sources = new AtomicInteger();
-  private final ReentrantLock sweeping = new ReentrantLock();
   private final int maxSources;
-  private final Predicate<ChunkKey> held;
+
+  /** Recorded candidates in order, a ring of {@code maxSources} once full (guarded by this). */
+  private ChunkKey[] ringKeys = new ChunkKey[16];
+
+  private Candidate[] ringCandidates = new Candidate[16];
+  private int ringNext;
+  private int ringSize;
 
   /**
-   * @param maxSources chunks recorded at most before a sweep
-   * @param held whether the tiers of this process still hold a chunk (the sweep's test)
+   * @param maxSources chunks remembered at most (the oldest are forgotten first)
    */
-  BlockIndex(int maxSources, Predicate<ChunkKey> held) {
+  BlockIndex(int maxSources) {
     this.maxSources = Math.max(1, maxSources);
-    this.held = held;
   }
 
   /**
-   * Records that {@code source} holds the prefixes {@code prefixes} ({@code h1, h2} pairs, one
-   * block first, proper prefixes only). Nothing is recorded for fewer than one prefix.
+   * Records that {@code source} starts with the prefixes {@code prefixes} ({@code h1, h2} pairs,
+   * one block first; its own hash may be the last). Nothing is recorded for fewer than two
+   * prefixes.
    */
   void record(ChunkKey source, long[] prefixes) {
-    if (prefixes.length < 2) {
+    if (prefixes.length < 4) {
       return;
     }
     ChunkKey first = new ChunkKey(source.namespace(), prefixes[0], prefixes[1]);
     Candidate added = new Candidate(source, prefixes);
-    boolean[] grew = new boolean[1];
-    byFirstBlock.compute(
-        first,
-        (k, old) -> {
-          if (old == null) {
-            grew[0] = true;
-            return new Candidate[] {added};
-          }
-          for (Candidate c : old) {
-            if (c.source.equals(source)) {
-              return old;
+    if (byFirstBlock.putIfAbsent(first, new Candidate[] {added}) != null) {
+      boolean[] fresh = new boolean[1];
+      byFirstBlock.compute(
+          first,
+          (k, old) -> {
+            if (old == null) {
+              fresh[0] = true;
+              return new Candidate[] {added};
             }
-          }
-          int keep = Math.min(old.length, MAX_CANDIDATES - 1);
-          Candidate[] now = new Candidate[keep + 1];
-          now[0] = added;
-          System.arraycopy(old, 0, now, 1, keep);
-          grew[0] = keep == old.length;
-          return now;
-        });
-    if (grew[0] && sources.incrementAndGet() > maxSources) {
-      sweep();
+            for (Candidate c : old) {
+              if (c.source.equals(source)) {
+                return old;
+              }
+            }
+            fresh[0] = true;
+            int keep = Math.min(old.length, MAX_CANDIDATES - 1);
+            Candidate[] now = new Candidate[keep + 1];
+            now[0] = added;
+            System.arraycopy(old, 0, now, 1, keep);
+            return now;
+          });
+      if (!fresh[0]) {
+        return;
+      }
+    }
+    Candidate dropped;
+    ChunkKey droppedKey;
+    synchronized (this) {
+      if (ringSize == ringKeys.length && ringSize < maxSources) {
+        int grown = (int) Math.min(maxSources, 2L * ringSize);
+        ringKeys = Arrays.copyOf(ringKeys, grown);
+        ringCandidates = Arrays.copyOf(ringCandidates, grown);
+        ringNext = ringSize;
+      }
+      droppedKey = ringKeys[ringNext];
+      dropped = ringCandidates[ringNext];
+      ringKeys[ringNext] = first;
+      ringCandidates[ringNext] = added;
+      ringNext = (ringNext + 1) % ringKeys.length;
+      ringSize = Math.min(ringSize + 1, ringKeys.length);
+    }
+    if (dropped != null) {
+      remove(droppedKey, c -> c == dropped);
     }
   }
 
@@ -120,66 +142,33 @@ final class BlockIndex {
 
   /** Drops {@code source}, which the tiers no longer hold, from its first block's candidates. */
   void forget(long namespace, long[] query, ChunkKey source) {
-    if (query.length < 2) {
-      return;
-    }
-    boolean[] dropped = new boolean[1];
-    byFirstBlock.computeIfPresent(
-        new ChunkKey(namespace, query[0], query[1]),
-        (k, old) -> {
-          Candidate[] now =
-              Arrays.stream(old).filter(c -> !c.source.equals(source)).toArray(Candidate[]::new);
-          dropped[0] = now.length < old.length;
-          return now.length == 0 ? null : now;
-        });
-    if (dropped[0]) {
-      sources.decrementAndGet();
+    if (query.length >= 2) {
+      remove(new ChunkKey(namespace, query[0], query[1]), c -> c.source.equals(source));
     }
   }
 
-  /** Chunks recorded now. */
+  private void remove(ChunkKey first, Predicate<Candidate> which) {
+    byFirstBlock.computeIfPresent(
+        first,
+        (k, old) -> {
+          Candidate[] now = Arrays.stream(old).filter(which.negate()).toArray(Candidate[]::new);
+          return now.length == old.length ? old : now.length == 0 ? null : now;
+        });
+  }
+
+  /** Chunks recorded now (for tests). */
   int size() {
-    return sources.get();
+    return byFirstBlock.values().stream().mapToInt(c -> c.length).sum();
   }
 
   /** Forgets everything (a cache reset). */
   void clear() {
+    synchronized (this) {
+      Arrays.fill(ringKeys, null);
+      Arrays.fill(ringCandidates, null);
+      ringNext = 0;
+      ringSize = 0;
+    }
     byFirstBlock.clear();
-    sources.set(0);
-  }
-
-  /**
-   * Drops the entries whose source the tiers no longer hold; if that leaves more than three
-   * quarters of the limit, drops everything. Runs on the thread whose record crossed the limit,
-   * once per crossing.
-   */
-  private void sweep() {
-    if (!sweeping.tryLock()) {
-      return;
-    }
-    try {
-      if (sources.get() <= maxSources) {
-        return;
-      }
-      int left = 0;
-      for (ChunkKey first : byFirstBlock.keySet()) {
-        Candidate[] now =
-            byFirstBlock.computeIfPresent(
-                first,
-                (k, old) -> {
-                  Candidate[] kept =
-                      Arrays.stream(old).filter(c -> held.test(c.source)).toArray(Candidate[]::new);
-                  return kept.length == 0 ? null : kept;
-                });
-        left += now == null ? 0 : now.length;
-      }
-      if (left > maxSources / 4 * 3) {
-        byFirstBlock.clear();
-        left = 0;
-      }
-      sources.set(left);
-    } finally {
-      sweeping.unlock();
-    }
   }
 }

@@ -222,9 +222,7 @@ public final class KvEngine implements AutoCloseable {
     long diskChunks =
         config.localDiskPaths().isEmpty() ? 0 : config.maxLocalDiskBytes() / chunkBytes;
     this.blockIndex =
-        new BlockIndex(
-            (int) Math.min(1 << 22, 2L * (slots.capacitySlots() + diskChunks)),
-            tiers::containsLocally);
+        new BlockIndex((int) Math.min(1 << 22, 2L * (slots.capacitySlots() + diskChunks)));
     tiers.takeRecoveredPrefixes(blockIndex::record);
     this.pins = new PinLeases(tiers, nanoClock, TimeUnit.SECONDS.toNanos(config.pinTimeoutSec()));
     this.remoteLookups =
@@ -593,8 +591,9 @@ public final class KvEngine implements AutoCloseable {
       int[] tokens, int tokenCount, KeyExtras extras, int skipChunks) {
     checkOpen();
     checkNonNegative(skipChunks, "skipChunks");
-    ChunkKey[] keys = keys(tokens, tokenCount, extras, Integer.MAX_VALUE);
     int keyed = keyedTokens(tokenCount);
+    long[][] prefixes = new long[ChunkHasher.chunkCount(keyed, chunkTokens, true)][];
+    ChunkKey[] keys = keysAndPrefixes(tokens, keyed, extras, skipChunks, prefixes);
     ChunkBuffer[] buffers = new ChunkBuffer[keys.length];
     for (int c = skipChunks; c < keys.length; c++) {
       if (tiers.containsLocally(keys[c])) { // never a network round trip on the step loop
@@ -607,15 +606,43 @@ public final class KvEngine implements AutoCloseable {
       }
       buffers[c] = b;
       storing.add(keys[c]);
-      if (blockTokens < chunkTokens && n > blockTokens) {
-        // The chunk's proper block-aligned prefixes, which it serves too (docs/keys.md).
-        long[] p =
-            blockPrefixes(
-                c == 0 ? null : keys[c - 1], extras, c, tokens, keyed, (n - 1) / blockTokens);
-        b.setBlockPrefixes(p);
+      if (prefixes[c] != null) {
+        b.setBlockPrefixes(prefixes[c]);
       }
     }
     return new StoreTransaction(keys, buffers, keyed, storing, this::commitChunk);
+  }
+
+  /**
+   * The keys of the chunks of a prompt's first {@code keyed} tokens ({@link #keyedTokens}); with
+   * block granularity, also each chunk's block prefixes from chunk {@code from} on, into {@code
+   * prefixes[c]} (null where it has none); a chunk of whole blocks gets its own hash from the same
+   * pass over its tokens (its last block prefix).
+   */
+  private ChunkKey[] keysAndPrefixes(
+      int[] tokens, int keyed, KeyExtras extras, int from, long[][] prefixes) {
+    ChunkHasher.checkTokenCount(tokens, keyed);
+    ChunkKey[] keys = new ChunkKey[prefixes.length];
+    long[] h = new long[2];
+    long root = 0;
+    for (int c = 0; c < keys.length; c++) {
+      int n = chunkTokensAt(c, keyed);
+      long[] parent = c == 0 ? null : h;
+      boolean blocks = c >= from && blockTokens < chunkTokens && n > blockTokens;
+      if (blocks) {
+        prefixes[c] =
+            ChunkHasher.blockPrefixes(parent, extras, c, tokens, c * chunkTokens, n, blockTokens);
+      }
+      if (blocks && n % blockTokens == 0) { // the last block prefix is the chunk's own hash
+        h[0] = prefixes[c][prefixes[c].length - 2];
+        h[1] = prefixes[c][prefixes[c].length - 1];
+      } else {
+        ChunkHasher.hashChunk(parent, extras, c, tokens, c * chunkTokens, n, h);
+      }
+      root = c == 0 ? h[0] : root;
+      keys[c] = new ChunkKey(namespaceId, h[0], h[1], root);
+    }
+    return keys;
   }
 
   /** Makes one stored chunk visible and records the block prefixes it serves. */

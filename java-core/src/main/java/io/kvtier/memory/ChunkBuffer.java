@@ -61,9 +61,10 @@ public final class ChunkBuffer {
   }
 
   /**
-   * The hashes ({@code h1, h2} pairs) of the chunk's block-aligned proper prefixes, shortest first
-   * (docs/keys.md, "Block prefixes"), so the tiers that keep the chunk can say which shorter
-   * prefixes it serves; empty when not known. Metadata only: the bytes do not depend on it.
+   * The hashes ({@code h1, h2} pairs) of the chunk's block-aligned prefixes, shortest first (the
+   * last one is the chunk's own hash when it is whole blocks) (docs/keys.md, "Block prefixes"), so
+   * the tiers that keep the chunk can say which shorter prefixes it serves; empty when not known.
+   * Metadata only: the bytes do not depend on it.
    */
   public long[] blockPrefixes() {
     return blockPrefixes;
