@@ -20,6 +20,12 @@ import java.util.Random;
  * (64 per layer), and vLLM's CPU backend order with 64-token blocks (16 per layer); blocks in
  * random order, as vLLM allocates them.
  *
+ * <p>A second baseline, the <em>run copy</em>, copies the same 32 MiB as plain copies of the runs a
+ * gather of that layout reads (one block of one head, or of all heads for NHD), taken from shuffled
+ * places: the same memory access pattern without any of kvtier's code. A gather close to the run
+ * copy leaves nothing to gain in the mover; what separates the run copy from the long one is the
+ * memory system's cost of short, scattered runs from cold memory.
+ *
  * <p>Run: {@code scripts/bench-gather}.
  */
 public final class GatherBench {
@@ -67,6 +73,19 @@ public final class GatherBench {
         double[] gather = new double[reps];
         double[] scatter = new double[reps];
         double[] copy = new double[reps];
+        double[] runCopy = new double[reps];
+        long run =
+            (long) l.blockSize()
+                * l.headSize()
+                * l.elementBytes()
+                * (name.equals("NHD") ? l.numHeads() : 1);
+        int pieces = (int) (chunkBytes / run);
+        List<Integer> order = new ArrayList<>();
+        for (int i = 0; i < pieces; i++) {
+          order.add(i);
+        }
+        Collections.shuffle(order, new Random(5));
+        long[] from = order.stream().mapToLong(i -> i * run).toArray();
         for (int r = -5; r < reps; r++) {
           flush.fill((byte) r);
           long t0 = System.nanoTime();
@@ -86,10 +105,17 @@ public final class GatherBench {
           long t4 = System.nanoTime();
           MemorySegment.copy(src, 0, chunk, 0, chunkBytes);
           long t5 = System.nanoTime();
+          flush.fill((byte) (r + 3));
+          long t6 = System.nanoTime();
+          for (int i = 0; i < pieces; i++) {
+            MemorySegment.copy(src, from[i], chunk, i * run, run);
+          }
+          long t7 = System.nanoTime();
           if (r >= 0) {
             gather[r] = (t1 - t0) / 1e6;
             scatter[r] = (t3 - t2) / 1e6;
             copy[r] = (t5 - t4) / 1e6;
+            runCopy[r] = (t7 - t6) / 1e6;
           }
         }
         // The same chunk through PagedKvCache, layers split over two threads, as kvtier's vLLM
@@ -136,6 +162,17 @@ public final class GatherBench {
             c,
             c / s,
             c / s >= 0.8 ? "MET" : "MISSED");
+        double rc = median(runCopy);
+        System.out.printf(
+            Locale.ROOT,
+            "  %s run copy (%d KiB runs, shuffled) %.2f ms   %.2fx of the plain copy;"
+                + " gather %.2fx, scatter %.2fx of the run copy%n",
+            name,
+            run / 1024,
+            rc,
+            c / rc,
+            rc / g,
+            rc / s);
         for (String dir : new String[] {"gather", "scatter"}) {
           double v = median(dir.equals("gather") ? gather2 : scatter2);
           System.out.printf(

@@ -437,7 +437,9 @@ public final class KvTierConfig {
           "KVTIER_LOG_LEVEL",
           "KVTIER_RUNTIME_DIR",
           "KVTIER_MODEL_CACHE",
-          "KVTIER_SKIP_VLLM");
+          "KVTIER_SKIP_VLLM",
+          "KVTIER_VLLM_DTYPE",
+          "KVTIER_VLLM_THREADS");
 
   private final Map<String, Object> values; // key name -> parsed value; every key present
   private final Map<String, String> sources; // key name -> "default", "file <path>", "env", ...

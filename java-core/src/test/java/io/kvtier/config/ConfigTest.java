@@ -89,6 +89,8 @@ class ConfigTest {
     env.put("KVTIER_SAVE_UNFULL_CHUNK", "yes");
     env.put("KVTIER_EXTRA_CONFIG", "{\"use_odirect\": true}");
     env.put("KVTIER_JVM_HEAP", "2g"); // not a configuration key, ignored here
+    env.put("KVTIER_VLLM_DTYPE", "float32"); // the examples' and benchmarks' own knobs, too
+    env.put("KVTIER_VLLM_THREADS", "2");
     KvTierConfig c = load(env, Map.of("chunk_size", "32"));
     assertEquals(32, c.chunkTokens());
     assertEquals("kv_connector_extra_config", c.sourceOf(KvTierConfig.CHUNK_SIZE));
