@@ -28,8 +28,10 @@ a multiple of the chunk size); the second request of each is timed (one output t
 tokens. Three systems, each in fresh processes with a 1024-token warm-up pair first: vLLM's prefix
 cache alone (no connector); kvtier's CPU tier (vLLM's prefix cache off, so every hit is kvtier's);
 kvtier's disk tier after a restart (one process stores the first requests and exits, a new one
-with an empty CPU tier times the second ones). Alternating systems, ``--repeats`` rounds; prints
-medians, ranges and each kvtier figure as a ratio of vLLM's own.
+with an empty CPU tier times the second ones). The second request of a case is sent ``--gap-s``
+seconds (default 1) after the first, so kvtier's saves of the first have ended (sent at once, it
+waits for them: measure that with ``--gap-s 0``). Alternating systems, ``--repeats`` rounds;
+prints medians, ranges and each kvtier figure as a ratio of vLLM's own.
 
 All use the small local model of examples/tiny_model.py, in the dtype this CPU multiplies
 natively (bfloat16 with AVX512-BF16 or AMX, float32 elsewhere; ``KVTIER_VLLM_DTYPE`` overrides).
@@ -97,9 +99,10 @@ def floor_prompts(n: int) -> dict[str, list[list[int]]]:
     }
 
 
-def floor_once(system: str, phase: str, sizes: list[int], disk: str) -> list[dict]:
+def floor_once(system: str, phase: str, sizes: list[int], disk: str, gap_s: float) -> list[dict]:
     """One process of the floor benchmark: ``phase`` "store" sends the first prompts only,
-    "time" the first ones (unless the disk already has them) then the timed second ones."""
+    "time" the first ones (unless the disk already has them), waits ``gap_s`` and then sends the
+    timed second ones."""
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
 
@@ -124,12 +127,13 @@ def floor_once(system: str, phase: str, sizes: list[int], disk: str) -> list[dic
             if phase == "store" or system != "disk":
                 timed(first)
             if phase == "time":
+                time.sleep(gap_s)  # the first request's saves end (else the second waits for them)
                 ms, hit = timed(second)
                 rows.append({"system": system, "size": n, "case": case, "ms": ms, "hit": hit})
     return rows
 
 
-def floor(sizes: list[int], repeats: int) -> None:
+def floor(sizes: list[int], repeats: int, gap_s: float) -> None:
     import tempfile
 
     print(f"vllm_bench floor: {vllm_cpu.summary()}", flush=True)
@@ -138,7 +142,16 @@ def floor(sizes: list[int], repeats: int) -> None:
 
     def child(system: str, phase: str, disk: str) -> list[dict]:
         out = subprocess.run(
-            [sys.executable, __file__, "_floor", system, phase, disk, *map(str, sizes)],
+            [
+                sys.executable,
+                __file__,
+                "_floor",
+                system,
+                phase,
+                disk,
+                str(gap_s),
+                *map(str, sizes),
+            ],
             capture_output=True,
             text=True,
             env={**os.environ, **vllm_cpu.vllm_env()},
@@ -322,10 +335,12 @@ def main() -> None:
     p = sub.add_parser("floor")
     p.add_argument("--sizes", type=int, nargs="+", default=[2000, 4000, 8000])
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--gap-s", type=float, default=1.0)
     p = sub.add_parser("_floor")
     p.add_argument("system", choices=["vllm", "cpu", "disk"])
     p.add_argument("phase", choices=["store", "time"])
     p.add_argument("disk")
+    p.add_argument("gap_s", type=float)
     p.add_argument("sizes", type=int, nargs="+")
     p = sub.add_parser("_startup")
     p.add_argument("mode", choices=["on", "off"])
@@ -343,9 +358,10 @@ def main() -> None:
     elif args.cmd == "startup":
         startup(args.repeats, args.tokens)
     elif args.cmd == "floor":
-        floor(args.sizes, args.repeats)
+        floor(args.sizes, args.repeats, args.gap_s)
     elif args.cmd == "_floor":
-        print(json.dumps(floor_once(args.system, args.phase, args.sizes, args.disk)), flush=True)
+        rows = floor_once(args.system, args.phase, args.sizes, args.disk, args.gap_s)
+        print(json.dumps(rows), flush=True)
     elif args.cmd == "_startup":
         print(json.dumps(startup_once(args.mode == "on", args.tokens)), flush=True)
     else:

@@ -40,6 +40,9 @@ public final class MmapAllocator implements HostAllocator {
   /** {@code MADV_POPULATE_WRITE} (Linux 5.14+): fault pages in writable, contents unchanged. */
   private static final int MADV_POPULATE_WRITE = 23;
 
+  /** Bytes {@link #prefault} populates per call. */
+  private static final long PREFAULT_PIECE = 4L << 20;
+
   private final MethodHandle mmap;
   private final MethodHandle munmap;
   private final MethodHandle madvise;
@@ -86,9 +89,15 @@ public final class MmapAllocator implements HostAllocator {
       return; // not Linux
     }
     try {
-      int rc = (int) madvise.invokeExact(segment, segment.byteSize(), MADV_POPULATE_WRITE);
-      if (rc != 0) {
-        return; // older kernel or the mapping went away: first touches fault as before
+      // Piece by piece: the kernel holds the process's memory-map lock for each call, and a whole
+      // slab at once (seconds on some VMs, where a first touch is slow) would stall every other
+      // thread's page faults and mappings behind it.
+      for (long at = 0; at < segment.byteSize(); at += PREFAULT_PIECE) {
+        long n = Math.min(PREFAULT_PIECE, segment.byteSize() - at);
+        int rc = (int) madvise.invokeExact(segment.asSlice(at, n), n, MADV_POPULATE_WRITE);
+        if (rc != 0) {
+          return; // older kernel or the mapping went away: first touches fault as before
+        }
       }
     } catch (Throwable t) {
       // a failed hint costs only the page faults it would have saved
