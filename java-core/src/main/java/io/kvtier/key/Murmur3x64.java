@@ -74,43 +74,7 @@ public final class Murmur3x64 {
       int seed,
       long[] out,
       int outIndex) {
-    long h1 = seed & MASK32;
-    long h2 = seed & MASK32;
-    // The parent hash and the chunk's extra digest are exactly one 16-byte block each.
-    h1 ^= mixK1(parentH1);
-    h1 = Long.rotateLeft(h1, 27) + h2;
-    h1 = h1 * 5 + 0x52dce729;
-    h2 ^= mixK2(parentH2);
-    h2 = Long.rotateLeft(h2, 31) + h1;
-    h2 = h2 * 5 + 0x38495ab5;
-    h1 ^= mixK1(extraH1);
-    h1 = Long.rotateLeft(h1, 27) + h2;
-    h1 = h1 * 5 + 0x52dce729;
-    h2 ^= mixK2(extraH2);
-    h2 = Long.rotateLeft(h2, 31) + h1;
-    h2 = h2 * 5 + 0x38495ab5;
-    int i = from;
-    int end = from + count;
-    for (; i + 4 <= end; i += 4) {
-      long k1 = (tokens[i] & MASK32) | ((long) tokens[i + 1] << 32);
-      long k2 = (tokens[i + 2] & MASK32) | ((long) tokens[i + 3] << 32);
-      h1 ^= mixK1(k1);
-      h1 = Long.rotateLeft(h1, 27) + h2;
-      h1 = h1 * 5 + 0x52dce729;
-      h2 ^= mixK2(k2);
-      h2 = Long.rotateLeft(h2, 31) + h1;
-      h2 = h2 * 5 + 0x38495ab5;
-    }
-    int rem = end - i; // 0..3 tokens = 0, 4, 8 or 12 tail bytes
-    if (rem == 3) {
-      h2 ^= mixK2(tokens[i + 2] & MASK32);
-    }
-    if (rem >= 2) {
-      h1 ^= mixK1((tokens[i] & MASK32) | ((long) tokens[i + 1] << 32));
-    } else if (rem == 1) {
-      h1 ^= mixK1(tokens[i] & MASK32);
-    }
-    finishInto(h1, h2, 32 + 4L * count, out, outIndex);
+    run(parentH1, parentH2, extraH1, extraH2, tokens, from, count, 0, seed, out, outIndex);
   }
 
   /**
@@ -144,8 +108,41 @@ public final class Murmur3x64 {
       }
       return;
     }
+    run(
+        parentH1,
+        parentH2,
+        extraH1,
+        extraH2,
+        tokens,
+        from,
+        count / step * step,
+        step,
+        seed,
+        out,
+        0);
+  }
+
+  /**
+   * The chunk hash's one pass: with {@code step == 0} the digest of all {@code count} tokens goes
+   * to {@code out[outIndex]}; with {@code step} a multiple of 4 (and {@code count} a multiple of
+   * it) the digest of every prefix of {@code k * step} tokens goes to {@code out[outIndex +
+   * 2(k-1)]}.
+   */
+  private static void run(
+      long parentH1,
+      long parentH2,
+      long extraH1,
+      long extraH2,
+      int[] tokens,
+      int from,
+      int count,
+      int step,
+      int seed,
+      long[] out,
+      int outIndex) {
     long h1 = seed & MASK32;
     long h2 = seed & MASK32;
+    // The parent hash and the chunk's extra digest are exactly one 16-byte block each.
     h1 ^= mixK1(parentH1);
     h1 = Long.rotateLeft(h1, 27) + h2;
     h1 = h1 * 5 + 0x52dce729;
@@ -158,9 +155,10 @@ public final class Murmur3x64 {
     h2 ^= mixK2(extraH2);
     h2 = Long.rotateLeft(h2, 31) + h1;
     h2 = h2 * 5 + 0x38495ab5;
-    int end = from + count / step * step;
-    int k = 0;
-    for (int i = from; i < end; i += 4) {
+    int i = from;
+    int end = from + count;
+    int prefixes = 0;
+    for (; i + 4 <= end; i += 4) {
       long k1 = (tokens[i] & MASK32) | ((long) tokens[i + 1] << 32);
       long k2 = (tokens[i + 2] & MASK32) | ((long) tokens[i + 3] << 32);
       h1 ^= mixK1(k1);
@@ -170,10 +168,23 @@ public final class Murmur3x64 {
       h2 = Long.rotateLeft(h2, 31) + h1;
       h2 = h2 * 5 + 0x38495ab5;
       int done = i + 4 - from;
-      if (done % step == 0) {
-        finishInto(h1, h2, 32 + 4L * done, out, 2 * k++);
+      if (step > 0 && done % step == 0) {
+        finishInto(h1, h2, 32 + 4L * done, out, outIndex + 2 * prefixes++);
       }
     }
+    if (step > 0) {
+      return;
+    }
+    int rem = end - i; // 0..3 tokens = 0, 4, 8 or 12 tail bytes
+    if (rem == 3) {
+      h2 ^= mixK2(tokens[i + 2] & MASK32);
+    }
+    if (rem >= 2) {
+      h1 ^= mixK1((tokens[i] & MASK32) | ((long) tokens[i + 1] << 32));
+    } else if (rem == 1) {
+      h1 ^= mixK1(tokens[i] & MASK32);
+    }
+    finishInto(h1, h2, 32 + 4L * count, out, outIndex);
   }
 
   private static long mixK1(long k1) {
