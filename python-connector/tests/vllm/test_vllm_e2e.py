@@ -161,7 +161,7 @@ def test_layerwise_over_the_socket_with_separate_processes(
     }
     got = run(model, [Step([TWICE]), Step([TWICE])], connector, in_process=False)
     same_runtime(without_kvtier=baseline["twice"], with_kvtier=got)
-    assert got.cached(1) == [4 * CHUNK]
+    assert got.cached(1) == [4 * CHUNK + BLOCK]
     assert got.tokens(0) == got.tokens(1) == baseline["twice"].tokens(0)
 
 
