@@ -155,12 +155,6 @@ public final class ChunkPool implements AutoCloseable {
       }
       slot = freeStack[--freeTop];
       inUse++;
-      if (freeTop < slotsPerSlab / 2 && mappedSlots < capacitySlots) {
-        // Map the next slab while half a slab is still free, so its pages are faulted in on the
-        // background thread before any allocation needs them, not by the first writer into them
-        // (on a VM a first touch costs far more than a copy: seconds for a slab).
-        mapSlab();
-      }
       segment = slotSegment(slot);
       if (allocationSites != null) {
         allocationSites[slot] = site;
@@ -175,13 +169,10 @@ public final class ChunkPool implements AutoCloseable {
     MemorySegment slab = allocator.allocate((long) slots * strideBytes);
     slabs.add(slab);
     Prefaulter.EXECUTOR.execute(() -> allocator.prefault(slab));
-    // The new slots go under the free ones, so the slots already faulted in are handed out first;
-    // pushed in reverse so the lowest slot of the slab is handed out first after them.
-    System.arraycopy(freeStack, 0, freeStack, slots, freeTop);
-    for (int i = 0; i < slots; i++) {
-      freeStack[slots - 1 - i] = mappedSlots + i;
+    // Push in reverse so the lowest slot of the slab is handed out first.
+    for (int i = slots - 1; i >= 0; i--) {
+      freeStack[freeTop++] = mappedSlots + i;
     }
-    freeTop += slots;
     mappedSlots += slots;
   }
 

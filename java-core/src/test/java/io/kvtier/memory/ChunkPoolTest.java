@@ -21,7 +21,6 @@ class ChunkPoolTest {
     final AtomicInteger allocations = new AtomicInteger();
     final AtomicInteger frees = new AtomicInteger();
     final AtomicInteger prefaults = new AtomicInteger();
-    final List<MemorySegment> mapped = new java.util.concurrent.CopyOnWriteArrayList<>();
 
     @Override
     public void prefault(MemorySegment segment) {
@@ -32,9 +31,7 @@ class ChunkPoolTest {
     @Override
     public MemorySegment allocate(long byteCount) {
       allocations.incrementAndGet();
-      MemorySegment m = MmapAllocator.INSTANCE.allocate(byteCount);
-      mapped.add(m);
-      return m;
+      return MmapAllocator.INSTANCE.allocate(byteCount);
     }
 
     @Override
@@ -62,30 +59,6 @@ class ChunkPoolTest {
       b.release();
     }
     assertTrue(System.nanoTime() - t0 < 5_000_000_000L);
-  }
-
-  @Test
-  void theNextSlabIsMappedWhileHalfASlabIsStillFree_andTheOlderSlotsGoFirst() throws Exception {
-    CountingAllocator a = new CountingAllocator();
-    try (ChunkPool pool = new ChunkPool(a, 1 << 20, 64L << 20, 16L << 20)) {
-      pool.warmUp();
-      List<ChunkBuffer> held = new ArrayList<>();
-      for (int i = 0; i < 8; i++) {
-        held.add(pool.tryAllocate(1 << 20));
-      }
-      assertEquals(1, a.allocations.get(), "half the first slab is free");
-      held.add(pool.tryAllocate(1 << 20));
-      assertEquals(2, a.allocations.get(), "fewer than half free: the next slab is mapped");
-      MemorySegment first = a.mapped.getFirst();
-      for (int i = 9; i < 16; i++) { // the first slab's remaining slots, before the new slab's
-        ChunkBuffer b = pool.tryAllocate(1 << 20);
-        assertTrue(
-            b.address() >= first.address() && b.address() < first.address() + first.byteSize(),
-            "slot " + i + " from the first slab");
-        held.add(b);
-      }
-      held.forEach(ChunkBuffer::release);
-    }
   }
 
   @Test
