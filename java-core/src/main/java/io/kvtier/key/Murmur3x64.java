@@ -29,12 +29,8 @@ public final class Murmur3x64 {
     for (int i = 0; i < blocks; i++) {
       long k1 = (long) LONG_LE.get(data, i * 16);
       long k2 = (long) LONG_LE.get(data, i * 16 + 8);
-      h1 ^= mixK1(k1);
-      h1 = Long.rotateLeft(h1, 27) + h2;
-      h1 = h1 * 5 + 0x52dce729;
-      h2 ^= mixK2(k2);
-      h2 = Long.rotateLeft(h2, 31) + h1;
-      h2 = h2 * 5 + 0x38495ab5;
+      h1 = round1(h1, h2, k1);
+      h2 = round2(h2, h1, k2);
     }
     int tail = blocks * 16;
     long k1 = 0;
@@ -143,30 +139,18 @@ public final class Murmur3x64 {
     long h1 = seed & MASK32;
     long h2 = seed & MASK32;
     // The parent hash and the chunk's extra digest are exactly one 16-byte block each.
-    h1 ^= mixK1(parentH1);
-    h1 = Long.rotateLeft(h1, 27) + h2;
-    h1 = h1 * 5 + 0x52dce729;
-    h2 ^= mixK2(parentH2);
-    h2 = Long.rotateLeft(h2, 31) + h1;
-    h2 = h2 * 5 + 0x38495ab5;
-    h1 ^= mixK1(extraH1);
-    h1 = Long.rotateLeft(h1, 27) + h2;
-    h1 = h1 * 5 + 0x52dce729;
-    h2 ^= mixK2(extraH2);
-    h2 = Long.rotateLeft(h2, 31) + h1;
-    h2 = h2 * 5 + 0x38495ab5;
+    h1 = round1(h1, h2, parentH1);
+    h2 = round2(h2, h1, parentH2);
+    h1 = round1(h1, h2, extraH1);
+    h2 = round2(h2, h1, extraH2);
     int i = from;
     int end = from + count;
     int prefixes = 0;
     for (; i + 4 <= end; i += 4) {
       long k1 = (tokens[i] & MASK32) | ((long) tokens[i + 1] << 32);
       long k2 = (tokens[i + 2] & MASK32) | ((long) tokens[i + 3] << 32);
-      h1 ^= mixK1(k1);
-      h1 = Long.rotateLeft(h1, 27) + h2;
-      h1 = h1 * 5 + 0x52dce729;
-      h2 ^= mixK2(k2);
-      h2 = Long.rotateLeft(h2, 31) + h1;
-      h2 = h2 * 5 + 0x38495ab5;
+      h1 = round1(h1, h2, k1);
+      h2 = round2(h2, h1, k2);
       int done = i + 4 - from;
       if (step > 0 && done % step == 0) {
         finishInto(h1, h2, 32 + 4L * done, out, outIndex + 2 * prefixes++);
@@ -185,6 +169,20 @@ public final class Murmur3x64 {
       h1 ^= mixK1(tokens[i] & MASK32);
     }
     finishInto(h1, h2, 32 + 4L * count, out, outIndex);
+  }
+
+  /** One 16-byte block's update of {@code h1}, from the block's first half {@code k1}. */
+  private static long round1(long h1, long h2, long k1) {
+    h1 ^= mixK1(k1);
+    h1 = Long.rotateLeft(h1, 27) + h2;
+    return h1 * 5 + 0x52dce729;
+  }
+
+  /** The same block's update of {@code h2} (after {@link #round1}), from its second half. */
+  private static long round2(long h2, long h1, long k2) {
+    h2 ^= mixK2(k2);
+    h2 = Long.rotateLeft(h2, 31) + h1;
+    return h2 * 5 + 0x38495ab5;
   }
 
   private static long mixK1(long k1) {
