@@ -312,8 +312,41 @@ public final class KvEngine implements AutoCloseable {
 
   private ChunkKey[] keys(int[] tokens, int tokenCount, KeyExtras extras, int maxChunks) {
     ChunkHasher.checkTokenCount(tokens, tokenCount);
-    return ChunkHasher.keys(
-        namespaceId, tokens, keyedTokens(tokenCount), extras, chunkTokens, true, maxChunks);
+    checkNonNegative(maxChunks, "maxChunks");
+    int keyed = keyedTokens(tokenCount);
+    ChunkKey[] keys = new ChunkKey[Math.min(maxChunks, chunkCount(tokenCount))];
+    for (int c = 0; c < keys.length; c++) {
+      keys[c] = chunkKey(keys, c, tokens, keyed, extras, null);
+    }
+    return keys;
+  }
+
+  /**
+   * Chunk {@code c}'s key among the chunks of a prompt's first {@code keyed} tokens ({@link
+   * #keyedTokens}), chained under {@code keys[c - 1]} (computed before), with chunk 0's {@code h1}
+   * as its root hint. With {@code prefixes} and block granularity, also the chunk's block prefixes
+   * into {@code prefixes[c]}, from the same pass over its tokens: a chunk of whole blocks gets its
+   * own hash as the last of them.
+   */
+  private ChunkKey chunkKey(
+      ChunkKey[] keys, int c, int[] tokens, int keyed, KeyExtras extras, long[][] prefixes) {
+    int n = chunkTokensAt(c, keyed);
+    long[] parent = c == 0 ? null : new long[] {keys[c - 1].h1(), keys[c - 1].h2()};
+    long[] h = new long[2];
+    long[] p =
+        prefixes != null && blockTokens < chunkTokens && n > blockTokens
+            ? ChunkHasher.blockPrefixes(parent, extras, c, tokens, c * chunkTokens, n, blockTokens)
+            : null;
+    if (p != null) {
+      prefixes[c] = p;
+    }
+    if (p != null && n % blockTokens == 0) {
+      h[0] = p[p.length - 2];
+      h[1] = p[p.length - 1];
+    } else {
+      ChunkHasher.hashChunk(parent, extras, c, tokens, c * chunkTokens, n, h);
+    }
+    return new ChunkKey(namespaceId, h[0], h[1], c == 0 ? h[0] : keys[0].h1());
   }
 
   /**
@@ -420,17 +453,27 @@ public final class KvEngine implements AutoCloseable {
   public int lookup(int[] tokens, int tokenCount, KeyExtras extras) {
     checkOpen();
     ChunkHasher.checkTokenCount(tokens, tokenCount);
-    ChunkKey[] keys = keys(tokens, tokenCount, extras, Integer.MAX_VALUE);
+    int keyed = keyedTokens(tokenCount);
+    ChunkKey[] keys = new ChunkKey[chunkCount(tokenCount)];
+    // Hash chunk by chunk and stop at the first local miss: a cold prompt costs one hash, not
+    // all. With a remote tier, the rest of the prompt is then asked about in one round trip.
     int hitChunks = 0;
-    while (hitChunks < keys.length && tiers.containsLocally(keys[hitChunks])) {
+    while (hitChunks < keys.length) {
+      keys[hitChunks] = chunkKey(keys, hitChunks, tokens, keyed, extras, null);
+      if (!tiers.containsLocally(keys[hitChunks])) {
+        break;
+      }
       hitChunks++;
     }
     int remote = 0;
     if (hitChunks < keys.length && tiers.hasRemote()) {
+      for (int c = hitChunks + 1; c < keys.length; c++) {
+        keys[c] = chunkKey(keys, c, tokens, keyed, extras, null);
+      }
       remote = tiers.prefixLength(Arrays.copyOfRange(keys, hitChunks, keys.length));
       hitChunks += remote;
     }
-    int hit = tokensIn(hitChunks, keyedTokens(tokenCount));
+    int hit = tokensIn(hitChunks, keyed);
     if (remote == 0 && hitChunks * chunkTokens < tokenCount) {
       PartHit part = partHit(keys, hitChunks, tokens, tokenCount, extras, false);
       hit = part == null ? hit : hitChunks * chunkTokens + part.blocks() * blockTokens;
@@ -623,24 +666,8 @@ public final class KvEngine implements AutoCloseable {
       int[] tokens, int keyed, KeyExtras extras, int from, long[][] prefixes) {
     ChunkHasher.checkTokenCount(tokens, keyed);
     ChunkKey[] keys = new ChunkKey[prefixes.length];
-    long[] h = new long[2];
-    long root = 0;
     for (int c = 0; c < keys.length; c++) {
-      int n = chunkTokensAt(c, keyed);
-      long[] parent = c == 0 ? null : h;
-      boolean blocks = c >= from && blockTokens < chunkTokens && n > blockTokens;
-      if (blocks) {
-        prefixes[c] =
-            ChunkHasher.blockPrefixes(parent, extras, c, tokens, c * chunkTokens, n, blockTokens);
-      }
-      if (blocks && n % blockTokens == 0) { // the last block prefix is the chunk's own hash
-        h[0] = prefixes[c][prefixes[c].length - 2];
-        h[1] = prefixes[c][prefixes[c].length - 1];
-      } else {
-        ChunkHasher.hashChunk(parent, extras, c, tokens, c * chunkTokens, n, h);
-      }
-      root = c == 0 ? h[0] : root;
-      keys[c] = new ChunkKey(namespaceId, h[0], h[1], root);
+      keys[c] = chunkKey(keys, c, tokens, keyed, extras, c >= from ? prefixes : null);
     }
     return keys;
   }
