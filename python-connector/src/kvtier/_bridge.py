@@ -151,6 +151,31 @@ class WorkerBridge:
         warm-up: it is logged and reported as 0 prompts."""
         return self._java().warmUp(config, layout, threads)
 
+    def warm_up_cpu_in_background(
+        self,
+        config: JavaObject,
+        block_size: int,
+        heads: int,
+        head_size: int,
+        element_bytes: int,
+        threads: int,
+    ) -> None:
+        """Starts :meth:`warm_up` on a background Java thread for vLLM's CPU attention backend
+        with the model's geometry, before the KV cache exists (``WarmUp.startForCpuBackend``), and
+        returns at once; a later :meth:`warm_up` in this process returns at once too.
+
+        Raises:
+            kvtier.JavaValueError: a geometry no layout can have (e.g. a block size of 0).
+        """
+        self._java().warmUpCpuInBackground(
+            config, block_size, heads, head_size, element_bytes, threads
+        )
+
+    def await_warm_up(self, timeout_s: float) -> JavaObject | None:
+        """The background warm-up's ``Report`` once it ends, waiting up to ``timeout_s``; None if
+        none was started or it has not ended in time."""
+        return self._java().awaitWarmUp(int(timeout_s * 1000))
+
     def worker_stat_names(self) -> list[str]:
         """The names of the worker's ``stats()`` counters, in order."""
         return [str(n) for n in self._java().workerStatNames()]

@@ -13,7 +13,9 @@ Which Java runs, in order:
 
 JVM options: ``-Xrs`` (vLLM keeps its signal handlers), ``--enable-native-access=ALL-UNNAMED``,
 ``-Xmx`` from ``KVTIER_JVM_HEAP`` (default ``1g``; chunk data lives off-heap, the heap holds only
-indexes), then any flags in ``KVTIER_JVM_OPTIONS`` (split like a shell would).
+indexes), then any flags in ``KVTIER_JVM_OPTIONS`` (split like a shell would). The JVM and
+kvtier's Java threads run on the CPUs :mod:`kvtier._cpus` chooses (``KVTIER_CPUS``), not on the
+one core vLLM may have bound the starting thread to.
 
 A JVM does not survive ``fork()``: a child of a process that started it must not use it. kvtier
 refuses with :class:`~kvtier.errors.JvmForkedError` in that case; start vLLM's workers with the
@@ -23,12 +25,13 @@ refuses with :class:`~kvtier.errors.JvmForkedError` in that case; start vLLM's w
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import re
 import shlex
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +39,7 @@ from typing import Any
 import jpype
 import jpype.config
 
-from kvtier import _redact
+from kvtier import _cpus, _redact
 from kvtier.errors import (
     ConfigError,
     JavaError,
@@ -58,6 +61,8 @@ REQUIRED_OPTIONS = ("-Xrs", "--enable-native-access=ALL-UNNAMED")
 LIB_DIR = Path(__file__).resolve().parent / "lib"
 JARS_MANIFEST = "jars.txt"
 PROBE_CLASS = "io.kvtier.bridge.BridgeProbe"
+CPUS_PROPERTY = "kvtier.cpus"
+"""System property with the CPUs kvtier's Java threads run on (``io.kvtier.CpuAffinity``)."""
 
 _HEAP_PATTERN = re.compile(r"^[1-9][0-9]*[kKmMgG]?$")
 _REINSTALL_HINT = (
@@ -279,13 +284,21 @@ def start(heap: str | None = None, options: Sequence[str] | None = None) -> JvmI
         classpath = _classpath(LIB_DIR)
         opts = requested if requested is not None else _options(None, None)
         libjvm = _libjvm(java_home)
+        cpus, cpus_source = _cpus.choose()
         # At interpreter exit JPype detaches Python but does not destroy the JVM: DestroyJavaVM
         # there crashed the process (SIGSEGV in JPype's atexit hook) after torch and kvtier's
         # threads had run in it. Nothing is lost by skipping it: the embedded JVM registers no
         # shutdown hooks, chunks are visible only once fully written, and the OS reclaims the rest.
         jpype.config.destroy_jvm = False
         try:
-            jpype.startJVM(str(libjvm), *opts, classpath=list(classpath), convertStrings=True)
+            with _running_on(cpus):
+                jpype.startJVM(
+                    str(libjvm),
+                    *opts,
+                    f"-D{CPUS_PROPERTY}={_cpus.format_list(cpus)}",
+                    classpath=list(classpath),
+                    convertStrings=True,
+                )
         except Exception as e:  # JPype raises OSError, RuntimeError or TypeError here
             # The options may carry key or trust store passwords, and JPype may quote them.
             raise JvmError(
@@ -299,14 +312,40 @@ def start(heap: str | None = None, options: Sequence[str] | None = None) -> JvmI
         version = str(jpype.JClass("java.lang.System").getProperty("java.version"))
         _info = JvmInfo(java_home, source, version, tuple(opts), classpath, os.getpid())
         log.info(
-            "kvtier: JVM %s started from %s (%s), kvtier core %s, options %s",
+            "kvtier: JVM %s started from %s (%s), kvtier core %s, options %s; its threads run on "
+            "CPUs %s (%s)",
             version,
             java_home,
             source,
             probe.version(),
             " ".join(_redact.options(opts)),
+            _cpus.format_list(cpus),
+            cpus_source,
         )
         return _info
+
+
+@contextlib.contextmanager
+def _running_on(cpus: frozenset[int]) -> Iterator[None]:
+    """The calling thread runs on ``cpus`` inside the block (threads it creates inherit them),
+    then on its own CPUs again. Where the kernel refuses, nothing changes."""
+    try:
+        own = os.sched_getaffinity(0)
+    except (AttributeError, OSError):
+        yield
+        return
+    changed = False
+    if cpus != own:
+        try:
+            os.sched_setaffinity(0, cpus)
+            changed = True
+        except OSError as e:
+            log.debug("kvtier: cannot run the JVM's start on CPUs %s: %s", sorted(cpus), e)
+    try:
+        yield
+    finally:
+        if changed:
+            os.sched_setaffinity(0, own)
 
 
 def _stop_reference_queue() -> None:

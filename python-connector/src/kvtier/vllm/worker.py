@@ -118,6 +118,34 @@ class _Ticket:
     """A load: vLLM waits for it in ``finished_recving`` (False once the request is preempted)."""
 
 
+def _start_cpu_warm_up(vllm_config: VllmConfig, config: Any) -> bool:
+    """Starts the JVM's warm-up on a background thread for vLLM's CPU attention backend, while
+    vLLM allocates its KV cache (seconds) instead of after; False where the layout cannot be known
+    yet (GPU workers, MLA, a KV cache dtype other than the model's): those warm up in
+    ``register_kv_caches``. Never raises."""
+    try:
+        from vllm.platforms import current_platform
+
+        model = vllm_config.model_config
+        cache = vllm_config.cache_config
+        if not current_platform.is_cpu() or model.use_mla or cache.cache_dtype != "auto":
+            return False
+        import torch
+
+        _bridge.worker.warm_up_cpu_in_background(
+            config,
+            int(cache.block_size),
+            int(model.get_num_kv_heads(vllm_config.parallel_config)),
+            int(model.get_head_size()),
+            torch.empty((), dtype=model.dtype).element_size(),
+            TRANSFER_THREADS,
+        )
+        return True
+    except Exception:  # best effort: register_kv_caches warms up instead
+        logger.debug("kvtier: no background warm-up", exc_info=True)
+        return False
+
+
 class KVTierWorker:
     """Worker-side state for one rank. Called from the model runner's thread."""
 
@@ -155,6 +183,8 @@ class KVTierWorker:
         be released, so nothing is copied into or out of it."""
         self.unregistered_misses = 0
         """Loads failed and saves dropped because the KV cache was unregistered (for stats)."""
+        self.warming_up = _start_cpu_warm_up(vllm_config, config)
+        """Whether a background warm-up was started (CPU workers)."""
 
     # ---- set-up -----------------------------------------------------------------------------
 
@@ -192,7 +222,9 @@ class KVTierWorker:
             cache = _bridge.worker.host_kv_cache(addresses, paged, COPY_THREADS)
             # The first requests would otherwise pay for class loading and the first JIT
             # compilations of the save and load paths (once per process; scratch memory only).
-            _bridge.worker.warm_up(self._engine.java.config(), paged, TRANSFER_THREADS)
+            # Usually started in __init__ and running or done by now: then this returns at once.
+            if not self.warming_up:
+                _bridge.worker.warm_up(self._engine.java.config(), paged, TRANSFER_THREADS)
         else:
             cache = self._open_gpu(layout, engine_layout, addresses, paged)
         self._worker = _bridge.worker.open_worker(self._engine.java, cache, TRANSFER_THREADS)

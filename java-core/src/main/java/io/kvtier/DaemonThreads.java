@@ -6,7 +6,8 @@ import java.util.concurrent.atomic.AtomicInteger;
 /**
  * Thread factories for kvtier's background threads: daemon threads (they never keep the host
  * process, vLLM or the cache server, alive) with names that say what they do ({@code
- * kvtier-disk-read-3}), as seen in thread dumps and profilers.
+ * kvtier-disk-read-3}), as seen in thread dumps and profilers, that run on kvtier's CPUs ({@link
+ * CpuAffinity}) whatever thread creates them.
  *
  * <p>Stateless and thread-safe; each factory is thread-safe.
  */
@@ -25,7 +26,7 @@ public final class DaemonThreads {
   }
 
   private static Thread start(Runnable r, String name) {
-    Thread t = new Thread(r, name);
+    Thread t = new Thread(CpuAffinity.wrap(r), name);
     t.setDaemon(true);
     return t;
   }

@@ -195,6 +195,25 @@ public final class WorkerBridge {
     return WarmUp.run(config, layout, threads);
   }
 
+  /**
+   * Starts the warm-up of {@link #warmUp} on a background thread for vLLM's CPU attention backend
+   * with the model's geometry ({@link WarmUp#startForCpuBackend}), before the KV cache exists; a
+   * later {@link #warmUp} in this JVM then returns at once; {@link #awaitWarmUp} waits for it.
+   * Returns at once; never throws from the warm-up itself.
+   */
+  public static void warmUpCpuInBackground(
+      KvTierConfig config, int blockSize, int heads, int headSize, int elementBytes, int threads) {
+    WarmUp.startForCpuBackend(config, blockSize, heads, headSize, elementBytes, threads);
+  }
+
+  /**
+   * Waits up to {@code timeoutMillis} for the background warm-up; its report, or null if none was
+   * started or it has not ended in time.
+   */
+  public static WarmUp.Report awaitWarmUp(long timeoutMillis) {
+    return WarmUp.awaitBackground(timeoutMillis);
+  }
+
   /** The names of {@link KvWorker#stats()}'s counters, in order. */
   public static String[] workerStatNames() {
     return KvWorker.statNames();

@@ -429,6 +429,7 @@ public final class KvTierConfig {
   static final Set<String> RESERVED_ENV =
       Set.of(
           "KVTIER_CONFIG_FILE",
+          "KVTIER_CPUS",
           "KVTIER_JAVA_HOME",
           "KVTIER_JVM_HEAP",
           "KVTIER_JVM_OPTIONS",

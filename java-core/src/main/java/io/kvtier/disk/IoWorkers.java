@@ -2,6 +2,7 @@ package io.kvtier.disk;
 
 import static io.kvtier.Checks.checkPositive;
 
+import io.kvtier.DaemonThreads;
 import io.kvtier.store.InFlight;
 import java.util.ArrayList;
 import java.util.Comparator;
@@ -60,8 +61,7 @@ final class IoWorkers {
     checkPositive(threads, "threads");
     this.priorities = checkPositive(priorities, "priorities");
     for (int i = 0; i < threads; i++) {
-      Thread t = new Thread(this::loop, namePrefix + i);
-      t.setDaemon(true);
+      Thread t = DaemonThreads.named(namePrefix + i).newThread(this::loop);
       this.threads.add(t);
       t.start();
     }

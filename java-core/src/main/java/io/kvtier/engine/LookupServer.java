@@ -1,5 +1,6 @@
 package io.kvtier.engine;
 
+import io.kvtier.CpuAffinity;
 import io.kvtier.key.KeyExtras;
 import io.netty.bootstrap.ServerBootstrap;
 import io.netty.buffer.ByteBuf;
@@ -134,7 +135,7 @@ public final class LookupServer implements AutoCloseable {
         new MultiThreadIoEventLoopGroup(
             1,
             r -> {
-              Thread t = new FastThreadLocalThread(r, "kvtier-lookup");
+              Thread t = new FastThreadLocalThread(CpuAffinity.wrap(r), "kvtier-lookup");
               t.setDaemon(true);
               return t;
             },

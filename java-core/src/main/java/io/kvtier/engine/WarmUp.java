@@ -1,5 +1,6 @@
 package io.kvtier.engine;
 
+import io.kvtier.DaemonThreads;
 import io.kvtier.config.KvTierConfig;
 import io.kvtier.key.KeyNamespace;
 import io.kvtier.transfer.PagedKvCache;
@@ -14,6 +15,7 @@ import java.util.Comparator;
 import java.util.HashMap;
 import java.util.Map;
 import java.util.SplittableRandom;
+import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.stream.Stream;
 
@@ -41,6 +43,7 @@ public final class WarmUp {
 
   private static final System.Logger LOG = System.getLogger(WarmUp.class.getName());
   private static final AtomicBoolean DONE = new AtomicBoolean();
+  private static volatile CompletableFuture<Report> background;
 
   private WarmUp() {}
 
@@ -96,6 +99,55 @@ public final class WarmUp {
       LOG.log(System.Logger.Level.WARNING, "warm-up failed (nothing else is affected): " + e, e);
       return new Report(0, 0, false, System.nanoTime() - start);
     }
+  }
+
+  /**
+   * Runs {@link #run} on a background thread ({@code kvtier-warm-up}), so that a worker can warm up
+   * while its host is still busy starting (vLLM allocating its KV cache) instead of after.
+   *
+   * @return the report, when the warm-up ends (never completes exceptionally)
+   */
+  public static CompletableFuture<Report> start(
+      KvTierConfig config, PagedLayout layout, int threads) {
+    CompletableFuture<Report> report = new CompletableFuture<>();
+    background = report;
+    DaemonThreads.named("kvtier-warm-up")
+        .newThread(() -> report.complete(run(config, layout, threads)))
+        .start();
+    return report;
+  }
+
+  /**
+   * Waits up to {@code timeoutMillis} for the warm-up last started by {@link #start}: its report,
+   * or null if none was started or it has not ended in time.
+   */
+  public static Report awaitBackground(long timeoutMillis) {
+    CompletableFuture<Report> report = background;
+    if (report == null) {
+      return null;
+    }
+    try {
+      return report.get(timeoutMillis, java.util.concurrent.TimeUnit.MILLISECONDS);
+    } catch (java.util.concurrent.TimeoutException | java.util.concurrent.ExecutionException e) {
+      return null;
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+      return null;
+    }
+  }
+
+  /**
+   * {@link #start} for vLLM's CPU attention backend ({@link PagedLayout#cpuBackend}) with the
+   * model's geometry, known before the KV cache exists.
+   */
+  public static CompletableFuture<Report> startForCpuBackend(
+      KvTierConfig config, int blockSize, int heads, int headSize, int elementBytes, int threads) {
+    PagedLayout probe = PagedLayout.cpuBackend(1, blockSize, heads, headSize, elementBytes);
+    return start(
+        config,
+        PagedLayout.cpuBackend(
+            blocksFor(config.chunkTokens(), probe), blockSize, heads, headSize, elementBytes),
+        threads);
   }
 
   /** Blocks that hold one prompt of {@link #CHUNKS} chunks. */
@@ -183,6 +235,9 @@ public final class WarmUp {
       PagedKvCache cache = new PagedKvCache(layers, layout, threads);
       try (KvEngine engine = KvEngine.scratch(KvTierConfig.of(settings), ns, tokenBytes);
           KvWorker worker = new KvWorker(engine, cache, threads)) {
+        if (diskDir == null) {
+          warmLookupServer(engine);
+        }
         int n = CHUNKS * chunk;
         long loaded = 0;
         for (int p = 0; p < PROMPTS; p++) {
@@ -240,6 +295,21 @@ public final class WarmUp {
     return 0;
   }
 
+  /** Starts and closes a lookup server on a scratch socket: its classes load now, not later. */
+  private static void warmLookupServer(KvEngine engine) {
+    Path dir = null;
+    try {
+      dir = Files.createTempDirectory("kvtier-warmup-");
+      LookupServer.start(engine, dir.resolve("lookup.sock")).close();
+    } catch (IOException | RuntimeException e) {
+      LOG.log(System.Logger.Level.DEBUG, "warm-up: scratch lookup server failed: " + e);
+    } finally {
+      if (dir != null) {
+        deleteTree(dir);
+      }
+    }
+  }
+
   private static void deleteTree(Path dir) {
     try (Stream<Path> paths = Files.walk(dir)) {
       paths.sorted(Comparator.reverseOrder()).forEach(WarmUp::deleteQuietly);
@@ -258,6 +328,7 @@ public final class WarmUp {
 
   /** Forgets that this JVM warmed up (tests). */
   static void reset() {
+    background = null;
     DONE.set(false);
   }
 }

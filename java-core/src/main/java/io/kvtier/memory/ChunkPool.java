@@ -222,11 +222,7 @@ public final class ChunkPool implements AutoCloseable {
   private static final class Prefaulter {
     static final java.util.concurrent.ExecutorService EXECUTOR =
         java.util.concurrent.Executors.newSingleThreadExecutor(
-            r -> {
-              Thread t = new Thread(r, "kvtier-prefault");
-              t.setDaemon(true);
-              return t;
-            });
+            io.kvtier.DaemonThreads.named("kvtier-prefault"));
   }
 
   /** Called by {@link ChunkBuffer#release()} when the last reference goes. */

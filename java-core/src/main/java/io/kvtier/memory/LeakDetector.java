@@ -37,12 +37,7 @@ public final class LeakDetector {
 
   private static final System.Logger LOG = System.getLogger("io.kvtier.memory.LeakDetector");
   private static final Cleaner CLEANER =
-      Cleaner.create(
-          r -> {
-            Thread t = new Thread(r, "kvtier-leak-detector");
-            t.setDaemon(true);
-            return t;
-          });
+      Cleaner.create(io.kvtier.DaemonThreads.named("kvtier-leak-detector"));
   private static final Level LEVEL = parseLevel(System.getProperty("kvtier.leakDetection"));
   private static final AtomicLong LEAKS = new AtomicLong();
 

@@ -72,6 +72,17 @@ class WarmUpTest {
   }
 
   @Test
+  void startForCpuBackend_warmsUpInTheBackground_andALaterRunReturnsAtOnce() {
+    assertNull(WarmUp.awaitBackground(0), "nothing started yet");
+    KvTierConfig config = KvTierConfig.of(Map.of("chunk_size", 32));
+    WarmUp.startForCpuBackend(config, 16, 2, 32, 4, 2);
+    WarmUp.Report r = WarmUp.awaitBackground(60_000);
+    assertEquals(WarmUp.PROMPTS, r.prompts());
+    assertEquals(WarmUp.PROMPTS * (WarmUp.CHUNKS * 32L - 1), r.loadedTokens());
+    assertEquals(0, WarmUp.run(config, PagedLayout.cpuBackend(500, 16, 2, 32, 4), 2).prompts());
+  }
+
+  @Test
   void layerwise_warmsTheLayerByLayerPaths() {
     KvTierConfig config = KvTierConfig.of(Map.of("chunk_size", 16, "use_layerwise", true));
     WarmUp.Report r = WarmUp.run(config, PagedLayout.flashAttnNhd(64, 16, 2, 32, 2), 1);

@@ -159,7 +159,15 @@ public final class RedisStore implements KvStore {
     this.queueBound = checkPositive(queueBound, "queueBound");
     this.hashTags = hashTags;
     this.codec = new ChunkCodec(buffers);
-    this.resources = DefaultClientResources.builder().ioThreadPoolSize(2).build();
+    this.resources =
+        DefaultClientResources.builder()
+            .ioThreadPoolSize(2)
+            .threadFactoryProvider(
+                pool -> {
+                  var netty = new io.netty.util.concurrent.DefaultThreadFactory(pool, true);
+                  return r -> netty.newThread(io.kvtier.CpuAffinity.wrap(r));
+                })
+            .build();
     Duration timeout = Duration.ofMillis(timeoutMillis);
     SocketOptions socket = SocketOptions.builder().connectTimeout(timeout).keepAlive(true).build();
     // No Lettuce command timeouts: a command it times out still decodes its late reply into a
