@@ -15,7 +15,8 @@ JVM options: ``-Xrs`` (vLLM keeps its signal handlers), ``--enable-native-access
 ``-Xmx`` from ``KVTIER_JVM_HEAP`` (default ``1g``; chunk data lives off-heap, the heap holds only
 indexes), then any flags in ``KVTIER_JVM_OPTIONS`` (split like a shell would). The JVM and
 kvtier's Java threads run on the CPUs :mod:`kvtier._cpus` chooses (``KVTIER_CPUS``), not on the
-one core vLLM may have bound the starting thread to.
+one core vLLM may have bound the starting thread to. The JVM maps kvtier's AOT cache when there is
+one, and a first start without it makes it in the background (:mod:`kvtier.aot`).
 
 A JVM does not survive ``fork()``: a child of a process that started it must not use it. kvtier
 refuses with :class:`~kvtier.errors.JvmForkedError` in that case; start vLLM's workers with the
@@ -39,7 +40,7 @@ from typing import Any
 import jpype
 import jpype.config
 
-from kvtier import _cpus, _redact
+from kvtier import _cpus, _redact, aot
 from kvtier.errors import (
     ConfigError,
     JavaError,
@@ -285,6 +286,7 @@ def start(heap: str | None = None, options: Sequence[str] | None = None) -> JvmI
         opts = requested if requested is not None else _options(None, None)
         libjvm = _libjvm(java_home)
         cpus, cpus_source = _cpus.choose()
+        cache = aot.plan(libjvm, classpath, opts) if libjvm is not None else aot.Plan(None)
         # At interpreter exit JPype detaches Python but does not destroy the JVM: DestroyJavaVM
         # there crashed the process (SIGSEGV in JPype's atexit hook) after torch and kvtier's
         # threads had run in it. Nothing is lost by skipping it: the embedded JVM registers no
@@ -295,6 +297,7 @@ def start(heap: str | None = None, options: Sequence[str] | None = None) -> JvmI
                 jpype.startJVM(
                     str(libjvm),
                     *opts,
+                    *cache.options(),
                     f"-D{CPUS_PROPERTY}={_cpus.format_list(cpus)}",
                     classpath=list(classpath),
                     convertStrings=True,
@@ -322,7 +325,25 @@ def start(heap: str | None = None, options: Sequence[str] | None = None) -> JvmI
             _cpus.format_list(cpus),
             cpus_source,
         )
+        if cache.ready:
+            log.debug("kvtier: the JVM mapped its AOT cache %s", cache.path)
+        elif cache.path is not None:
+            aot.train_in_background(cache.path)
         return _info
+
+
+def aot_plan() -> aot.Plan:
+    """The AOT cache a JVM started now in this process would use (:mod:`kvtier.aot`).
+
+    Raises:
+        JvmError: no usable Java, or kvtier's jars are missing.
+        ConfigError: a malformed setting.
+    """
+    java_home, _ = resolve_java_home()
+    libjvm = _libjvm(java_home)
+    if libjvm is None:
+        return aot.Plan(None)
+    return aot.plan(libjvm, _classpath(LIB_DIR), _options(None, None))
 
 
 @contextlib.contextmanager

@@ -433,6 +433,8 @@ public final class KvTierConfig {
           "KVTIER_JAVA_HOME",
           "KVTIER_JVM_HEAP",
           "KVTIER_JVM_OPTIONS",
+          "KVTIER_JVM_AOT",
+          "KVTIER_JVM_AOT_DIR",
           "KVTIER_BUILD_JAVA_HOME",
           "KVTIER_PYTHON",
           "KVTIER_LOG_LEVEL",
