@@ -45,11 +45,15 @@ class Config:
 
     kvtier: dict[str, Any] | None
     flags: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
 
 
 CONFIGS: dict[str, Config] = {
     "without-kvtier": Config(None),
     "kvtier-cpu": Config({"max_local_cpu_size": 2}),
+    # kvtier's JVM and threads confined to the core of vLLM's first OpenMP thread: where they ran
+    # before kvtier chose its CPUs (they inherited that thread's binding).
+    "kvtier-cpu-core0": Config({"max_local_cpu_size": 2}, env={"KVTIER_CPUS": "0"}),
     "kvtier-cpu-disk": Config(
         {"max_local_cpu_size": 0.1, "local_disk": "{disk}", "max_local_disk_size": 2}
     ),
@@ -92,7 +96,11 @@ def run_once(name: str, model: str, dtype: str, num_prompts: int) -> dict[str, A
             settings = {k: str(v).replace("{disk}", f"{scratch}/disk") if isinstance(v, str)
                         else v for k, v in config.kvtier.items()}  # fmt: skip
         with vllm_server.serve(
-            model, dtype=dtype, connector=settings, args=SERVER_FLAGS + config.flags
+            model,
+            dtype=dtype,
+            connector=settings,
+            args=SERVER_FLAGS + config.flags,
+            env=config.env,
         ) as server:
             result = bench(client_args(server.url, model, num_prompts))
             result["engine_alive"] = server.alive()

@@ -20,7 +20,10 @@ its compute threads when any KV connector is configured.
 ``startup``: a fresh process per run, without and with kvtier, alternating: the time to build
 vLLM's ``LLM`` (start-up, kvtier's JVM and warm-up included), then the process's very first
 prompt generated twice with one output token (with kvtier the second one loads what the first one
-saved: the first save and the first load of the process, no warm-up request before them).
+saved: the first save and the first load of the process, no warm-up request before them). Also
+prints the medians of kvtier's own start-up steps, read from its log lines: the worker side's
+set-up (before vLLM allocates its KV cache), the KV cache's registration, the scheduler side's
+set-up, and the warm-up (in the background on CPU workers).
 
 ``floor``: kvtier against the floor, vLLM's own prefix cache. For each size, (a) the same prompt
 twice and (b) a prompt, then another that shares all but its last 300 tokens (a suffix that is not
@@ -42,9 +45,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -284,8 +289,57 @@ def startup_once(connector: bool, tokens: int) -> dict[str, float]:
     return {"start_s": built, "first_ms": times[0] * 1e3, "second_ms": times[1] * 1e3, "hit": hit}
 
 
+_PARTS = {
+    "worker_ms": re.compile(r"kvtier: worker side set up in (\d+) ms"),
+    "register_ms": re.compile(r"KV cache registered in (\d+) ms"),
+    "scheduler_ms": re.compile(r"kvtier: scheduler side set up in (\d+) ms"),
+    "warm_up_ms": re.compile(r"warmed the save and load paths.* in (\d+) ms"),
+}
+"""kvtier's own start-up steps, from its log lines: its two steps in vLLM's worker (connector
+set-up, before vLLM allocates its KV cache, then the KV cache's registration), its scheduler-side
+set-up, and the warm-up (in the background, off the start-up path where it can be)."""
+
+
+def _kvtier_parts(log: str) -> dict[str, float]:
+    parts = {}
+    for name, pattern in _PARTS.items():
+        m = pattern.search(log)
+        if m:
+            parts[name] = float(m.group(1))
+    return parts
+
+
+_LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(levelname)s %(name)s: %(message)s"}},
+    "handlers": {
+        "out": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "stream": "ext://sys.stdout",
+        }
+    },
+    "loggers": {
+        name: {"handlers": ["out"], "level": "INFO", "propagate": False}
+        for name in ("vllm", "kvtier")
+    },
+}
+"""vLLM's own INFO lines and kvtier's, in every process of vLLM (``VLLM_LOGGING_CONFIG_PATH``), for
+runs with and without kvtier alike."""
+
+
 def startup(repeats: int, tokens: int) -> None:
     print(f"vllm_bench startup: {vllm_cpu.summary()}", flush=True)
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(_LOGGING, f)
+    try:
+        _startup_runs(repeats, tokens, f.name)
+    finally:
+        os.unlink(f.name)
+
+
+def _startup_runs(repeats: int, tokens: int, logging_config: str) -> None:
     runs: dict[str, list[dict[str, float]]] = {"off": [], "on": []}
     for r in range(repeats):
         for mode in ("off", "on") if r % 2 == 0 else ("on", "off"):
@@ -294,10 +348,15 @@ def startup(repeats: int, tokens: int) -> None:
                 capture_output=True,
                 text=True,
                 check=True,
-                env={**os.environ, **vllm_cpu.vllm_env()},
+                env={
+                    **os.environ,
+                    **vllm_cpu.vllm_env(),
+                    "VLLM_LOGGING_CONFIG_PATH": logging_config,
+                },
             )
             line = next(x for x in reversed(out.stdout.splitlines()) if x.startswith("{"))
             run = json.loads(line)
+            run.update(_kvtier_parts(out.stdout + out.stderr))
             runs[mode].append(run)
             print(
                 f"run {r} kvtier {mode:>3}: start {run['start_s']:6.2f} s, first prompt "
@@ -311,6 +370,12 @@ def startup(repeats: int, tokens: int) -> None:
     print(
         f"median start-up: without kvtier {med('off', 'start_s'):.2f} s, with kvtier "
         f"{med('on', 'start_s'):.2f} s (+{med('on', 'start_s') - med('off', 'start_s'):.2f} s)"
+    )
+    parts = [k for k in _PARTS if all(k in r for r in runs["on"])]
+    print(
+        "median kvtier steps: "
+        + ", ".join(f"{k.removesuffix('_ms')} {med('on', k):.0f} ms" for k in parts)
+        + " (worker, register and scheduler are on vLLM's start-up path)"
     )
     print(
         f"median first prompt ({tokens} tokens): without {med('off', 'first_ms'):.1f} ms, with "

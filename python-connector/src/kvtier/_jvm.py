@@ -32,6 +32,7 @@ import os
 import re
 import shlex
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +96,8 @@ class JvmInfo:
     options: tuple[str, ...]
     classpath: tuple[str, ...]
     pid: int
+    start_s: float = 0.0
+    """How long starting it took (JVM, JPype and kvtier's probe); 0 for a JVM kvtier adopted."""
 
 
 _lock = threading.RLock()
@@ -281,6 +284,7 @@ def start(heap: str | None = None, options: Sequence[str] | None = None) -> JvmI
             _info = _adopt_foreign_jvm()
             return _info
 
+        began = time.perf_counter()
         java_home, source = resolve_java_home()
         classpath = _classpath(LIB_DIR)
         opts = requested if requested is not None else _options(None, None)
@@ -313,7 +317,15 @@ def start(heap: str | None = None, options: Sequence[str] | None = None) -> JvmI
         atexit.register(_stop_reference_queue)
         probe = _probe_class_or_raise()
         version = str(jpype.JClass("java.lang.System").getProperty("java.version"))
-        _info = JvmInfo(java_home, source, version, tuple(opts), classpath, os.getpid())
+        _info = JvmInfo(
+            java_home,
+            source,
+            version,
+            tuple(opts),
+            classpath,
+            os.getpid(),
+            time.perf_counter() - began,
+        )
         log.info(
             "kvtier: JVM %s started from %s (%s), kvtier core %s, options %s; its threads run on "
             "CPUs %s (%s)",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -23,6 +24,7 @@ from vllm.distributed.kv_transfer.kv_connector.v1.base import (
     KVConnectorRole,
 )
 
+from kvtier import _jvm
 from kvtier.vllm import versions
 from kvtier.vllm.metadata import KVTierMetadata
 
@@ -100,6 +102,8 @@ class KVTierConnector(KVConnectorBase_V1):
         settings = dict(self._kv_transfer_config.kv_connector_extra_config or {})
         self._scheduler: KVTierScheduler | None = None
         self._worker: KVTierWorker | None = None
+        began = time.perf_counter()
+        jvm_before = _jvm.running()
         if role == KVConnectorRole.SCHEDULER:
             self._scheduler = KVTierScheduler(vllm_config, settings)
             # A kvtier miss or failed load must never fail a request (vLLM's default policy for
@@ -110,6 +114,15 @@ class KVTierConnector(KVConnectorBase_V1):
                 self._kv_transfer_config.kv_load_failure_policy = "recompute"
         else:
             self._worker = KVTierWorker(vllm_config, settings)
+        info = _jvm.info()
+        logger.info(
+            "kvtier: %s side set up in %.0f ms (%s)",
+            "scheduler" if role == KVConnectorRole.SCHEDULER else "worker",
+            (time.perf_counter() - began) * 1e3,
+            f"JVM started in {info.start_s * 1e3:.0f} ms"
+            if info is not None and not jvm_before
+            else "JVM already running",
+        )
 
     @classmethod
     def supports_sleep_mode(cls, kv_transfer_config: Any) -> bool:

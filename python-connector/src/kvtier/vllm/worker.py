@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -190,6 +191,7 @@ class KVTierWorker:
 
     def register_kv_caches(self, kv_caches: dict[str, torch.Tensor]) -> None:
         """Opens the engine over vLLM's KV tensors and starts serving lookups."""
+        began = time.perf_counter()
         layout = detect_layout(kv_caches, self._vllm_config)
         names = list(kv_caches)
         self._layer_index = {n: i for i, n in enumerate(names)}
@@ -232,9 +234,10 @@ class KVTierWorker:
         with _LOCAL_LOCK:
             _LOCAL[self._engine_id] = self
         logger.info(
-            "kvtier: %d layers, %s layout on %s, %d blocks of %d tokens, %s, chunks of %d tokens",
+            "kvtier: %d layers, %s layout on %s, %d blocks of %d tokens, %s, chunks of %d tokens; "
+            "KV cache registered in %.0f ms",
             len(names), layout.kind, layout.device, layout.num_blocks, layout.block_size,
-            layout.dtype, self._chunk_tokens,
+            layout.dtype, self._chunk_tokens, (time.perf_counter() - began) * 1e3,
         )  # fmt: skip
 
     def _open_gpu(
