@@ -81,6 +81,22 @@ def test_a_corrupt_cache_file_is_skipped_not_fatal(tmp_path):
     assert f"-XX:AOTCache={name}" in args
 
 
+def test_making_a_cache_removes_those_unused_for_a_month(tmp_path):
+    old, recent = tmp_path / "kvtier-old.aot", tmp_path / "kvtier-recent.aot"
+    for f in (old, recent):
+        f.write_bytes(b"x")
+    month_ago = time.time() - aot.UNUSED_S - 60
+    os.utime(old, (month_ago, month_ago))
+    env = {aot.ENV_DIR: str(tmp_path), aot.ENV_SWITCH: None, "KVTIER_JVM_OPTIONS": None}
+    made = run_python("import sys; from kvtier import aot; sys.exit(aot.main([]))", env=env)
+    assert made.returncode == 0, made.stderr
+    assert not old.exists() and recent.exists()
+    plan = aot.Plan(recent)
+    os.utime(recent, (month_ago, month_ago))
+    plan.mark_used()
+    assert time.time() - recent.stat().st_mtime < 60
+
+
 def test_a_training_in_progress_is_not_started_twice(tmp_path):
     target = tmp_path / "kvtier-x.aot"
     target.with_suffix(".lock").touch()

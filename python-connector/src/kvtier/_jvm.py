@@ -338,7 +338,8 @@ def start(heap: str | None = None, options: Sequence[str] | None = None) -> JvmI
             cpus_source,
         )
         if cache.ready:
-            log.debug("kvtier: the JVM mapped its AOT cache %s", cache.path)
+            cache.mark_used()
+            log.debug("kvtier: the JVM started with its AOT cache %s", cache.path)
         elif cache.path is not None:
             aot.train_in_background(cache.path)
         return _info

@@ -47,6 +47,9 @@ ENV_DIR = "KVTIER_JVM_AOT_DIR"
 LOCK_STALE_S = 600.0
 """A training lock older than this is from a run that died; it is taken over."""
 TRAIN_TIMEOUT_S = 300.0
+UNUSED_S = 30 * 86400.0
+"""A cache no start has used for this long (another kvtier, Java or option set) is removed when a
+new one is made."""
 QUIET = ("-Xlog:aot=off", "-Xlog:cds=off")
 """A cache the JVM cannot map is skipped silently (kvtier logs which it used)."""
 
@@ -65,6 +68,14 @@ class Plan:
     def options(self) -> tuple[str, ...]:
         """JVM options that map the cache, when it exists."""
         return (f"-XX:AOTCache={self.path}", *QUIET) if self.ready else ()
+
+    def mark_used(self) -> None:
+        """Records a start that used the cache (its modification time), so it is kept."""
+        if self.path is not None:
+            try:
+                os.utime(self.path)
+            except OSError:
+                pass
 
 
 def enabled() -> bool:
@@ -166,9 +177,21 @@ def train(path: Path) -> bool:
                 )
                 return False
             os.replace(out, path)
+            _remove_unused(path)
             return True
     finally:
         lock.unlink(missing_ok=True)
+
+
+def _remove_unused(keep: Path) -> None:
+    """Removes the caches beside ``keep`` that no start has used for :data:`UNUSED_S`."""
+    now = time.time()
+    for other in keep.parent.glob("kvtier-*.aot"):
+        try:
+            if other != keep and now - other.stat().st_mtime > UNUSED_S:
+                other.unlink()
+        except OSError:
+            pass
 
 
 def _take(lock: Path) -> bool:
