@@ -102,7 +102,12 @@ def plan(libjvm: Path, classpath: Sequence[str], options: Sequence[str]) -> Plan
     """The cache for a JVM from ``libjvm`` with ``classpath`` and ``options``."""
     if not enabled():
         return Plan(None)
-    return Plan(cache_dir() / f"kvtier-{_fingerprint(libjvm, classpath, options)}.aot")
+    try:
+        directory = cache_dir()
+    except (KeyError, RuntimeError) as e:  # no home directory to be found
+        log.debug("kvtier: no directory for the JVM's AOT cache: %s", e)
+        return Plan(None)
+    return Plan(directory / f"kvtier-{_fingerprint(libjvm, classpath, options)}.aot")
 
 
 def _fingerprint(libjvm: Path, classpath: Sequence[str], options: Sequence[str]) -> str:
