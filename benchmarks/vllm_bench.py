@@ -294,6 +294,9 @@ _PARTS = {
     "register_ms": re.compile(r"KV cache registered in (\d+) ms"),
     "scheduler_ms": re.compile(r"kvtier: scheduler side set up in (\d+) ms"),
     "warm_up_ms": re.compile(r"warmed the save and load paths.* in (\d+) ms"),
+    "init_engine_s": re.compile(
+        r"init engine \(profile, create kv cache, warmup model\) took ([\d.]+) s"
+    ),
 }
 """kvtier's own start-up steps, from its log lines: its two steps in vLLM's worker (connector
 set-up, before vLLM allocates its KV cache, then the KV cache's registration), its scheduler-side
@@ -301,7 +304,7 @@ set-up, and the warm-up (in the background, off the start-up path where it can b
 
 
 def _kvtier_parts(log: str) -> dict[str, float]:
-    parts = {}
+    parts: dict[str, float] = {}
     for name, pattern in _PARTS.items():
         m = pattern.search(log)
         if m:
@@ -371,12 +374,18 @@ def _startup_runs(repeats: int, tokens: int, logging_config: str) -> None:
         f"median start-up: without kvtier {med('off', 'start_s'):.2f} s, with kvtier "
         f"{med('on', 'start_s'):.2f} s (+{med('on', 'start_s') - med('off', 'start_s'):.2f} s)"
     )
-    parts = [k for k in _PARTS if all(k in r for r in runs["on"])]
+    parts = [k for k in _PARTS if k.endswith("_ms") and all(k in r for r in runs["on"])]
     print(
         "median kvtier steps: "
         + ", ".join(f"{k.removesuffix('_ms')} {med('on', k):.0f} ms" for k in parts)
         + " (worker, register and scheduler are on vLLM's start-up path)"
     )
+    if all("init_engine_s" in r for r in runs["off"] + runs["on"]):
+        off, on = med("off", "init_engine_s"), med("on", "init_engine_s")
+        print(
+            f"median of vLLM's 'init engine' (its workers: model, KV cache, connector): without "
+            f"{off:.2f} s, with kvtier {on:.2f} s (+{on - off:.2f} s)"
+        )
     print(
         f"median first prompt ({tokens} tokens): without {med('off', 'first_ms'):.1f} ms, with "
         f"kvtier {med('on', 'first_ms'):.1f} ms (its first save); again: without "
