@@ -81,16 +81,24 @@ def test_a_corrupt_cache_file_is_skipped_not_fatal(tmp_path):
     assert f"-XX:AOTCache={name}" in args
 
 
-def test_making_a_cache_removes_those_unused_for_a_month(tmp_path):
-    old, recent = tmp_path / "kvtier-old.aot", tmp_path / "kvtier-recent.aot"
-    for f in (old, recent):
+def test_making_a_cache_keeps_the_recently_used_and_removes_the_rest(tmp_path):
+    """Of ten other caches, the seven most recently used stay (eight with the new one); the
+    oldest of them goes too when no start has used it for a month."""
+    now = time.time()
+    others = [tmp_path / f"kvtier-other{i}.aot" for i in range(10)]
+    for i, f in enumerate(others):  # other0 the most recently used
         f.write_bytes(b"x")
-    month_ago = time.time() - aot.UNUSED_S - 60
-    os.utime(old, (month_ago, month_ago))
+        os.utime(f, (now - 3600 * (i + 1),) * 2)
+    month_ago = now - aot.UNUSED_S - 60
+    os.utime(others[6], (month_ago, month_ago))
+    for f in others[7:]:
+        os.utime(f, (month_ago - 60,) * 2)
     env = {aot.ENV_DIR: str(tmp_path), aot.ENV_SWITCH: None, "KVTIER_JVM_OPTIONS": None}
     made = run_python("import sys; from kvtier import aot; sys.exit(aot.main([]))", env=env)
     assert made.returncode == 0, made.stderr
-    assert not old.exists() and recent.exists()
+    assert [f.exists() for f in others] == [True] * 6 + [False] * 4
+    assert len(list(tmp_path.glob("kvtier-*.aot"))) == 7
+    recent = others[0]
     plan = aot.Plan(recent)
     os.utime(recent, (month_ago, month_ago))
     plan.mark_used()

@@ -50,6 +50,8 @@ TRAIN_TIMEOUT_S = 300.0
 UNUSED_S = 30 * 86400.0
 """A cache no start has used for this long (another kvtier, Java or option set) is removed when a
 new one is made."""
+KEEP = 8
+"""At most this many caches are kept, the most recently used (each build of kvtier makes one)."""
 QUIET = ("-Xlog:aot=off", "-Xlog:cds=off")
 """A cache the JVM cannot map is skipped silently (kvtier logs which it used)."""
 
@@ -189,14 +191,20 @@ def train(path: Path) -> bool:
 
 
 def _remove_unused(keep: Path) -> None:
-    """Removes the caches beside ``keep`` that no start has used for :data:`UNUSED_S`."""
+    """Removes the caches beside ``keep`` that no start has used for :data:`UNUSED_S`, and all but
+    the :data:`KEEP` most recently used."""
     now = time.time()
+    others = []
     for other in keep.parent.glob("kvtier-*.aot"):
         try:
-            if other != keep and now - other.stat().st_mtime > UNUSED_S:
-                other.unlink()
+            if other != keep:
+                others.append((other.stat().st_mtime, other))
         except OSError:
             pass
+    others.sort(reverse=True)
+    for rank, (used, other) in enumerate(others, start=2):  # ``keep`` is the first
+        if rank > KEEP or now - used > UNUSED_S:
+            other.unlink(missing_ok=True)
 
 
 def _take(lock: Path) -> bool:
