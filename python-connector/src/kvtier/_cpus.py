@@ -39,17 +39,24 @@ def parse_list(text: str, what: str = ENV) -> frozenset[int]:
     """
     cpus: set[int] = set()
     for part in text.split(","):
-        m = _RANGE.match(part)
-        if m is None:
+        span = _span(part)
+        if span is None:
             raise ConfigError(
                 f"{what}={text!r}: {part.strip()!r} is not a CPU number or range; use a Linux CPU "
                 "list such as 0-3,8"
             )
-        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
-        if hi < lo or hi > 1023:
+        if not span or span[-1] > 1023:
             raise ConfigError(f"{what}={text!r}: {part.strip()!r} is not a range of CPUs 0..1023")
-        cpus.update(range(lo, hi + 1))
+        cpus.update(span)
     return frozenset(cpus)
+
+
+def _span(part: str) -> range | None:
+    """``"3"`` or ``"2-5"`` as the CPUs it names (empty for ``"5-2"``); None if it is neither."""
+    m = _RANGE.match(part)
+    if m is None:
+        return None
+    return range(int(m.group(1)), int(m.group(2) or m.group(1)) + 1)
 
 
 def format_list(cpus: frozenset[int] | set[int]) -> str:
@@ -110,11 +117,8 @@ def openmp_cpus(env: dict[str, str] | None = None) -> frozenset[int]:
     for rank in env.get("VLLM_CPU_OMP_THREADS_BIND", "").split("|"):
         if rank.strip() not in ("", "auto", "nobind"):
             cpus.update(_numbers(rank))
-    gomp = env.get("GOMP_CPU_AFFINITY", "")
-    for part in gomp.replace(",", " ").split():
-        m = re.match(r"^(\d+)(?:-(\d+))?(?::\d+)?$", part)
-        if m:
-            cpus.update(range(int(m.group(1)), int(m.group(2) or m.group(1)) + 1))
+    for part in env.get("GOMP_CPU_AFFINITY", "").replace(",", " ").split():
+        cpus.update(_numbers(part.split(":")[0]))  # "a-b:stride" counted as all of a-b
     kmp = re.search(r"proclist=\[([^\]]*)\]", env.get("KMP_AFFINITY", ""))
     if kmp:
         cpus.update(_numbers(kmp.group(1)))
@@ -128,9 +132,7 @@ def openmp_cpus(env: dict[str, str] | None = None) -> frozenset[int]:
 def _numbers(text: str) -> set[int]:
     out: set[int] = set()
     for part in text.split(","):
-        m = _RANGE.match(part)
-        if m:
-            out.update(range(int(m.group(1)), int(m.group(2) or m.group(1)) + 1))
+        out.update(_span(part) or ())
     return out
 
 

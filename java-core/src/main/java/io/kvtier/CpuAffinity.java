@@ -30,16 +30,10 @@ public final class CpuAffinity {
   /** Bytes of the mask passed to the kernel: 1024 CPUs, glibc's {@code cpu_set_t}. */
   private static final int MASK_BYTES = 128;
 
-  private static final BitSet CPUS = fromProperty();
   private static final MethodHandle SET_AFFINITY = setAffinityHandle();
-  private static final MemorySegment MASK = mask(CPUS);
+  private static final MemorySegment MASK = mask(fromProperty());
 
   private CpuAffinity() {}
-
-  /** The CPUs from {@value #PROPERTY}, empty when it is not set. */
-  public static BitSet cpus() {
-    return (BitSet) CPUS.clone();
-  }
 
   /**
    * Restricts the calling thread to kvtier's CPUs.

@@ -71,7 +71,8 @@ public final class WarmUp {
     }
     long start = System.nanoTime();
     try {
-      PagedLayout scratch = scratchLayout(layout, blocksFor(config.chunkTokens(), layout));
+      PagedLayout scratch =
+          scratchLayout(layout, blocksFor(config.chunkTokens(), layout.blockSize()));
       if (scratch == null) {
         LOG.log(System.Logger.Level.DEBUG, "no warm-up: the layout's strides cannot be scaled");
         return new Report(0, 0, false, 0);
@@ -142,17 +143,14 @@ public final class WarmUp {
    */
   public static CompletableFuture<Report> startForCpuBackend(
       KvTierConfig config, int blockSize, int heads, int headSize, int elementBytes, int threads) {
-    PagedLayout probe = PagedLayout.cpuBackend(1, blockSize, heads, headSize, elementBytes);
+    int blocks = blocksFor(config.chunkTokens(), blockSize);
     return start(
-        config,
-        PagedLayout.cpuBackend(
-            blocksFor(config.chunkTokens(), probe), blockSize, heads, headSize, elementBytes),
-        threads);
+        config, PagedLayout.cpuBackend(blocks, blockSize, heads, headSize, elementBytes), threads);
   }
 
-  /** Blocks that hold one prompt of {@link #CHUNKS} chunks. */
-  static int blocksFor(int chunkTokens, PagedLayout layout) {
-    return (CHUNKS * chunkTokens + layout.blockSize() - 1) / layout.blockSize();
+  /** Blocks of {@code blockSize} tokens that hold one prompt of {@link #CHUNKS} chunks. */
+  static int blocksFor(int chunkTokens, int blockSize) {
+    return (CHUNKS * chunkTokens + blockSize - 1) / blockSize;
   }
 
   /**
