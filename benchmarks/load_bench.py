@@ -21,6 +21,8 @@ requests, and the ratios against the first configuration. A configuration is one
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
 import sys
 import tempfile
@@ -57,6 +59,10 @@ CONFIGS: dict[str, Config] = {
     "kvtier-cpu-disk": Config(
         {"max_local_cpu_size": 0.1, "local_disk": "{disk}", "max_local_disk_size": 2}
     ),
+    # The ceiling: vLLM alone with a KV cache that holds every prefix and request at once.
+    "ceiling": Config(
+        None, ["--num-gpu-blocks-override", "2000", "--kv-cache-memory-bytes", str(1 << 30)]
+    ),  # fmt: skip
 }
 """Configurations by name; "{disk}" in a setting becomes a fresh directory for each run."""
 
@@ -84,12 +90,23 @@ def client_args(url: str, model: str, num_prompts: int) -> argparse.Namespace:
     )  # fmt: skip
 
 
-def run_once(name: str, model: str, dtype: str, num_prompts: int) -> dict[str, Any]:
+def run_once(
+    name: str, model: str, dtype: str, num_prompts: int, profile: Path | None = None
+) -> dict[str, Any]:
     """Serves ``model`` as configuration ``name`` and runs the client once; returns its result
-    with "failed" and "engine_alive" set."""
+    with "failed" and "engine_alive" set. With ``profile``, the server's processes write where
+    their time went (``benchmarks/profiling``) into a fresh directory under it, and the result
+    gets a "profile" summary."""
     from vllm.benchmarks.serve import main as bench
 
     config = CONFIGS[name]
+    env = dict(config.env)
+    if profile is not None:
+        profile.mkdir(parents=True, exist_ok=True)
+        out = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=profile))
+        path = os.environ.get("PYTHONPATH")
+        env["PYTHONPATH"] = str(PROFILING) + (os.pathsep + path if path else "")
+        env["SERVER_PROFILE_DIR"] = str(out)
     with tempfile.TemporaryDirectory(prefix="kvtier-bench-") as scratch:
         settings = None
         if config.kvtier is not None:
@@ -100,12 +117,85 @@ def run_once(name: str, model: str, dtype: str, num_prompts: int) -> dict[str, A
             dtype=dtype,
             connector=settings,
             args=SERVER_FLAGS + config.flags,
-            env=config.env,
+            env=env,
         ) as server:
             result = bench(client_args(server.url, model, num_prompts))
             result["engine_alive"] = server.alive()
+            result["server"] = server_metrics(server.url)
             result["runtime"] = server.runtime()
+    if profile is not None:
+        result["profile"] = profile_summary(out)
     return result
+
+
+SERVER_METRICS = {
+    "preemptions": "vllm:num_preemptions_total",
+    "prompt tokens": "vllm:prompt_tokens_total",
+    "computed": "vllm:request_prefill_kv_computed_tokens_sum",
+    "local hits": "vllm:prefix_cache_hits_total",
+    "external hits": "vllm:external_prefix_cache_hits_total",
+    "queue s": "vllm:request_queue_time_seconds_sum",
+    "prefill s": "vllm:request_prefill_time_seconds_sum",
+}
+"""vLLM's own figures of a run, from its /metrics, by the name printed (sums over requests)."""
+
+
+def server_metrics(url: str) -> dict[str, float]:
+    """The :data:`SERVER_METRICS` a server reports after a run (those it has)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"{url}/metrics", timeout=30) as response:
+        text = response.read().decode()
+    samples: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[sample.name] = samples.get(sample.name, 0.0) + sample.value
+    return {label: samples[name] for label, name in SERVER_METRICS.items() if name in samples}
+
+
+PROFILING = ROOT / "benchmarks" / "profiling"
+
+PROFILED = (
+    "engine.step", "engine.step_with_batch_queue", "scheduler.schedule", "runner.execute_model",
+    "kvtier.scheduler._look_up", "kvtier.scheduler.update_state_after_alloc",
+    "kvtier.scheduler.build_connector_meta", "kvtier.scheduler.update_connector_output",
+    "kvtier.scheduler.request_finished", "kvtier.worker.lookup", "kvtier.worker.bind",
+    "kvtier.worker._start_load", "kvtier.worker.handle_preemptions",
+    "kvtier.worker.wait_for_layer_load", "kvtier.worker.save_kv_layer",
+    "kvtier.worker.wait_for_save", "kvtier.worker.get_transfer_results",
+    "kvtier.worker.get_finished", "kvtier.blocks_held_after_finish",
+)  # fmt: skip
+
+
+def profile_summary(directory: Path) -> str:
+    """Per process of one profiled run: where the timed calls' wall time went, the lookups'
+    answers, and the CPU time of its busiest threads (kvtier's JVM threads against vLLM's)."""
+    lines = []
+    for path in sorted(directory.glob("*.json")):
+        record = json.loads(path.read_text())
+        times, counts, threads = record["times"], record["counts"], record["threads"]
+        if not times:
+            continue
+        lines.append(f"  process {record['pid']} ({' '.join(record['argv'][:1])}):")
+        for name in PROFILED:
+            if name in times:
+                calls, total, most = times[name]
+                lines.append(
+                    f"    {name:<44} {calls:>6} calls {total:>8.2f} s "
+                    f"mean {1000 * total / calls:>7.2f} ms max {1000 * most:>7.1f} ms"
+                )
+        if counts:
+            lines.append("    " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+        busiest = sorted(threads.items(), key=lambda kv: -kv[1])
+        total = sum(threads.values())
+        kvtier = sum(cpu for name, cpu in threads.items() if name.startswith("kvtier"))
+        lines.append(
+            f"    thread CPU {total:.1f} s, kvtier-* threads {kvtier:.1f} s; busiest: "
+            + ", ".join(f"{name} {cpu:.1f}" for name, cpu in busiest[:8])
+        )
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -114,20 +204,34 @@ def main() -> None:
     parser.add_argument("--num-prompts", type=int, default=160)
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument(
+        "--no-warm-up",
+        dest="warm_up",
+        action="store_false",
+        help="skip the uncounted first run of each configuration",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="directory: each server's processes record where their time went "
+        "(benchmarks/profiling); printed after each run",
+    )
     args = parser.parse_args()
 
     model = str(tiny_model.build())
     print(f"load_bench: {vllm_cpu.summary(dtype=args.dtype)}", flush=True)
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in args.configs}
-    for name in args.configs:
+    for name in args.configs if args.warm_up else ():
         warm = run_once(name, model, args.dtype, args.num_prompts)
         print(f"warm-up {name}: {_line(warm)}", flush=True)
     for r in range(args.repeats):
         order = args.configs if r % 2 == 0 else list(reversed(args.configs))
         for name in order:
-            result = run_once(name, model, args.dtype, args.num_prompts)
+            result = run_once(name, model, args.dtype, args.num_prompts, args.profile)
             runs[name].append(result)
             print(f"run {r} {name}: {_line(result)}", flush=True)
+            if "profile" in result:
+                print(result["profile"], flush=True)
     vllm_cpu.check_same_runtime(
         {f"{name} run {i}": res["runtime"] for name, rs in runs.items() for i, res in enumerate(rs)}
     )
@@ -158,6 +262,7 @@ def _line(result: dict[str, Any]) -> str:
         f"{result['request_throughput']:.2f} req/s, TTFT mean {result['mean_ttft_ms']:.0f} ms, "
         f"p50 {result['median_ttft_ms']:.0f} ms, p99 {result['p99_ttft_ms']:.0f} ms"
         + ("" if result["engine_alive"] else ", engine DEAD")
+        + "".join(f"; {k} {v:.0f}" for k, v in result.get("server", {}).items())
     )
 
 

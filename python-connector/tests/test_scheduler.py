@@ -20,6 +20,7 @@ from vllm import SamplingParams
 from vllm.v1.request import Request
 
 from kvtier.vllm import scheduler as scheduler_module
+from kvtier.vllm.metadata import KVTierWorkerMetadata
 from kvtier.vllm.scheduler import TRANSITIONS, Event, KVTierScheduler, State
 
 CHUNK = 256
@@ -147,14 +148,29 @@ def test_a_lookup_is_only_a_plan_until_the_allocation_confirms_it(sched) -> None
 
 
 def test_save_in_progress_asks_vllm_to_wait_then_gives_up(sched, monkeypatch) -> None:
-    """The next chunk being stored: None (ask again) until STORING_WAIT_S has passed."""
+    """The next chunk being stored: None (ask again) until storing_wait_ms has passed."""
     clock = [100.0]
     monkeypatch.setattr(scheduler_module.time, "monotonic", lambda: clock[0])
     sched._lookup = Lookups((CHUNK, CHUNK, True))
     req = request("w", 3 * CHUNK)
     assert sched.get_num_new_matched_tokens(req, 0) == (None, False)
-    clock[0] += scheduler_module.STORING_WAIT_S + 0.1
+    clock[0] += 2.0 + 0.1  # the default, 2000 ms
     assert sched.get_num_new_matched_tokens(req, 0) == (CHUNK, False)
+
+
+def test_no_wait_for_a_save_of_tokens_vllm_already_holds(sched) -> None:
+    """The chunk being saved ends where vLLM's own prefix cache already reaches: nothing to wait
+    for, the lookup answers at once (here: nothing beyond what vLLM holds)."""
+    sched._lookup = Lookups((CHUNK, CHUNK, True))
+    req = request("w", 3 * CHUNK)
+    assert sched.get_num_new_matched_tokens(req, 2 * CHUNK) == (0, False)
+
+
+def test_storing_wait_ms_zero_never_waits() -> None:
+    """storing_wait_ms 0: what is stored loads at once, the rest is computed."""
+    s = KVTierScheduler(vllm_config(), {"chunk_size": CHUNK, "storing_wait_ms": 0})
+    s._lookup = Lookups((CHUNK, CHUNK, True))
+    assert s.get_num_new_matched_tokens(request("w", 3 * CHUNK), 0) == (CHUNK, False)
 
 
 def test_a_pending_remote_answer_asks_vllm_to_wait_and_unpins(sched) -> None:
@@ -440,3 +456,57 @@ def test_decode_chunks_are_not_saved_when_switched_off() -> None:
     req = request("chat", 300)
     assert first_op(s, req, 300).save_to == CHUNK + 2 * BLOCK
     assert decode(s, req, list(range(1000, 1300)), 600).ops == []
+
+
+def ended(req_id: str, **ranks: int) -> SimpleNamespace:
+    """A step's worker output reporting ``req_id``'s saves ended, as ``rank<n>=seq``."""
+    saves = {req_id: {int(r.removeprefix("rank")): seq for r, seq in ranks.items()}}
+    return SimpleNamespace(
+        finished_recving=None,
+        finished_sending=None,
+        kv_connector_worker_meta=KVTierWorkerMetadata(saves),
+    )
+
+
+def test_saves_reported_ended_by_every_rank_free_the_blocks_at_the_finish() -> None:
+    """Two ranks: request_finished holds the blocks (True) until both ranks reported the last
+    save sent as ended; a report of an earlier save, of one rank only, or of a new save's
+    predecessor changes nothing."""
+    s = KVTierScheduler(vllm_config(ranks=2), {"chunk_size": CHUNK})
+    s._lookup = Lookups()
+    req = request("r", 600)
+    admit(s, req, [7, 3, 9])
+    (op1,) = s.build_connector_meta(output(new=[("r", [7, 3, 9], 0)], scheduled={"r": 300})).ops
+    (op2,) = s.build_connector_meta(
+        output(cached=[("r", [4, 5], 300, False)], scheduled={"r": 300})
+    ).ops
+    assert 0 < op1.save_seq < op2.save_seq
+    s.update_connector_output(ended("r", rank0=op2.save_seq, rank1=op1.save_seq))
+    assert s.state_of("r") is State.SAVING
+    s.update_connector_output(ended("r", rank1=op2.save_seq))
+    assert s.state_of("r") is State.RUNNING
+    assert s.request_finished(req) is False
+    assert s.build_connector_meta(output()).finished == {"r": False}
+
+
+def test_a_report_of_an_earlier_request_with_the_same_id_frees_nothing(sched) -> None:
+    """Save numbers grow over all requests: a late report for a finished request does not count
+    for a new request that reuses its id."""
+    first = request("r", 600)
+    admit(sched, first, [1, 2, 3])
+    (old,) = sched.build_connector_meta(output(new=[("r", [1, 2, 3], 0)], scheduled={"r": 600})).ops
+    assert sched.request_finished(first) is True
+    sched.update_connector_output(ended("r", rank0=old.save_seq))  # dropped: r is finishing
+    again = request("r", 600)
+    admit(sched, again, [4, 5, 6])
+    sched.build_connector_meta(output(new=[("r", [4, 5, 6], 0)], scheduled={"r": 600}))
+    sched.update_connector_output(ended("r", rank0=old.save_seq))
+    assert sched.state_of("r") is State.SAVING
+    assert sched.request_finished(again) is True
+
+
+def test_worker_metadata_aggregates_ranks_and_keeps_the_highest_number() -> None:
+    a = KVTierWorkerMetadata({"x": {0: 3}, "y": {0: 5}})
+    b = KVTierWorkerMetadata({"x": {1: 4}, "y": {0: 2}})
+    assert a.aggregate(b).saves_ended == {"x": {0: 3, 1: 4}, "y": {0: 5}}
+    assert a.saves_ended == {"x": {0: 3}, "y": {0: 5}}, "aggregate leaves its inputs alone"

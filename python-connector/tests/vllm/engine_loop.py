@@ -6,7 +6,8 @@ blocks; the scheduler creates kvtier's scheduler-side connector itself, from the
 CPU backend's layout, so the scheduler side's lookups are in-process calls into its engine, as in
 vLLM's single-process executor. Each step does what ``EngineCore.step`` and the model runner do
 around a connector: ``schedule()``, ``handle_preemptions``, ``bind_connector_metadata``, a forward,
-``wait_for_save``, ``get_transfer_results``, ``get_block_ids_with_load_errors``, then
+``wait_for_save``, ``get_transfer_results``, ``get_block_ids_with_load_errors``,
+``build_connector_worker_meta``, then
 ``update_from_output`` with a ``ModelRunnerOutput`` carrying the ``KVConnectorOutput``.
 
 The forward writes each scheduled token's K and V as a function of (layer, position, token id) and
@@ -339,6 +340,7 @@ class Loop:
         w.wait_for_save()
         results = w.get_transfer_results(out.finished_req_ids)
         errors = w.get_block_ids_with_load_errors()
+        worker_meta = w.build_connector_worker_meta()
         w.clear_connector_metadata()
         for req_id, problem in wrong.items():
             table = self.tables.get(req_id, [])
@@ -359,6 +361,7 @@ class Loop:
             finished_recving=set(results.finished_recving) or None,
             invalid_block_ids=errors,
             failed_recving=set(results.failed_recving),
+            kv_connector_worker_meta=worker_meta,
         )
         return ModelRunnerOutput(
             req_ids=req_ids,

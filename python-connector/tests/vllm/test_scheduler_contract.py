@@ -149,6 +149,29 @@ def test_finished_while_saving_holds_blocks_until_the_saves_end(make_loop, how) 
     loop.assert_idle()
 
 
+def test_saves_that_ended_during_decode_free_the_blocks_at_the_finish(make_loop) -> None:
+    """A request whose saves the worker reported ended while it decoded (vLLM's worker-to-
+    scheduler metadata) finishes with request_finished answering False: vLLM frees its blocks in
+    the step it finishes, no finished_sending follows, and what was saved loads byte for byte."""
+    loop = make_loop(40)
+    tokens = prompt(4 * CHUNK + 3, seed=11)
+    loop.add("r", tokens, max_tokens=12)
+    loop.step()
+    assert loop.side.state_of("r") is State.SAVING
+    tickets = np.array(sorted(loop.worker_side._requests["r"].tickets))
+    assert len(tickets) and loop.worker_side._worker.awaitTickets(_jvm.long_array(tickets), 60_000)
+    loop.step()  # the worker collects the ended saves and reports them with this step's output
+    assert loop.side.state_of("r") is State.RUNNING
+    loop.run(lambda: "r" not in loop.scheduler.requests)
+    assert loop.reports.sending == []
+    assert loop.reports.outputs["r"] == [7] * 12
+    loaded_before = loop.worker_side.stats()["loaded_tokens"]
+    loop.add("again", tokens, max_tokens=2)
+    loop.run()
+    assert loop.worker_side.stats()["loaded_tokens"] - loaded_before == 4 * CHUNK
+    loop.assert_idle()
+
+
 def test_preempted_while_saving_waits_for_its_saves_and_resumes_with_a_new_lookup(
     make_loop,
 ) -> None:

@@ -22,6 +22,7 @@ from vllm.distributed.kv_transfer.kv_connector.v1.base import (
     KVConnectorBase_V1,
     KVConnectorMetadata,
     KVConnectorRole,
+    KVConnectorWorkerMetadata,
 )
 
 from kvtier import _jvm
@@ -211,6 +212,14 @@ class KVTierConnector(KVConnectorBase_V1):
         return KVConnectorTransferResults(
             finished_sending=sending, finished_recving=recving, failed_recving=failed
         )
+
+    @_never_raises(lambda: None)
+    def build_connector_worker_meta(self) -> KVConnectorWorkerMetadata | None:
+        """Running requests whose saves all ended (the scheduler side frees their blocks at
+        their finish without waiting a step for ``finished_sending``)."""
+        if self._worker is None:
+            return None
+        return self._worker.build_connector_worker_meta()
 
     @_never_raises(set)
     def get_block_ids_with_load_errors(self) -> set[int]:

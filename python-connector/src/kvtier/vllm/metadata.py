@@ -11,10 +11,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-try:  # the base class when vLLM is there; a plain object keeps this module importable without it
-    from vllm.distributed.kv_transfer.kv_connector.v1.base import KVConnectorMetadata
+try:  # the base classes when vLLM is there; plain objects keep this module importable without it
+    from vllm.distributed.kv_transfer.kv_connector.v1.base import (
+        KVConnectorMetadata,
+        KVConnectorWorkerMetadata,
+    )
 except ImportError:  # pragma: no cover - vLLM is an optional dependency of kvtier
-    KVConnectorMetadata = object  # type: ignore[assignment,misc]
+    KVConnectorMetadata = KVConnectorWorkerMetadata = object  # type: ignore[assignment,misc]
 
 
 @dataclass
@@ -58,6 +61,10 @@ class RequestOp:
     load: LoadSpec | None = None
     save_to: int = 0
     """Prompt tokens computed by the end of this step; chunks up to there are saved (0: none)."""
+    save_seq: int = 0
+    """The save's number (with ``save_to``): increasing over every save the scheduler side sends,
+    so a worker's report that a request's saves up to number n ended can never be taken for a
+    later save, not even one of a new request reusing the id."""
 
 
 @dataclass
@@ -75,3 +82,24 @@ class KVTierMetadata(KVConnectorMetadata):  # type: ignore[misc,valid-type]
     vLLM keeps the blocks until the worker reports the request in ``finished_sending``."""
     clear_local: bool = False
     """The cache was reset since the last step: the workers empty their CPU and disk tiers."""
+
+
+@dataclass
+class KVTierWorkerMetadata(KVConnectorWorkerMetadata):  # type: ignore[misc,valid-type]
+    """What the workers tell the scheduler side each step (vLLM's worker -> scheduler channel):
+    requests still running whose saves have all ended, so that vLLM can free their blocks as soon
+    as they finish instead of one step later (see ``KVTierScheduler.request_finished``)."""
+
+    saves_ended: dict[str, dict[int, int]] = field(default_factory=dict)
+    """Request id -> rank -> the number (``RequestOp.save_seq``) of the last save that rank
+    received for the request; every save up to it has ended (written, failed or dropped) and
+    none of the request's transfers is in flight on that rank."""
+
+    def aggregate(self, other: KVTierWorkerMetadata) -> KVTierWorkerMetadata:
+        """The reports of all ranks in one step (vLLM aggregates its workers' metadata)."""
+        merged = {req_id: dict(ranks) for req_id, ranks in self.saves_ended.items()}
+        for req_id, ranks in other.saves_ended.items():
+            into = merged.setdefault(req_id, {})
+            for rank, seq in ranks.items():
+                into[rank] = max(seq, into.get(rank, 0))
+        return KVTierWorkerMetadata(merged)

@@ -39,9 +39,12 @@ What kvtier promises in return
 - Every confirmed load ends loaded or reported: its missing tokens' blocks in
   ``get_block_ids_with_load_errors``, and a background load in ``finished_recving`` either way
   (unless vLLM preempted the request first, which vLLM 0.32 never does to a waiting one).
-- ``request_finished`` answers True exactly when saves went out of the request's current blocks;
-  the answer travels to the workers (``KVTierMetadata.finished``), which report those requests,
-  and only those, in ``finished_sending`` once their saves ended, never one they also report in
+- ``request_finished`` answers True exactly when saves went out of the request's current blocks
+  that not every rank has reported ended yet (``KVTierWorkerMetadata``, vLLM's worker-to-scheduler
+  channel, carries those reports each step while the request runs, so a request whose saves ended
+  during its decode frees its blocks at once); the answer travels to the workers
+  (``KVTierMetadata.finished``), which report those requests, and only those, in
+  ``finished_sending`` once their saves ended, never one they also report in
   ``finished_recving``.
 - No block is read or written after vLLM may reuse it: the workers wait for a preempted request's
   transfers in ``handle_preemptions`` before the step's forward, and finished requests keep their
@@ -68,7 +71,7 @@ from kvtier.errors import JavaError
 from kvtier.vllm import request_keys
 from kvtier.vllm import worker as worker_side
 from kvtier.vllm._lookup import LookupClient, LookupFailed, LookupUnavailable, socket_path
-from kvtier.vllm.metadata import KVTierMetadata, LoadSpec, RequestOp
+from kvtier.vllm.metadata import KVTierMetadata, KVTierWorkerMetadata, LoadSpec, RequestOp
 
 if TYPE_CHECKING:
     from vllm.config import VllmConfig
@@ -84,10 +87,6 @@ Lookup = Callable[[int, np.ndarray, np.ndarray | None], tuple[int, int, bool, bo
 stored, remote answer pending); pins the hit under the pin id. Never waits on the network: a
 remote store's answer that is not in yet is "pending" (ask again next step); the workers bound
 the wait by ``remote_timeout_ms``, after which the remote part counts as a miss."""
-
-STORING_WAIT_S = 2.0
-"""How long, in seconds, a request may wait for a save of its own next chunk to finish before
-the scheduler stops waiting and lets vLLM compute it."""
 
 
 class State(enum.Enum):
@@ -126,6 +125,7 @@ class Event(enum.Enum):
     SCHEDULED = "scheduled in build_connector_meta"
     SAVE = "a save sent from build_connector_meta"
     PREEMPTED = "preempted in build_connector_meta"
+    SAVES_ENDED = "every rank reported the saves sent ended"
     RECEIVED = "finished_recving"
     SENT = "finished_sending"
     FINISHED = "request_finished"
@@ -159,6 +159,7 @@ TRANSITIONS: dict[tuple[State, Event], State | None] = {
     (State.SAVING, Event.ALLOC_NONE): State.SAVING,
     (State.SAVING, Event.SCHEDULED): State.SAVING,
     (State.SAVING, Event.SAVE): State.SAVING,
+    (State.SAVING, Event.SAVES_ENDED): State.RUNNING,
     (State.SAVING, Event.PREEMPTED): State.PREEMPTED,
     (State.SAVING, Event.FINISHED): State.FINISHED_SAVING,
     (State.PREEMPTED, Event.LOOKUP): State.LOOKED_UP,
@@ -187,8 +188,9 @@ RUNNING            lookup -> LOOKED_UP (preempted and looked up in one ``schedul
                    alloc with no external tokens -> RUNNING; scheduled -> RUNNING; a save sent ->
                    SAVING; preempted -> PREEMPTED; finished -> forgotten (answer False)
 SAVING             lookup -> LOOKED_UP (as from RUNNING); alloc with no external tokens, scheduled
-                   or a save sent -> SAVING; preempted -> PREEMPTED (the worker waits for the
-                   saves); finished -> FINISHED_SAVING (answer True)
+                   or a save sent -> SAVING; every rank reported the saves sent ended -> RUNNING;
+                   preempted -> PREEMPTED (the worker waits for the saves); finished ->
+                   FINISHED_SAVING (answer True)
 PREEMPTED          lookup -> LOOKED_UP; finished -> forgotten (answer False)
 FINISHED_LOADING   finished_recving -> forgotten
 FINISHED_SAVING    finished_sending -> forgotten
@@ -239,6 +241,10 @@ class _Request:
     tokens_sent: bool = False
     saved_to: int = 0
     """Prompt tokens the workers were told to save up to."""
+    save_seq: int = 0
+    """The number of the last save sent for the request (``RequestOp.save_seq``; 0: none)."""
+    saves_ended: dict[int, int] = field(default_factory=dict)
+    """Rank -> the number of the last save that rank reported ended with nothing in flight."""
     waiting_since: float = 0.0
     """When the scheduler started waiting for this prompt's save to finish (0: not waiting)."""
     preemption_applied: bool = False
@@ -284,6 +290,9 @@ class KVTierScheduler:
         self._clear_local = False
         """A reset happened since the last metadata: the workers empty their local tiers."""
         self._lookup_timeout_s = int(config.remoteTimeoutMs()) / 1000 + 5
+        self._storing_wait_s = int(config.storingWaitMs()) / 1000
+        """How long a request may wait for another request's save of the chunk that would extend
+        its hit (``storing_wait_ms``)."""
         transfer = vllm_config.kv_transfer_config
         self._can_load = transfer.kv_role in ("kv_both", "kv_consumer")
         self._can_save = transfer.kv_role in ("kv_both", "kv_producer")
@@ -301,6 +310,7 @@ class KVTierScheduler:
         """Loads vLLM counted on for requests kvtier never looked up; sent as failed loads so
         their blocks are recomputed."""
         self._pins = itertools.count(1)
+        self._save_seqs = itertools.count(1)
         self._lookup: Lookup | None = None
         self._logged: set[object] = set()
         self.failures = 0
@@ -421,10 +431,11 @@ class KVTierScheduler:
             self._unpin.append(pin)
             self.remote_pending += 1
             return None, False
-        if storing and hit < prompt:
+        if storing and hit < prompt and hit + self._chunk_tokens > num_computed_tokens:
+            # The chunk being saved would load tokens vLLM does not hold itself.
             now = time.monotonic()
             req.waiting_since = req.waiting_since or now
-            if now - req.waiting_since < STORING_WAIT_S:
+            if now - req.waiting_since < self._storing_wait_s:
                 self._unpin.append(pin)
                 return None, False
         req.waiting_since = 0.0
@@ -456,6 +467,7 @@ class KVTierScheduler:
         fresh = self._new_request(req.request)
         fresh.state, fresh.blocks, fresh.blocks_sent = req.state, req.blocks, req.blocks_sent
         fresh.lookup_start, fresh.preemption_applied = req.lookup_start, req.preemption_applied
+        fresh.save_seq, fresh.saves_ended = req.save_seq, req.saves_ended
         return fresh
 
     def _new_request(self, request: Request) -> _Request:
@@ -700,6 +712,8 @@ class KVTierScheduler:
                 meta.ops.append(RequestOp(req.req_id, new_blocks=list(req.blocks), load=load))
 
     def _op(self, meta: KVTierMetadata, req: _Request, load: LoadSpec | None, save_to: int) -> None:
+        if save_to:
+            req.save_seq = next(self._save_seqs)
         meta.ops.append(
             RequestOp(
                 req_id=req.req_id,
@@ -709,6 +723,7 @@ class KVTierScheduler:
                 new_blocks=req.blocks[req.blocks_sent :],
                 load=load,
                 save_to=save_to,
+                save_seq=req.save_seq if save_to else 0,
             )
         )
         req.tokens_sent = True
@@ -766,10 +781,31 @@ class KVTierScheduler:
         nothing of the kind by itself (the contract tests check that none is ever dropped).
         """
         try:
+            self._saves_ended(getattr(output, "kv_connector_worker_meta", None))
             output.finished_recving = self._follow(output.finished_recving, Event.RECEIVED)
             output.finished_sending = self._follow(output.finished_sending, Event.SENT)
         except Exception:
             self._failed("update_connector_output", "(all)")
+
+    def _saves_ended(self, meta: Any) -> None:
+        """Takes the workers' reports of running requests whose saves all ended: once every rank
+        has reported the last save sent, the request is back to RUNNING, so it frees its blocks
+        as soon as it finishes. A report of an earlier save number changes nothing."""
+        if not isinstance(meta, KVTierWorkerMetadata):
+            return
+        for req_id, ranks in meta.saves_ended.items():
+            req = self._live.get(req_id)
+            if req is None:
+                continue
+            for rank, seq in ranks.items():
+                req.saves_ended[rank] = max(seq, req.saves_ended.get(rank, 0))
+            ended = req.saves_ended
+            if (
+                req.state is State.SAVING
+                and len(ended) >= self._ranks
+                and min(ended.values()) >= req.save_seq
+            ):
+                self._move(req, Event.SAVES_ENDED)
 
     def _follow(self, reported: Iterable[str] | None, event: Event) -> set[str] | None:
         if not reported:

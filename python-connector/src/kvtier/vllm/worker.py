@@ -35,7 +35,7 @@ from kvtier import _bridge, _jvm
 from kvtier.engine import Engine, Layout, key_extras
 from kvtier.vllm._lookup import socket_path, start_server
 from kvtier.vllm.layouts import KvCacheLayout, describe
-from kvtier.vllm.metadata import KVTierMetadata, LoadSpec, RequestOp
+from kvtier.vllm.metadata import KVTierMetadata, KVTierWorkerMetadata, LoadSpec, RequestOp
 
 if TYPE_CHECKING:
     import torch
@@ -100,6 +100,10 @@ class _WorkerRequest:
     """vLLM's block table for the request as far as the ops told it (None: a gap, so unknown
     until an op replaces it)."""
     saved_chunks: int = 0
+    save_seq: int = 0
+    """The number of the last save received for the request (``RequestOp.save_seq``)."""
+    save_seq_reported: int = 0
+    """The last ``save_seq`` reported to the scheduler side as ended."""
     tickets: set[int] = field(default_factory=set)
     """Background saves and loads in flight out of or into the request's blocks."""
     finished: bool | None = None
@@ -163,6 +167,7 @@ class KVTierWorker:
         self._server: Any = None
         self._layer_index: dict[str, int] = {}
         self._block_size = 0
+        self._rank = 0
         self._requests: dict[str, _WorkerRequest] = {}
         self._tickets: dict[int, _Ticket] = {}
         self._sync_loads: list[tuple[str, int, LoadSpec, list[int]]] = []
@@ -198,7 +203,7 @@ class KVTierWorker:
         self._block_size = layout.block_size
         paged = layout.paged_layout()
         parallel = self._vllm_config.parallel_config
-        rank = _rank()
+        rank = self._rank = _rank()
         engine_layout = Layout(
             model_id=str(self._vllm_config.model_config.model),
             kv_dtype=layout.dtype,
@@ -358,8 +363,10 @@ class KVTierWorker:
             req.blocks.extend(op.new_blocks)
         else:  # a table with a gap would put ids at the wrong tokens: unknown until replaced
             req.blocks = None
-        if op.save_to > 0 and req.tokens is not None and req.blocks is not None:
-            self._pending_saves.append((op.req_id, op.save_to))
+        if op.save_to > 0:
+            req.save_seq = max(req.save_seq, op.save_seq)
+            if req.tokens is not None and req.blocks is not None:
+                self._pending_saves.append((op.req_id, op.save_to))
         return req
 
     def _start_load(self, req_id: str, req: _WorkerRequest, load: LoadSpec) -> None:
@@ -653,6 +660,26 @@ class KVTierWorker:
                 if req.finished and req_id not in recving:
                     sending.add(req_id)
         return sending, recving, failed & recving
+
+    def build_connector_worker_meta(self) -> KVTierWorkerMetadata | None:
+        """Running requests whose saves have all ended on this rank since the last report: none
+        of their transfers is in flight, none of their saves waits for the end of a step. The
+        scheduler side lets vLLM free such a request's blocks as soon as it finishes."""
+        if self._worker is None:
+            return None
+        busy = {r for r, _ in self._pending_saves} | {r for r, _, _ in self._layer_saves}
+        rank = self._rank
+        ended: dict[str, dict[int, int]] = {}
+        for req_id, req in self._requests.items():
+            if (
+                req.finished is None
+                and req.save_seq > req.save_seq_reported
+                and not req.tickets
+                and req_id not in busy
+            ):
+                ended[req_id] = {rank: req.save_seq}
+                req.save_seq_reported = req.save_seq
+        return KVTierWorkerMetadata(ended) if ended else None
 
     def get_block_ids_with_load_errors(self) -> set[int]:
         """Blocks whose load failed since the last call (vLLM recomputes them)."""

@@ -267,6 +267,21 @@ public final class KvTierConfig {
           "How often expired pins are looked for.",
           ConfigKey.positiveInt());
 
+  /**
+   * How long a request may wait for a concurrent request's save of the chunk that would extend its
+   * hit, in milliseconds; 0 never waits.
+   */
+  public static final ConfigKey<Integer> STORING_WAIT_MS =
+      new ConfigKey<>(
+          "storing_wait_ms",
+          2000,
+          "milliseconds",
+          "How long a new request may wait for another request's save of the chunk that would"
+              + " extend its hit (the same prompt sent again right after the first) before vLLM"
+              + " computes it; 0 never waits: what is stored loads, the rest is computed. Never"
+              + " waits for chunks vLLM's own prefix cache already holds.",
+          ConfigKey.nonNegativeInt());
+
   /** Free-form settings, as in LMCache; kvtier reads the keys in {@link #EXTRA_CONFIG_KEYS}. */
   public static final ConfigKey<Map<String, Object>> EXTRA_CONFIG =
       new ConfigKey<>(
@@ -303,6 +318,7 @@ public final class KvTierConfig {
           REMOTE_HASH_TAGS,
           PIN_TIMEOUT_SEC,
           PIN_CHECK_INTERVAL_SEC,
+          STORING_WAIT_MS,
           EXTRA_CONFIG);
 
   // ---- extra_config entries kvtier reads (named with their extra_config. prefix) ---------------
@@ -574,6 +590,10 @@ public final class KvTierConfig {
 
   public int remoteTimeoutMs() {
     return get(REMOTE_TIMEOUT_MS);
+  }
+
+  public int storingWaitMs() {
+    return get(STORING_WAIT_MS);
   }
 
   public int remoteTtlSec() {
