@@ -97,6 +97,8 @@ def serve(
     log_dir: str | os.PathLike[str] | None = None,
     ready_timeout_s: float = 600,
     on_wait: Callable[[float], None] | None = None,
+    transfer_config: Mapping[str, Any] | None = None,
+    python: str | None = None,
 ) -> Iterator[Server]:
     """Starts vLLM on ``model`` and yields it once /health answers; stops it on exit.
 
@@ -105,11 +107,14 @@ def serve(
     ready, calling ``on_wait`` with the seconds waited so far about twice a second. Raises
     ServerDied (with the end of the log) when the process exits first, TimeoutError when it is not
     ready within ``ready_timeout_s`` (a generous bound: time never makes it pass).
+    ``transfer_config`` (with ``connector`` None) is another connector's whole
+    ``--kv-transfer-config``; ``python`` another interpreter to run vLLM with (a venv beside this
+    one that has another connector's package).
     """
     port = free_port()
     log = Path(tempfile.mkstemp(prefix="kvtier-vllm-", suffix=".log", dir=log_dir)[1])
     command = [
-        sys.executable,
+        python or sys.executable,
         "-W",
         "ignore::DeprecationWarning",
         "-m",
@@ -131,6 +136,8 @@ def serve(
     if connector is not None:
         config = {**CONNECTOR, "kv_connector_extra_config": dict(connector)}
         command += ["--kv-transfer-config", json.dumps(config)]
+    elif transfer_config is not None:
+        command += ["--kv-transfer-config", json.dumps(dict(transfer_config))]
     full_env = {**os.environ, **vllm_cpu.vllm_env(), **(env or {})}
     full_env.pop("JAVA_HOME", None)
     with log.open("wb") as out:
