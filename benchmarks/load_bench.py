@@ -46,6 +46,8 @@ SERVER_FLAGS = ["--block-size", "32", "--num-gpu-blocks-override", "300", "--max
 SERVER_FLAGS += ["--kv-cache-memory-bytes", str(512 << 20)]
 
 
+CEILING_FLAGS = ["--num-gpu-blocks-override", "2000", "--kv-cache-memory-bytes", str(1 << 30)]
+
 LMCACHE_VENV = Path(os.environ.get("LMCACHE_VENV", ROOT.parent / "lmcache-env" / "venv"))
 """LMCache 0.5.6 in its own venv beside vLLM's (``benchmarks/lmcache-venv`` makes it)."""
 
@@ -68,6 +70,8 @@ CONFIGS: dict[str, Config] = {
     # kvtier's JVM and threads confined to the core of vLLM's first OpenMP thread: where they ran
     # before kvtier chose its CPUs (they inherited that thread's binding).
     "kvtier-cpu-core0": Config({"max_local_cpu_size": 2}, env={"KVTIER_CPUS": "0"}),
+    # The policy for a prefix whose next chunk another request is saving: never wait for it.
+    "kvtier-cpu-nowait": Config({"max_local_cpu_size": 2, "storing_wait_ms": 0}),
     "kvtier-cpu-disk": Config(
         {"max_local_cpu_size": 0.1, "local_disk": "{disk}", "max_local_disk_size": 2}
     ),
@@ -81,9 +85,9 @@ CONFIGS: dict[str, Config] = {
     # LMCache 0.5.6 in its multi-process mode: its server holds a 2 GB CPU L1 in shared memory.
     "lmcache": Config(None, sidecar="lmcache"),
     # The ceiling: vLLM alone with a KV cache that holds every prefix and request at once.
-    "ceiling": Config(
-        None, ["--num-gpu-blocks-override", "2000", "--kv-cache-memory-bytes", str(1 << 30)]
-    ),
+    "ceiling": Config(None, CEILING_FLAGS),
+    # kvtier on the ceiling's KV cache: what kvtier costs where nothing needs offloading.
+    "kvtier-cpu-ceiling": Config({"max_local_cpu_size": 2}, CEILING_FLAGS),
 }
 """Configurations by name; "{disk}" in a setting becomes a fresh directory for each run."""
 
@@ -120,7 +124,9 @@ def sidecar(kind: str | None, scratch: str) -> Iterator[dict[str, Any]]:
         return
     port = vllm_server.free_port()
     if kind == "kvtier-server":
-        command = [sys.executable, "-m", "kvtier.server", "--port", str(port), "--memory-gb", "2"]
+        # Slots of 4 MiB: this model's chunks are 3 MiB in float32 (12 KiB per token).
+        command = [sys.executable, "-m", "kvtier.server", "--port", str(port), "--memory-gb", "2",
+                   "--max-value-mb", "4"]  # fmt: skip
         info: dict[str, Any] = {"remote": f"kvtier://127.0.0.1:{port}"}
         env = {k: v for k, v in os.environ.items() if k != "JAVA_HOME"}
     elif kind == "redis":
@@ -298,6 +304,8 @@ PROFILED = (
     "kvtier.worker.wait_for_layer_load", "kvtier.worker.save_kv_layer",
     "kvtier.worker.wait_for_save", "kvtier.worker.get_transfer_results",
     "kvtier.worker.get_finished", "kvtier.blocks_held_after_finish",
+    "gc.gen0.python-thread", "gc.gen1.python-thread", "gc.gen2.python-thread",
+    "gc.gen0.foreign-thread", "gc.gen1.foreign-thread", "gc.gen2.foreign-thread",
 )  # fmt: skip
 
 

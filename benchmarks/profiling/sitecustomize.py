@@ -18,6 +18,7 @@ kvtier's JVM threads can be told from vLLM's. Nothing here changes what the serv
 
 from __future__ import annotations
 
+import collections
 import functools
 import json
 import os
@@ -84,6 +85,43 @@ def _lookup_answers(method: Any) -> Any:
         return answer
 
     return counted
+
+
+_GC_START: dict[int, float] = {}
+_GC_TIMES: collections.deque[tuple[str, float]] = collections.deque()
+"""Collections timed by the gc callback, folded into the figures when they are written: the
+callback may run inside any allocation, even one made while ``_LOCK`` is held, so it takes no
+lock (``deque.append`` is atomic)."""
+
+
+def _gc_callback(phase: str, info: dict[str, Any]) -> None:
+    """Times Python's garbage collections, by generation and by whether the thread that ran it is
+    one Python started or a foreign one: JPype's reference queue collects all generations from its
+    Java thread after each Java GC, holding the GIL meanwhile."""
+    ident = threading.get_ident()
+    if phase == "start":
+        _GC_START[ident] = time.perf_counter()
+        return
+    start = _GC_START.pop(ident, None)
+    if start is None:
+        return
+    own = ident in _PYTHON_THREADS or ident == threading.main_thread().ident
+    where = "python-thread" if own else "foreign-thread"
+    _GC_TIMES.append((f"gc.gen{info.get('generation')}.{where}", time.perf_counter() - start))
+
+
+_PYTHON_THREADS: set[int] = set()
+"""Idents of threads started by Python's threading module (filled as they start)."""
+
+
+def _track_threads() -> None:
+    started = threading.Thread._bootstrap_inner  # type: ignore[attr-defined]
+
+    def bootstrap_inner(self: threading.Thread) -> None:
+        _PYTHON_THREADS.add(threading.get_ident())
+        started(self)
+
+    threading.Thread._bootstrap_inner = bootstrap_inner  # type: ignore[attr-defined]
 
 
 _HELD: dict[str, float] = {}
@@ -199,6 +237,8 @@ def _threads() -> dict[str, float]:
 
 
 def _dump(started: float) -> None:
+    while _GC_TIMES:
+        _add(*_GC_TIMES.popleft())
     with _LOCK:
         times = {k: list(v) for k, v in _TIMES.items()}
         counts = dict(_COUNTS)
@@ -244,6 +284,10 @@ def _after_fork() -> None:
 
 
 if _DIR:
+    import gc
+
+    _track_threads()
+    gc.callbacks.append(_gc_callback)
     sys.meta_path.insert(0, _Finder())
     os.register_at_fork(after_in_child=_after_fork)
     _start_sampler()

@@ -187,6 +187,16 @@ def test_a_pending_remote_answer_asks_vllm_to_wait_and_unpins(sched) -> None:
     assert sched.remote_pending == 2
 
 
+def test_no_wait_for_a_remote_answer_that_could_add_less_than_a_chunk(sched) -> None:
+    """vLLM's own prefix cache holds all but the last 200 tokens: a remote store could add less
+    than a chunk, not worth a step; the lookup answers from the local tiers at once."""
+    sched._lookup = Lookups((CHUNK, CHUNK, False), pending=True)
+    req = request("p", 6 * CHUNK + 200)
+    assert sched.get_num_new_matched_tokens(req, 6 * CHUNK) == (0, False)
+    assert sched.get_num_new_matched_tokens(request("q", 3 * CHUNK), 0) == (None, False)
+    assert sched.remote_pending == 1
+
+
 @pytest.mark.parametrize(
     ("role", "loads", "saves"), [("kv_consumer", True, False), ("kv_producer", False, True)]
 )

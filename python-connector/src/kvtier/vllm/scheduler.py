@@ -427,7 +427,9 @@ class KVTierScheduler:
                 "lookup", "kvtier: lookup failed, counted as a miss (logged once): %s", e
             )
             return 0, False
-        if pending:  # a remote store's answer is on its way: ask again next step
+        if pending and prompt - max(hit, num_computed_tokens) >= self._chunk_tokens:
+            # A remote store's answer is on its way: ask again next step. Only where the remote
+            # part could be a whole chunk: less is not worth holding the request back a step.
             self._unpin.append(pin)
             self.remote_pending += 1
             return None, False

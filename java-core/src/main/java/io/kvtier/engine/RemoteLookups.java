@@ -17,7 +17,10 @@ import java.util.function.LongSupplier;
  *
  * <p>A question is the keys themselves (their first and last key and how many): the scheduler pins
  * under a new id at each attempt, and the chain hash makes the last key stand for all the tokens
- * before it. Answers nobody collects are swept by {@link #sweep}.
+ * before it. An answer serves every lookup of the same question for as long as the bound after it
+ * was asked (a request vLLM could not admit in this step is looked up again in the next, and
+ * several requests of one prompt arrive together): one round trip, not one per attempt. Answers
+ * nobody collects are swept by {@link #sweep}.
  *
  * <p>Thread-safe.
  */
@@ -66,7 +69,10 @@ final class RemoteLookups {
       p = raced != null ? raced : p;
     }
     if (p.answer().isDone()) {
-      pending.remove(q, p);
+      if (nanoClock.getAsLong() - p.askedAtNanos() > boundNanos) {
+        pending.remove(q, p); // too old to reuse: ask again
+        return prefix(keys);
+      }
       return Math.min(p.answer().join(), keys.length);
     }
     if (nanoClock.getAsLong() - p.askedAtNanos() > boundNanos) {
@@ -98,7 +104,7 @@ final class RemoteLookups {
     return rejected.sum();
   }
 
-  /** Questions waiting for an answer now. */
+  /** Questions waiting for an answer, or answered and kept for reuse, now. */
   int pendingCount() {
     return pending.size();
   }

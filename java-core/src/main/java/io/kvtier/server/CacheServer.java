@@ -241,7 +241,11 @@ public final class CacheServer implements AutoCloseable {
             + (epoll ? "epoll" : "nio")
             + "), "
             + settings.memoryBytes() / (1 << 20)
-            + " MiB memory"
+            + " MiB memory, at most "
+            + settings.memoryBytes() / pool.strideBytes()
+            + " chunks in it (each takes a whole slot of --max-value-mb "
+            + settings.maxValueBytes() / (1 << 20)
+            + " MiB: set it to the chunks' size, bytes per token times chunk_size)"
             + (settings.diskPath() == null ? "" : ", spilling to " + settings.diskPath()));
   }
 

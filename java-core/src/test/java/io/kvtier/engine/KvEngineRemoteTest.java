@@ -183,6 +183,12 @@ class KvEngineRemoteTest {
                 () -> "still pending");
         assertArrayEquals(new int[] {4 * CHUNK, 0, 0, 0}, answered, "the whole prompt in Redis");
         assertEquals(1, b.statistics().remoteLookups(), "asked once, answered on a later call");
+        b.unpinRequest(2);
+        // Within the bound the answer serves the next lookups of the prompt (a request vLLM
+        // could not admit is looked up again): no second question, no step lost to "pending".
+        assertArrayEquals(answered, b.lookupAndPinTiers(5, prompt, prompt.length), "reused");
+        assertEquals(1, b.statistics().remoteLookups(), "no second question within the bound");
+        b.unpinRequest(5);
 
         RedisServers.suspend(stalled);
         int[] pastBound;
@@ -195,6 +201,9 @@ class KvEngineRemoteTest {
         }
         assertArrayEquals(new int[] {0, 0, 0, 0}, pastBound, "past the bound: a miss");
         assertEquals(1, b.statistics().remoteLookupTimeouts());
+        long asked = b.statistics().remoteLookups();
+        b.lookupAndPinTiers(6, prompt, prompt.length);
+        assertEquals(asked + 1, b.statistics().remoteLookups(), "an older answer is asked again");
       }
     } finally {
       RedisServers.stop(stalled);
