@@ -283,3 +283,30 @@ def test_processes_that_start_the_jvm_exit_cleanly():
     for _ in range(12):
         r = run_python("from kvtier import _jvm; _jvm.start()")
         assert r.returncode == 0 and "FATAL" not in r.stderr, (r.returncode, r.stderr[-2000:])
+
+
+def test_java_collections_do_not_run_full_python_collections():
+    """JPype's garbage-collector hook is out of Python's gc once the JVM started: Java collections
+    no longer make JPype's reference queue run full Python collections holding the GIL (at most
+    the one it had already armed), and Python collections no longer call System.gc()."""
+    r = run_python(
+        """
+        import gc, time
+        import jpype
+        from kvtier import _jvm
+        _jvm.start()
+        print("hooks", sum(getattr(c, "__module__", None) == "_jpype" for c in gc.callbacks))
+        full = []
+        gc.callbacks.append(lambda phase, info: phase == "stop" and info["generation"] == 2
+                            and full.append(1))
+        java = jpype.JClass("java.lang.System")
+        for _ in range(4):
+            java.gc()
+            time.sleep(0.5)  # the reference queue thread acts on each collection within this
+        print("full", len(full))
+        """
+    )
+    assert r.returncode == 0, r.stderr
+    hooks, full = r.stdout.split("\n")[:2]
+    assert hooks == "hooks 0"
+    assert int(full.split()[1]) <= 1, r.stdout
