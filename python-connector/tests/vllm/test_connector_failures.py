@@ -128,15 +128,17 @@ def test_layerwise_load_that_throws_reports_its_blocks_as_load_errors(
 
 
 def test_save_that_throws_is_dropped(make_loop, monkeypatch) -> None:
-    """The Java save throws: the save is dropped, the request still ends (its blocks are freed
-    through finished_sending) and a later request with the prompt misses."""
+    """The Java save throws: the save is dropped, which ends it, so the worker reports it ended and
+    the request's blocks are freed at its finish (no finished_sending); a later request with the
+    prompt misses."""
     loop = make_loop(40)
     java = loop.worker_side._worker
     monkeypatch.setattr(java, "submitSave", broken("submitSave"))
     p = prompt(4 * CHUNK, seed=23)
     loop.add("r", p)
     loop.run()
-    assert loop.reports.sending == ["r"]
+    assert loop.reports.sending == []
+    assert loop.worker_side.failures > 0
     loop.add("again", [*p, 1])
     loop.run()
     assert loaded(loop) == 0
