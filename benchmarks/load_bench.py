@@ -306,6 +306,7 @@ PROFILED = (
     "kvtier.worker.get_finished", "kvtier.blocks_held_after_finish",
     "gc.gen0.python-thread", "gc.gen1.python-thread", "gc.gen2.python-thread",
     "gc.gen0.foreign-thread", "gc.gen1.foreign-thread", "gc.gen2.foreign-thread",
+    "gc.gen2.foreign-thread-serving",
 )  # fmt: skip
 
 

@@ -107,6 +107,8 @@ def _gc_callback(phase: str, info: dict[str, Any]) -> None:
         return
     own = ident in _PYTHON_THREADS or ident == threading.main_thread().ident
     where = "python-thread" if own else "foreign-thread"
+    if not own and ("engine.step" in _TIMES or "runner.execute_model" in _TIMES):
+        where += "-serving"  # after the first step: while requests are served
     _GC_TIMES.append((f"gc.gen{info.get('generation')}.{where}", time.perf_counter() - start))
 
 
