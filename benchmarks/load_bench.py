@@ -174,12 +174,7 @@ def sidecar(kind: str | None, scratch: str) -> Iterator[dict[str, Any]]:
         _wait_for_port(proc, port, Path(scratch) / f"{kind}.log")
         yield info
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        vllm_server.stop(proc, timeout_s=30)
 
 
 def _wait_for_port(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:

@@ -147,12 +147,17 @@ def serve(
         _wait_ready(server, ready_timeout_s, on_wait)
         yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, timeout_s=60)
+
+
+def stop(proc: subprocess.Popen[bytes], timeout_s: float) -> None:
+    """Terminates ``proc`` and waits for it; kills it if it is still there after ``timeout_s``."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _wait_ready(server: Server, timeout_s: float, on_wait: Callable[[float], None] | None) -> None:
