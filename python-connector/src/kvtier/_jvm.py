@@ -354,8 +354,8 @@ def _uncouple_garbage_collectors() -> None:
     ``System.gc()``, a full collection; and after every Java collection its reference queue
     thread runs a full Python collection (``PyGC_Collect``) holding the GIL. In a vLLM worker
     that is a collection of every Python object of the process, 0.3-0.7 s each, during which the
-    step loop cannot run Python: under load 8 of them took 3.8 s of a 50 s run, and 3 more held
-    the scheduler for 1.1 s. kvtier needs neither direction: its Java objects live in the Java
+    step loop cannot run Python: under load a worker ran 8 of them (3.8 s) in a 50 s run, at
+    least 6 while serving. kvtier needs neither direction: its Java objects live in the Java
     heap (indexes; chunk data is off-heap) and are collected by Java alone; Python objects that
     Java holds (JPype's references) are released by the reference queue after Java's own
     collections, without a Python collection; and nothing of kvtier's spans both heaps in a
