@@ -72,6 +72,7 @@ CONFIGS: dict[str, Config] = {
     "kvtier-cpu-core0": Config({"max_local_cpu_size": 2}, env={"KVTIER_CPUS": "0"}),
     # The policy for a prefix whose next chunk another request is saving: never wait for it.
     "kvtier-cpu-nowait": Config({"max_local_cpu_size": 2, "storing_wait_ms": 0}),
+    "kvtier-cpu-background": Config({"max_local_cpu_size": 2, "memory_hit_loads": "background"}),
     "kvtier-cpu-disk": Config(
         {"max_local_cpu_size": 0.1, "local_disk": "{disk}", "max_local_disk_size": 2}
     ),
@@ -254,7 +255,7 @@ def run_once(
         ) as server:
             result = bench(client_args(server.url, model, num_prompts, workload))
             result["engine_alive"] = server.alive()
-            result["server"] = server_metrics(server.url)
+            result["server"] = server_metrics(server)
             result["runtime"] = server.runtime()
     if profile is not None:
         result["profile"] = profile_summary(out)
@@ -273,18 +274,11 @@ SERVER_METRICS = {
 """vLLM's own figures of a run, from its /metrics, by the name printed (sums over requests)."""
 
 
-def server_metrics(url: str) -> dict[str, float]:
+def server_metrics(server: vllm_server.Server) -> dict[str, float]:
     """The :data:`SERVER_METRICS` a server reports after a run (those it has)."""
-    import urllib.request
-
-    from prometheus_client.parser import text_string_to_metric_families
-
-    with urllib.request.urlopen(f"{url}/metrics", timeout=30) as response:
-        text = response.read().decode()
     samples: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples[sample.name] = samples.get(sample.name, 0.0) + sample.value
+    for name, _, value in server.metrics():
+        samples[name] = samples.get(name, 0.0) + value
     return {label: samples[name] for label, name in SERVER_METRICS.items() if name in samples}
 
 

@@ -79,6 +79,26 @@ class Server:
         """{"dtype", "threads"} as vllm_cpu.check_same_runtime compares them."""
         return {"dtype": self.dtype(), "threads": self.threads()}
 
+    def metrics(self) -> list[tuple[str, dict[str, str], float]]:
+        """Every sample of the server's /metrics as (name, labels, value)."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        with urllib.request.urlopen(f"{self.url}/metrics", timeout=30) as response:
+            text = response.read().decode()
+        return [
+            (sample.name, dict(sample.labels), float(sample.value))
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        ]
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of ``name``'s samples whose labels include ``labels`` (0 when none)."""
+        return sum(
+            value
+            for sample, have, value in self.metrics()
+            if sample == name and all(have.get(k) == v for k, v in labels.items())
+        )
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -34,6 +34,7 @@ try:  # vLLM 0.32: receive failures are named per request next to the finished t
 except ImportError:  # pragma: no cover - a vLLM that only calls get_finished
     KVConnectorTransferResults = None  # type: ignore[assignment,misc]
 from kvtier.vllm.scheduler import KVTierScheduler
+from kvtier.vllm.stats import KVTierConnectorStats, KVTierPromMetrics
 from kvtier.vllm.worker import KVTierWorker
 
 if TYPE_CHECKING:
@@ -50,6 +51,24 @@ if TYPE_CHECKING:
 __all__ = ["KVTierConnector", "KVTierMetadata"]
 
 logger = logging.getLogger(__name__)
+
+
+def _log_where_vllm_logs() -> None:
+    """kvtier's Python log records go where vLLM's go, in its format and at its level, unless the
+    application has configured logging itself (handlers on ``kvtier`` or on the root logger):
+    vLLM configures only its own ``vllm`` logger, so kvtier's INFO lines would be dropped."""
+    ours = logging.getLogger("kvtier")
+    if ours.handlers or logging.getLogger().handlers:
+        return
+    theirs = logging.getLogger("vllm")
+    for handler in theirs.handlers:
+        ours.addHandler(handler)
+    if theirs.handlers:
+        ours.setLevel(theirs.level or logging.INFO)
+        ours.propagate = False
+
+
+_log_where_vllm_logs()
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -264,6 +283,44 @@ class KVTierConnector(KVConnectorBase_V1):
     ) -> tuple[bool, dict[str, Any] | None]:
         assert self._scheduler is not None
         return self._scheduler.request_finished(request), None
+
+    # ---- stats ----------------------------------------------------------------------------------
+
+    @_never_raises(lambda: None)
+    def get_kv_connector_stats(self) -> KVTierConnectorStats | None:
+        """What this side counted since its last report (see :mod:`kvtier.vllm.stats`)."""
+        if self._worker is not None:
+            return self._worker.get_kv_connector_stats()
+        if self._scheduler is not None:
+            return self._scheduler.get_kv_connector_stats()
+        return None
+
+    @classmethod
+    def build_kv_connector_stats(
+        cls, data: dict[str, Any] | None = None
+    ) -> KVTierConnectorStats | None:
+        """A report rebuilt in vLLM's logger process from its ``data``."""
+        return KVTierConnectorStats(data=dict(data)) if data is not None else KVTierConnectorStats()
+
+    @classmethod
+    def build_prom_metrics(
+        cls,
+        vllm_config: VllmConfig,
+        metric_types: dict[type, type],
+        labelnames: list[str],
+        per_engine_labelvalues: dict[int, list[object]],
+    ) -> KVTierPromMetrics:
+        """The ``kvtier_*`` series on ``vllm serve``'s ``/metrics``."""
+        return KVTierPromMetrics(vllm_config, metric_types, labelnames, per_engine_labelvalues)
+
+    @_never_raises(dict)
+    def get_external_cache_hit_sources(
+        self, request: Request, num_external_tokens: int
+    ) -> dict[Any, int]:
+        """Where the tokens of the request's load are stored (vLLM's ``CacheHitSource``)."""
+        if self._scheduler is None or num_external_tokens == 0:
+            return {}
+        return self._scheduler.get_external_cache_hit_sources(request, num_external_tokens)
 
     @_never_raises(lambda: False)
     def reset_cache(self) -> bool:

@@ -72,6 +72,7 @@ from kvtier.vllm import request_keys
 from kvtier.vllm import worker as worker_side
 from kvtier.vllm._lookup import LookupClient, LookupFailed, LookupUnavailable, socket_path
 from kvtier.vllm.metadata import KVTierMetadata, KVTierWorkerMetadata, LoadSpec, RequestOp
+from kvtier.vllm.stats import KVTierConnectorStats
 
 if TYPE_CHECKING:
     from vllm.config import VllmConfig
@@ -251,6 +252,11 @@ class _Request:
     """A lookup already applied the preemption this step's output reports."""
     unkeyable: bool = False
     """vLLM keys the request with an input kvtier cannot key: never loaded nor saved."""
+    hit_memory: int = 0
+    """Of the last lookup's hit, the leading tokens whose chunks are in CPU memory."""
+    hit_sources: dict[str, int] = field(default_factory=dict)
+    """Where the tokens of the last confirmed load are stored: source (cpu, disk, remote,
+    disk_or_remote) -> tokens."""
 
 
 class KVTierScheduler:
@@ -293,6 +299,12 @@ class KVTierScheduler:
         self._storing_wait_s = int(config.storingWaitMs()) / 1000
         """How long a request may wait for another request's save of the chunk that would extend
         its hit (``storing_wait_ms``)."""
+        self._memory_hit_loads = str(config.memoryHitLoads())
+        """Where hits from CPU memory load: ``in_step`` or ``background``."""
+        self._scheduled_last_step = 0
+        """Requests the last ``schedule()`` scheduled."""
+        self._admitted_this_step = 0
+        """Requests vLLM allocated blocks for since the last ``build_connector_meta``."""
         transfer = vllm_config.kv_transfer_config
         self._can_load = transfer.kv_role in ("kv_both", "kv_consumer")
         self._can_save = transfer.kv_role in ("kv_both", "kv_producer")
@@ -321,6 +333,14 @@ class KVTierScheduler:
         """Requests not cached because kvtier cannot key them (for tests and stats)."""
         self.remote_pending = 0
         """Lookups answered "ask again" because a remote store's answer was pending."""
+        disk, remote = len(config.localDiskPaths()) > 0, config.remoteUrl() is not None
+        self._lower_source = (
+            "disk_or_remote" if disk and remote else "disk" if disk else "remote" if remote else ""
+        )
+        """Where a hit past the CPU tier's part comes from ('' with no lower tier)."""
+        self._stats = KVTierConnectorStats()
+        self._stats_counted = (0, 0)
+        """``failures`` and ``unkeyable`` as of the last report."""
 
     # ---- state machine ------------------------------------------------------------------------
 
@@ -418,8 +438,10 @@ class KVTierScheduler:
         if prompt < self._tail_tokens:
             return 0, False
         pin = next(self._pins)
+        began = time.perf_counter()
         try:
             hit, in_memory, storing, pending = self._lookups()(pin, req.tokens, req.extras)
+            self._stats.observe("kvtier_lookup_seconds", (time.perf_counter() - began,))
         except (LookupUnavailable, LookupFailed, JavaError) as e:
             self._unpin.append(pin)  # the ranks that answered may have pinned
             self.failures += 1
@@ -432,6 +454,7 @@ class KVTierScheduler:
             # part could be a whole chunk: less is not worth holding the request back a step.
             self._unpin.append(pin)
             self.remote_pending += 1
+            self._stats.count("kvtier_lookups_deferred", 1, "remote_pending")
             return None, False
         if storing and hit < prompt and hit + self._chunk_tokens > num_computed_tokens:
             # The chunk being saved would load tokens vLLM does not hold itself.
@@ -439,8 +462,11 @@ class KVTierScheduler:
             req.waiting_since = req.waiting_since or now
             if now - req.waiting_since < self._storing_wait_s:
                 self._unpin.append(pin)
+                self._stats.count("kvtier_lookups_deferred", 1, "storing")
                 return None, False
         req.waiting_since = 0.0
+        self._stats.count("kvtier_lookups", 1)
+        self._stats.count("kvtier_lookup_tokens", request.num_tokens - num_computed_tokens)
         # One token is always left for vLLM to compute, so a full hit still yields logits.
         end = min(hit, request.num_tokens - 1)
         if end <= num_computed_tokens:
@@ -448,8 +474,19 @@ class KVTierScheduler:
                 self._unpin.append(pin)
             return 0, False
         req.pin = pin
-        req.plan = LoadSpec(num_computed_tokens, end, hit, background=in_memory < end, pin=pin)
+        req.hit_memory = in_memory
+        background = in_memory < end or self._load_in_background()
+        req.plan = LoadSpec(num_computed_tokens, end, hit, background=background, pin=pin)
         return end - num_computed_tokens, req.plan.background
+
+    def _load_in_background(self) -> bool:
+        """Whether a hit from CPU memory loads in the background (``memory_hit_loads``): with
+        ``background`` where another request runs, i.e. one was scheduled in the last step or
+        admitted in this one. A request alone always loads in its step: in the background it
+        would only take a step longer."""
+        return self._memory_hit_loads == "background" and (
+            self._scheduled_last_step + self._admitted_this_step > 0
+        )
 
     def _lookups(self) -> Lookup:
         if self._lookup is None:
@@ -505,6 +542,7 @@ class KVTierScheduler:
         self, request: Request, blocks: KVCacheBlocks, num_external_tokens: int
     ) -> None:
         """Confirms the load the last lookup planned (``num_external_tokens > 0``) or drops it."""
+        self._admitted_this_step += 1
         req = self._live.get(request.request_id)
         try:
             if req is None:
@@ -545,8 +583,49 @@ class KVTierScheduler:
         self._move(req, Event.ALLOC_BACKGROUND if plan.background else Event.ALLOC_LOAD)
         # vLLM may take less than offered (e.g. trimmed to a block boundary): load only that.
         req.outbox = LoadSpec(plan.start, end, plan.stored, plan.background, pin=plan.pin)
+        self._count_hit(req, plan.start, end)
         req.pin, req.plan = 0, None
         req.blocks, req.blocks_sent = list(blocks.get_block_ids()[0]), 0
+
+    def _count_hit(self, req: _Request, start: int, end: int) -> None:
+        """Counts the tokens of a confirmed load by where they are stored."""
+        memory = max(0, min(end, req.hit_memory) - start)
+        lower = end - start - memory
+        if not self._lower_source:  # the CPU tier is the only one
+            memory, lower = end - start, 0
+        req.hit_sources = {k: v for k, v in (("cpu", memory), (self._lower_source, lower)) if v > 0}
+        for source, tokens in req.hit_sources.items():
+            self._stats.count("kvtier_hit_tokens", tokens, source)
+
+    def get_external_cache_hit_sources(
+        self, request: Request, num_external_tokens: int
+    ) -> dict[Any, int]:
+        """vLLM's ``CacheHitSource`` split of the tokens the request's confirmed load brings:
+        CPU memory is ``host``, the disk tier ``disk``; a remote store (which vLLM has no name
+        for) and a hit that may come from either are ``external_unspecified``."""
+        from vllm.v1.metrics.cache_hit_source import CacheHitSource
+
+        req = self._live.get(request.request_id)
+        if req is None or sum(req.hit_sources.values()) != num_external_tokens:
+            return {CacheHitSource.EXTERNAL_UNSPECIFIED: num_external_tokens}
+        names = {"cpu": CacheHitSource.HOST, "disk": CacheHitSource.DISK}
+        out: dict[Any, int] = {}
+        for source, tokens in req.hit_sources.items():
+            key = names.get(source, CacheHitSource.EXTERNAL_UNSPECIFIED)
+            out[key] = out.get(key, 0) + tokens
+        return out
+
+    def get_kv_connector_stats(self) -> KVTierConnectorStats | None:
+        """What the scheduler side counted since the last call (lookups, hits by source,
+        deferred lookups, lookup times, failures, unkeyable requests); None when nothing."""
+        failures, unkeyable = self._stats_counted
+        self._stats.count("kvtier_connector_failures", self.failures - failures, "scheduler")
+        self._stats.count("kvtier_unkeyable_requests", self.unkeyable - unkeyable)
+        self._stats_counted = (self.failures, self.unkeyable)
+        if self._stats.is_empty():
+            return None
+        report, self._stats = self._stats, KVTierConnectorStats()
+        return report
 
     def _confirm_failed(
         self, req: _Request, blocks: KVCacheBlocks, num_external_tokens: int
@@ -582,6 +661,8 @@ class KVTierScheduler:
         )
         self._unpin, self._preempted, self._finished = [], [], {}
         self._clear_local = False
+        self._scheduled_last_step = len(getattr(out, "num_scheduled_tokens", None) or ())
+        self._admitted_this_step = 0
         try:
             self._build(meta, out)
         except Exception:  # the metadata of a step is always delivered

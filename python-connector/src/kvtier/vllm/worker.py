@@ -36,6 +36,7 @@ from kvtier.engine import Engine, Layout, key_extras
 from kvtier.vllm._lookup import socket_path, start_server
 from kvtier.vllm.layouts import KvCacheLayout, describe
 from kvtier.vllm.metadata import KVTierMetadata, KVTierWorkerMetadata, LoadSpec, RequestOp
+from kvtier.vllm.stats import KVTierConnectorStats, Throttle, worker_report
 
 if TYPE_CHECKING:
     import torch
@@ -55,6 +56,10 @@ one thread cannot reach memory bandwidth with the short runs of a paged cache.""
 
 SAVE_WAIT_MILLIS = 60_000
 """How long a preemption or shutdown waits for a request's saves, in milliseconds."""
+
+STATS_INTERVAL_S = 1.0
+"""How often at most a worker reads its engine's counters for vLLM's stats in steps that moved
+nothing (decode steps): often enough for the lower tiers' background work to show."""
 
 
 def local_worker(engine_id: str) -> KVTierWorker | None:
@@ -191,6 +196,12 @@ class KVTierWorker:
         """Loads failed and saves dropped because the KV cache was unregistered (for stats)."""
         self.warming_up = _start_cpu_warm_up(vllm_config, config)
         """Whether a background warm-up was started (CPU workers)."""
+        self._tiers = _tiers(config)
+        self._bytes_per_token = 0
+        self._stats_before: dict[str, int] = {}
+        self._stats_changed = False
+        """Whether loads or saves ran or ended since the last report to vLLM."""
+        self._stats_throttle = Throttle(STATS_INTERVAL_S)
 
     # ---- set-up -----------------------------------------------------------------------------
 
@@ -210,7 +221,7 @@ class KVTierWorker:
             num_layers=len(names),
             kv_heads_per_rank=layout.num_heads,
             head_size=layout.head_size,
-            bytes_per_token=len(names) * int(paged.tokenBytes()),
+            bytes_per_token=(bytes_per_token := len(names) * int(paged.tokenBytes())),
             tp_size=int(parallel.tensor_parallel_size),
             tp_rank=rank % int(parallel.tensor_parallel_size),
             mla=layout.mla,
@@ -236,6 +247,8 @@ class KVTierWorker:
             cache = self._open_gpu(layout, engine_layout, addresses, paged)
         self._worker = _bridge.worker.open_worker(self._engine.java, cache, TRANSFER_THREADS)
         self._server = start_server(self._engine, socket_path(self._engine_id, rank))
+        self._bytes_per_token = bytes_per_token
+        self._stats_before = self.stats()
         with _LOCAL_LOCK:
             _LOCAL[self._engine_id] = self
         logger.info(
@@ -244,6 +257,8 @@ class KVTierWorker:
             len(names), layout.kind, layout.device, layout.num_blocks, layout.block_size,
             layout.dtype, self._chunk_tokens, (time.perf_counter() - began) * 1e3,
         )  # fmt: skip
+        for line in _tier_lines(self._config, self._chunk_tokens * bytes_per_token, rank):
+            logger.info("kvtier: %s", line)
 
     def _open_gpu(
         self, layout: KvCacheLayout, engine_layout: Layout, addresses: Any, paged: Any
@@ -314,6 +329,7 @@ class KVTierWorker:
         if self._worker is None or meta is self._meta:
             return
         self._meta = meta
+        self._stats_changed |= bool(meta.ops)
         for pin in meta.unpin:
             self._unpin(pin)
         if meta.clear_local:
@@ -635,6 +651,7 @@ class KVTierWorker:
         except Exception:  # completions stay queued for the next step
             self._failed("collecting finished transfers", "(all)")
             done = ()
+        self._stats_changed |= len(done) > 0
         for i in range(0, len(done), 2):
             ticket, result = int(done[i]), int(done[i + 1])
             info = self._tickets.pop(ticket, None)
@@ -698,6 +715,25 @@ class KVTierWorker:
         out["unregistered_misses"] = self.unregistered_misses
         return out
 
+    def get_kv_connector_stats(self) -> KVTierConnectorStats | None:
+        """What changed since the last report (:func:`kvtier.vllm.stats.worker_report`): after a
+        step that loaded or saved, or whose transfers ended, and otherwise at most every
+        :data:`STATS_INTERVAL_S` (the lower tiers change in the background); None when nothing
+        is due."""
+        if self._worker is None:
+            return None
+        if not self._stats_throttle.due(force=self._stats_changed):
+            return None
+        self._stats_changed = False
+        now = self.stats()
+        saves, loads = self._worker.drainLatencies()
+        report = worker_report(
+            self._stats_before, now, np.asarray(saves), np.asarray(loads),
+            rank=self._rank, bytes_per_token=self._bytes_per_token, tiers=self._tiers,
+        )  # fmt: skip
+        self._stats_before = now
+        return None if report.is_empty() else report
+
     def shutdown(self) -> None:
         """Stops serving lookups, finishes transfers, closes the engine. Idempotent."""
         with _LOCAL_LOCK:
@@ -747,6 +783,37 @@ def rank_settings(settings: dict[str, Any], config: Any, world_size: int) -> dic
 
 def _int_array(ids: list[int] | None) -> Any:
     return _jvm.int_array(np.asarray(ids or (), dtype=np.int32))
+
+
+def _tier_lines(config: Any, chunk_bytes: int, rank: int) -> list[str]:
+    """One line per tier of this rank: its size, how many of this model's chunks that is, where
+    its data goes (a remote store's address without its password)."""
+    from kvtier import _redact
+
+    def size(n: int) -> str:
+        return f"{n / 2**30:.2f} GiB ({n // chunk_bytes} chunks of {chunk_bytes / 2**20:.1f} MiB)"
+
+    lines = []
+    if bool(config.localCpu()):
+        lines.append(f"rank {rank} CPU tier: {size(int(config.maxLocalCpuBytes()))} in memory")
+    paths = [str(p) for p in config.localDiskPaths()]
+    if paths:
+        lines.append(
+            f"rank {rank} disk tier: {size(int(config.maxLocalDiskBytes()))} in " + ", ".join(paths)
+        )
+    if config.remoteUrl() is not None:
+        lines.append(f"rank {rank} remote tier: {_redact.text(str(config.remoteUrl()))}")
+    return lines
+
+
+def _tiers(config: Any) -> tuple[str, ...]:
+    """The tiers ``config`` sets up, by the names the stats use."""
+    tiers = ("cpu",) if bool(config.localCpu()) else ()
+    if len(config.localDiskPaths()) > 0:
+        tiers += ("disk",)
+    if config.remoteUrl() is not None:
+        tiers += ("remote",)
+    return tiers
 
 
 def _rank() -> int:

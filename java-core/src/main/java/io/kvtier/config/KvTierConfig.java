@@ -282,6 +282,25 @@ public final class KvTierConfig {
               + " waits for chunks vLLM's own prefix cache already holds.",
           ConfigKey.nonNegativeInt());
 
+  /**
+   * Where a hit from CPU memory is copied into vLLM's KV cache: inside the step that schedules the
+   * request, or in the background while the request waits.
+   */
+  public static final ConfigKey<String> MEMORY_HIT_LOADS =
+      new ConfigKey<>(
+          "memory_hit_loads",
+          "in_step",
+          "",
+          "Where a hit from CPU memory is copied into vLLM's KV cache: `in_step` inside the step"
+              + " that schedules the request, so its first token comes in that step;"
+              + " `background` while the request waits, whenever other requests are running (a"
+              + " request alone still loads in its step), so the running requests' step never"
+              + " waits for the copy and the waiting request takes one more step. Hits from disk"
+              + " or a remote store always load in the background. `background` gave a lower"
+              + " median time to first token under heavy contention and a higher one under"
+              + " moderate load (docs/benchmarks.md).",
+          ConfigKey.oneOf("in_step", "background"));
+
   /** Free-form settings, as in LMCache; kvtier reads the keys in {@link #EXTRA_CONFIG_KEYS}. */
   public static final ConfigKey<Map<String, Object>> EXTRA_CONFIG =
       new ConfigKey<>(
@@ -319,6 +338,7 @@ public final class KvTierConfig {
           PIN_TIMEOUT_SEC,
           PIN_CHECK_INTERVAL_SEC,
           STORING_WAIT_MS,
+          MEMORY_HIT_LOADS,
           EXTRA_CONFIG);
 
   // ---- extra_config entries kvtier reads (named with their extra_config. prefix) ---------------
@@ -594,6 +614,11 @@ public final class KvTierConfig {
 
   public int storingWaitMs() {
     return get(STORING_WAIT_MS);
+  }
+
+  /** {@link #MEMORY_HIT_LOADS}: {@code in_step} or {@code background}. */
+  public String memoryHitLoads() {
+    return get(MEMORY_HIT_LOADS);
   }
 
   public int remoteTtlSec() {

@@ -72,16 +72,28 @@ public final class KvWorker implements AutoCloseable {
   private final LongAdder failedSaves = new LongAdder();
   private final LongAdder failedLoads = new LongAdder();
   private final LongAdder rejectedTransfers = new LongAdder();
+  private final LongAdder savedBytes = new LongAdder();
+  private final Latencies saveTimes = new Latencies(LATENCY_SAMPLES);
+  private final Latencies loadTimes = new Latencies(LATENCY_SAMPLES);
+
+  /** Save and load durations kept between two {@link #drainLatencies} calls, of each. */
+  static final int LATENCY_SAMPLES = 4096;
 
   /** Background transfers waiting at most per worker; more are refused (and counted). */
   static final int TRANSFER_QUEUE = 1024;
 
   /** A save between {@link #beginSave} and {@link #endSave}. */
-  private record SaveOp(StoreTransaction tx, int[] blockIds, boolean[] failed) {}
+  private record SaveOp(StoreTransaction tx, int[] blockIds, boolean[] failed, long began) {}
 
   /** A load between {@link #beginLoad} and {@link #endLoad}: chunks from {@code firstChunk}. */
   private record LoadOp(
-      LoadTransaction tx, int[] blockIds, int storedTokens, int from, int to, boolean[] failed) {}
+      LoadTransaction tx,
+      int[] blockIds,
+      int storedTokens,
+      int from,
+      int to,
+      boolean[] failed,
+      long began) {}
 
   /**
    * Binds an engine to a paged KV cache; {@code threads} background transfer threads are started.
@@ -153,6 +165,7 @@ public final class KvWorker implements AutoCloseable {
   /** Like {@link #beginSave(int[], int, int[], int)} with {@code extras} in the chunks' keys. */
   public long beginSave(
       int[] tokens, int tokenCount, KeyExtras extras, int[] blockIds, int fromChunk) {
+    long began = System.nanoTime();
     StoreTransaction tx;
     try {
       checkNonNegative(fromChunk, "fromChunk");
@@ -167,7 +180,7 @@ public final class KvWorker implements AutoCloseable {
       return 0;
     }
     long h = nextId.getAndIncrement();
-    saves.put(h, new SaveOp(tx, blockIds, new boolean[1]));
+    saves.put(h, new SaveOp(tx, blockIds, new boolean[1], began));
     return h;
   }
 
@@ -204,6 +217,8 @@ public final class KvWorker implements AutoCloseable {
     int stored;
     if (ok) {
       stored = op.tx.commit();
+      savedBytes.add(op.tx.storedBytes());
+      saveTimes.recordSince(op.began);
     } else {
       op.tx.abort();
       stored = 0;
@@ -292,6 +307,7 @@ public final class KvWorker implements AutoCloseable {
   public long beginLoad(
       int[] tokens, int storedTokens, KeyExtras extras, int[] blockIds, int from, int to) {
     long h = nextId.getAndIncrement();
+    long began = System.nanoTime();
     int firstChunk = from / chunkTokens;
     try {
       if (from < 0 || from > to || to > storedTokens) {
@@ -300,10 +316,10 @@ public final class KvWorker implements AutoCloseable {
       }
       int lastChunk = (to + chunkTokens - 1) / chunkTokens;
       LoadTransaction tx = engine.beginLoad(tokens, storedTokens, extras, firstChunk, lastChunk);
-      loads.put(h, new LoadOp(tx, blockIds, storedTokens, from, to, new boolean[1]));
+      loads.put(h, new LoadOp(tx, blockIds, storedTokens, from, to, new boolean[1], began));
     } catch (RuntimeException e) {
       errors.record(ErrorKind.LOAD_FAILED, "a load could not start; its tokens are recomputed", e);
-      loads.put(h, new LoadOp(null, blockIds, storedTokens, from, to, new boolean[] {true}));
+      loads.put(h, new LoadOp(null, blockIds, storedTokens, from, to, new boolean[] {true}, began));
     }
     return h;
   }
@@ -348,6 +364,9 @@ public final class KvWorker implements AutoCloseable {
     }
     if (end < op.to) {
       failedLoads.increment();
+    }
+    if (end > op.from) {
+      loadTimes.recordSince(op.began);
     }
     loadedTokens.add(end - op.from);
     return end;
@@ -510,24 +529,42 @@ public final class KvWorker implements AutoCloseable {
 
   // ---- stats and lifecycle --------------------------------------------------------------------
 
-  /**
-   * Counters as {@code [savedChunks, loadedTokens, failedSaves, failedLoads, rejectedTransfers]}.
-   */
+  /** Counters in the order of {@link #statNames()}. */
   public long[] stats() {
     return new long[] {
       savedChunks.sum(),
       loadedTokens.sum(),
       failedSaves.sum(),
       failedLoads.sum(),
-      rejectedTransfers.sum()
+      rejectedTransfers.sum(),
+      savedBytes.sum(),
+      saveTimes.overflow() + loadTimes.overflow()
     };
   }
 
   /** Names of the {@link #stats()} entries. */
   public static String[] statNames() {
     return new String[] {
-      "saved_chunks", "loaded_tokens", "failed_saves", "failed_loads", "rejected_transfers"
+      "saved_chunks",
+      "loaded_tokens",
+      "failed_saves",
+      "failed_loads",
+      "rejected_transfers",
+      "saved_bytes",
+      "latencies_not_kept"
     };
+  }
+
+  /**
+   * The durations of the saves and loads that ended since the last call, in nanoseconds: a save
+   * from its reservation (the end of the step that wrote its tokens) until its chunks are visible,
+   * a load from its first read until its last copy (of those that loaded anything); at most {@value
+   * #LATENCY_SAMPLES} of each are kept between calls.
+   *
+   * @return {@code [saves, loads]}
+   */
+  public long[][] drainLatencies() {
+    return new long[][] {saveTimes.drain(), loadTimes.drain()};
   }
 
   public KvCacheTransfer cache() {

@@ -25,6 +25,7 @@ public final class StoreTransaction implements AutoCloseable {
   private final Set<ChunkKey> storing;
   private final BiPredicate<ChunkKey, ChunkBuffer> put;
   private boolean ended;
+  private long storedBytes;
 
   /**
    * @param storing the engine's set of keys being stored; the transaction removes its keys when it
@@ -63,6 +64,11 @@ public final class StoreTransaction implements AutoCloseable {
   public ChunkBuffer buffer(int c) {
     checkOpen();
     return buffers[c];
+  }
+
+  /** Bytes of the chunks that became visible at the commit (0 before it, or after an abort). */
+  public long storedBytes() {
+    return storedBytes;
   }
 
   /** Whether no chunk has a buffer (nothing to write). */
@@ -106,6 +112,7 @@ public final class StoreTransaction implements AutoCloseable {
       for (int c = 0; c < buffers.length; c++) {
         if (visible && buffers[c] != null && put.test(keys[c], buffers[c])) {
           stored++;
+          storedBytes += buffers[c].length();
         }
       }
     } finally {

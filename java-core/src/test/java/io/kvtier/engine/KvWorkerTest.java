@@ -137,7 +137,29 @@ class KvWorkerTest {
     assertEquals(48, engine.lookup(p, 48));
     assertEquals(48, worker.load(p, 48, dst, 0, 48));
     assertSameTokens(l, src, dst, 0, 48);
-    assertArrayEquals(new long[] {3, 48, 0, 0, 0}, worker.stats());
+    long chunkBytes = CHUNK * worker.cache().tokenBytes();
+    assertArrayEquals(new long[] {3, 48, 0, 0, 0, 3 * chunkBytes, 0}, worker.stats());
+  }
+
+  @Test
+  void eachSaveAndLoadThatMovedSomethingLeavesOneDuration() {
+    open();
+    int[] p = prompt(48, 3);
+    assertEquals(2, worker.save(p, 32, blocks(0, 1, 4), 0));
+    assertEquals(1, worker.save(p, 48, blocks(0, 1, 6), 2));
+    assertEquals(0, worker.save(p, 48, blocks(0, 1, 6), 0), "nothing new: no save, no duration");
+    assertEquals(48, worker.load(p, 48, blocks(20, 1, 6), 0, 48));
+    assertEquals(16, worker.load(p, 16, blocks(30, 1, 2), 16, 16), "an empty range loads nothing");
+    long[][] times = worker.drainLatencies();
+    assertEquals(2, times[0].length, "saves");
+    assertEquals(1, times[1].length, "loads");
+    for (long[] kind : times) {
+      for (long ns : kind) {
+        assertTrue(ns >= 0, "a duration is never negative");
+      }
+    }
+    long[][] again = worker.drainLatencies();
+    assertEquals(0, again[0].length + again[1].length, "a drain takes what it returns");
   }
 
   /** {@code a}'s first {@code shared} tokens, then tokens {@code a} never has. */
