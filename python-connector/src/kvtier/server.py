@@ -22,11 +22,7 @@ MAIN_CLASS = "io.kvtier.server.CacheServer"
 
 def command(args: list[str]) -> list[str]:
     """The java command line that runs the server with ``args``."""
-    java_home, _source = _jvm.resolve_java_home()
-    classpath = os.pathsep.join(_jvm._classpath(_jvm.LIB_DIR))
-    heap = os.environ.get("KVTIER_JVM_HEAP", _jvm.DEFAULT_HEAP)
-    java = str(java_home / "bin" / "java")
-    return [java, *_jvm.REQUIRED_OPTIONS, f"-Xmx{heap}", "-cp", classpath, MAIN_CLASS, *args]
+    return _jvm.java_command(MAIN_CLASS, args)
 
 
 def main() -> None:

@@ -254,6 +254,8 @@ class _Request:
     """vLLM keys the request with an input kvtier cannot key: never loaded nor saved."""
     hit_memory: int = 0
     """Of the last lookup's hit, the leading tokens whose chunks are in CPU memory."""
+    asked: int = 0
+    """Tokens the last answered lookup was asked about, until vLLM admits the request."""
     hit_sources: dict[str, int] = field(default_factory=dict)
     """Where the tokens of the last confirmed load are stored: source (cpu, disk, remote,
     disk_or_remote) -> tokens."""
@@ -465,8 +467,7 @@ class KVTierScheduler:
                 self._stats.count("kvtier_lookups_deferred", 1, "storing")
                 return None, False
         req.waiting_since = 0.0
-        self._stats.count("kvtier_lookups", 1)
-        self._stats.count("kvtier_lookup_tokens", request.num_tokens - num_computed_tokens)
+        req.asked = request.num_tokens - num_computed_tokens
         # One token is always left for vLLM to compute, so a full hit still yields logits.
         end = min(hit, request.num_tokens - 1)
         if end <= num_computed_tokens:
@@ -544,6 +545,10 @@ class KVTierScheduler:
         """Confirms the load the last lookup planned (``num_external_tokens > 0``) or drops it."""
         self._admitted_this_step += 1
         req = self._live.get(request.request_id)
+        if req is not None and req.asked:  # counted at admission, as vLLM counts its own queries
+            self._stats.count("kvtier_lookups", 1)
+            self._stats.count("kvtier_lookup_tokens", req.asked)
+            req.asked = 0
         try:
             if req is None:
                 if num_external_tokens > 0:

@@ -45,9 +45,15 @@ class Metric:
 
 METRICS: dict[str, Metric] = {
     # scheduler side
-    "kvtier_lookups": Metric(COUNTER, "Prompts kvtier was asked about (answers given)."),
+    "kvtier_lookups": Metric(
+        COUNTER,
+        "Requests vLLM admitted after asking kvtier (once per admission, as vLLM counts the "
+        "queries of its own prefix cache).",
+    ),
     "kvtier_lookup_tokens": Metric(
-        COUNTER, "Prompt tokens kvtier was asked about (past vLLM's own prefix cache hit)."
+        COUNTER,
+        "Prompt tokens of those requests kvtier was asked about (past vLLM's own prefix cache "
+        "hit).",
     ),
     "kvtier_hit_tokens": Metric(
         COUNTER,

@@ -3,6 +3,7 @@ package io.kvtier.config;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Collections;
+import java.util.HashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
@@ -513,6 +514,21 @@ public final class KvTierConfig {
    */
   public static KvTierConfig load(Map<String, ?> overrides) {
     return new ConfigLoader(System.getenv()).load(overrides);
+  }
+
+  /**
+   * Like {@link #load(Map)} without overrides, with {@code file} in place of {@code
+   * KVTIER_CONFIG_FILE} (null: whatever the environment names), as {@code kvtier config check}
+   * shows it.
+   *
+   * @throws ConfigException on any unknown key or malformed value, or a file that is not there
+   */
+  public static KvTierConfig loadWithFile(Path file) {
+    Map<String, String> env = new HashMap<>(System.getenv());
+    if (file != null) {
+      env.put("KVTIER_CONFIG_FILE", file.toString());
+    }
+    return new ConfigLoader(env).load(Map.of());
   }
 
   /** Returns the value of {@code key}. */

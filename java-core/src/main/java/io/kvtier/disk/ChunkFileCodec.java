@@ -192,6 +192,44 @@ final class ChunkFileCodec implements AutoCloseable {
     }
   }
 
+  /**
+   * Checks every byte of {@code file} without keeping its chunk: the header, the file's length, the
+   * data's checksum and (when compressed) that it decompresses to the header's length. Blocks on
+   * I/O; uses this thread's scratch.
+   *
+   * @return the file's header
+   * @throws CorruptChunkException if anything does not check out
+   * @throws IOException if reading fails
+   */
+  ChunkFileHeader verify(DiskIo io, Path file) throws IOException {
+    ChunkFileHeader h = readHeader(io, file);
+    if (!h.lz4() && h.storedLength() != h.dataLength()) {
+      throw new CorruptChunkException(
+          "raw data of " + h.storedLength() + " bytes, expected " + h.dataLength());
+    }
+    Scratch s = scratch.get();
+    long paddedLength = ChunkFileHeader.padded(h.storedLength());
+    s.stored = grow(s.stored, paddedLength);
+    readFully(io, file, ChunkFileHeader.BLOCK_BYTES, s.stored.asSlice(0, paddedLength));
+    MemorySegment stored = s.stored.asSlice(0, h.storedLength());
+    checkCrc(h, stored);
+    if (h.lz4()) {
+      s.compressed = grow(s.compressed, h.dataLength());
+      int read;
+      try {
+        read =
+            decompressor.decompress(
+                stored.asByteBuffer(), 0, s.compressed.asByteBuffer(), 0, (int) h.dataLength());
+      } catch (LZ4Exception e) {
+        throw new CorruptChunkException("LZ4 data does not decompress: " + e.getMessage(), e);
+      }
+      if (read != h.storedLength()) {
+        throw new CorruptChunkException("LZ4 data length mismatch");
+      }
+    }
+    return h;
+  }
+
   private ChunkFileHeader header(DiskIo io, Path file) throws IOException {
     Scratch s = scratch.get();
     s.headerIn = grow(s.headerIn, ChunkFileHeader.BLOCK_BYTES);

@@ -15,6 +15,7 @@ import org.junit.jupiter.api.Test;
  * {@code io.kvtier.cuda} fails the build. From the bottom:
  *
  * <pre>
+ *   cli                                 the kvtier command (tools over the layers below)
  *   engine, server                      the facades: vLLM's worker, the cache server
  *   transfer, cuda, disk, remote..      data movers and tiers below the CPU tier
  *   wire                                the network plumbing both remote stores and the server use
@@ -56,20 +57,24 @@ class LayeringTest {
         .definedBy("io.kvtier.engine..", "io.kvtier.server..")
         .layer("Bridge")
         .definedBy("io.kvtier.bridge..")
+        .layer("Tools")
+        .definedBy("io.kvtier.cli..")
         .whereLayer("Bridge")
         .mayNotBeAccessedByAnyLayer()
+        .whereLayer("Tools")
+        .mayNotBeAccessedByAnyLayer()
         .whereLayer("Facades")
-        .mayOnlyBeAccessedByLayers("Bridge")
+        .mayOnlyBeAccessedByLayers("Bridge", "Tools")
         .whereLayer("Movers")
-        .mayOnlyBeAccessedByLayers("Facades", "Bridge")
+        .mayOnlyBeAccessedByLayers("Facades", "Bridge", "Tools")
         .whereLayer("Tiers")
-        .mayOnlyBeAccessedByLayers("Facades", "Bridge")
+        .mayOnlyBeAccessedByLayers("Facades", "Bridge", "Tools")
         .whereLayer("Wire")
-        .mayOnlyBeAccessedByLayers("Tiers", "Facades")
+        .mayOnlyBeAccessedByLayers("Tiers", "Facades", "Tools")
         .whereLayer("Store")
-        .mayOnlyBeAccessedByLayers("Wire", "Tiers", "Movers", "Facades", "Bridge")
+        .mayOnlyBeAccessedByLayers("Wire", "Tiers", "Movers", "Facades", "Bridge", "Tools")
         .whereLayer("Memory")
-        .mayOnlyBeAccessedByLayers("Store", "Wire", "Tiers", "Movers", "Facades", "Bridge")
+        .mayOnlyBeAccessedByLayers("Store", "Wire", "Tiers", "Movers", "Facades", "Bridge", "Tools")
         .check(core);
   }
 
