@@ -29,9 +29,11 @@ import io.netty.channel.epoll.EpollServerSocketChannel;
 import io.netty.channel.nio.NioIoHandler;
 import io.netty.channel.socket.SocketChannel;
 import io.netty.channel.socket.nio.NioServerSocketChannel;
+import java.io.IOException;
 import java.math.BigDecimal;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
+import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 import java.security.MessageDigest;
 import java.util.HashMap;
@@ -482,6 +484,57 @@ public final class CacheServer implements AutoCloseable {
    * </pre>
    */
   public static void main(String[] args) throws Exception {
+    Settings settings;
+    try {
+      settings = parse(args);
+    } catch (Help h) {
+      System.out.println(USAGE);
+      return;
+    } catch (IllegalArgumentException | IOException e) {
+      System.err.println("kvtier-server: " + e.getMessage() + "\n" + USAGE);
+      System.exit(2);
+      return;
+    }
+    CacheServer server;
+    try {
+      server = new CacheServer(settings);
+    } catch (RuntimeException e) {
+      // e.g. the port is taken or the disk path is not a directory: one line, not a stack trace
+      System.err.println("kvtier-server: cannot start: " + e.getMessage());
+      System.exit(3);
+      return;
+    }
+    System.out.printf(
+        Locale.ROOT,
+        "kvtier cache server listening on %s:%d%n",
+        settings.bindHost(),
+        server.port());
+    Runtime.getRuntime().addShutdownHook(new Thread(server::close, "kvtier-server-shutdown"));
+    Thread.currentThread().join();
+  }
+
+  static final String USAGE =
+      "usage: kvtier-server [--port N] [--bind HOST] [--memory-gb G] [--max-value-mb M]"
+          + " [--disk PATH --disk-gb G] [--secret-file F] [--workers N]";
+
+  /** {@code --help} was asked for. */
+  static final class Help extends Exception {
+    private static final long serialVersionUID = 1L;
+
+    Help() {
+      super(null, null, false, false);
+    }
+  }
+
+  /**
+   * The settings {@code args} give (see {@link #main}).
+   *
+   * @throws Help if {@code --help} or {@code -h} is among them
+   * @throws IllegalArgumentException naming the flag and what it takes, for an unknown flag, a
+   *     missing value or a value out of range
+   * @throws IOException if the secret file cannot be read
+   */
+  static Settings parse(String... args) throws Help, IOException {
     String bind = "127.0.0.1";
     int port = 7070;
     double memoryGb = 4;
@@ -492,45 +545,69 @@ public final class CacheServer implements AutoCloseable {
     int workers = 4;
     for (int i = 0; i < args.length; i++) {
       String flag = args[i];
+      if (flag.equals("--help") || flag.equals("-h")) {
+        throw new Help();
+      }
       if (i + 1 >= args.length) {
-        usage(flag + " needs a value");
+        throw new IllegalArgumentException(flag + " needs a value");
       }
       String v = args[++i];
       switch (flag) {
-        case "--port" -> port = Integer.parseInt(v);
+        case "--port" -> port = (int) integer(flag, v, 0, 65535);
         case "--bind" -> bind = v;
-        case "--memory-gb" -> memoryGb = Double.parseDouble(v);
-        case "--max-value-mb" -> maxValueMb = Long.parseLong(v);
+        case "--memory-gb" -> memoryGb = positive(flag, v);
+        case "--max-value-mb" -> maxValueMb = integer(flag, v, 1, 1 << 20);
         case "--disk" -> disk = Path.of(v);
-        case "--disk-gb" -> diskGb = Double.parseDouble(v);
-        case "--secret-file" ->
+        case "--disk-gb" -> diskGb = positive(flag, v);
+        case "--secret-file" -> {
+          try {
             secret = Files.readString(Path.of(v)).trim().getBytes(StandardCharsets.UTF_8);
-        case "--workers" -> workers = Integer.parseInt(v);
-        default -> usage("unknown flag " + flag);
+          } catch (NoSuchFileException e) {
+            throw new IllegalArgumentException("--secret-file " + v + ": no such file");
+          }
+          if (secret.length == 0) {
+            throw new IllegalArgumentException("--secret-file " + v + " is empty");
+          }
+        }
+        case "--workers" -> workers = (int) integer(flag, v, 1, 1024);
+        default -> throw new IllegalArgumentException("unknown flag " + flag);
       }
     }
-    CacheServer server =
-        new CacheServer(
-            new Settings(
-                bind,
-                port,
-                (long) (memoryGb * (1L << 30)),
-                maxValueMb << 20,
-                disk,
-                (long) (diskGb * (1L << 30)),
-                secret,
-                workers));
-    System.out.printf(Locale.ROOT, "kvtier cache server listening on %s:%d%n", bind, server.port());
-    Runtime.getRuntime().addShutdownHook(new Thread(server::close, "kvtier-server-shutdown"));
-    Thread.currentThread().join();
+    return new Settings(
+        bind,
+        port,
+        (long) (memoryGb * (1L << 30)),
+        maxValueMb << 20,
+        disk,
+        (long) (diskGb * (1L << 30)),
+        secret,
+        workers);
   }
 
-  private static void usage(String problem) {
-    System.err.println(
-        "kvtier-server: "
-            + problem
-            + "\nusage: kvtier-server [--port N] [--bind HOST] [--memory-gb G] [--max-value-mb M]"
-            + " [--disk PATH --disk-gb G] [--secret-file F] [--workers N]");
-    System.exit(2);
+  private static long integer(String flag, String v, long min, long max) {
+    long n;
+    try {
+      n = Long.parseLong(v.trim());
+    } catch (NumberFormatException e) {
+      n = Long.MIN_VALUE;
+    }
+    if (n < min || n > max) {
+      throw new IllegalArgumentException(
+          flag + " takes a whole number from " + min + " to " + max + ", got '" + v + "'");
+    }
+    return n;
+  }
+
+  private static double positive(String flag, String v) {
+    double g;
+    try {
+      g = Double.parseDouble(v.trim());
+    } catch (NumberFormatException e) {
+      g = Double.NaN;
+    }
+    if (!(g > 0) || Double.isInfinite(g)) {
+      throw new IllegalArgumentException(flag + " takes a positive number of GB, got '" + v + "'");
+    }
+    return g;
   }
 }
