@@ -2,8 +2,10 @@ package io.kvtier.cli;
 
 import io.kvtier.config.ConfigException;
 import io.kvtier.config.KvTierConfig;
+import io.kvtier.config.Redaction;
 import io.kvtier.disk.DiskInspector;
 import io.kvtier.server.CacheServer;
+import io.kvtier.store.RemoteTierProvider;
 import java.io.IOException;
 import java.io.PrintStream;
 import java.nio.file.NoSuchFileException;
@@ -38,6 +40,7 @@ public final class Cli {
         disk verify DIR [--delete]          checks every file's header and checksum
         disk clear DIR [--namespace ID]     deletes the chunk files (of one namespace)
         config check [FILE]                 loads a configuration and prints every setting
+        ping URL [--timeout-ms N]           reaches a remote store as the remote tier would
         server [FLAGS]                      runs the cache server (as kvtier-server)
 
       'kvtier <command> --help' says more. Exit status: 0 done, 1 problems found,
@@ -81,6 +84,17 @@ public final class Cli {
       secrets masked. Exit status 2 with the reason when it does not load.
       """;
 
+  private static final String PING =
+      """
+      usage: kvtier ping URL [--timeout-ms N]
+
+      Connects to the remote store at URL (a remote_url: redis://, rediss://, redis-sentinel://,
+      redis-cluster://, kvtier://) with its credentials, as kvtier's remote tier would, and makes
+      5 round trips, each bounded by N ms (default 1000). Says what failed: the address, the
+      password, a timeout; exit status 1 when it cannot reach the store. The password is never
+      printed.
+      """;
+
   private final PrintStream out;
   private final PrintStream err;
 
@@ -107,6 +121,7 @@ public final class Cli {
       return switch (a.getFirst()) {
         case "disk" -> disk(a.subList(1, a.size()));
         case "config" -> config(a.subList(1, a.size()));
+        case "ping" -> ping(a.subList(1, a.size()));
         default -> usage("unknown command '" + a.getFirst() + "'", HELP);
       };
     } catch (NoSuchFileException e) {
@@ -263,6 +278,59 @@ public final class Cli {
     }
     out.println(config.describe());
     out.println("configuration OK");
+    return OK;
+  }
+
+  private int ping(List<String> a) {
+    if (a.contains("--help") || a.contains("-h")) {
+      return help(PING, OK);
+    }
+    String url = null;
+    long timeout = 1000;
+    for (int i = 0; i < a.size(); i++) {
+      String x = a.get(i);
+      if (x.equals("--timeout-ms")) {
+        if (i + 1 >= a.size() || !a.get(i + 1).matches("[0-9]{1,7}") || a.get(i + 1).equals("0")) {
+          return usage("--timeout-ms takes a whole number of milliseconds from 1 to 9999999", PING);
+        }
+        timeout = Long.parseLong(a.get(++i));
+      } else if (x.startsWith("-") || url != null) {
+        return usage("unexpected argument " + Redaction.text(x, x), PING);
+      } else {
+        url = x;
+      }
+    }
+    if (url == null) {
+      return usage("ping needs a URL", PING);
+    }
+    String shown = Redaction.url(url);
+    final String target = url;
+    RemoteTierProvider provider =
+        RemoteTierProvider.all().stream().filter(p -> p.accepts(target)).findFirst().orElse(null);
+    if (provider == null) {
+      return usage(
+          shown
+              + " has an unknown scheme; allowed: redis://, rediss://, redis-sentinel://,"
+              + " redis-cluster://, rediss-cluster://, kvtier://",
+          PING);
+    }
+    long[] rtt;
+    try {
+      rtt = provider.ping(url, timeout, 5);
+    } catch (RemoteTierProvider.PingException e) {
+      err.println("kvtier: ping " + shown + ": " + e.getMessage());
+      return PROBLEMS;
+    }
+    long[] sorted = rtt.clone();
+    Arrays.sort(sorted);
+    out.printf(
+        Locale.ROOT,
+        "%s answered: %d round trips, min %.3f ms, median %.3f ms, max %.3f ms%n",
+        shown,
+        sorted.length,
+        sorted[0] / 1e6,
+        sorted[sorted.length / 2] / 1e6,
+        sorted[sorted.length - 1] / 1e6);
     return OK;
   }
 

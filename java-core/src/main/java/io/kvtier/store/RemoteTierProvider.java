@@ -32,4 +32,41 @@ public abstract class RemoteTierProvider implements TierProvider {
 
   /** Opens the tier for {@code url}, which starts with this provider's prefix. */
   protected abstract KvStore open(String url, KvTierConfig config, TierContext context);
+
+  /** Whether {@code url} is this provider's. */
+  public boolean accepts(String url) {
+    return url.startsWith(urlPrefix);
+  }
+
+  /**
+   * Connects to the store at {@code url} as the tier would (address, TLS, credentials), then makes
+   * {@code rounds} round trips, each at most {@code timeoutMillis}, and disconnects.
+   *
+   * @return each round trip's time in nanoseconds
+   * @throws PingException saying what failed: the address, the credentials, a timeout, a reply that
+   *     is not the store's (never with the password)
+   */
+  public abstract long[] ping(String url, long timeoutMillis, int rounds) throws PingException;
+
+  /** A ping that failed, and why, in words an operator can act on (no secret in them). */
+  public static final class PingException extends Exception {
+    private static final long serialVersionUID = 1L;
+
+    public PingException(String message) {
+      super(message);
+    }
+  }
+
+  /** The remote tier providers on the class path. */
+  public static java.util.List<RemoteTierProvider> all() {
+    java.util.List<RemoteTierProvider> out = new java.util.ArrayList<>();
+    java.util.ServiceLoader.load(TierProvider.class, TierProvider.class.getClassLoader())
+        .forEach(
+            p -> {
+              if (p instanceof RemoteTierProvider r) {
+                out.add(r);
+              }
+            });
+    return out;
+  }
 }

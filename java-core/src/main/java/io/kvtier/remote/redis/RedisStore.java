@@ -320,7 +320,7 @@ public final class RedisStore implements KvStore {
     return cmds;
   }
 
-  private static List<RedisURI> clusterUris(String url) {
+  static List<RedisURI> clusterUris(String url) {
     boolean tls = url.toLowerCase(Locale.ROOT).startsWith("rediss-cluster://");
     String rest = url.substring(url.indexOf("://") + 3);
     String auth = "";

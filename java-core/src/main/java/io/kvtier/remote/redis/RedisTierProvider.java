@@ -21,4 +21,9 @@ public final class RedisTierProvider extends RemoteTierProvider {
         config.remoteHashTags(),
         context.buffers());
   }
+
+  @Override
+  public long[] ping(String url, long timeoutMillis, int rounds) throws PingException {
+    return RedisPing.ping(url, timeoutMillis, rounds);
+  }
 }

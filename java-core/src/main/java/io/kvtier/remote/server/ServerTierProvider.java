@@ -20,4 +20,9 @@ public final class ServerTierProvider extends RemoteTierProvider {
         context.chunkBytes(),
         context.buffers());
   }
+
+  @Override
+  public long[] ping(String url, long timeoutMillis, int rounds) throws PingException {
+    return ServerPing.ping(url, timeoutMillis, rounds);
+  }
 }
