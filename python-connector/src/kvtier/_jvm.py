@@ -213,6 +213,12 @@ def java_command(main_class: str, args: Sequence[str]) -> list[str]:
     return [java, *REQUIRED_OPTIONS, f"-Xmx{heap}", "-cp", classpath, main_class, *args]
 
 
+def exec_main(main_class: str, args: Sequence[str]) -> None:
+    """Replaces this process with a JVM running ``main_class`` (:func:`java_command`)."""
+    cmd = java_command(main_class, args)
+    os.execv(cmd[0], cmd)
+
+
 def _classpath(lib_dir: Path) -> tuple[str, ...]:
     manifest = lib_dir / JARS_MANIFEST
     if not manifest.is_file():

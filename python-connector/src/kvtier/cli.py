@@ -14,7 +14,6 @@ Exit status: 0 done, 1 problems found, 2 bad arguments or input, 3 the command f
 
 from __future__ import annotations
 
-import os
 import sys
 
 from kvtier import _jvm
@@ -22,15 +21,9 @@ from kvtier import _jvm
 MAIN_CLASS = "io.kvtier.cli.Cli"
 
 
-def command(args: list[str]) -> list[str]:
-    """The java command line that runs ``kvtier`` with ``args``."""
-    return _jvm.java_command(MAIN_CLASS, args)
-
-
 def main() -> None:
-    """Replaces this process with the command's JVM."""
-    cmd = command(sys.argv[1:])
-    os.execv(cmd[0], cmd)
+    """Replaces this process with the JVM that runs it."""
+    _jvm.exec_main(MAIN_CLASS, sys.argv[1:])
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ Flags: ``--port`` (7070), ``--bind`` (127.0.0.1), ``--memory-gb`` (4), ``--max-v
 
 from __future__ import annotations
 
-import os
 import sys
 
 from kvtier import _jvm
@@ -20,15 +19,9 @@ from kvtier import _jvm
 MAIN_CLASS = "io.kvtier.server.CacheServer"
 
 
-def command(args: list[str]) -> list[str]:
-    """The java command line that runs the server with ``args``."""
-    return _jvm.java_command(MAIN_CLASS, args)
-
-
 def main() -> None:
-    """Replaces this process with the server's JVM."""
-    cmd = command(sys.argv[1:])
-    os.execv(cmd[0], cmd)
+    """Replaces this process with the JVM that runs it."""
+    _jvm.exec_main(MAIN_CLASS, sys.argv[1:])
 
 
 if __name__ == "__main__":

@@ -346,10 +346,8 @@ def worker_report(
     report.count("kvtier_failed_loads", delta("failed_loads"))
     report.count("kvtier_expired_pins", delta("expired_pins"))
     tiers = set(tiers)
-    for metric, label, counter in TIER_COUNTERS:
-        tier = label if metric in ("kvtier_tier_puts", "kvtier_tier_evictions") else None
-        if tier is None or tier in tiers:
-            report.count(metric, delta(counter), label)
+    for metric, label, counter in TIER_COUNTERS:  # a tier that is not there counts nothing
+        report.count(metric, delta(counter), label)
     report.count("kvtier_errors", delta("pool_allocation_failures"), "cpu", "allocation_failed")
     report.count("kvtier_errors", delta("rejected_transfers"), "worker", "transfer_rejected")
     for name in now:
