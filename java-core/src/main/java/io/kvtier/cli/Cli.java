@@ -89,10 +89,10 @@ public final class Cli {
       usage: kvtier ping URL [--timeout-ms N]
 
       Connects to the remote store at URL (a remote_url: redis://, rediss://, redis-sentinel://,
-      redis-cluster://, kvtier://) with its credentials, as kvtier's remote tier would, and makes
-      5 round trips, each bounded by N ms (default 1000). Says what failed: the address, the
-      password, a timeout; exit status 1 when it cannot reach the store. The password is never
-      printed.
+      redis-cluster://, kvtier://, kvtiers://) with its credentials and TLS, as kvtier's remote
+      tier would, and makes 5 round trips, each bounded by N ms (default 1000). Says what failed:
+      the address, the certificate, the password, a timeout; exit status 1 when it cannot reach
+      the store. The password is never printed.
       """;
 
   private final PrintStream out;
@@ -311,7 +311,7 @@ public final class Cli {
       return usage(
           shown
               + " has an unknown scheme; allowed: redis://, rediss://, redis-sentinel://,"
-              + " redis-cluster://, rediss-cluster://, kvtier://",
+              + " redis-cluster://, rediss-cluster://, kvtier://, kvtiers://",
           PING);
     }
     long[] rtt;

@@ -102,12 +102,14 @@ public final class KvTierConfig {
               + " `?verifyPeer=NONE` for a self-signed certificate),"
               + " `redis-sentinel://[password@]host:port[,host:port…][/db]#master`,"
               + " `redis-cluster://[password@]host:port[,host:port…]` (`rediss-cluster://` for"
-              + " TLS), `kvtier://[:secret@]host:port` (kvtier's cache server, `kvtier-server`)."
+              + " TLS), `kvtier://[:secret@]host:port` (kvtier's cache server, `kvtier-server`),"
+              + " `kvtiers://[:secret@]host:port[?ca=FILE]` (the cache server over TLS, trusting"
+              + " the PEM certificates in `ca`, else the JVM's trust store)."
               + " Other schemes fail at start. Its password is never shown"
               + " (`redis://user:***@host`).",
           ConfigKey.url(
               "redis://, rediss://, redis-sentinel://, rediss-sentinel://, redis-cluster://,"
-                  + " rediss-cluster://, kvtier://"));
+                  + " rediss-cluster://, kvtier://, kvtiers://"));
 
   /** Whether a prompt's last, partial chunk is saved too. */
   public static final ConfigKey<Boolean> SAVE_UNFULL_CHUNK =

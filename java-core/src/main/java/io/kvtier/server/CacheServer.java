@@ -14,11 +14,13 @@ import io.kvtier.store.Tiers;
 import io.kvtier.wire.FrameDecoder;
 import io.kvtier.wire.Protocol;
 import io.kvtier.wire.SlotReceiveAllocator;
+import io.kvtier.wire.Tls;
 import io.netty.bootstrap.ServerBootstrap;
 import io.netty.buffer.ByteBuf;
 import io.netty.buffer.Unpooled;
 import io.netty.channel.Channel;
 import io.netty.channel.ChannelHandlerContext;
+import io.netty.channel.ChannelInboundHandlerAdapter;
 import io.netty.channel.ChannelInitializer;
 import io.netty.channel.ChannelOption;
 import io.netty.channel.EventLoopGroup;
@@ -29,6 +31,8 @@ import io.netty.channel.epoll.EpollServerSocketChannel;
 import io.netty.channel.nio.NioIoHandler;
 import io.netty.channel.socket.SocketChannel;
 import io.netty.channel.socket.nio.NioServerSocketChannel;
+import io.netty.handler.ssl.NotSslRecordException;
+import io.netty.handler.ssl.SslContext;
 import java.io.IOException;
 import java.math.BigDecimal;
 import java.nio.charset.StandardCharsets;
@@ -96,8 +100,14 @@ public final class CacheServer implements AutoCloseable {
       Path diskPath,
       long diskBytes,
       byte[] secret,
-      int workerThreads) {
-    /** Validates sizes. */
+      int workerThreads,
+      Path tlsCertificate,
+      Path tlsKey,
+      int statsPort) {
+    /** No stats port. */
+    public static final int NO_STATS = -1;
+
+    /** Validates sizes and ports; TLS takes a certificate and a key, or neither. */
     public Settings {
       checkPositive(memoryBytes, "memoryBytes");
       checkPositive(maxValueBytes, "maxValueBytes");
@@ -105,6 +115,69 @@ public final class CacheServer implements AutoCloseable {
       if (port < 0 || port > 65535) {
         throw new IllegalArgumentException("port must be in [0, 65535], got " + port);
       }
+      if (statsPort < NO_STATS || statsPort > 65535) {
+        throw new IllegalArgumentException("statsPort must be in [-1, 65535], got " + statsPort);
+      }
+      if ((tlsCertificate == null) != (tlsKey == null)) {
+        throw new IllegalArgumentException(
+            "TLS needs both a certificate (--tls-cert) and its private key (--tls-key)");
+      }
+    }
+
+    /** Plain TCP, no stats port. */
+    public Settings(
+        String bindHost,
+        int port,
+        long memoryBytes,
+        long maxValueBytes,
+        Path diskPath,
+        long diskBytes,
+        byte[] secret,
+        int workerThreads) {
+      this(
+          bindHost,
+          port,
+          memoryBytes,
+          maxValueBytes,
+          diskPath,
+          diskBytes,
+          secret,
+          workerThreads,
+          null,
+          null,
+          NO_STATS);
+    }
+
+    /** These settings over TLS with {@code certificate} and its private {@code key} (PEM). */
+    public Settings withTls(Path certificate, Path key) {
+      return new Settings(
+          bindHost,
+          port,
+          memoryBytes,
+          maxValueBytes,
+          diskPath,
+          diskBytes,
+          secret,
+          workerThreads,
+          certificate,
+          key,
+          statsPort);
+    }
+
+    /** These settings with Prometheus stats on 127.0.0.1:{@code port} (0: any free port). */
+    public Settings withStatsPort(int port) {
+      return new Settings(
+          bindHost,
+          this.port,
+          memoryBytes,
+          maxValueBytes,
+          diskPath,
+          diskBytes,
+          secret,
+          workerThreads,
+          tlsCertificate,
+          tlsKey,
+          port);
     }
 
     /**
@@ -150,6 +223,12 @@ public final class CacheServer implements AutoCloseable {
           + (secret == null || secret.length == 0 ? "none" : Redaction.MASK)
           + ", workerThreads="
           + workerThreads
+          + ", tlsCertificate="
+          + tlsCertificate
+          + ", tlsKey="
+          + (tlsKey == null ? "none" : tlsKey)
+          + ", statsPort="
+          + statsPort
           + "]";
     }
   }
@@ -161,7 +240,10 @@ public final class CacheServer implements AutoCloseable {
   private final EventLoopGroup io;
   private final ExecutorService workers;
   private final LongAdder rejected = new LongAdder();
+  private final ServerCounters counters = new ServerCounters();
+  private final SslContext tls; // null: plain TCP
   private final Channel channel;
+  private final ServerMetrics metrics; // null: no stats port
 
   /**
    * Starts serving. Blocks until the socket is bound.
@@ -209,6 +291,16 @@ public final class CacheServer implements AutoCloseable {
       throw e;
     }
     this.workers = workers;
+    try {
+      this.tls =
+          settings.tlsCertificate() == null
+              ? null
+              : Tls.server(settings.tlsCertificate(), settings.tlsKey());
+    } catch (IllegalArgumentException e) {
+      store.close();
+      pool.close();
+      throw e;
+    }
     boolean epoll = Epoll.isAvailable();
     var factory = epoll ? EpollIoHandler.newFactory() : NioIoHandler.newFactory();
     this.boss = new MultiThreadIoEventLoopGroup(1, factory);
@@ -224,8 +316,15 @@ public final class CacheServer implements AutoCloseable {
                   protected void initChannel(SocketChannel ch) {
                     ServerHandler h = new ServerHandler();
                     FrameDecoder decoder = new FrameDecoder(h, settings.maxValueBytes());
-                    ch.config().setRecvByteBufAllocator(new SlotReceiveAllocator(decoder));
-                    ch.pipeline().addLast(decoder);
+                    counters.connected(ch);
+                    if (tls == null) {
+                      ch.config().setRecvByteBufAllocator(new SlotReceiveAllocator(decoder));
+                      ch.pipeline().addLast(decoder);
+                    } else {
+                      // ciphertext cannot be read into a slot: the decoder copies the plaintext
+                      ch.pipeline().addLast(tls.newHandler(ch.alloc()), decoder);
+                    }
+                    ch.pipeline().addLast(new ConnectionErrors());
                   }
                 });
     try {
@@ -235,12 +334,23 @@ public final class CacheServer implements AutoCloseable {
       throw new IllegalStateException(
           "cannot listen on " + settings.bindHost() + ":" + settings.port() + ": " + e, e);
     }
+    try {
+      this.metrics =
+          settings.statsPort() == Settings.NO_STATS
+              ? null
+              : new ServerMetrics(settings.statsPort(), this);
+    } catch (IOException e) {
+      close();
+      throw new IllegalStateException(
+          "cannot serve stats on 127.0.0.1:" + settings.statsPort() + ": " + e.getMessage(), e);
+    }
     LOG.log(
         System.Logger.Level.INFO,
         "kvtier cache server on "
             + channel.localAddress()
             + " ("
             + (epoll ? "epoll" : "nio")
+            + (tls == null ? ", no TLS" : ", TLS")
             + "), "
             + settings.memoryBytes() / (1 << 20)
             + " MiB memory, at most "
@@ -248,7 +358,25 @@ public final class CacheServer implements AutoCloseable {
             + " chunks in it (each takes a whole slot of --max-value-mb "
             + settings.maxValueBytes() / (1 << 20)
             + " MiB: set it to the chunks' size, bytes per token times chunk_size)"
-            + (settings.diskPath() == null ? "" : ", spilling to " + settings.diskPath()));
+            + (settings.diskPath() == null ? "" : ", spilling to " + settings.diskPath())
+            + (metrics == null
+                ? ""
+                : ", stats on http://127.0.0.1:" + metrics.port() + "/metrics"));
+  }
+
+  /** The port stats are served on, or -1 without a stats port. */
+  public int statsPort() {
+    return metrics == null ? -1 : metrics.port();
+  }
+
+  /** What the server has done since it started (requests, connections), for its stats. */
+  ServerCounters counters() {
+    return counters;
+  }
+
+  /** The server's settings. */
+  Settings settings() {
+    return settings;
   }
 
   /** The port the server listens on. */
@@ -269,6 +397,9 @@ public final class CacheServer implements AutoCloseable {
   /** Stops accepting, closes connections and releases every chunk. Idempotent. */
   @Override
   public void close() {
+    if (metrics != null) {
+      metrics.close();
+    }
     if (channel != null) {
       channel.close().awaitUninterruptibly();
     }
@@ -281,6 +412,46 @@ public final class CacheServer implements AutoCloseable {
     }
     store.close();
     pool.close();
+  }
+
+  /**
+   * The end of every connection's pipeline: a connection that fails (a TLS handshake refused, a
+   * reset) is closed and counted, and the first failure of each kind is logged in one line, not as
+   * a stack trace per client.
+   */
+  private final class ConnectionErrors extends ChannelInboundHandlerAdapter {
+    @Override
+    public void exceptionCaught(ChannelHandlerContext ctx, Throwable cause) {
+      counters.connectionErrors.increment();
+      String kind =
+          cause.getCause() == null
+              ? cause.getClass().getName()
+              : cause.getCause().getClass().getName();
+      if (counters.firstOfKind(kind)) {
+        LOG.log(
+            System.Logger.Level.WARNING,
+            "connection from "
+                + ctx.channel().remoteAddress()
+                + " failed: "
+                + describe(cause)
+                + " (further failures of this kind are only counted:"
+                + " kvtier_server_connection_errors_total)");
+      }
+      ctx.close();
+    }
+
+    /**
+     * The failure in words, never with the peer's bytes: Netty's message for a record that is not
+     * TLS holds them in hex, and a plain client's first frame carries its shared secret.
+     */
+    private static String describe(Throwable cause) {
+      for (Throwable t = cause; t != null; t = t.getCause()) {
+        if (t instanceof NotSslRecordException) {
+          return "not a TLS record (a client without TLS? it must use kvtiers://)";
+        }
+      }
+      return Tls.rootMessage(cause);
+    }
   }
 
   /** One connection: handshake, then GET / PUT / EXISTS. Confined to its event loop. */
@@ -301,6 +472,7 @@ public final class CacheServer implements AutoCloseable {
       }
       switch (op) {
         case Protocol.GET -> {
+          counters.gets.increment();
           ChunkKey[] keys = keys(ctx, requestId, payload);
           if (keys != null && !submit(() -> get(ctx, requestId, keys))) {
             for (int i = 0; i < keys.length; i++) {
@@ -310,6 +482,7 @@ public final class CacheServer implements AutoCloseable {
           }
         }
         case Protocol.EXISTS -> {
+          counters.exists.increment();
           ChunkKey[] keys = keys(ctx, requestId, payload);
           if (keys != null && !submit(() -> existsN(ctx, requestId, store.prefixLength(keys)))) {
             existsN(ctx, requestId, 0);
@@ -392,6 +565,7 @@ public final class CacheServer implements AutoCloseable {
       payload.readBytes(secret);
       byte[] expected = settings.secret() == null ? new byte[0] : settings.secret();
       if (!MessageDigest.isEqual(secret, expected)) {
+        counters.authFailures.increment();
         error(ctx, requestId, Protocol.ERR_AUTH, "wrong shared secret");
         return;
       }
@@ -411,9 +585,12 @@ public final class CacheServer implements AutoCloseable {
           b = null;
         }
         if (b == null) {
+          counters.getMisses.increment();
           miss(ctx, requestId, i);
           continue;
         }
+        counters.getHits.increment();
+        counters.bytesSent.add(b.length());
         ByteBuf head = ctx.alloc().buffer(Protocol.HEADER_BYTES + 2);
         Protocol.header(head, Protocol.VALUE, requestId, 2 + b.length());
         head.writeShortLE(i);
@@ -449,9 +626,12 @@ public final class CacheServer implements AutoCloseable {
       if (target != null) {
         if (!store.put(putKey, target)) {
           status = Protocol.DUPLICATE;
+        } else {
+          counters.bytesReceived.add(target.length());
         }
         target.release();
       }
+      counters.put(status);
       ByteBuf out = ctx.alloc().buffer(Protocol.HEADER_BYTES + 1);
       Protocol.header(out, Protocol.PUT_DONE, requestId, 1);
       out.writeByte(status);
@@ -459,6 +639,9 @@ public final class CacheServer implements AutoCloseable {
     }
 
     private void error(ChannelHandlerContext ctx, int requestId, short code, String message) {
+      if (code == Protocol.ERR_PROTOCOL || code == Protocol.ERR_TOO_LARGE) {
+        counters.protocolErrors.increment();
+      }
       byte[] msg = message.getBytes(StandardCharsets.UTF_8);
       ByteBuf out = ctx.alloc().buffer();
       Protocol.header(out, Protocol.ERROR, requestId, 4 + msg.length);
@@ -481,6 +664,9 @@ public final class CacheServer implements AutoCloseable {
    *   --disk-gb G       disk budget when --disk is given (default 64)
    *   --secret-file F   clients must present this file's contents (trimmed)
    *   --workers N       threads serving GETs (default 4)
+   *   --tls-cert F      serve TLS with this PEM certificate chain (with --tls-key)
+   *   --tls-key F       the certificate's private key, PEM, unencrypted PKCS#8
+   *   --stats-port N    Prometheus text on http://127.0.0.1:N/metrics (default: none)
    * </pre>
    */
   public static void main(String[] args) throws Exception {
@@ -499,7 +685,8 @@ public final class CacheServer implements AutoCloseable {
     try {
       server = new CacheServer(settings);
     } catch (RuntimeException e) {
-      // e.g. the port is taken or the disk path is not a directory: one line, not a stack trace
+      // e.g. the port is taken, or the certificate does not go with the key or the disk path is not
+      // a directory: one line, not a stack trace
       System.err.println("kvtier-server: cannot start: " + e.getMessage());
       System.exit(3);
       return;
@@ -515,7 +702,8 @@ public final class CacheServer implements AutoCloseable {
 
   static final String USAGE =
       "usage: kvtier-server [--port N] [--bind HOST] [--memory-gb G] [--max-value-mb M]"
-          + " [--disk PATH --disk-gb G] [--secret-file F] [--workers N]";
+          + " [--disk PATH --disk-gb G] [--secret-file F] [--workers N]"
+          + " [--tls-cert F --tls-key F] [--stats-port N]";
 
   /** {@code --help} was asked for. */
   static final class Help extends Exception {
@@ -543,6 +731,9 @@ public final class CacheServer implements AutoCloseable {
     double diskGb = 64;
     byte[] secret = null;
     int workers = 4;
+    Path tlsCert = null;
+    Path tlsKey = null;
+    int statsPort = Settings.NO_STATS;
     for (int i = 0; i < args.length; i++) {
       String flag = args[i];
       if (flag.equals("--help") || flag.equals("-h")) {
@@ -570,6 +761,9 @@ public final class CacheServer implements AutoCloseable {
           }
         }
         case "--workers" -> workers = (int) integer(flag, v, 1, 1024);
+        case "--tls-cert" -> tlsCert = file(flag, v);
+        case "--tls-key" -> tlsKey = file(flag, v);
+        case "--stats-port" -> statsPort = (int) integer(flag, v, 0, 65535);
         default -> throw new IllegalArgumentException("unknown flag " + flag);
       }
     }
@@ -581,7 +775,21 @@ public final class CacheServer implements AutoCloseable {
         disk,
         (long) (diskGb * (1L << 30)),
         secret,
-        workers);
+        workers,
+        tlsCert,
+        tlsKey,
+        statsPort);
+  }
+
+  private static Path file(String flag, String v) {
+    Path p = Path.of(v);
+    if (!Files.isRegularFile(p)) {
+      throw new IllegalArgumentException(flag + " " + v + ": no such file");
+    }
+    if (!Files.isReadable(p)) {
+      throw new IllegalArgumentException(flag + " " + v + ": not readable");
+    }
+    return p;
   }
 
   private static long integer(String flag, String v, long min, long max) {

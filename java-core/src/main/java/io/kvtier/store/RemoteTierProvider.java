@@ -10,13 +10,13 @@ public abstract class RemoteTierProvider implements TierProvider {
   /** Remote tiers come after local ones. */
   private static final int ORDER = 200;
 
-  private final String urlPrefix;
+  private final String[] urlPrefixes;
 
   /**
-   * @param urlPrefix what {@code remote_url} starts with for this tier ({@code "kvtier://"})
+   * @param urlPrefixes what {@code remote_url} starts with for this tier ({@code "kvtier://"})
    */
-  protected RemoteTierProvider(String urlPrefix) {
-    this.urlPrefix = urlPrefix;
+  protected RemoteTierProvider(String... urlPrefixes) {
+    this.urlPrefixes = urlPrefixes.clone();
   }
 
   @Override
@@ -27,15 +27,20 @@ public abstract class RemoteTierProvider implements TierProvider {
   @Override
   public final KvStore open(KvTierConfig config, TierContext context) {
     String url = config.remoteUrl();
-    return url == null || !url.startsWith(urlPrefix) ? null : open(url, config, context);
+    return url == null || !accepts(url) ? null : open(url, config, context);
   }
 
-  /** Opens the tier for {@code url}, which starts with this provider's prefix. */
+  /** Opens the tier for {@code url}, which starts with one of this provider's prefixes. */
   protected abstract KvStore open(String url, KvTierConfig config, TierContext context);
 
   /** Whether {@code url} is this provider's. */
   public boolean accepts(String url) {
-    return url.startsWith(urlPrefix);
+    for (String prefix : urlPrefixes) {
+      if (url.startsWith(prefix)) {
+        return true;
+      }
+    }
+    return false;
   }
 
   /**

@@ -227,7 +227,7 @@ public final class RedisStore implements KvStore {
             "remote_url="
                 + Redaction.url(url)
                 + " has an unknown scheme; allowed: redis://, rediss://, redis-sentinel://,"
-                + " redis-cluster://, rediss-cluster://, kvtier://");
+                + " redis-cluster://, rediss-cluster://, kvtier://, kvtiers://");
       }
     } catch (IllegalArgumentException e) {
       resources.shutdown();

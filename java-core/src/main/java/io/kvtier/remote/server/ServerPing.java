@@ -1,8 +1,8 @@
 package io.kvtier.remote.server;
 
-import io.kvtier.config.Redaction;
 import io.kvtier.store.RemoteTierProvider.PingException;
 import io.kvtier.wire.Protocol;
+import io.kvtier.wire.Tls;
 import java.io.DataInputStream;
 import java.io.EOFException;
 import java.io.IOException;
@@ -10,37 +10,48 @@ import java.io.OutputStream;
 import java.net.InetSocketAddress;
 import java.net.Socket;
 import java.net.SocketTimeoutException;
-import java.net.URI;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.charset.StandardCharsets;
+import javax.net.ssl.SSLException;
+import javax.net.ssl.SSLSocket;
+import javax.net.ssl.TrustManagerFactory;
 
 /**
- * {@code kvtier ping} for {@code kvtier://[:secret@]host:port}: the handshake the tier makes (HELLO
- * with the shared secret), then round trips of an {@code EXISTS} of one key no chunk has.
+ * {@code kvtier ping} for {@code kvtier://[:secret@]host:port} and {@code kvtiers://...}: the
+ * handshake the tier makes (TLS for {@code kvtiers}, then HELLO with the shared secret), then round
+ * trips of an {@code EXISTS} of one key no chunk has.
  */
 final class ServerPing {
   private ServerPing() {}
 
   static long[] ping(String url, long timeoutMillis, int rounds) throws PingException {
-    URI uri;
+    ServerUrl u;
     try {
-      uri = URI.create(url);
+      u = ServerUrl.parse(url);
     } catch (IllegalArgumentException e) {
-      throw new PingException("not a valid URL: " + Redaction.text(e.getMessage(), url));
+      throw new PingException(e.getMessage());
     }
-    if (uri.getHost() == null || uri.getPort() < 0) {
-      throw new PingException("not of the form kvtier://[:secret@]host:port");
+    TrustManagerFactory trust;
+    try {
+      trust = u.tls() ? Tls.trust(u.ca()) : null;
+    } catch (IllegalArgumentException e) {
+      throw new PingException(e.getMessage());
     }
-    String info = uri.getUserInfo();
-    byte[] secret =
-        (info == null ? "" : info.substring(info.indexOf(':') + 1))
-            .getBytes(StandardCharsets.UTF_8);
-    String where = uri.getHost() + ":" + uri.getPort();
-    try (Socket s = new Socket()) {
-      s.connect(new InetSocketAddress(uri.getHost(), uri.getPort()), (int) timeoutMillis);
-      s.setSoTimeout((int) timeoutMillis);
-      s.setTcpNoDelay(true);
+    byte[] secret = u.secret();
+    String where = u.host() + ":" + u.port();
+    try (Socket plain = new Socket()) {
+      plain.connect(new InetSocketAddress(u.host(), u.port()), (int) timeoutMillis);
+      plain.setSoTimeout((int) timeoutMillis);
+      plain.setTcpNoDelay(true);
+      Socket s = trust == null ? plain : Tls.clientSocket(plain, u.host(), u.port(), trust);
+      if (s instanceof SSLSocket ssl) {
+        try {
+          ssl.startHandshake();
+        } catch (SSLException e) {
+          throw new PingException("TLS handshake with " + where + " failed: " + Tls.rootMessage(e));
+        }
+      }
       OutputStream out = s.getOutputStream();
       DataInputStream in = new DataInputStream(s.getInputStream());
       ByteBuffer hello = frame(Protocol.HELLO, 1, 8 + secret.length);
@@ -78,7 +89,10 @@ final class ServerPing {
     } catch (SocketTimeoutException e) {
       throw new PingException("no answer from " + where + " within " + timeoutMillis + " ms");
     } catch (EOFException e) {
-      throw new PingException(where + " closed the connection (not a kvtier cache server?)");
+      throw new PingException(
+          where
+              + " closed the connection (not a kvtier cache server?"
+              + (u.tls() ? " or one without TLS?)" : " or one that wants TLS, kvtiers://?)"));
     } catch (IOException e) {
       throw new PingException("cannot connect to " + where + ": " + e.getMessage());
     }

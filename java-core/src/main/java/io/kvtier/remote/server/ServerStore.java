@@ -20,6 +20,7 @@ import io.kvtier.wire.Protocol;
 import io.kvtier.wire.RejectedRequestException;
 import io.kvtier.wire.Request;
 import io.kvtier.wire.SlotReceiveAllocator;
+import io.kvtier.wire.Tls;
 import io.netty.buffer.ByteBuf;
 import io.netty.buffer.ByteBufAllocator;
 import io.netty.buffer.Unpooled;
@@ -29,9 +30,9 @@ import io.netty.channel.EventLoopGroup;
 import io.netty.channel.MultiThreadIoEventLoopGroup;
 import io.netty.channel.nio.NioIoHandler;
 import io.netty.channel.socket.SocketChannel;
+import io.netty.handler.ssl.SslContext;
+import io.netty.handler.ssl.SslHandler;
 import java.net.InetSocketAddress;
-import java.net.URI;
-import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
@@ -77,6 +78,7 @@ public final class ServerStore implements KvStore {
   private final String host;
   private final int port;
   private final byte[] secret;
+  private final SslContext tls; // null: plain TCP
   private final long timeoutMillis;
   private final int queueBound;
   private final LongFunction<ChunkBuffer> buffers;
@@ -96,7 +98,8 @@ public final class ServerStore implements KvStore {
    * background.
    *
    * @param maxValueBytes largest value accepted from the server (the allocator's slot size)
-   * @throws ConfigException if the URL is not {@code kvtier://host:port}
+   * @throws ConfigException if the URL is not {@code kvtier://host:port} or {@code
+   *     kvtiers://host:port[?ca=FILE]}, or its CA file cannot be read
    */
   public ServerStore(
       String url,
@@ -104,25 +107,20 @@ public final class ServerStore implements KvStore {
       int queueBound,
       long maxValueBytes,
       LongFunction<ChunkBuffer> buffers) {
-    URI uri;
+    ServerUrl parsed;
     try {
-      uri = URI.create(url);
+      parsed = ServerUrl.parse(url);
     } catch (IllegalArgumentException e) {
-      throw new ConfigException(
-          "remote_url="
-              + Redaction.url(url)
-              + " is malformed: "
-              + Redaction.text(e.getMessage(), url));
+      throw new ConfigException("remote_url=" + e.getMessage());
     }
-    if (!"kvtier".equals(uri.getScheme()) || uri.getHost() == null || uri.getPort() < 0) {
-      throw new ConfigException(
-          "remote_url=" + Redaction.url(url) + " is not of the form kvtier://[:secret@]host:port");
+    this.host = parsed.host();
+    this.port = parsed.port();
+    this.secret = parsed.secret();
+    try {
+      this.tls = parsed.tls() ? Tls.client(Tls.trust(parsed.ca())) : null;
+    } catch (IllegalArgumentException e) {
+      throw new ConfigException("remote_url=" + Redaction.url(url) + ": " + e.getMessage());
     }
-    this.host = uri.getHost();
-    this.port = uri.getPort();
-    String info = uri.getUserInfo();
-    String s = info == null ? "" : info.substring(info.indexOf(':') + 1);
-    this.secret = s.getBytes(StandardCharsets.UTF_8);
     this.timeoutMillis = checkPositive(timeoutMillis, "timeoutMillis");
     this.queueBound = checkPositive(queueBound, "queueBound");
     this.maxValueBytes = checkPositive(maxValueBytes, "maxValueBytes");
@@ -454,7 +452,7 @@ public final class ServerStore implements KvStore {
 
   @Override
   public String toString() {
-    return "ServerStore(kvtier://" + host + ":" + port + ")";
+    return "ServerStore(" + (tls == null ? "kvtier://" : "kvtiers://") + host + ":" + port + ")";
   }
 
   /** kvtier's protocol on the connection: the HELLO handshake and the reply decoder. */
@@ -464,8 +462,30 @@ public final class ServerStore implements KvStore {
         SocketChannel ch, InFlightRequests requests) {
       ClientHandler handler = new ClientHandler(requests);
       FrameDecoder decoder = new FrameDecoder(handler, maxValueBytes);
-      ch.pipeline().addLast(decoder, handler);
-      return decoder;
+      if (tls == null) {
+        ch.pipeline().addLast(decoder, handler);
+        return decoder;
+      }
+      // Over TLS the socket's bytes are ciphertext: they go through the SslHandler's buffers and
+      // the decoder copies the plaintext into the value's slot.
+      SslHandler ssl = tls.newHandler(ch.alloc(), host, port);
+      ssl.handshakeFuture()
+          .addListener(
+              f -> {
+                if (!f.isSuccess()) {
+                  errors.record(
+                      ErrorKind.UNAVAILABLE,
+                      "TLS handshake with kvtier server "
+                          + host
+                          + ":"
+                          + port
+                          + " failed: "
+                          + Tls.rootMessage(f.cause()),
+                      null);
+                }
+              });
+      ch.pipeline().addLast(ssl, decoder, handler);
+      return () -> null;
     }
 
     @Override

@@ -5,10 +5,13 @@ import io.kvtier.store.KvStore;
 import io.kvtier.store.RemoteTierProvider;
 import io.kvtier.store.TierContext;
 
-/** Opens a tier on kvtier's own cache server when {@code remote_url} is a {@code kvtier://} URL. */
+/**
+ * Opens a tier on kvtier's own cache server when {@code remote_url} is a {@code kvtier://} or
+ * {@code kvtiers://} (TLS) URL.
+ */
 public final class ServerTierProvider extends RemoteTierProvider {
   public ServerTierProvider() {
-    super("kvtier://");
+    super("kvtier://", "kvtiers://");
   }
 
   @Override
