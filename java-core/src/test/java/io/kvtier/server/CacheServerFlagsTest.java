@@ -74,11 +74,31 @@ class CacheServerFlagsTest {
         "--workers|1.5|--workers takes a whole number from 1 to 1024, got '1.5'",
         "--colour|blue|unknown flag --colour",
         "--secret-file|/nonexistent/secret|--secret-file /nonexistent/secret: no such file",
+        "--tls-cert|/nonexistent/cert.pem|--tls-cert /nonexistent/cert.pem: no such file",
+        "--tls-key|/nonexistent/key.pem|--tls-key /nonexistent/key.pem: no such file",
+        "--stats-port|-1|--stats-port takes a whole number from 0 to 65535, got '-1'",
       })
   void aBadFlagIsOneClearMessage(String flag, String value, String message) {
     IllegalArgumentException e =
         assertThrows(IllegalArgumentException.class, () -> CacheServer.parse(flag, value));
     assertEquals(message, e.getMessage());
+  }
+
+  @Test
+  void tlsTakesACertificateAndItsKeyTogether(@TempDir Path dir) throws Exception {
+    Path cert = Files.writeString(dir.resolve("cert.pem"), "x");
+    IllegalArgumentException e =
+        assertThrows(
+            IllegalArgumentException.class, () -> CacheServer.parse("--tls-cert", cert.toString()));
+    assertEquals(
+        "TLS needs both a certificate (--tls-cert) and its private key (--tls-key)",
+        e.getMessage());
+    CacheServer.Settings s =
+        CacheServer.parse(
+            "--tls-cert", cert.toString(), "--tls-key", cert.toString(), "--stats-port", "9470");
+    assertEquals(cert, s.tlsCertificate());
+    assertEquals(9470, s.statsPort());
+    assertEquals(CacheServer.Settings.NO_STATS, CacheServer.parse().statsPort());
   }
 
   @Test
