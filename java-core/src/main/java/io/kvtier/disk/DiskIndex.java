@@ -57,6 +57,7 @@ final class DiskIndex {
   }
 
   private final long budgetBytes;
+  private volatile java.util.function.Consumer<ChunkKey> onRemoved = key -> {};
   private final ConcurrentHashMap<ChunkKey, Entry> visible = new ConcurrentHashMap<>();
 
   // Guarded by this.
@@ -174,7 +175,13 @@ final class DiskIndex {
     }
     visible.remove(key, expected);
     usedBytes -= expected.fileBytes;
+    onRemoved.accept(key);
     return true;
+  }
+
+  /** Calls {@code listener} with each key that leaves the index (evicted or removed). */
+  void onRemoved(java.util.function.Consumer<ChunkKey> listener) {
+    this.onRemoved = listener;
   }
 
   /**
@@ -187,6 +194,7 @@ final class DiskIndex {
     if (e != null) {
       visible.remove(key, e);
       usedBytes -= e.fileBytes;
+      onRemoved.accept(key);
     }
     return e;
   }
@@ -222,6 +230,7 @@ final class DiskIndex {
         visible.remove(next.getKey(), e);
         usedBytes -= e.fileBytes;
         evicted.add(e.path);
+        onRemoved.accept(next.getKey());
       }
     }
     return usedBytes + bytes <= budgetBytes;

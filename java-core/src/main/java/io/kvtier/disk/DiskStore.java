@@ -13,6 +13,7 @@ import io.kvtier.store.ErrorTally;
 import io.kvtier.store.KvStore;
 import io.kvtier.store.StoreCounters;
 import io.kvtier.store.StoreStats;
+import io.kvtier.store.TierListener;
 import java.io.EOFException;
 import java.io.IOException;
 import java.lang.foreign.Arena;
@@ -197,6 +198,7 @@ public final class DiskStore implements KvStore {
   private final StoreCounters counters = new StoreCounters();
   private final LongAdder rawBytesWritten = new LongAdder();
   private final LongAdder storedBytesWritten = new LongAdder();
+  private volatile TierListener listener = TierListener.NONE;
   private volatile boolean closed;
 
   /** Block prefixes read from the headers at start-up, until the engine takes them. */
@@ -471,6 +473,7 @@ public final class DiskStore implements KvStore {
       return;
     }
     index.commit(key, new DiskIndex.Entry(target, chunk.length(), file.fileBytes()));
+    listener.stored(key, Medium.DISK);
     counters.puts.increment();
     rawBytesWritten.add(chunk.length());
     storedBytesWritten.add(file.header().storedLength());
@@ -679,6 +682,13 @@ public final class DiskStore implements KvStore {
   @Override
   public Medium medium() {
     return Medium.DISK;
+  }
+
+  /** Files found at start are not announced. */
+  @Override
+  public void listen(TierListener listener) {
+    this.listener = listener;
+    index.onRemoved(key -> listener.removed(key, Medium.DISK));
   }
 
   /**

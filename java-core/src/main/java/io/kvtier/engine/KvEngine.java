@@ -71,6 +71,7 @@ public final class KvEngine implements AutoCloseable {
   private final ChunkPool pool;
   private final TieredStore tiers;
   private final AtomicLong nextHandle = new AtomicLong(1);
+  private volatile ChunkEvents events; // null until enableEvents
 
   /** The Python bridge's open transactions, by handle ({@link #prepareStore}, ...). */
   private final Map<Long, StoreTransaction> pendingStores = new ConcurrentHashMap<>();
@@ -632,6 +633,16 @@ public final class KvEngine implements AutoCloseable {
    */
   public StoreTransaction beginStore(
       int[] tokens, int tokenCount, KeyExtras extras, int skipChunks) {
+    return beginStore(tokens, tokenCount, extras, skipChunks, null);
+  }
+
+  /**
+   * Like {@link #beginStore(int[], int, KeyExtras, int)}; with events on ({@link #enableEvents}),
+   * each chunk {@code c} that gets a buffer is tagged with {@code tags[c]} (null or short: no tag)
+   * for the events of the tiers that store it.
+   */
+  public StoreTransaction beginStore(
+      int[] tokens, int tokenCount, KeyExtras extras, int skipChunks, long[][] tags) {
     checkOpen();
     checkNonNegative(skipChunks, "skipChunks");
     int keyed = keyedTokens(tokenCount);
@@ -651,6 +662,10 @@ public final class KvEngine implements AutoCloseable {
       storing.add(keys[c]);
       if (prefixes[c] != null) {
         b.setBlockPrefixes(prefixes[c]);
+      }
+      ChunkEvents ev = events;
+      if (ev != null && tags != null && c < tags.length && tags[c] != null) {
+        ev.tag(keys[c], tags[c]);
       }
     }
     return new StoreTransaction(keys, buffers, keyed, storing, this::commitChunk);
@@ -955,6 +970,24 @@ public final class KvEngine implements AutoCloseable {
   /** The pool behind the CPU tier (for tests and benchmarks). */
   public ChunkPool pool() {
     return pool;
+  }
+
+  /**
+   * Starts KV events: from now on the local tiers report the tagged chunks they store and remove
+   * ({@link ChunkEvents}). Idempotent; returns the engine's events.
+   */
+  public synchronized ChunkEvents enableEvents(int maxQueued, int maxUnheldTags) {
+    if (events == null) {
+      ChunkEvents e = new ChunkEvents(maxQueued, maxUnheldTags);
+      tiers.listen(e);
+      events = e;
+    }
+    return events;
+  }
+
+  /** The engine's KV events, or null while they are off. */
+  public ChunkEvents events() {
+    return events;
   }
 
   /** The composed store (for tests and benchmarks). */

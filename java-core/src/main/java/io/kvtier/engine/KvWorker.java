@@ -165,11 +165,25 @@ public final class KvWorker implements AutoCloseable {
   /** Like {@link #beginSave(int[], int, int[], int)} with {@code extras} in the chunks' keys. */
   public long beginSave(
       int[] tokens, int tokenCount, KeyExtras extras, int[] blockIds, int fromChunk) {
+    return beginSave(tokens, tokenCount, extras, blockIds, fromChunk, null);
+  }
+
+  /**
+   * Like {@link #beginSave(int[], int, KeyExtras, int[], int)}, tagging chunk {@code c} with {@code
+   * tags[c]} for KV events ({@link KvEngine#enableEvents}).
+   */
+  public long beginSave(
+      int[] tokens,
+      int tokenCount,
+      KeyExtras extras,
+      int[] blockIds,
+      int fromChunk,
+      long[][] tags) {
     long began = System.nanoTime();
     StoreTransaction tx;
     try {
       checkNonNegative(fromChunk, "fromChunk");
-      tx = engine.beginStore(tokens, tokenCount, extras, fromChunk);
+      tx = engine.beginStore(tokens, tokenCount, extras, fromChunk, tags);
     } catch (RuntimeException e) {
       failedSaves.increment();
       errors.record(ErrorKind.SAVE_FAILED, "a save could not start", e);
@@ -424,9 +438,20 @@ public final class KvWorker implements AutoCloseable {
   /** Like {@link #submitSave(int[], int, int[], int)} with {@code extras} in the chunks' keys. */
   public long submitSave(
       int[] tokens, int tokenCount, KeyExtras extras, int[] blockIds, int fromChunk) {
+    return submitSave(tokens, tokenCount, extras, blockIds, fromChunk, null);
+  }
+
+  /** Like {@link #submitSave(int[], int, KeyExtras, int[], int)} with KV event tags. */
+  public long submitSave(
+      int[] tokens,
+      int tokenCount,
+      KeyExtras extras,
+      int[] blockIds,
+      int fromChunk,
+      long[][] tags) {
     // Reserve on the caller's thread, so a lookup right after this returns sees the chunks as
     // being stored; the copies and the completion run on a transfer thread.
-    long h = beginSave(tokens, tokenCount, extras, blockIds, fromChunk);
+    long h = beginSave(tokens, tokenCount, extras, blockIds, fromChunk, tags);
     return submit(
         () -> copyAndEndSave(h),
         () -> {

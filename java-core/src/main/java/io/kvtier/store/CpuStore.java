@@ -23,6 +23,7 @@ public final class CpuStore implements KvStore {
   private final ChunkPool pool;
   private final EvictionIndex index;
   private final StoreCounters counters = new StoreCounters();
+  private volatile TierListener listener = TierListener.NONE;
   private volatile boolean closed;
 
   /**
@@ -40,7 +41,13 @@ public final class CpuStore implements KvStore {
             e -> {
               counters.evictions.increment();
               e.buffer.release();
+              listener.removed(e.key, Medium.MEMORY);
             });
+  }
+
+  @Override
+  public void listen(TierListener listener) {
+    this.listener = listener;
   }
 
   /** The pool whose buffers this store keeps without copying. */
@@ -72,12 +79,13 @@ public final class CpuStore implements KvStore {
       }
       MemorySegment.copy(chunk.segment(), 0, own.segment(), 0, chunk.length());
     }
-    if (!index.putIfAbsent(key, new IndexEntry(own))) {
+    if (!index.putIfAbsent(key, new IndexEntry(key, own))) {
       own.release();
       counters.duplicatePuts.increment();
       return false;
     }
     counters.puts.increment();
+    listener.stored(key, Medium.MEMORY);
     return true;
   }
 
@@ -126,6 +134,7 @@ public final class CpuStore implements KvStore {
       return false;
     }
     e.buffer.release();
+    listener.removed(key, Medium.MEMORY);
     return true;
   }
 

@@ -127,6 +127,12 @@ public interface KvStore extends AutoCloseable {
   default void takeRecoveredPrefixes(BiConsumer<ChunkKey, long[]> sink) {}
 
   /**
+   * Tells {@code listener} of every chunk this tier stores and removes from now on; a tier that
+   * does not know when its chunks go (a remote store evicts on its own) ignores it (this default).
+   */
+  default void listen(TierListener listener) {}
+
+  /**
    * Removes every chunk this tier keeps on this machine (a cache reset); shared remote stores keep
    * theirs and return 0 (this default). Readers holding a buffer keep it until they release it.
    *

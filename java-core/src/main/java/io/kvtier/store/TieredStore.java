@@ -546,6 +546,15 @@ public final class TieredStore implements KvStore {
     return removed;
   }
 
+  /** Listens to the CPU tier and every lower tier that can tell (not a remote store). */
+  @Override
+  public void listen(TierListener listener) {
+    cpu.listen(listener);
+    for (KvStore tier : lower) {
+      tier.listen(listener);
+    }
+  }
+
   /** The lower tiers' recovered block prefixes ({@link KvStore#takeRecoveredPrefixes}). */
   @Override
   public void takeRecoveredPrefixes(java.util.function.BiConsumer<ChunkKey, long[]> sink) {
