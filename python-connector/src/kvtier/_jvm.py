@@ -576,3 +576,13 @@ def long_array(values: Any) -> Any:
     """Returns a Java ``long[]`` of ``values`` (a numpy int64 array converts in one bulk copy)."""
     start()
     return jpype.JArray(jpype.JLong)(values)
+
+
+def long_arrays(rows: Sequence[Any]) -> Any:
+    """Returns a Java ``long[][]`` of ``rows`` (numpy int64 arrays; None rows stay null)."""
+    start()
+    out = jpype.JArray(jpype.JLong, 2)(len(rows))
+    for i, row in enumerate(rows):
+        if row is not None:
+            out[i] = jpype.JArray(jpype.JLong)(row)
+    return out

@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from vllm.distributed.kv_transfer.kv_connector.v1.base import (
@@ -240,6 +240,13 @@ class KVTierConnector(KVConnectorBase_V1):
             return None
         return self._worker.build_connector_worker_meta()
 
+    @_never_raises(lambda: None)
+    def get_kv_connector_kv_cache_events(self) -> Any:
+        """KV events of this rank's CPU and disk tiers (see :mod:`kvtier.vllm.events`)."""
+        if self._worker is None:
+            return None
+        return self._worker.get_kv_connector_kv_cache_events()
+
     @_never_raises(set)
     def get_block_ids_with_load_errors(self) -> set[int]:
         if self._worker is None:
@@ -276,6 +283,13 @@ class KVTierConnector(KVConnectorBase_V1):
     def update_connector_output(self, connector_output: KVConnectorOutput) -> None:
         if self._scheduler is not None:
             self._scheduler.update_connector_output(connector_output)
+
+    @_never_raises(tuple)
+    def take_events(self) -> Iterable[Any]:
+        """KV events of kvtier's tiers every worker reported (published with vLLM's own)."""
+        if self._scheduler is None:
+            return ()
+        return self._scheduler.take_events()
 
     @_never_raises(lambda: (False, None))
     def request_finished(

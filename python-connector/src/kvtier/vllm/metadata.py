@@ -65,6 +65,13 @@ class RequestOp:
     """The save's number (with ``save_to``): increasing over every save the scheduler side sends,
     so a worker's report that a request's saves up to number n ended can never be taken for a
     later save, not even one of a new request reusing the id."""
+    block_hashes: np.ndarray | None = None
+    """With KV events on: vLLM's hashes of the request's blocks ``[hashes_at, hashes_at + n)`` as
+    its publisher writes them (rows of int64 words, :func:`kvtier.vllm.events.encode_hashes`),
+    sent with saves as the saved prompt grows."""
+    hashes_at: int = 0
+    lora: tuple[int, str] | None = None
+    """With KV events on: the request's LoRA id and name (sent with ``block_hashes``)."""
 
 
 @dataclass

@@ -68,7 +68,7 @@ import numpy as np
 
 from kvtier import _bridge, keys
 from kvtier.errors import JavaError
-from kvtier.vllm import request_keys
+from kvtier.vllm import events, request_keys
 from kvtier.vllm import worker as worker_side
 from kvtier.vllm._lookup import LookupClient, LookupFailed, LookupUnavailable, socket_path
 from kvtier.vllm.metadata import KVTierMetadata, KVTierWorkerMetadata, LoadSpec, RequestOp
@@ -259,6 +259,8 @@ class _Request:
     hit_sources: dict[str, int] = field(default_factory=dict)
     """Where the tokens of the last confirmed load are stored: source (cpu, disk, remote,
     disk_or_remote) -> tokens."""
+    hashes_sent: int = 0
+    """With KV events on: leading block hashes the workers have."""
 
 
 class KVTierScheduler:
@@ -343,6 +345,13 @@ class KVTierScheduler:
         self._stats = KVTierConnectorStats()
         self._stats_counted = (0, 0)
         """``failures`` and ``unkeyable`` as of the last report."""
+        self._events_block = (
+            events.hash_block_size(vllm_config, self._chunk_tokens)
+            if events.enabled(vllm_config) and self._can_save
+            else None
+        )
+        """Tokens per vLLM block hash while KV events are on (None: off)."""
+        self._publisher = events.Publisher(self._ranks)
 
     # ---- state machine ------------------------------------------------------------------------
 
@@ -802,20 +811,45 @@ class KVTierScheduler:
     def _op(self, meta: KVTierMetadata, req: _Request, load: LoadSpec | None, save_to: int) -> None:
         if save_to:
             req.save_seq = next(self._save_seqs)
-        meta.ops.append(
-            RequestOp(
-                req_id=req.req_id,
-                tokens=None if req.tokens_sent and load is None else req.tokens,
-                extras=None if req.tokens_sent and load is None else req.extras,
-                blocks_at=req.blocks_sent,
-                new_blocks=req.blocks[req.blocks_sent :],
-                load=load,
-                save_to=save_to,
-                save_seq=req.save_seq if save_to else 0,
-            )
+        op = RequestOp(
+            req_id=req.req_id,
+            tokens=None if req.tokens_sent and load is None else req.tokens,
+            extras=None if req.tokens_sent and load is None else req.extras,
+            blocks_at=req.blocks_sent,
+            new_blocks=req.blocks[req.blocks_sent :],
+            load=load,
+            save_to=save_to,
+            save_seq=req.save_seq if save_to else 0,
         )
+        if save_to and self._events_block:
+            self._attach_hashes(op, req, save_to)
+        meta.ops.append(op)
         req.tokens_sent = True
         req.blocks_sent = len(req.blocks)
+
+    def _attach_hashes(self, op: RequestOp, req: _Request, save_to: int) -> None:
+        """KV events: the block hashes of the saved prompt the workers do not have yet. A request
+        whose hashes cannot be carried is saved without events (logged once)."""
+        hashes = getattr(req.request, "block_hashes", None) or []
+        upto = min(len(hashes), save_to // self._events_block)  # type: ignore[operator]
+        if upto <= req.hashes_sent:
+            return
+        try:
+            op.block_hashes = events.encode_hashes(hashes[req.hashes_sent : upto])
+        except Exception:
+            self._log_once(
+                "event-hashes",
+                "kvtier: vLLM's block hashes of request %s cannot be carried in KV events; its "
+                "chunks are not announced (logged once)",
+                req.req_id,
+                exc=True,
+            )  # fmt: skip
+            return
+        op.hashes_at = req.hashes_sent
+        lora = getattr(req.request, "lora_request", None)
+        if lora is not None:
+            op.lora = (int(lora.lora_int_id), str(lora.lora_name))
+        req.hashes_sent = upto
 
     # ---- cache reset ----------------------------------------------------------------------------
 
@@ -869,11 +903,20 @@ class KVTierScheduler:
         nothing of the kind by itself (the contract tests check that none is ever dropped).
         """
         try:
+            self._publisher.add(getattr(output, "kv_cache_events", None))
+        except Exception:
+            self._failed("taking KV events", "(all)")
+        try:
             self._saves_ended(getattr(output, "kv_connector_worker_meta", None))
             output.finished_recving = self._follow(output.finished_recving, Event.RECEIVED)
             output.finished_sending = self._follow(output.finished_sending, Event.SENT)
         except Exception:
             self._failed("update_connector_output", "(all)")
+
+    def take_events(self) -> Iterable[Any]:
+        """KV events of kvtier's tiers that every worker has reported (see
+        :mod:`kvtier.vllm.events`)."""
+        return self._publisher.take()
 
     def _saves_ended(self, meta: Any) -> None:
         """Takes the workers' reports of running requests whose saves all ended: once every rank

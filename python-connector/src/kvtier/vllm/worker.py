@@ -33,6 +33,7 @@ import numpy as np
 
 from kvtier import _bridge, _jvm
 from kvtier.engine import Engine, Layout, key_extras
+from kvtier.vllm import events
 from kvtier.vllm._lookup import socket_path, start_server
 from kvtier.vllm.layouts import KvCacheLayout, describe
 from kvtier.vllm.metadata import KVTierMetadata, KVTierWorkerMetadata, LoadSpec, RequestOp
@@ -113,6 +114,11 @@ class _WorkerRequest:
     """Background saves and loads in flight out of or into the request's blocks."""
     finished: bool | None = None
     """None while live; once finished, whether vLLM waits for it in ``finished_sending``."""
+    token_ids: np.ndarray | None = None
+    """With KV events on: ``tokens`` as numpy (for the chunks' tags)."""
+    hashes: np.ndarray | None = None
+    """With KV events on: vLLM's hashes of the request's blocks as far as the ops told them."""
+    lora_id: int = 0
 
 
 @dataclass
@@ -202,6 +208,15 @@ class KVTierWorker:
         self._stats_changed = False
         """Whether loads or saves ran or ended since the last report to vLLM."""
         self._stats_throttle = Throttle(STATS_INTERVAL_S)
+        self._events_block = (
+            events.hash_block_size(vllm_config, self._chunk_tokens)
+            if events.enabled(vllm_config)
+            else None
+        )
+        """Tokens per vLLM block hash while KV events are on (None: off)."""
+        self._events: Any = None
+        """The core's ``ChunkEvents`` once the engine is open, with events on."""
+        self._lora_names: dict[int, str] = {}
 
     # ---- set-up -----------------------------------------------------------------------------
 
@@ -246,6 +261,8 @@ class KVTierWorker:
         else:
             cache = self._open_gpu(layout, engine_layout, addresses, paged)
         self._worker = _bridge.worker.open_worker(self._engine.java, cache, TRANSFER_THREADS)
+        if self._events_block:
+            self._events = self._engine.java.enableEvents(events.MAX_QUEUED, events.MAX_UNHELD_TAGS)
         self._server = start_server(self._engine, socket_path(self._engine_id, rank))
         self._bytes_per_token = bytes_per_token
         self._stats_before = self.stats()
@@ -372,6 +389,19 @@ class KVTierWorker:
         if op.tokens is not None:
             req.tokens, req.token_count = _jvm.int_array(op.tokens), len(op.tokens)
             req.extras = key_extras(op.extras)
+            if self._events is not None:
+                req.token_ids = op.tokens
+        if op.block_hashes is not None:
+            kept = req.hashes[: op.hashes_at] if req.hashes is not None else None
+            if op.hashes_at == 0 or (kept is not None and len(kept) == op.hashes_at):
+                req.hashes = (
+                    op.block_hashes if not op.hashes_at else np.concatenate([kept, op.block_hashes])
+                )
+            else:  # a gap: this request's chunks go unannounced until hashes start over
+                req.hashes = None
+        if op.lora is not None:
+            req.lora_id = op.lora[0]
+            self._lora_names[op.lora[0]] = op.lora[1]
         if op.blocks_at == 0:
             req.blocks = list(op.new_blocks)
         elif req.blocks is not None and op.blocks_at <= len(req.blocks):
@@ -488,6 +518,7 @@ class KVTierWorker:
                             req.extras,
                             _int_array(req.blocks),
                             req.saved_chunks,
+                            self._tags(req, save_to),
                         )
                     )
                 except Exception:  # the save is dropped
@@ -535,7 +566,12 @@ class KVTierWorker:
             try:
                 ticket = int(
                     self._worker.submitSave(
-                        req.tokens, save_to, req.extras, _int_array(req.blocks), req.saved_chunks
+                        req.tokens,
+                        save_to,
+                        req.extras,
+                        _int_array(req.blocks),
+                        req.saved_chunks,
+                        self._tags(req, save_to),
                     )
                 )
             except Exception:  # the save is dropped
@@ -543,6 +579,40 @@ class KVTierWorker:
                 continue
             req.saved_chunks = save_to // self._chunk_tokens
             self._track(ticket, _Ticket(req_id))
+
+    def _tags(self, req: _WorkerRequest, save_to: int) -> Any:
+        """KV events: the tags of the chunks a save stores (None: events off or no hashes)."""
+        if self._events is None or req.hashes is None or req.token_ids is None:
+            return None
+        try:
+            tags = events.chunk_tags(
+                req.token_ids,
+                req.hashes,
+                req.saved_chunks,
+                min(save_to, len(req.token_ids)),
+                self._chunk_tokens,
+                self._events_block,  # type: ignore[arg-type]
+                req.lora_id,
+            )
+            return _jvm.long_arrays(tags)
+        except Exception:  # the save goes on; its chunks are not announced
+            self._failed("tagging a save for KV events", "(events)")
+            return None
+
+    def get_kv_connector_kv_cache_events(self) -> events.KVTierKVEvents | None:
+        """The KV events of this rank's CPU and disk tiers since the last step."""
+        if self._events is None:
+            return None
+        try:
+            packed = np.asarray(self._events.drain(), dtype=np.int64)
+        except Exception:
+            self._failed("draining KV events", "(events)")
+            return None
+        if not len(packed):
+            return None
+        return events.KVTierKVEvents(
+            events.decode(packed, self._events_block, self._lora_names)  # type: ignore[arg-type]
+        )
 
     def _take_saves(self) -> list[tuple[str, int]]:
         saves, self._pending_saves = self._pending_saves, []
