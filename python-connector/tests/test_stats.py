@@ -78,7 +78,7 @@ def test_worker_report_is_the_change_of_the_engines_counters() -> None:
         **before, "loaded_tokens": 612, "saved_chunks": 3, "saved_bytes": 12288, "puts": 3,
         "disk_puts": 2, "evictions": 1, "failed_saves": 1, "dropped_puts": 2,
         "disk_error_write_failed": 4, "disk_error_corrupt_file": 0, "entries": 2, "bytes": 8192,
-        "disk_entries": 2, "disk_bytes": 7000,
+        "disk_entries": 2, "disk_bytes": 7000, "kv_events_dropped": 5,
     }  # fmt: skip
     r = worker_report(
         before, now, [2_000_000], [1_000_000, 3_000_000],
@@ -90,7 +90,7 @@ def test_worker_report_is_the_change_of_the_engines_counters() -> None:
     assert c["kvtier_tier_puts"] == {"cpu": 2, "disk": 2}
     assert c["kvtier_tier_evictions"] == {"cpu": 1}
     assert c["kvtier_dropped_saves"] == {"failed": 1, "cpu_full": 2}
-    assert c["kvtier_errors"] == {"disk,write_failed": 3}
+    assert c["kvtier_errors"] == {"disk,write_failed": 3, "worker,kv_events_dropped": 5}
     g = r.data["gauges"]
     assert g["kvtier_tier_chunks"] == {"cpu,1": 2, "disk,1": 2}
     assert g["kvtier_tier_bytes"] == {"cpu,1": 8192, "disk,1": 7000}

@@ -350,6 +350,7 @@ def worker_report(
         report.count(metric, delta(counter), label)
     report.count("kvtier_errors", delta("pool_allocation_failures"), "cpu", "allocation_failed")
     report.count("kvtier_errors", delta("rejected_transfers"), "worker", "transfer_rejected")
+    report.count("kvtier_errors", delta("kv_events_dropped"), "worker", "kv_events_dropped")
     for name in now:
         for tier in ("disk", "remote"):
             prefix = f"{tier}_error_"

@@ -783,6 +783,8 @@ class KVTierWorker:
         out["preempted_requests"] = self._preempted
         out["connector_failures"] = self.failures
         out["unregistered_misses"] = self.unregistered_misses
+        if self._events is not None:
+            out["kv_events_dropped"] = int(self._events.dropped())
         return out
 
     def get_kv_connector_stats(self) -> KVTierConnectorStats | None:
