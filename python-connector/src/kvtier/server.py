@@ -6,8 +6,10 @@ through it. It runs on the same JDK and jars as the in-process engine (the jdk4p
 
     kvtier-server --port 7070 --memory-gb 8 [--disk /nvme/kv --disk-gb 500] [--secret-file F]
 
-Flags: ``--port`` (7070), ``--bind`` (127.0.0.1), ``--memory-gb`` (4), ``--max-value-mb`` (64),
-``--disk``/``--disk-gb``, ``--secret-file``, ``--workers`` (4). Heap: ``KVTIER_JVM_HEAP``.
+Flags: ``--port`` (7070), ``--bind`` (127.0.0.1), ``--memory-gb`` (4), ``--max-value-mb`` (64,
+the largest value; each value takes a slot of its size class), ``--disk``/``--disk-gb``,
+``--secret-file``, ``--workers`` (4), ``--tls-cert``/``--tls-key``, ``--stats-port``. Heap:
+``KVTIER_JVM_HEAP``.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ import java.util.concurrent.atomic.AtomicLong;
  * back: its owner closes it once everything that used it is closed, so a slot still held then is in
  * flight somewhere or leaked.
  */
-public final class ChunkPool implements AutoCloseable {
+public final class ChunkPool implements ChunkAllocator, AutoCloseable {
   /** Slot alignment and stride granularity, in bytes. */
   public static final long PAGE_BYTES = 4096;
 
@@ -50,17 +50,23 @@ public final class ChunkPool implements AutoCloseable {
   private final int slotsPerSlab;
   private final AtomicLong allocationFailures = new AtomicLong();
 
+  /** Shared with other pools when memory is budgeted across them; null: this pool's capacity. */
+  private final MemoryBudget budget;
+
   // Guarded by this.
-  private final List<MemorySegment> slabs = new ArrayList<>();
-  private final int[] freeStack;
+  private final List<MemorySegment> slabs = new ArrayList<>(); // null: a slab trimmed away
+  private int[] freeStack;
   private int freeTop;
   private int mappedSlots;
+  private int liveSlabs;
+  private int[] trimmed = new int[0]; // slab indexes trimmed away, to map again first
+  private int trimmedTop;
   private int inUse;
   private boolean closed;
   private boolean reportedHeldAtClose;
 
   /** Allocation site of each held slot when leak detection is paranoid, else null. */
-  private final Throwable[] allocationSites;
+  private Throwable[] allocationSites;
 
   /**
    * Creates an empty pool; no memory is mapped until the first allocation.
@@ -72,7 +78,23 @@ public final class ChunkPool implements AutoCloseable {
    * @throws IllegalArgumentException if a size is not positive or the capacity holds no slot
    */
   public ChunkPool(HostAllocator allocator, long slotBytes, long capacityBytes, long slabBytes) {
+    this(allocator, slotBytes, capacityBytes, slabBytes, null);
+  }
+
+  /**
+   * Like {@link #ChunkPool(HostAllocator, long, long, long)}, mapping a slab only when {@code
+   * budget} grants its bytes (shared with other pools; given back when the slab is unmapped). With
+   * one slot per slab, {@link #trimFree} unmaps free slots so that other pools of the budget can
+   * grow.
+   */
+  public ChunkPool(
+      HostAllocator allocator,
+      long slotBytes,
+      long capacityBytes,
+      long slabBytes,
+      MemoryBudget budget) {
     this.allocator = allocator;
+    this.budget = budget;
     this.slotBytes = checkPositive(slotBytes, "slotBytes");
     this.strideBytes = (slotBytes + PAGE_BYTES - 1) / PAGE_BYTES * PAGE_BYTES;
     checkPositive(capacityBytes, "capacityBytes");
@@ -91,14 +113,26 @@ public final class ChunkPool implements AutoCloseable {
     }
     this.capacitySlots = (int) slots;
     this.slotsPerSlab = (int) Math.max(1, Math.min(capacitySlots, slabBytes / strideBytes));
-    this.freeStack = new int[capacitySlots];
+    this.freeStack = new int[Math.min(capacitySlots, 1024)];
     this.allocationSites =
-        LeakDetector.level() == LeakDetector.Level.PARANOID ? new Throwable[capacitySlots] : null;
+        LeakDetector.level() == LeakDetector.Level.PARANOID
+            ? new Throwable[freeStack.length]
+            : null;
   }
 
   /** Bytes per slot. */
   public long slotBytes() {
     return slotBytes;
+  }
+
+  @Override
+  public long maxBytes() {
+    return slotBytes;
+  }
+
+  @Override
+  public boolean owns(ChunkBuffer buffer) {
+    return buffer.pool() == this;
   }
 
   /** Bytes between slot starts: {@link #slotBytes()} rounded up to {@link #PAGE_BYTES}. */
@@ -118,7 +152,7 @@ public final class ChunkPool implements AutoCloseable {
 
   /** Bytes currently mapped from the allocator. */
   public synchronized long mappedBytes() {
-    return (long) slabs.size() * slotsPerSlab * strideBytes;
+    return (long) liveSlabs * slotsPerSlab * strideBytes;
   }
 
   /** Allocations refused because every slot was in use. */
@@ -134,6 +168,7 @@ public final class ChunkPool implements AutoCloseable {
    * @throws IllegalStateException if the pool is closed
    * @throws OutOfMemoryError if the allocator cannot map a new slab
    */
+  @Override
   public ChunkBuffer tryAllocate(long length) {
     if (length < 0 || length > slotBytes) {
       throw new IllegalArgumentException(
@@ -146,7 +181,7 @@ public final class ChunkPool implements AutoCloseable {
       if (closed) {
         throw new IllegalStateException("allocation from a closed " + this);
       }
-      if (freeTop == 0 && mappedSlots < capacitySlots) {
+      if (freeTop == 0 && (trimmedTop > 0 || mappedSlots < capacitySlots)) {
         mapSlab();
       }
       if (freeTop == 0) {
@@ -165,15 +200,82 @@ public final class ChunkPool implements AutoCloseable {
 
   // Guarded by this.
   private void mapSlab() {
+    if (trimmedTop > 0) { // one slot per slab: map the index trimmed last again
+      if (budget != null && !budget.tryReserve(strideBytes)) {
+        return;
+      }
+      MemorySegment slab = allocate(strideBytes);
+      int index = trimmed[--trimmedTop];
+      slabs.set(index, slab);
+      liveSlabs++;
+      Prefaulter.EXECUTOR.execute(() -> allocator.prefault(slab));
+      freeStack[freeTop++] = index;
+      return;
+    }
     int slots = Math.min(slotsPerSlab, capacitySlots - mappedSlots);
-    MemorySegment slab = allocator.allocate((long) slots * strideBytes);
+    long bytes = (long) slots * strideBytes;
+    if (budget != null && !budget.tryReserve(bytes)) {
+      return;
+    }
+    MemorySegment slab = allocate(bytes);
     slabs.add(slab);
+    liveSlabs++;
     Prefaulter.EXECUTOR.execute(() -> allocator.prefault(slab));
+    if (freeStack.length < mappedSlots + slots) {
+      int grown =
+          (int) Math.min(capacitySlots, Math.max(2L * freeStack.length, mappedSlots + slots));
+      freeStack = java.util.Arrays.copyOf(freeStack, grown);
+      if (allocationSites != null) {
+        allocationSites = java.util.Arrays.copyOf(allocationSites, grown);
+      }
+    }
     // Push in reverse so the lowest slot of the slab is handed out first.
     for (int i = slots - 1; i >= 0; i--) {
       freeStack[freeTop++] = mappedSlots + i;
     }
     mappedSlots += slots;
+  }
+
+  /** Maps {@code bytes}; a refusal gives the budget back. Guarded by this. */
+  private MemorySegment allocate(long bytes) {
+    try {
+      return allocator.allocate(bytes);
+    } catch (RuntimeException | Error e) {
+      if (budget != null) {
+        budget.release(bytes);
+      }
+      throw e;
+    }
+  }
+
+  /**
+   * Unmaps every free slot (pools of one slot per slab only; others keep their slabs), giving its
+   * bytes back to the budget, so that another pool sharing it can map them.
+   *
+   * @return bytes unmapped
+   */
+  public long trimFree() {
+    List<MemorySegment> unmap = new ArrayList<>();
+    synchronized (this) {
+      if (slotsPerSlab != 1 || closed) {
+        return 0;
+      }
+      while (freeTop > 0) {
+        int index = freeStack[--freeTop];
+        unmap.add(slabs.set(index, null));
+        if (trimmed.length == trimmedTop) {
+          trimmed = java.util.Arrays.copyOf(trimmed, Math.max(16, 2 * trimmed.length));
+        }
+        trimmed[trimmedTop++] = index;
+        liveSlabs--;
+      }
+    }
+    unmap.forEach(allocator::free);
+    long bytes = unmap.size() * strideBytes;
+    if (budget != null) {
+      budget.release(bytes);
+    }
+    return bytes;
   }
 
   // Guarded by this.
@@ -249,8 +351,13 @@ public final class ChunkPool implements AutoCloseable {
       reportedHeldAtClose = false;
       toUnmap = new ArrayList<>(slabs);
       slabs.clear();
+      liveSlabs = 0;
     }
+    toUnmap.removeIf(java.util.Objects::isNull);
     toUnmap.forEach(allocator::free);
+    if (budget != null) {
+      budget.release(toUnmap.stream().mapToLong(MemorySegment::byteSize).sum());
+    }
     if (wasReported) {
       LeakDetector.releasedAfterClose(this);
     }

@@ -7,8 +7,8 @@ import io.kvtier.config.KvTierConfig;
 import io.kvtier.config.Redaction;
 import io.kvtier.key.ChunkKey;
 import io.kvtier.memory.ChunkBuffer;
-import io.kvtier.memory.ChunkPool;
 import io.kvtier.memory.MmapAllocator;
+import io.kvtier.memory.SizeClassPools;
 import io.kvtier.store.TieredStore;
 import io.kvtier.store.Tiers;
 import io.kvtier.wire.FrameDecoder;
@@ -54,13 +54,14 @@ import java.util.concurrent.atomic.LongAdder;
  * kvtier's cache server: one process that several vLLM instances point {@code remote_url:
  * kvtier://host:port} at, so they reuse each other's prefixes without Redis.
  *
- * <p>Storage is the engine's own: a {@link CpuStore} over a pinned {@link ChunkPool} with eviction
- * under a byte budget, optionally in front of a {@link DiskStore} it spills to. The wire protocol
- * is {@link Protocol}; value bytes go from the socket straight into pool slots and back out of them
- * without further copies. GETs and EXISTSes run on a small worker pool (a disk read must not stall
- * the event loop) with a bounded queue ({@link #WORKER_QUEUE}): one that finds it full is answered
- * at once as misses (GET) or 0 (EXISTS) and counted ({@link #rejectedRequests()}), so a client
- * never waits on a server that cannot keep up.
+ * <p>Storage is the engine's own: a {@link CpuStore} over {@link SizeClassPools} (each value in a
+ * slot of its size class, about 6 % rounding at most, every class under one memory budget) with
+ * eviction, optionally in front of a {@link DiskStore} it spills to. The wire protocol is {@link
+ * Protocol}; value bytes go from the socket straight into their slots and back out of them without
+ * further copies. GETs and EXISTSes run on a small worker pool (a disk read must not stall the
+ * event loop) with a bounded queue ({@link #WORKER_QUEUE}): one that finds it full is answered at
+ * once as misses (GET) or 0 (EXISTS) and counted ({@link #rejectedRequests()}), so a client never
+ * waits on a server that cannot keep up.
  *
  * <p>Start: {@code kvtier-server --port 7070 --memory-gb 8} (see {@link #main} and the README).
  * Binds 127.0.0.1 unless told otherwise; {@code --secret-file} makes every client prove it knows
@@ -234,7 +235,7 @@ public final class CacheServer implements AutoCloseable {
   }
 
   private final Settings settings;
-  private final ChunkPool pool;
+  private final SizeClassPools pool;
   private final TieredStore store;
   private final EventLoopGroup boss;
   private final EventLoopGroup io;
@@ -279,11 +280,8 @@ public final class CacheServer implements AutoCloseable {
   CacheServer(Settings settings, ExecutorService workers) throws InterruptedException {
     this.settings = settings;
     this.pool =
-        new ChunkPool(
-            MmapAllocator.INSTANCE,
-            settings.maxValueBytes(),
-            settings.memoryBytes(),
-            ChunkPool.DEFAULT_SLAB_BYTES);
+        new SizeClassPools(
+            MmapAllocator.INSTANCE, settings.memoryBytes(), settings.maxValueBytes());
     try {
       this.store = Tiers.open(settings.tierConfig(), pool, 0, true);
     } catch (RuntimeException | Error e) {
@@ -353,11 +351,9 @@ public final class CacheServer implements AutoCloseable {
             + (tls == null ? ", no TLS" : ", TLS")
             + "), "
             + settings.memoryBytes() / (1 << 20)
-            + " MiB memory, at most "
-            + settings.memoryBytes() / pool.strideBytes()
-            + " chunks in it (each takes a whole slot of --max-value-mb "
+            + " MiB memory for values of up to "
             + settings.maxValueBytes() / (1 << 20)
-            + " MiB: set it to the chunks' size, bytes per token times chunk_size)"
+            + " MiB, each in a slot of its size class"
             + (settings.diskPath() == null ? "" : ", spilling to " + settings.diskPath())
             + (metrics == null
                 ? ""

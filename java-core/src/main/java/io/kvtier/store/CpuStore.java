@@ -4,23 +4,23 @@ import static io.kvtier.Checks.checkPositive;
 
 import io.kvtier.config.CachePolicy;
 import io.kvtier.key.ChunkKey;
+import io.kvtier.memory.ChunkAllocator;
 import io.kvtier.memory.ChunkBuffer;
-import io.kvtier.memory.ChunkPool;
 import java.lang.foreign.MemorySegment;
 
 /**
- * The CPU tier: chunks in a {@link ChunkPool}'s slots, indexed by an {@link EvictionIndex} weighed
- * in bytes.
+ * The CPU tier: chunks in buffers of a {@link ChunkAllocator} (a pool's slots), indexed by an
+ * {@link EvictionIndex} weighed in bytes.
  *
- * <p>A put of a buffer from this store's own pool keeps a reference to it (no copy); any other
- * buffer is copied into a fresh slot. When the pool has no free slot, the coldest unpinned chunks
+ * <p>A put of a buffer from this store's own allocator keeps a reference to it (no copy); any other
+ * buffer is copied into a fresh one. When the allocator has none free, the coldest unpinned chunks
  * are evicted until one frees; if none can be, the put is dropped and counted. Never blocks.
  *
  * <p>Thread-safe. Owns the index's references; does not own the pool (the caller closes it after
  * the store).
  */
 public final class CpuStore implements KvStore {
-  private final ChunkPool pool;
+  private final ChunkAllocator pool;
   private final EvictionIndex index;
   private final StoreCounters counters = new StoreCounters();
   private volatile TierListener listener = TierListener.NONE;
@@ -31,7 +31,7 @@ public final class CpuStore implements KvStore {
    *
    * @throws IllegalArgumentException if {@code capacityBytes <= 0}
    */
-  public CpuStore(ChunkPool pool, long capacityBytes, CachePolicy policy) {
+  public CpuStore(ChunkAllocator pool, long capacityBytes, CachePolicy policy) {
     this.pool = pool;
     checkPositive(capacityBytes, "capacityBytes");
     this.index =
@@ -50,8 +50,8 @@ public final class CpuStore implements KvStore {
     this.listener = listener;
   }
 
-  /** The pool whose buffers this store keeps without copying. */
-  public ChunkPool pool() {
+  /** The allocator whose buffers this store keeps without copying. */
+  public ChunkAllocator pool() {
     return pool;
   }
 
@@ -69,7 +69,7 @@ public final class CpuStore implements KvStore {
       return false;
     }
     ChunkBuffer own;
-    if (chunk.pool() == pool) {
+    if (pool.owns(chunk)) {
       own = chunk.retain();
     } else {
       own = allocate(chunk.length());
@@ -90,8 +90,8 @@ public final class CpuStore implements KvStore {
   }
 
   /**
-   * Allocates a slot of this store's pool for {@code length} bytes, evicting the coldest unpinned
-   * chunks while the pool is full; null if nothing more can be evicted.
+   * Allocates a buffer of this store's allocator for {@code length} bytes, evicting the coldest
+   * unpinned chunks while it has none; null if nothing more can be evicted.
    */
   public ChunkBuffer allocate(long length) {
     checkOpen();

@@ -2,7 +2,7 @@ package io.kvtier.store;
 
 import io.kvtier.config.ConfigException;
 import io.kvtier.config.KvTierConfig;
-import io.kvtier.memory.ChunkPool;
+import io.kvtier.memory.ChunkAllocator;
 import java.util.ArrayList;
 import java.util.Comparator;
 import java.util.List;
@@ -37,9 +37,9 @@ public final class Tiers {
    * @throws IllegalStateException if a tier cannot start
    */
   public static TieredStore open(
-      KvTierConfig config, ChunkPool pool, int rank, boolean writesRemote) {
+      KvTierConfig config, ChunkAllocator pool, int rank, boolean writesRemote) {
     CpuStore cpu = new CpuStore(pool, config.maxLocalCpuBytes(), config.cachePolicy());
-    TierContext context = new TierContext(rank, pool.slotBytes(), cpu::allocate);
+    TierContext context = new TierContext(rank, pool.maxBytes(), cpu::allocate);
     List<KvStore> lower = new ArrayList<>();
     try {
       boolean remote = false;

@@ -116,6 +116,53 @@ class CacheServerTest {
     }
   }
 
+  @Test
+  void valuesOfAnySize_shareTheMemory_notOneSlotOfTheLargestEach() throws Exception {
+    long mib = 1 << 20;
+    long budget = 64 * mib;
+    try (ChunkPool small = new ChunkPool(MmapAllocator.INSTANCE, mib / 2, 4 * mib, 4 * mib);
+        ChunkPool large = new ChunkPool(MmapAllocator.INSTANCE, 3 * mib, 12 * mib, 12 * mib);
+        CacheServer srv =
+            new CacheServer(
+                new CacheServer.Settings("127.0.0.1", 0, budget, 64 * mib, null, 0, null, 2))) {
+      try (ServerStore s =
+          new ServerStore(
+              "kvtier://127.0.0.1:" + srv.port(),
+              10_000,
+              256,
+              64 * mib,
+              n -> (n <= mib / 2 ? small : large).tryAllocate(n))) {
+        for (int i = 0; i < 128; i++) { // a 64 MiB server with 64 MiB values holds 128 of 512 KiB
+          ChunkBuffer b = small.tryAllocate(mib / 2);
+          b.segment().fill((byte) i);
+          assertTrue(s.put(new ChunkKey(7, i, i), b));
+          b.release();
+          if (i % 4 == 3) {
+            assertTrue(s.awaitIdle(60_000));
+          }
+        }
+        assertTrue(s.awaitIdle(60_000));
+        assertEquals(128, srv.store().cpu().stats().entries(), "every 512 KiB value kept");
+        for (int i = 0; i < 4; i++) { // then larger values take memory the smaller ones free
+          ChunkBuffer b = large.tryAllocate(3 * mib);
+          b.segment().fill((byte) (100 + i));
+          assertTrue(s.put(new ChunkKey(8, i, i), b));
+          b.release();
+          assertTrue(s.awaitIdle(60_000));
+        }
+        for (int i = 0; i < 4; i++) {
+          ChunkBuffer got = s.get(new ChunkKey(8, i, i));
+          assertNotNull(got, "large value " + i);
+          assertEquals(3 * mib, got.length());
+          assertEquals((byte) (100 + i), got.segment().get(ValueLayout.JAVA_BYTE, 3 * mib - 1));
+          got.release();
+        }
+        long held = srv.store().cpu().stats().bytes();
+        assertTrue(held <= budget && held >= budget - 3 * mib, "memory kept: " + held);
+      }
+    }
+  }
+
   static ChunkKey key(int i) {
     return new ChunkKey(3, i, i);
   }
