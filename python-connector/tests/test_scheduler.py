@@ -67,18 +67,25 @@ class Lookups:
     """A scripted lookup answering ``hit`` (and ``pending``: a remote answer not in yet) and
     recording the pin ids it was asked with."""
 
-    def __init__(self, hit: tuple[int, int, bool] = (0, 0, False), pending: bool = False) -> None:
+    def __init__(
+        self,
+        hit: tuple[int, int, bool] = (0, 0, False),
+        pending: bool = False,
+        local: int | None = None,
+    ) -> None:
         self.hit = hit
         self.pending = pending
+        self.local = hit[0] if local is None else local
+        """Of the hit, the tokens in the worker's own tiers (all of it unless told)."""
         self.pins: list[int] = []
         self.extras: list[np.ndarray | None] = []
 
     def __call__(
         self, pin: int, tokens: np.ndarray, extras: np.ndarray | None
-    ) -> tuple[int, int, bool, bool]:
+    ) -> tuple[int, int, bool, bool, int]:
         self.pins.append(pin)
         self.extras.append(extras)
-        return (*self.hit, self.pending)
+        return (*self.hit, self.pending, self.local)
 
 
 @pytest.fixture

@@ -149,49 +149,44 @@ def test_throttle_lets_one_report_out_per_interval_unless_forced() -> None:
     assert throttle.due(force=True)
 
 
+DISK = {"local_disk": "/nonexistent/kvtier", "max_local_disk_size": 1}
+REMOTE = {"remote_url": "redis://127.0.0.1:1"}
+
+
 @pytest.mark.parametrize(
-    ("settings", "lower", "vllm_lower"),
+    ("settings", "memory", "local", "hits", "sources"),
     [
-        ({}, None, None),
+        ({}, 3, 3, {"cpu": 3}, {CacheHitSource.HOST: 3}),
+        (DISK, 1, 3, {"cpu": 1, "disk": 2}, {CacheHitSource.HOST: 1, CacheHitSource.DISK: 2}),
         (
-            {"local_disk": "/nonexistent/kvtier", "max_local_disk_size": 1},
-            "disk",
-            CacheHitSource.DISK,
+            REMOTE, 1, 1, {"cpu": 1, "remote": 2},
+            {CacheHitSource.HOST: 1, CacheHitSource.EXTERNAL_UNSPECIFIED: 2},
         ),
-        ({"remote_url": "redis://127.0.0.1:1"}, "remote", CacheHitSource.EXTERNAL_UNSPECIFIED),
         (
+            {**DISK, **REMOTE}, 1, 2, {"cpu": 1, "disk": 1, "remote": 1},
             {
-                "local_disk": "/nonexistent/kvtier",
-                "max_local_disk_size": 1,
-                "remote_url": "redis://127.0.0.1:1",
+                CacheHitSource.HOST: 1, CacheHitSource.DISK: 1,
+                CacheHitSource.EXTERNAL_UNSPECIFIED: 1,
             },
-            "disk_or_remote",
-            CacheHitSource.EXTERNAL_UNSPECIFIED,
         ),
     ],
-)
-def test_hits_are_counted_by_where_they_are_stored(settings, lower, vllm_lower) -> None:
-    """A confirmed load of 3 chunks whose first is in CPU memory: 256 tokens from the CPU tier,
-    the rest from the tier below it; vLLM is told the same in its own names, and the report
-    counts the lookup and its tokens once."""
+)  # fmt: skip
+def test_hits_are_counted_by_where_they_are_stored(settings, memory, local, hits, sources) -> None:
+    """A confirmed load of 3 chunks: the lookup says how many are in CPU memory and how many in
+    the worker's own tiers (CPU or disk; the rest is remote), and the hit is counted by tier, in
+    kvtier's report and in vLLM's own names; the report counts the lookup and its tokens once."""
     from kvtier.vllm.scheduler import KVTierScheduler
 
     s = KVTierScheduler(vllm_config(), {"chunk_size": CHUNK, **settings})
-    # with the CPU tier alone every hit is in memory
-    s._lookup = Lookups((3 * CHUNK, CHUNK if lower else 3 * CHUNK, False))
+    s._lookup = Lookups((3 * CHUNK, memory * CHUNK, False), local=local * CHUNK)
     req = request("r", 4 * CHUNK)
-    assert s.get_num_new_matched_tokens(req, 0) == (3 * CHUNK, lower is not None)
+    assert s.get_num_new_matched_tokens(req, 0) == (3 * CHUNK, memory < 3)
     s.update_state_after_alloc(req, blocks(list(range(16))), 3 * CHUNK)
-    sources = s.get_external_cache_hit_sources(req, 3 * CHUNK)
+    got_sources = s.get_external_cache_hit_sources(req, 3 * CHUNK)
     report = s.get_kv_connector_stats()
     assert report is not None
-    hits = report.data["counters"]["kvtier_hit_tokens"]
-    if lower is None:
-        assert sources == {CacheHitSource.HOST: 3 * CHUNK}
-        assert hits == {"cpu": 3 * CHUNK}
-    else:
-        assert sources == {CacheHitSource.HOST: CHUNK, vllm_lower: 2 * CHUNK}
-        assert hits == {"cpu": CHUNK, lower: 2 * CHUNK}
+    assert report.data["counters"]["kvtier_hit_tokens"] == {k: v * CHUNK for k, v in hits.items()}
+    assert got_sources == {k: v * CHUNK for k, v in sources.items()}
     assert report.data["counters"]["kvtier_lookups"] == {"": 1}
     assert report.data["counters"]["kvtier_lookup_tokens"] == {"": 4 * CHUNK}
     assert len(report.data["histograms"]["kvtier_lookup_seconds"][""]) == 1

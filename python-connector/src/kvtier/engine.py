@@ -129,16 +129,17 @@ class Engine:
         request_id: int,
         tokens: Sequence[int] | np.ndarray,
         extras: np.ndarray | None = None,
-    ) -> tuple[int, int, bool, bool]:
+    ) -> tuple[int, int, bool, bool, int]:
         """Like :meth:`lookup_and_pin`, also telling how much of the hit is in CPU memory,
-        whether the chunk after it is being stored right now, and whether a remote store's answer
+        whether the chunk after it is being stored right now, whether a remote store's answer
         is still pending (the hit then counts local chunks only; ask again later — the call never
-        waits on the network): ``(hit tokens, hit tokens in memory, storing, pending)``.
+        waits on the network), and how much of the hit is in this process's tiers (CPU or disk;
+        the rest is remote): ``(hit tokens, in memory, storing, pending, local)``.
         ``extras`` are the prompt's key extras (:func:`kvtier.keys.words`; None: a plain
         prompt)."""
         jt, n = _tokens(tokens)
         hit = self._engine.lookupAndPinTiers(request_id, jt, n, key_extras(extras))
-        return int(hit[0]), int(hit[1]), bool(hit[2]), bool(hit[3])
+        return int(hit[0]), int(hit[1]), bool(hit[2]), bool(hit[3]), int(hit[4])
 
     def clear_local(self) -> int:
         """Empties the CPU and disk tiers (a cache reset); returns chunks removed."""

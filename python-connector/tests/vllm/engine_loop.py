@@ -288,7 +288,7 @@ class Loop:
         background (the worker still reads it from the CPU tier)."""
         real = self.worker_side.lookup
         if on:
-            self.side._lookup = lambda pin, tokens, extras: (lambda h: (h[0], 0, h[2], h[3]))(
+            self.side._lookup = lambda pin, tokens, extras: (lambda h: (h[0], 0, h[2], h[3], h[4]))(
                 real(pin, tokens, extras)
             )
         else:

@@ -301,9 +301,9 @@ def test_many_requests_sharing_prefixes_in_a_cache_smaller_than_the_working_set(
     real = loop.worker_side.lookup
 
     def alternating(pin, tokens, extras):
-        hit, in_memory, storing, pending = real(pin, tokens, extras)
+        hit, in_memory, storing, pending, local = real(pin, tokens, extras)
         flip[0] = not flip[0]
-        return hit, (0 if flip[0] else in_memory), storing, pending
+        return hit, (0 if flip[0] else in_memory), storing, pending, local
 
     loop.side._lookup = alternating
     aborted: set[str] = set()

@@ -69,7 +69,7 @@ def test_saved_tokens_load_into_other_blocks_as_vllm_reads_them(worker: KVTierWo
     worker.bind(KVTierMetadata(ops=[save]))
     worker.wait_for_save()
     finish(worker, "a")
-    assert worker.lookup(2, tokens) == (3 * CHUNK, 3 * CHUNK, False, False)
+    assert worker.lookup(2, tokens) == (3 * CHUNK, 3 * CHUNK, False, False, 3 * CHUNK)
 
     # Load into other blocks of the same tensors, then compare token by token.
     table_b = [1, 2, 4, 6, 7, 8, 10]

@@ -54,7 +54,9 @@ def test_unregistered_kv_cache_is_never_copied_and_restore_resumes(worker: KVTie
     op = RequestOp("c", tokens=other, new_blocks=[16, 17, 18, 19], save_to=2 * CHUNK)
     worker.bind(KVTierMetadata(ops=[op]))
     worker.wait_for_save()
-    assert worker.lookup(9, other) == (0, 0, False, False), "a save while unregistered is dropped"
+    assert worker.lookup(9, other) == (0, 0, False, False, 0), (
+        "a save while unregistered is dropped"
+    )
     assert worker.stats()["unregistered_misses"] == 2
 
     worker.restore_kv_caches()

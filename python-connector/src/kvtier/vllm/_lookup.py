@@ -27,7 +27,7 @@ from kvtier.errors import KvTierError
 if TYPE_CHECKING:
     from kvtier.engine import Engine
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 MAX_SOCKET_PATH_BYTES = 107
 """Longest ``AF_UNIX`` path on Linux, in bytes (``sun_path`` is 108 with the terminating NUL)."""
 MAX_REPLY_BYTES = 1 << 20
@@ -41,7 +41,7 @@ _REPLY_HEADER = struct.Struct("<IB")  # u32 length, u8 status
 _LOOKUP_HEADER = struct.Struct("<IBqBii")  # u32 length, u8 op, i64 id, u8 flags, i32 n, i32 w
 _UNPIN = struct.Struct("<IBq")
 _HELLO = struct.Struct("<IBI")
-_HIT = struct.Struct("<iiii")
+_HIT = struct.Struct("<iiiii")
 _U32 = struct.Struct("<I")
 _I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
 
@@ -159,11 +159,12 @@ class LookupClient:
         tokens: Sequence[int] | np.ndarray,
         pin: bool,
         extras: np.ndarray | None = None,
-    ) -> tuple[int, int, bool, bool]:
+    ) -> tuple[int, int, bool, bool, int]:
         """Like :meth:`lookup`, also returning how much of the hit every rank has in memory
-        (-1 without ``pin``), whether a rank is storing the chunk right after the hit, and whether
-        a rank's remote answer is still pending (ask again):
-        ``(hit tokens, hit tokens in memory, storing, pending)``."""
+        (-1 without ``pin``), whether a rank is storing the chunk right after the hit, whether
+        a rank's remote answer is still pending (ask again), and how much of the hit every rank
+        has in its own tiers, CPU or disk (-1 without ``pin``):
+        ``(hit tokens, in memory, storing, pending, local)``."""
         body = np.asarray(tokens, dtype="<i4")
         if body.ndim != 1:
             raise ValueError(f"tokens must be one-dimensional, got shape {body.shape}")
@@ -178,7 +179,7 @@ class LookupClient:
         # A rank storing the next chunk matters only where its hit is the smallest.
         storing = any(r[2] and r[0] == hit for r in replies)
         pending = any(r[3] for r in replies)
-        return hit, min(r[1] for r in replies), storing, pending
+        return hit, min(r[1] for r in replies), storing, pending, min(r[4] for r in replies)
 
     def unpin(self, request_id: int) -> None:
         """Drops the pins of ``request_id`` on every rank. Unknown ids are fine.

@@ -254,11 +254,13 @@ class _Request:
     """vLLM keys the request with an input kvtier cannot key: never loaded nor saved."""
     hit_memory: int = 0
     """Of the last lookup's hit, the leading tokens whose chunks are in CPU memory."""
+    hit_local: int = 0
+    """Of the last lookup's hit, the leading tokens in this instance's tiers (CPU or disk)."""
     asked: int = 0
     """Tokens the last answered lookup was asked about, until vLLM admits the request."""
     hit_sources: dict[str, int] = field(default_factory=dict)
-    """Where the tokens of the last confirmed load are stored: source (cpu, disk, remote,
-    disk_or_remote) -> tokens."""
+    """Where the tokens of the last confirmed load are stored: source (cpu, disk, remote) ->
+    tokens."""
     hashes_sent: int = 0
     """With KV events on: leading block hashes the workers have."""
 
@@ -337,11 +339,7 @@ class KVTierScheduler:
         """Requests not cached because kvtier cannot key them (for tests and stats)."""
         self.remote_pending = 0
         """Lookups answered "ask again" because a remote store's answer was pending."""
-        disk, remote = len(config.localDiskPaths()) > 0, config.remoteUrl() is not None
-        self._lower_source = (
-            "disk_or_remote" if disk and remote else "disk" if disk else "remote" if remote else ""
-        )
-        """Where a hit past the CPU tier's part comes from ('' with no lower tier)."""
+
         self._stats = KVTierConnectorStats()
         self._stats_counted = (0, 0)
         """``failures`` and ``unkeyable`` as of the last report."""
@@ -451,7 +449,7 @@ class KVTierScheduler:
         pin = next(self._pins)
         began = time.perf_counter()
         try:
-            hit, in_memory, storing, pending = self._lookups()(pin, req.tokens, req.extras)
+            hit, in_memory, storing, pending, local = self._lookups()(pin, req.tokens, req.extras)
             self._stats.observe("kvtier_lookup_seconds", (time.perf_counter() - began,))
         except (LookupUnavailable, LookupFailed, JavaError) as e:
             self._unpin.append(pin)  # the ranks that answered may have pinned
@@ -485,6 +483,7 @@ class KVTierScheduler:
             return 0, False
         req.pin = pin
         req.hit_memory = in_memory
+        req.hit_local = local
         background = in_memory < end or self._load_in_background()
         req.plan = LoadSpec(num_computed_tokens, end, hit, background=background, pin=pin)
         return end - num_computed_tokens, req.plan.background
@@ -602,12 +601,12 @@ class KVTierScheduler:
         req.blocks, req.blocks_sent = list(blocks.get_block_ids()[0]), 0
 
     def _count_hit(self, req: _Request, start: int, end: int) -> None:
-        """Counts the tokens of a confirmed load by where they are stored."""
+        """Counts the tokens of a confirmed load by where they are stored: CPU memory, then
+        disk, then the remote store (the lookup told where each part lies)."""
         memory = max(0, min(end, req.hit_memory) - start)
-        lower = end - start - memory
-        if not self._lower_source:  # the CPU tier is the only one
-            memory, lower = end - start, 0
-        req.hit_sources = {k: v for k, v in (("cpu", memory), (self._lower_source, lower)) if v > 0}
+        local = max(memory, min(end, req.hit_local) - start)
+        parts = (("cpu", memory), ("disk", local - memory), ("remote", end - start - local))
+        req.hit_sources = {k: v for k, v in parts if v > 0}
         for source, tokens in req.hit_sources.items():
             self._stats.count("kvtier_hit_tokens", tokens, source)
 
@@ -616,7 +615,7 @@ class KVTierScheduler:
     ) -> dict[Any, int]:
         """vLLM's ``CacheHitSource`` split of the tokens the request's confirmed load brings:
         CPU memory is ``host``, the disk tier ``disk``; a remote store (which vLLM has no name
-        for) and a hit that may come from either are ``external_unspecified``."""
+        for) is ``external_unspecified``."""
         from vllm.v1.metrics.cache_hit_source import CacheHitSource
 
         req = self._live.get(request.request_id)

@@ -58,8 +58,7 @@ METRICS: dict[str, Metric] = {
     "kvtier_hit_tokens": Metric(
         COUNTER,
         "Prompt tokens vLLM took from kvtier instead of computing them, by where they were "
-        "stored (cpu, disk, remote; disk_or_remote when a prompt's hit spans both and the "
-        "lookup cannot tell them apart).",
+        "stored (cpu, disk, remote).",
         ("source",),
     ),
     "kvtier_lookup_seconds": Metric(

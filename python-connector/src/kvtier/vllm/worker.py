@@ -311,9 +311,10 @@ class KVTierWorker:
 
     def lookup(
         self, pin: int, tokens: np.ndarray, extras: np.ndarray | None = None
-    ) -> tuple[int, int, bool, bool]:
+    ) -> tuple[int, int, bool, bool, int]:
         """In-process lookup (scheduler in this process), pinning the hit under ``pin``:
-        (hit, hit in memory, storing, remote answer pending). Never waits on the network.
+        (hit, hit in memory, storing, remote answer pending, hit in this process's tiers). Never
+        waits on the network.
 
         Raises:
             kvtier.JavaError: the engine failed (the scheduler counts a miss).

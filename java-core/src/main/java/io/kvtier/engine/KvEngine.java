@@ -498,11 +498,12 @@ public final class KvEngine implements AutoCloseable {
    * background, and the lookup says "pending" until the answer is in (ask again on a later step).
    * An answer that takes longer than {@code remote_timeout_ms} counts as a miss.
    *
-   * @return {@code [hitTokens, memoryTokens, storing, pending]}: the stored prefix; the part of it
-   *     whose chunks are all in the CPU tier (a load of more than that reads disk or the network);
-   *     1 when the chunk right after the local prefix is being stored at this moment (a lookup a
-   *     moment later may hit more), else 0; 1 when a remote tier's answer is still pending (the hit
-   *     then counts local chunks only; ask again), else 0
+   * @return {@code [hitTokens, memoryTokens, storing, pending, localTokens]}: the stored prefix;
+   *     the part of it whose chunks are all in the CPU tier (a load of more than that reads disk or
+   *     the network); 1 when the chunk right after the local prefix is being stored at this moment
+   *     (a lookup a moment later may hit more), else 0; 1 when a remote tier's answer is still
+   *     pending (the hit then counts local chunks only; ask again), else 0; the part of the hit in
+   *     this process's tiers, CPU or disk (the rest is read from a remote store)
    */
   public int[] lookupAndPinTiers(long requestId, int[] tokens, int tokenCount) {
     return lookupAndPinTiers(requestId, tokens, tokenCount, KeyExtras.NONE);
@@ -542,12 +543,14 @@ public final class KvEngine implements AutoCloseable {
     int keyed = keyedTokens(tokenCount);
     int hit = tokensIn(chunks, keyed);
     int memory = tokensIn(memoryChunks, keyed);
+    int local = tokensIn(chunks - Math.max(0, remote), keyed); // remote < 0: pending
     if (pending == 0 && remote == 0 && chunks * chunkTokens < tokenCount) {
       // The next chunk is not stored: perhaps its first blocks are, alone or in a longer chunk.
       PartHit part = partHit(keys, chunks, tokens, tokenCount, extras, true);
       if (part != null) {
         pinned.add(part.source());
         hit = chunks * chunkTokens + part.blocks() * blockTokens;
+        local = hit;
         if (part.where() == TieredStore.LocalPin.MEMORY && memoryChunks == chunks) {
           memory = hit;
         }
@@ -558,7 +561,7 @@ public final class KvEngine implements AutoCloseable {
       lookupTokens.add(tokenCount);
       hitTokens.add(hit);
     }
-    return new int[] {hit, memory, beingStored, pending};
+    return new int[] {hit, memory, beingStored, pending, local};
   }
 
   /** Drops the pins of {@code requestId}; unknown ids are ignored. Idempotent. */

@@ -76,7 +76,7 @@ public final class LookupServer implements AutoCloseable {
   private static final System.Logger LOG = System.getLogger(LookupServer.class.getName());
 
   /** The protocol version this server speaks. */
-  public static final int VERSION = 3;
+  public static final int VERSION = 4;
 
   /** Largest request a client may send, in bytes after the length field (~16M token ids). */
   public static final int MAX_REQUEST_BYTES = 64 << 20;
@@ -364,12 +364,11 @@ public final class LookupServer implements AutoCloseable {
       int[] hit =
           (flags & FLAG_PIN) != 0
               ? engine.lookupAndPinTiers(requestId, tokens, tokenCount, extras)
-              : new int[] {engine.lookup(tokens, tokenCount, extras), -1, 0, 0};
-      ByteBuf out = reply(ctx, STATUS_OK, 16);
-      out.writeIntLE(hit[0]);
-      out.writeIntLE(hit[1]);
-      out.writeIntLE(hit[2]);
-      out.writeIntLE(hit[3]);
+              : new int[] {engine.lookup(tokens, tokenCount, extras), -1, 0, 0, -1};
+      ByteBuf out = reply(ctx, STATUS_OK, 20);
+      for (int word : hit) {
+        out.writeIntLE(word);
+      }
       ctx.write(out);
     }
 

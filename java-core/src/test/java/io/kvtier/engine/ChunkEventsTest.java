@@ -125,6 +125,11 @@ class ChunkEventsTest {
       assertTrue(got.contains("removed MEMORY 100"), got.toString());
       assertTrue(
           got.indexOf("stored MEMORY 100") < got.indexOf("removed MEMORY 100"), got.toString());
+      int[] hit = engine.lookupAndPinTiers(1, p, p.length);
+      assertEquals(3 * chunk, hit[0]);
+      assertEquals(0, hit[1], "chunk 0 was evicted from memory: no leading part in memory");
+      assertEquals(3 * chunk, hit[4], "all of it in this engine's tiers (disk)");
+      engine.unpinRequest(1);
       engine.clearLocal();
       assertTrue(engine.tiers().awaitIdle(60_000));
       List<String> cleared = drain(events).stream().map(Event::toString).toList();

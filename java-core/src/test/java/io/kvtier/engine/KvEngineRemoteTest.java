@@ -111,6 +111,7 @@ class KvEngineRemoteTest {
                 },
                 () -> "still pending");
         assertEquals(6 * CHUNK, pinned[0]);
+        assertEquals(0, pinned[4], "none of it in this engine's own tiers");
         b.unpinRequest(1);
         int[] other = prompt.clone();
         other[2 * CHUNK + 1] ^= 1;
@@ -168,7 +169,7 @@ class KvEngineRemoteTest {
           // The server is stopped for the whole call: a lookup that waited on it could only
           // return after remote_timeout_ms, with a miss and pending 0.
           assertArrayEquals(
-              new int[] {0, 0, 0, 1}, b.lookupAndPinTiers(1, prompt, prompt.length), "pending");
+              new int[] {0, 0, 0, 1, 0}, b.lookupAndPinTiers(1, prompt, prompt.length), "pending");
           assertEquals(1, b.statistics().remoteLookups());
         } finally {
           RedisServers.resume(stalled);
@@ -181,7 +182,8 @@ class KvEngineRemoteTest {
                   return r[3] == 0 ? r : null;
                 },
                 () -> "still pending");
-        assertArrayEquals(new int[] {4 * CHUNK, 0, 0, 0}, answered, "the whole prompt in Redis");
+        assertArrayEquals(
+            new int[] {4 * CHUNK, 0, 0, 0, 0}, answered, "the whole prompt in Redis, none local");
         assertEquals(1, b.statistics().remoteLookups(), "asked once, answered on a later call");
         b.unpinRequest(2);
         // Within the bound the answer serves the next lookups of the prompt (a request vLLM
@@ -199,7 +201,7 @@ class KvEngineRemoteTest {
         } finally {
           RedisServers.resume(stalled);
         }
-        assertArrayEquals(new int[] {0, 0, 0, 0}, pastBound, "past the bound: a miss");
+        assertArrayEquals(new int[] {0, 0, 0, 0, 0}, pastBound, "past the bound: a miss");
         assertEquals(1, b.statistics().remoteLookupTimeouts());
         long asked = b.statistics().remoteLookups();
         b.lookupAndPinTiers(6, prompt, prompt.length);

@@ -188,7 +188,7 @@ class KvWorkerTest {
     // b shares chunk 0 and the first block of chunk 1 (tokens 16..23), then differs.
     int[] b = sharing(a, 27, 48);
     assertEquals(24, engine.lookup(b, 48));
-    assertArrayEquals(new int[] {24, 24, 0, 0}, engine.lookupAndPinTiers(9, b, 48));
+    assertArrayEquals(new int[] {24, 24, 0, 0, 24}, engine.lookupAndPinTiers(9, b, 48));
     engine.unpinRequest(9);
     int[] dst = blocks(30, 1, 6);
     assertEquals(24, worker.load(b, 24, dst, 0, 24));
@@ -324,15 +324,15 @@ class KvWorkerTest {
     int[] p = prompt(48, 11);
     worker.save(p, 16, blocks(0, 1, 6), 0);
     long h = worker.beginSave(p, 48, blocks(0, 1, 6), 1);
-    assertArrayEquals(new int[] {16, 16, 1, 0}, engine.lookupAndPinTiers(1, p, 48));
+    assertArrayEquals(new int[] {16, 16, 1, 0, 16}, engine.lookupAndPinTiers(1, p, 48));
     for (int l = 0; l < LAYERS; l++) {
       worker.saveLayer(h, l);
     }
     worker.endSave(h, true);
-    assertArrayEquals(new int[] {48, 48, 0, 0}, engine.lookupAndPinTiers(1, p, 48));
+    assertArrayEquals(new int[] {48, 48, 0, 0, 48}, engine.lookupAndPinTiers(1, p, 48));
     long discarded = worker.beginSave(prompt(16, 12), 16, blocks(0, 1, 2), 0);
     worker.endSave(discarded, false);
-    assertArrayEquals(new int[] {0, 0, 0, 0}, engine.lookupAndPinTiers(2, prompt(16, 12), 16));
+    assertArrayEquals(new int[] {0, 0, 0, 0, 0}, engine.lookupAndPinTiers(2, prompt(16, 12), 16));
     engine.unpinRequest(1);
   }
 

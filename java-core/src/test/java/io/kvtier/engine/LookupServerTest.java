@@ -150,13 +150,18 @@ class LookupServerTest {
   record Reply(int status, byte[] payload) {
     int hitTokens() {
       assertEquals(0, status, () -> "error reply: " + message());
-      assertEquals(16, payload.length);
+      assertEquals(20, payload.length);
       return ByteBuffer.wrap(payload).order(ByteOrder.LITTLE_ENDIAN).getInt();
     }
 
     int memoryTokens() {
       hitTokens();
       return ByteBuffer.wrap(payload).order(ByteOrder.LITTLE_ENDIAN).getInt(4);
+    }
+
+    int localTokens() {
+      hitTokens();
+      return ByteBuffer.wrap(payload).order(ByteOrder.LITTLE_ENDIAN).getInt(16);
     }
 
     String message() {
@@ -303,6 +308,7 @@ class LookupServerTest {
     Reply pinned = c.read();
     assertEquals(2 * CHUNK, pinned.hitTokens());
     assertEquals(2 * CHUNK, pinned.memoryTokens(), "a pinned lookup says what is in memory");
+    assertEquals(2 * CHUNK, pinned.localTokens(), "and what is in the worker's own tiers");
     for (int i = 0; i < 6; i++) {
       store(prompt(2 * CHUNK, 200 + i));
     }
@@ -310,6 +316,7 @@ class LookupServerTest {
     Reply unpinned = c.read();
     assertEquals(2 * CHUNK, unpinned.hitTokens(), "pinned chunks survive churn");
     assertEquals(-1, unpinned.memoryTokens(), "not worked out without pin");
+    assertEquals(-1, unpinned.localTokens(), "not worked out without pin");
 
     c.send(unpin(77));
     assertReply(c.read(), 0, new byte[0]);
