@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -110,3 +111,38 @@ def test_kvtier_server_bad_flag_exits_with_usage():
     assert r.returncode == 2
     assert "unknown flag --colour" in r.stderr
     assert "usage: kvtier-server" in r.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_kvtier_server_stops_cleanly_on_sigterm_and_sigint(sig: signal.Signals) -> None:
+    """SIGTERM or SIGINT: the server closes its connections and memory and exits 0, saying so;
+    a client connected at that moment sees the connection end, not a hang."""
+    port = free_port()
+    exe = Path(sys.executable).with_name("kvtier-server")
+    env = dict(os.environ, KVTIER_JVM_HEAP="256m")
+    env.pop("JAVA_HOME", None)
+    proc = subprocess.Popen(
+        [str(exe), "--port", str(port), "--memory-gb", "0.1", "--max-value-mb", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    try:
+        lines = []
+        for _ in range(20):
+            lines.append(proc.stdout.readline())
+            if "listening on" in lines[-1]:
+                break
+        assert "listening on" in lines[-1], lines
+        client = socket.create_connection(("127.0.0.1", port), timeout=60)
+        proc.send_signal(sig)
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0, out
+        assert f"kvtier cache server stopped (SIG{sig.name[3:]})" in out
+        assert client.recv(1) == b"", "the connection was closed"
+        client.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -205,12 +205,15 @@ def resolve_java_home() -> tuple[Path, str]:
 
 def java_command(main_class: str, args: Sequence[str]) -> list[str]:
     """A ``java`` command line that runs ``main_class`` of kvtier's jars with ``args``, on the
-    JDK the in-process engine would use (:func:`resolve_java_home`), heap ``KVTIER_JVM_HEAP``."""
+    JDK the in-process engine would use (:func:`resolve_java_home`), heap ``KVTIER_JVM_HEAP``.
+    A process of its own keeps the JVM's signal handling (no ``-Xrs``: there is no vLLM whose
+    handlers it must leave alone), so SIGTERM and SIGINT stop it cleanly."""
     java_home, _source = resolve_java_home()
     classpath = os.pathsep.join(_classpath(LIB_DIR))
     heap = os.environ.get("KVTIER_JVM_HEAP", DEFAULT_HEAP)
     java = str(java_home / "bin" / "java")
-    return [java, *REQUIRED_OPTIONS, f"-Xmx{heap}", "-cp", classpath, main_class, *args]
+    options = [o for o in REQUIRED_OPTIONS if o != "-Xrs"]
+    return [java, *options, f"-Xmx{heap}", "-cp", classpath, main_class, *args]
 
 
 def exec_main(main_class: str, args: Sequence[str]) -> None:

@@ -687,13 +687,58 @@ public final class CacheServer implements AutoCloseable {
       System.exit(3);
       return;
     }
+    // SIGTERM and SIGINT: stop accepting, close the connections (a request in flight is answered
+    // or its connection closed), release the memory, exit 0. A JVM started with -Xrs cannot take
+    // them; the shutdown hook then still covers System.exit.
+    java.util.concurrent.CountDownLatch stop = new java.util.concurrent.CountDownLatch(1);
+    String[] stoppedBy = {"shutdown"};
+    for (String name : new String[] {"TERM", "INT"}) {
+      onSignal(
+          name,
+          () -> {
+            stoppedBy[0] = "SIG" + name;
+            stop.countDown();
+          });
+    }
+    Runtime.getRuntime().addShutdownHook(new Thread(server::close, "kvtier-server-shutdown"));
+    // Said once the handlers are in: a signal from now on stops the server cleanly.
     System.out.printf(
         Locale.ROOT,
         "kvtier cache server listening on %s:%d%n",
         settings.bindHost(),
         server.port());
-    Runtime.getRuntime().addShutdownHook(new Thread(server::close, "kvtier-server-shutdown"));
-    Thread.currentThread().join();
+    stop.await();
+    server.close();
+    System.out.println("kvtier cache server stopped (" + stoppedBy[0] + ")");
+    System.exit(0);
+  }
+
+  /**
+   * Runs {@code action} when the process gets signal {@code name} (jdk.unsupported's {@code
+   * sun.misc.Signal}, through reflection: the API is there on every JDK kvtier runs on but its
+   * direct use is a compiler warning). Logged and skipped where the JVM keeps the signal (-Xrs).
+   */
+  private static void onSignal(String name, Runnable action) {
+    try {
+      Class<?> signal = Class.forName("sun.misc.Signal");
+      Class<?> handler = Class.forName("sun.misc.SignalHandler");
+      Object h =
+          java.lang.reflect.Proxy.newProxyInstance(
+              handler.getClassLoader(),
+              new Class<?>[] {handler},
+              (proxy, method, args) -> {
+                if (method.getName().equals("handle")) {
+                  action.run();
+                }
+                return null;
+              });
+      signal
+          .getMethod("handle", signal, handler)
+          .invoke(null, signal.getConstructor(String.class).newInstance(name), h);
+    } catch (ReflectiveOperationException | RuntimeException e) {
+      Throwable cause = e.getCause() != null ? e.getCause() : e;
+      LOG.log(System.Logger.Level.DEBUG, "SIG" + name + " not handled: " + cause);
+    }
   }
 
   static final String USAGE =
