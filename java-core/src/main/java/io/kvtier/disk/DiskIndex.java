@@ -56,7 +56,7 @@ final class DiskIndex {
     }
   }
 
-  private final long budgetBytes;
+  private long budgetBytes; // guarded by this; below the configured one while the disk is full
   private volatile java.util.function.Consumer<ChunkKey> onRemoved = key -> {};
   private final ConcurrentHashMap<ChunkKey, Entry> visible = new ConcurrentHashMap<>();
 
@@ -199,6 +199,38 @@ final class DiskIndex {
     return e;
   }
 
+  /**
+   * Sets the budget to {@code bytes} (what the file system can hold now) and evicts least recently
+   * used unpinned entries until it holds; their paths are added to {@code evicted}.
+   */
+  synchronized void setBudget(long bytes, List<Path> evicted) {
+    budgetBytes = Math.max(0, bytes);
+    evictUntilFits(0, evicted);
+  }
+
+  /**
+   * Removes every entry whose file is under {@code dir} (its directory vanished), whatever its
+   * pins.
+   *
+   * @return entries removed
+   */
+  synchronized int removeUnder(Path dir) {
+    int removed = 0;
+    Iterator<Map.Entry<ChunkKey, Entry>> it = order.entrySet().iterator();
+    while (it.hasNext()) {
+      Map.Entry<ChunkKey, Entry> next = it.next();
+      Entry e = next.getValue();
+      if (e.path.startsWith(dir)) {
+        it.remove();
+        visible.remove(next.getKey(), e);
+        usedBytes -= e.fileBytes;
+        onRemoved.accept(next.getKey());
+        removed++;
+      }
+    }
+    return removed;
+  }
+
   /** A snapshot of the keys, least recently used first. */
   synchronized List<ChunkKey> keys() {
     return new ArrayList<>(order.keySet());
@@ -215,7 +247,7 @@ final class DiskIndex {
   }
 
   /** The budget in bytes. */
-  long budgetBytes() {
+  synchronized long budgetBytes() {
     return budgetBytes;
   }
 

@@ -45,4 +45,14 @@ public interface DiskIo {
 
   /** Every regular file under {@code dir}, recursively; empty if {@code dir} does not exist. */
   List<Path> list(Path dir) throws IOException;
+
+  /** Bytes the file system of {@code dir} still has for this process. */
+  default long usableSpace(Path dir) throws IOException {
+    return java.nio.file.Files.getFileStore(dir).getUsableSpace();
+  }
+
+  /** Which file system {@code dir} is on (directories on the same one share its space). */
+  default Object fileSystemOf(Path dir) throws IOException {
+    return java.nio.file.Files.getFileStore(dir);
+  }
 }

@@ -199,6 +199,8 @@ public final class DiskStore implements KvStore {
   private final LongAdder rawBytesWritten = new LongAdder();
   private final LongAdder storedBytesWritten = new LongAdder();
   private volatile TierListener listener = TierListener.NONE;
+  private final java.util.concurrent.atomic.AtomicBoolean budgetLowered =
+      new java.util.concurrent.atomic.AtomicBoolean();
   private volatile boolean closed;
 
   /** Block prefixes read from the headers at start-up, until the engine takes them. */
@@ -223,6 +225,7 @@ public final class DiskStore implements KvStore {
       prepareDirectory(dir);
     }
     rebuildIndex();
+    fitToFileSystems();
     this.workers = new IoWorkers(settings.writeThreads(), 3, "kvtier-disk-io-");
     this.readers =
         new ThreadPoolExecutor(
@@ -233,6 +236,81 @@ public final class DiskStore implements KvStore {
             new ArrayBlockingQueue<>(settings.readQueueBound()),
             DaemonThreads.numbered("kvtier-disk-read-"),
             new ThreadPoolExecutor.AbortPolicy());
+  }
+
+  /**
+   * A budget larger than what the file systems can still take is lowered to what they hold: the
+   * files kvtier has there plus their free space (directories on one file system share it), so the
+   * tier evicts as it would at its own budget instead of failing every write once full.
+   */
+  private void fitToFileSystems() {
+    long usable = usableSpace();
+    if (usable < 0) {
+      return;
+    }
+    long fits = index.usedBytes() + usable;
+    if (fits < index.budgetBytes()) {
+      shrinkBudget(fits, "its file systems have room for " + gib(fits) + " of chunks");
+    }
+  }
+
+  /**
+   * While the budget is below the configured one (a full file system), raises it again to what the
+   * file systems can hold, before each write (a statfs call per write, only while the disk is
+   * short).
+   */
+  private void regrowBudget() {
+    if (index.budgetBytes() >= settings.budgetBytes()) {
+      return;
+    }
+    long usable = usableSpace();
+    if (usable >= 0) {
+      List<Path> evicted = new ArrayList<>();
+      index.setBudget(Math.min(settings.budgetBytes(), index.usedBytes() + usable), evicted);
+      deleteEvicted(evicted, "over the budget");
+    }
+  }
+
+  /** Free bytes of the file systems of the tier's directories together; -1 if unknown. */
+  private long usableSpace() {
+    long usable = 0;
+    java.util.Set<Object> seen = new java.util.HashSet<>();
+    try {
+      for (Path dir : settings.dirs()) {
+        if (seen.add(io.fileSystemOf(dir))) {
+          usable += io.usableSpace(dir);
+        }
+      }
+      return usable;
+    } catch (IOException | RuntimeException e) {
+      LOG.log(System.Logger.Level.DEBUG, "free space of " + settings.dirs() + " unknown: " + e);
+      return -1;
+    }
+  }
+
+  private void shrinkBudget(long bytes, String why) {
+    long before = index.budgetBytes();
+    if (bytes >= before) {
+      return;
+    }
+    List<Path> evicted = new ArrayList<>();
+    index.setBudget(bytes, evicted);
+    deleteEvicted(evicted, "over the budget");
+    LOG.log(
+        budgetLowered.getAndSet(true) ? System.Logger.Level.DEBUG : System.Logger.Level.WARNING,
+        "disk tier in "
+            + settings.dirs()
+            + ": budget lowered from "
+            + gib(before)
+            + " to "
+            + gib(index.budgetBytes())
+            + ": "
+            + why
+            + " (max_local_disk_size is more than the disk holds)");
+  }
+
+  private static String gib(long bytes) {
+    return String.format(java.util.Locale.ROOT, "%.2f GiB", bytes / (double) (1L << 30));
   }
 
   private void prepareDirectory(Path dir) {
@@ -277,6 +355,8 @@ public final class DiskStore implements KvStore {
       for (Path f : files) {
         String name = f.getFileName().toString();
         if (name.endsWith(NioDiskIo.TEMP_SUFFIX)) {
+          errors.record(
+              ErrorKind.PARTIAL_FILE, f + " left by a write that never ended; deleted", null);
           deleteQuietly(f, "left over from an interrupted write");
           continue;
         }
@@ -456,6 +536,7 @@ public final class DiskStore implements KvStore {
   /** Runs on an I/O worker: encode, reserve, write, then make the chunk visible. */
   private void write(ChunkKey key, ChunkBuffer chunk) {
     ChunkFileCodec.Encoded file = codec.encode(key, chunk);
+    regrowBudget();
     List<Path> evicted = new ArrayList<>();
     boolean reserved = index.reserve(file.fileBytes(), evicted);
     deleteEvicted(evicted, "evicted");
@@ -468,15 +549,67 @@ public final class DiskStore implements KvStore {
       io.writeAtomically(target, file.parts(), settings.direct());
     } catch (IOException | RuntimeException e) {
       index.cancel(file.fileBytes());
-      counters.droppedPuts.increment();
-      errors.record(classify(Op.WRITE, e), "writing " + target + " failed", e);
-      return;
+      ErrorKind kind = classify(Op.WRITE, e);
+      errors.record(kind, "writing " + target + " failed", e);
+      if (kind != ErrorKind.DISK_FULL || !writeAfterMakingRoom(target, file)) {
+        counters.droppedPuts.increment();
+        return;
+      }
     }
     index.commit(key, new DiskIndex.Entry(target, chunk.length(), file.fileBytes()));
     listener.stored(key, Medium.DISK);
     counters.puts.increment();
     rawBytesWritten.add(chunk.length());
     storedBytesWritten.add(file.header().storedLength());
+  }
+
+  /**
+   * A missing file whose cache directory is gone: the whole directory was removed (or its disk
+   * unmounted), so every entry under it is dropped at once instead of one failed load each, and the
+   * directory is made again for the saves to come.
+   */
+  private void forgetVanishedDirectory(Path missing) {
+    for (Path dir : settings.dirs()) {
+      if (missing.startsWith(dir) && !Files.isDirectory(dir)) {
+        int dropped = index.removeUnder(dir);
+        LOG.log(
+            System.Logger.Level.WARNING,
+            "disk tier: "
+                + dir
+                + " is gone; its "
+                + dropped
+                + " chunks are forgotten and the directory is made again");
+        try {
+          Files.createDirectories(dir);
+        } catch (IOException | RuntimeException ex) {
+          errors.record(classify(Op.WRITE, ex), "cannot make " + dir + " again", ex);
+        }
+      }
+    }
+  }
+
+  /**
+   * The file system is full below the budget (other files took its space): the budget becomes what
+   * the tier holds now, the oldest chunks make room for this one, and the write is tried once more.
+   *
+   * @return whether the write went through (reserved again; the caller commits it)
+   */
+  private boolean writeAfterMakingRoom(Path target, ChunkFileCodec.Encoded file) {
+    shrinkBudget(index.usedBytes(), "the file system was full when writing " + target);
+    List<Path> evicted = new ArrayList<>();
+    boolean reserved = index.reserve(file.fileBytes(), evicted);
+    deleteEvicted(evicted, "evicted");
+    if (!reserved) {
+      return false;
+    }
+    try {
+      io.writeAtomically(target, file.parts(), settings.direct());
+      return true;
+    } catch (IOException | RuntimeException e) {
+      index.cancel(file.fileBytes());
+      errors.record(classify(Op.WRITE, e), "writing " + target + " failed again", e);
+      return false;
+    }
   }
 
   @Override
@@ -510,6 +643,7 @@ public final class DiskStore implements KvStore {
         case FILE_MISSING -> {
           index.remove(key, e);
           errors.record(kind, e.path + " was deleted behind kvtier's back", ex);
+          forgetVanishedDirectory(e.path);
         }
         case CORRUPT_FILE -> {
           index.remove(key, e);

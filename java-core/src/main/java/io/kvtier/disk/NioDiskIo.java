@@ -127,4 +127,23 @@ public final class NioDiskIo implements DiskIo {
       return new ArrayList<>(s.filter(Files::isRegularFile).toList());
     }
   }
+
+  /** File stores by directory: looking one up reads the mount table; asking it is one statfs. */
+  private final java.util.concurrent.ConcurrentHashMap<Path, java.nio.file.FileStore> stores =
+      new java.util.concurrent.ConcurrentHashMap<>();
+
+  @Override
+  public Object fileSystemOf(Path dir) throws IOException {
+    java.nio.file.FileStore fs = stores.get(dir);
+    if (fs == null) {
+      fs = Files.getFileStore(dir);
+      stores.put(dir, fs);
+    }
+    return fs;
+  }
+
+  @Override
+  public long usableSpace(Path dir) throws IOException {
+    return ((java.nio.file.FileStore) fileSystemOf(dir)).getUsableSpace();
+  }
 }

@@ -130,6 +130,7 @@ public final class LookupServer implements AutoCloseable {
           dir, PosixFilePermissions.asFileAttribute(PosixFilePermissions.fromString("rwx------")));
     }
     removeStaleSocket(path);
+    removeStaleSockets(dir, path);
 
     EventLoopGroup group =
         new MultiThreadIoEventLoopGroup(
@@ -172,6 +173,40 @@ public final class LookupServer implements AutoCloseable {
         System.Logger.Level.INFO,
         "kvtier lookup server on " + path + " (" + (epoll ? "epoll" : "nio") + ") for " + engine);
     return new LookupServer(engine, path, group, channel, connections);
+  }
+
+  /** Sockets younger than this are left alone: their server may be binding right now. */
+  static final long STALE_AFTER_MILLIS = 60_000;
+
+  /**
+   * Deletes the sockets of kvtier's lookup servers in {@code dir} that nobody listens on any more
+   * (a vLLM killed before it could close them; each start names its socket anew, so they would pile
+   * up), except {@code own} and those made in the last {@link #STALE_AFTER_MILLIS}. Never throws: a
+   * socket it cannot judge stays.
+   *
+   * @return sockets deleted
+   */
+  static int removeStaleSockets(Path dir, Path own) {
+    int removed = 0;
+    long now = System.currentTimeMillis();
+    try (var entries = Files.newDirectoryStream(dir, "kvtier-*.sock")) {
+      for (Path p : entries) {
+        try {
+          if (p.equals(own)
+              || now - Files.getLastModifiedTime(p, LinkOption.NOFOLLOW_LINKS).toMillis()
+                  < STALE_AFTER_MILLIS) {
+            continue;
+          }
+          removeStaleSocket(p);
+          removed += Files.exists(p, LinkOption.NOFOLLOW_LINKS) ? 0 : 1;
+        } catch (IOException | RuntimeException e) {
+          // in use, not a socket, or gone meanwhile: not ours to delete
+        }
+      }
+    } catch (IOException | RuntimeException e) {
+      LOG.log(System.Logger.Level.DEBUG, "cannot list " + dir + " for stale sockets: " + e);
+    }
+    return removed;
   }
 
   /**

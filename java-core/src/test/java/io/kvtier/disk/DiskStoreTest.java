@@ -141,6 +141,7 @@ class DiskStoreTest {
       assertEquals(1, s.stats().entries());
       assertEquals(1L, s.errorCounts().get(ErrorKind.CORRUPT_FILE));
       assertTrue(files(".tmp").isEmpty(), "temporary files are removed at start-up");
+      assertEquals(1L, s.errorCounts().get(ErrorKind.PARTIAL_FILE), "and counted");
       assertFalse(Files.exists(bad), "a corrupt file is deleted");
     }
   }
@@ -192,6 +193,90 @@ class DiskStoreTest {
       assertNull(s.get(key(2)));
       assertFalse(s.contains(key(1)));
       assertEquals(2L, s.errorCounts().get(ErrorKind.FILE_MISSING));
+    }
+  }
+
+  long fileBytes() throws IOException {
+    return Files.size(files(DiskStore.SUFFIX).get(0));
+  }
+
+  @Test
+  void aFileSystemSmallerThanTheBudget_isFilledAndEvictedLikeTheBudget() throws Exception {
+    long perFile;
+    try (DiskStore s = open()) {
+      put(s, 0, CHUNK);
+      await(s);
+      perFile = fileBytes();
+    }
+    io.root = dir;
+    io.capacity = 4 * perFile + perFile / 2; // room for 4 files; the budget says 100
+    try (DiskStore s = open()) {
+      for (int i = 1; i <= 10; i++) {
+        put(s, i, CHUNK);
+        await(s);
+      }
+      for (int i = 8; i <= 10; i++) {
+        assertHolds(s, i, CHUNK); // the newest are kept, as at the tier's own budget
+      }
+      assertTrue(s.stats().entries() <= 4, "entries " + s.stats().entries());
+      assertTrue(s.stats().evictions() >= 6, "the oldest were evicted to make room");
+      assertEquals(0, s.stats().droppedPuts(), "no save was dropped");
+      assertNull(s.errorCounts().get(ErrorKind.DISK_FULL), "the budget followed the disk");
+    }
+  }
+
+  @Test
+  void aDiskThatFillsUpUnderTheTier_makesRoomByEvicting_andGrowsBackWhenFreed() throws Exception {
+    long perFile;
+    try (DiskStore s = open()) {
+      put(s, 0, CHUNK);
+      await(s);
+      perFile = fileBytes();
+      io.root = dir;
+      io.capacity = 3 * perFile + perFile / 2; // another program took the rest of the disk
+      for (int i = 1; i <= 8; i++) {
+        put(s, i, CHUNK);
+        await(s);
+      }
+      for (int i = 6; i <= 8; i++) {
+        assertHolds(s, i, CHUNK);
+      }
+      assertTrue(s.errorCounts().get(ErrorKind.DISK_FULL) >= 1, "the full disk is counted");
+      assertEquals(0, s.stats().droppedPuts(), "each save made room and went through");
+      assertTrue(files(".tmp").isEmpty());
+      io.capacity = Long.MAX_VALUE; // the other program's files are gone
+      for (int i = 10; i <= 16; i++) {
+        put(s, i, CHUNK);
+        await(s);
+      }
+      assertTrue(s.stats().entries() >= 7, "the tier grew back: " + s.stats().entries());
+      for (int i = 10; i <= 16; i++) {
+        assertHolds(s, i, CHUNK);
+      }
+    }
+  }
+
+  @Test
+  void aVanishedCacheDirectory_dropsItsWholeIndexAtTheFirstMiss_andSavesGoOn() throws Exception {
+    try (DiskStore s = open()) {
+      for (int i = 0; i < 4; i++) {
+        put(s, i, CHUNK);
+      }
+      await(s);
+      try (Stream<Path> all = Files.walk(dir)) {
+        for (Path p : all.sorted(java.util.Comparator.reverseOrder()).toList()) {
+          Files.delete(p);
+        }
+      }
+      assertNull(s.get(key(0)));
+      assertEquals(1L, s.errorCounts().get(ErrorKind.FILE_MISSING), "one failed read, not four");
+      assertEquals(0, s.stats().entries(), "every entry under the directory is forgotten");
+      for (int i = 1; i < 4; i++) {
+        assertFalse(s.contains(key(i)), "chunk " + i + " is not offered any more");
+      }
+      put(s, 1, CHUNK); // saved again, not taken for a duplicate
+      await(s);
+      assertHolds(s, 1, CHUNK);
     }
   }
 

@@ -32,6 +32,30 @@ final class FaultyDiskIo implements DiskIo {
   final Semaphore readsAtGate = new Semaphore(0); // one permit per read that reached the gate
   final List<String> log = new CopyOnWriteArrayList<>();
 
+  /** A file system of this many bytes under {@link #root} (MAX_VALUE: the real one's space). */
+  volatile long capacity = Long.MAX_VALUE;
+
+  volatile Path root;
+
+  /** Bytes of the files under {@link #root} now. */
+  long used() throws IOException {
+    long n = 0;
+    for (Path f : real.list(root)) {
+      n += real.size(f);
+    }
+    return n;
+  }
+
+  @Override
+  public long usableSpace(Path dir) throws IOException {
+    return capacity == Long.MAX_VALUE ? real.usableSpace(dir) : Math.max(0, capacity - used());
+  }
+
+  @Override
+  public Object fileSystemOf(Path dir) throws IOException {
+    return capacity == Long.MAX_VALUE ? real.fileSystemOf(dir) : this;
+  }
+
   @Override
   public void writeAtomically(Path target, List<MemorySegment> parts, boolean direct)
       throws IOException {
@@ -50,7 +74,13 @@ final class FaultyDiskIo implements DiskIo {
       case DISK_FULL ->
           throw new FileSystemException(target.toString(), null, "No space left on device");
       case READ_ONLY -> throw new AccessDeniedException(target.toString());
-      default -> real.writeAtomically(target, parts, direct);
+      default -> {
+        long bytes = parts.stream().mapToLong(MemorySegment::byteSize).sum();
+        if (capacity != Long.MAX_VALUE && used() + bytes > capacity) {
+          throw new FileSystemException(target.toString(), null, "No space left on device");
+        }
+        real.writeAtomically(target, parts, direct);
+      }
     }
   }
 

@@ -490,6 +490,31 @@ class LookupServerTest {
   }
 
   @Test
+  void socketsOfDeadServersInTheDirectory_areDeletedAtStart_othersKept() throws IOException {
+    open(Map.of());
+    long old = System.currentTimeMillis() - 2 * LookupServer.STALE_AFTER_MILLIS;
+    Path dead = dir.resolve("kvtier-1111-0.sock");
+    Path young = dir.resolve("kvtier-2222-0.sock");
+    for (Path p : List.of(dead, young)) {
+      try (ServerSocketChannel gone = ServerSocketChannel.open(StandardProtocolFamily.UNIX)) {
+        gone.bind(UnixDomainSocketAddress.of(p)); // the file stays behind, nobody listening
+      }
+    }
+    Files.setLastModifiedTime(dead, java.nio.file.attribute.FileTime.fromMillis(old));
+    Path live = dir.resolve("kvtier-3333-0.sock");
+    serve(live);
+    Files.setLastModifiedTime(live, java.nio.file.attribute.FileTime.fromMillis(old));
+    Path other = Files.writeString(dir.resolve("kvtier-4444-0.sock"), "not a socket");
+    Files.setLastModifiedTime(other, java.nio.file.attribute.FileTime.fromMillis(old));
+
+    serve(dir.resolve("kvtier-5555-0.sock"));
+    assertFalse(Files.exists(dead), "a dead server's socket is deleted");
+    assertTrue(Files.exists(young), "a socket made just now may be binding: kept");
+    assertTrue(Files.exists(other), "not a socket: kept");
+    greeted(live); // a live server's socket is kept and still answers
+  }
+
+  @Test
   void liveServerAtThePath_isNotDisturbed() throws IOException {
     open(Map.of());
     Path socket = dir.resolve("l.sock");
