@@ -47,6 +47,8 @@ public enum ErrorKind {
   DELETE_FAILED("delete failed"),
   /** A directory could not be listed at start-up. */
   SCAN_FAILED("scan failed"),
+  /** A remote request not sent: the store stopped answering in time and is left alone a while. */
+  SKIPPED("skipped"),
   /** A partial file of a write that never finished (the process died) was found and removed. */
   PARTIAL_FILE("partial file"),
 

@@ -133,6 +133,14 @@ public interface KvStore extends AutoCloseable {
   default void listen(TierListener listener) {}
 
   /**
+   * Requests this tier gave up on because no answer came in time, so far (a remote store; 0 for
+   * tiers that always answer). Cheap: a remote tier's circuit breaker asks it around every call.
+   */
+  default long timeouts() {
+    return stats().errors().getOrDefault(ErrorKind.TIMEOUT, 0L);
+  }
+
+  /**
    * Removes every chunk this tier keeps on this machine (a cache reset); shared remote stores keep
    * theirs and return 0 (this default). Readers holding a buffer keep it until they release it.
    *

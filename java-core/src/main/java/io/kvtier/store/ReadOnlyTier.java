@@ -70,6 +70,11 @@ public final class ReadOnlyTier implements KvStore {
   }
 
   @Override
+  public long timeouts() {
+    return tier.timeouts();
+  }
+
+  @Override
   public StoreStats stats() {
     return tier.stats();
   }

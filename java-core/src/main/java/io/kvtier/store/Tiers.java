@@ -49,7 +49,10 @@ public final class Tiers {
           continue;
         }
         remote |= tier.isRemote();
-        lower.add(tier.isRemote() && !writesRemote ? new ReadOnlyTier(tier) : tier);
+        if (tier.isRemote()) {
+          tier = new RemoteBreaker(writesRemote ? tier : new ReadOnlyTier(tier));
+        }
+        lower.add(tier);
       }
       if (config.remoteUrl() != null && !remote) {
         throw new ConfigException(

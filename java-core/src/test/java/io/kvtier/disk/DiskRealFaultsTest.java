@@ -81,15 +81,19 @@ class DiskRealFaultsTest {
   }
 
   @Test
-  void realDiskFull_dropsAndCounts_keepsWhatWasStored() throws Exception {
-    try (DiskStore s = open()) {
+  void realDiskSmallerThanTheBudget_keepsTheNewest_byEvicting_likeItsOwnBudget() throws Exception {
+    try (DiskStore s = open()) { // a 1 GiB budget on a 1 MiB file system
       for (int i = 0; i < 30; i++) { // 30 x 68 KiB > 1 MiB
         put(s, i);
+        assertTrue(s.awaitIdle(60_000));
       }
-      assertTrue(s.awaitIdle(60_000));
       long stored = s.stats().entries();
       assertTrue(stored > 0 && stored < 30, "some fit, some do not: " + stored);
-      assertEquals(30 - stored, s.errorCounts().get(ErrorKind.DISK_FULL));
+      assertEquals(0, s.stats().droppedPuts(), "every save made room for itself");
+      for (int i = 27; i < 30; i++) {
+        assertTrue(s.contains(new ChunkKey(1, i, i)), "the newest are kept: " + i);
+      }
+      assertTrue(s.stats().evictions() >= 30 - stored, "the oldest were evicted");
       assertEquals(0, tempFiles(), "failed writes leave no temporary files");
       for (int i = 0; i < 30; i++) {
         ChunkKey k = new ChunkKey(1, i, i);

@@ -707,6 +707,11 @@ public final class RedisStore implements KvStore {
   }
 
   @Override
+  public long timeouts() {
+    return errors.count(ErrorKind.TIMEOUT);
+  }
+
+  @Override
   public StoreStats stats() {
     return new StoreStats(
         hits.sum(),

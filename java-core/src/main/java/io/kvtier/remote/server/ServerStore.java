@@ -154,6 +154,11 @@ public final class ServerStore implements KvStore {
   }
 
   @Override
+  public long timeouts() {
+    return errors.count(ErrorKind.TIMEOUT);
+  }
+
+  @Override
   public Medium medium() {
     return Medium.REMOTE;
   }
