@@ -26,27 +26,36 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server_url() -> Iterator[str]:
-    """kvtier-server started with its documented command; yields its URL."""
-    port = free_port()
+def start_server(port: int, memory_gb: str) -> subprocess.Popen[str]:
+    """kvtier-server started with its documented command, once it says it listens."""
     exe = Path(sys.executable).with_name("kvtier-server")
     env = dict(os.environ, KVTIER_JVM_HEAP="256m")
     env.pop("JAVA_HOME", None)
     proc = subprocess.Popen(
-        [str(exe), "--port", str(port), "--memory-gb", "0.25", "--max-value-mb", "1"],
+        [str(exe), "--port", str(port), "--memory-gb", memory_gb, "--max-value-mb", "1"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         env=env,
     )
+    seen = []
+    for _ in range(20):  # log lines (stderr) come first
+        seen.append(proc.stdout.readline())
+        if "listening on" in seen[-1]:
+            break
+    if f"listening on 127.0.0.1:{port}" not in seen[-1]:
+        proc.kill()
+        proc.wait()
+        raise AssertionError(f"kvtier-server did not start: {seen}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def server_url() -> Iterator[str]:
+    """kvtier-server started with its documented command; yields its URL."""
+    port = free_port()
+    proc = start_server(port, "0.25")
     try:
-        seen = []
-        for _ in range(20):  # log lines (stderr) come first
-            seen.append(proc.stdout.readline())
-            if "listening on" in seen[-1]:
-                break
-        assert f"listening on 127.0.0.1:{port}" in seen[-1], seen
         yield f"kvtier://127.0.0.1:{port}"
     finally:
         proc.terminate()
@@ -118,23 +127,8 @@ def test_kvtier_server_stops_cleanly_on_sigterm_and_sigint(sig: signal.Signals) 
     """SIGTERM or SIGINT: the server closes its connections and memory and exits 0, saying so;
     a client connected at that moment sees the connection end, not a hang."""
     port = free_port()
-    exe = Path(sys.executable).with_name("kvtier-server")
-    env = dict(os.environ, KVTIER_JVM_HEAP="256m")
-    env.pop("JAVA_HOME", None)
-    proc = subprocess.Popen(
-        [str(exe), "--port", str(port), "--memory-gb", "0.1", "--max-value-mb", "1"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
+    proc = start_server(port, "0.1")
     try:
-        lines = []
-        for _ in range(20):
-            lines.append(proc.stdout.readline())
-            if "listening on" in lines[-1]:
-                break
-        assert "listening on" in lines[-1], lines
         client = socket.create_connection(("127.0.0.1", port), timeout=60)
         proc.send_signal(sig)
         out, _ = proc.communicate(timeout=60)

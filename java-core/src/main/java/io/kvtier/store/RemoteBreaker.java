@@ -24,7 +24,7 @@ import java.util.function.LongSupplier;
  *
  * <p>Thread-safe. Owns the wrapped tier: closing closes it.
  */
-public final class RemoteBreaker implements KvStore {
+public final class RemoteBreaker extends ForwardingTier {
   /** The first pause after a timeout. */
   public static final long FIRST_PAUSE_MILLIS = 1_000;
 
@@ -33,7 +33,6 @@ public final class RemoteBreaker implements KvStore {
 
   private static final System.Logger LOG = System.getLogger(RemoteBreaker.class.getName());
 
-  private final KvStore tier;
   private final LongSupplier nanoTime;
   private final LongAdder skipped = new LongAdder();
   private final AtomicBoolean probing = new AtomicBoolean();
@@ -48,7 +47,7 @@ public final class RemoteBreaker implements KvStore {
 
   /** Like {@link #RemoteBreaker(KvStore)} on the clock {@code nanoTime} (tests move it). */
   public RemoteBreaker(KvStore tier, LongSupplier nanoTime) {
-    this.tier = java.util.Objects.requireNonNull(tier, "tier");
+    super(tier);
     this.nanoTime = nanoTime;
   }
 
@@ -198,31 +197,6 @@ public final class RemoteBreaker implements KvStore {
     return skipUnprobed() ? 0 : tier.prefetch(keys, sink);
   }
 
-  @Override
-  public Medium medium() {
-    return tier.medium();
-  }
-
-  @Override
-  public boolean pin(ChunkKey key) {
-    return tier.pin(key);
-  }
-
-  @Override
-  public void unpin(ChunkKey key) {
-    tier.unpin(key);
-  }
-
-  @Override
-  public boolean remove(ChunkKey key) {
-    return tier.remove(key);
-  }
-
-  @Override
-  public long timeouts() {
-    return tier.timeouts();
-  }
-
   /** The tier's figures, with the requests skipped while the breaker was open. */
   @Override
   public StoreStats stats() {
@@ -244,20 +218,5 @@ public final class RemoteBreaker implements KvStore {
         s.entries(),
         s.bytes(),
         errors);
-  }
-
-  @Override
-  public boolean awaitIdle(long timeoutMillis) throws InterruptedException {
-    return tier.awaitIdle(timeoutMillis);
-  }
-
-  @Override
-  public void close() {
-    tier.close();
-  }
-
-  @Override
-  public String toString() {
-    return tier.toString();
   }
 }

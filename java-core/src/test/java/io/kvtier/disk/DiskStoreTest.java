@@ -288,7 +288,10 @@ class DiskStoreTest {
         put(s, i, CHUNK);
       }
       await(s);
-      assertEquals(5L, s.errorCounts().get(ErrorKind.DISK_FULL));
+      // each write fails, and a write tried again after making room fails too (two writers may
+      // each find room the other's shrink gave back)
+      assertTrue(s.errorCounts().get(ErrorKind.DISK_FULL) >= 5);
+      assertEquals(5, s.stats().droppedPuts(), "every put dropped, counted once");
       assertEquals(0, s.stats().entries());
       assertEquals(0, s.stats().bytes(), "failed writes give their reservation back");
       assertTrue(files(".tmp").isEmpty());
