@@ -195,6 +195,37 @@ def test_hits_are_counted_by_where_they_are_stored(settings, memory, local, hits
     assert s.get_external_cache_hit_sources(req, 5) == {CacheHitSource.EXTERNAL_UNSPECIFIED: 5}
 
 
+def test_tokens_a_load_could_not_fill_are_counted_by_the_tier_they_were_to_come_from() -> None:
+    """A background load of 3 chunks (CPU, disk, remote) whose blocks fail from the middle of the
+    disk chunk on: the report the load ends with counts the lost tokens by tier, once; a load
+    whose blocks all arrived counts nothing; an output that does not report on the load yet
+    leaves it alone."""
+    from kvtier.vllm.scheduler import KVTierScheduler
+
+    s = KVTierScheduler(vllm_config(), {"chunk_size": CHUNK, **DISK, **REMOTE})
+    s._lookup = Lookups((3 * CHUNK, CHUNK, False), local=2 * CHUNK)
+    req = request("r", 4 * CHUNK)
+    assert s.get_num_new_matched_tokens(req, 0) == (3 * CHUNK, True)
+    table = list(range(100, 164))  # 16-token blocks
+    s.update_state_after_alloc(req, blocks(table), 3 * CHUNK)
+    s.get_kv_connector_stats()
+    bad = table[CHUNK // 16 + 4]  # the disk chunk's fifth block
+    s.update_connector_output(SimpleNamespace(invalid_block_ids={bad}, finished_recving=set(),
+                                              finished_sending=set()))  # fmt: skip
+    assert s.get_kv_connector_stats() is None, "not this load's report yet (still receiving)"
+    s.update_connector_output(SimpleNamespace(invalid_block_ids={bad}, finished_recving={"r"},
+                                              finished_sending=set()))  # fmt: skip
+    report = s.get_kv_connector_stats()
+    assert report is not None
+    assert report.data["counters"]["kvtier_failed_load_tokens"] == {
+        "disk": CHUNK - 4 * 16, "remote": CHUNK,
+    }  # fmt: skip
+    s.update_connector_output(SimpleNamespace(invalid_block_ids={bad}, finished_recving={"r"},
+                                              finished_sending=set()))  # fmt: skip
+    again = s.get_kv_connector_stats()
+    assert again is None or "kvtier_failed_load_tokens" not in again.data["counters"], "once"
+
+
 def test_the_observability_doc_lists_every_series_with_its_kind_and_labels() -> None:
     """docs/observability.md's table names each series of METRICS once, with its kind and
     labels, and no series kvtier does not export."""

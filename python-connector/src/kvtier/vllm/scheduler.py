@@ -263,6 +263,10 @@ class _Request:
     tokens."""
     hashes_sent: int = 0
     """With KV events on: leading block hashes the workers have."""
+    loading: tuple[int, int, bool] | None = None
+    """The last confirmed load (start, end, background) until the step output that reports its
+    failed blocks, if any: the step that ran it, or for a background load the one that reports
+    it received (its tokens are counted as hits by source in ``hit_sources``)."""
 
 
 class KVTierScheduler:
@@ -287,6 +291,7 @@ class KVTierScheduler:
         self._save_unfull = bool(config.saveUnfullChunk())
         self._save_decode = bool(config.saveDecodeCache())
         block = int(vllm_config.cache_config.block_size)
+        self._block_tokens = block
         self._tail_tokens = (
             1
             if self._save_unfull
@@ -597,6 +602,7 @@ class KVTierScheduler:
         # vLLM may take less than offered (e.g. trimmed to a block boundary): load only that.
         req.outbox = LoadSpec(plan.start, end, plan.stored, plan.background, pin=plan.pin)
         self._count_hit(req, plan.start, end)
+        req.loading = (plan.start, end, plan.background)
         req.pin, req.plan = 0, None
         req.blocks, req.blocks_sent = list(blocks.get_block_ids()[0]), 0
 
@@ -906,11 +912,49 @@ class KVTierScheduler:
         except Exception:
             self._failed("taking KV events", "(all)")
         try:
+            self._count_failed_loads(output)
+        except Exception:
+            self._failed("counting failed loads", "(all)")
+        try:
             self._saves_ended(getattr(output, "kv_connector_worker_meta", None))
             output.finished_recving = self._follow(output.finished_recving, Event.RECEIVED)
             output.finished_sending = self._follow(output.finished_sending, Event.SENT)
         except Exception:
             self._failed("update_connector_output", "(all)")
+
+    def _count_failed_loads(self, output: KVConnectorOutput) -> None:
+        """Blocks a load could not fill (vLLM recomputes from the first of them on): their tokens
+        are counted by the tier they were to come from, so hit tokens minus failed load tokens is
+        what kvtier really loaded. vLLM's own cached-token figures keep counting them. A load
+        is followed until the step output that reports on it."""
+        invalid = getattr(output, "invalid_block_ids", None) or set()
+        received = set(getattr(output, "finished_recving", None) or ())
+        block = self._block_tokens
+        for req in itertools.chain(self._live.values(), self._finishing.values()):
+            if req.loading is None:
+                continue
+            start, end, background = req.loading
+            if not background or req.req_id in received:
+                req.loading = None  # this output reports on it: counted now or never
+            if not invalid or (background and req.req_id not in received):
+                continue
+            first = next(
+                (
+                    i
+                    for i in range(start // block, min(-(-end // block), len(req.blocks)))
+                    if req.blocks[i] in invalid
+                ),
+                None,
+            )
+            if first is None:
+                continue
+            lost_from = max(start, first * block)
+            at = start
+            for source in ("cpu", "disk", "remote"):  # the order _count_hit laid them out in
+                tokens = req.hit_sources.get(source, 0)
+                lost = max(0, min(at + tokens, end) - max(at, lost_from))
+                self._stats.count("kvtier_failed_load_tokens", lost, source)
+                at += tokens
 
     def take_events(self) -> Iterable[Any]:
         """KV events of kvtier's tiers that every worker has reported (see

@@ -96,6 +96,12 @@ METRICS: dict[str, Metric] = {
     "kvtier_failed_loads": Metric(
         COUNTER, "Loads that did not load everything (vLLM recomputed the rest)."
     ),
+    "kvtier_failed_load_tokens": Metric(
+        COUNTER,
+        "Of the hit tokens, those a load could not fill (vLLM recomputed them), by the tier they "
+        "were to come from: hit tokens minus these is what kvtier loaded.",
+        ("source",),
+    ),
     "kvtier_dropped_saves": Metric(
         COUNTER,
         "Saves, or copies to a lower tier, not made, by reason: failed (a save that could not "
