@@ -208,10 +208,6 @@ class KVTierKVEvents(KVConnectorKVEvents):  # type: ignore[misc,valid-type]
     def clear_events(self) -> None:
         self._lists = [[]]
 
-    def merge(self, other: Any) -> KVTierKVEvents:
-        self.add_events(other.get_all_events())
-        return self
-
     def per_worker(self) -> list[list[Any]]:
         """Each worker's events."""
         return self._lists

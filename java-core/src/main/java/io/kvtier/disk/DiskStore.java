@@ -225,7 +225,7 @@ public final class DiskStore implements KvStore {
       prepareDirectory(dir);
     }
     rebuildIndex();
-    fitToFileSystems();
+    followFileSystems();
     this.workers = new IoWorkers(settings.writeThreads(), 3, "kvtier-disk-io-");
     this.readers =
         new ThreadPoolExecutor(
@@ -239,35 +239,22 @@ public final class DiskStore implements KvStore {
   }
 
   /**
-   * A budget larger than what the file systems can still take is lowered to what they hold: the
-   * files kvtier has there plus their free space (directories on one file system share it), so the
-   * tier evicts as it would at its own budget instead of failing every write once full.
+   * Sets the budget to what the file systems can take: the configured one, or, where that is more
+   * than the files kvtier has there plus their free space (directories on one file system share
+   * it), that much, so the tier evicts as it would at its own budget instead of failing every write
+   * once full. Run at start, and before each write while the budget is below the configured one (a
+   * statfs call per write, only while the disk is short), so it grows back as space comes free.
    */
-  private void fitToFileSystems() {
+  private void followFileSystems() {
     long usable = usableSpace();
     if (usable < 0) {
       return;
     }
-    long fits = index.usedBytes() + usable;
+    long fits = Math.min(settings.budgetBytes(), index.usedBytes() + usable);
     if (fits < index.budgetBytes()) {
       shrinkBudget(fits, "its file systems have room for " + gib(fits) + " of chunks");
-    }
-  }
-
-  /**
-   * While the budget is below the configured one (a full file system), raises it again to what the
-   * file systems can hold, before each write (a statfs call per write, only while the disk is
-   * short).
-   */
-  private void regrowBudget() {
-    if (index.budgetBytes() >= settings.budgetBytes()) {
-      return;
-    }
-    long usable = usableSpace();
-    if (usable >= 0) {
-      List<Path> evicted = new ArrayList<>();
-      index.setBudget(Math.min(settings.budgetBytes(), index.usedBytes() + usable), evicted);
-      deleteEvicted(evicted, "over the budget");
+    } else if (fits > index.budgetBytes()) { // space came free: nothing to evict
+      index.setBudget(fits, new ArrayList<>());
     }
   }
 
@@ -536,7 +523,9 @@ public final class DiskStore implements KvStore {
   /** Runs on an I/O worker: encode, reserve, write, then make the chunk visible. */
   private void write(ChunkKey key, ChunkBuffer chunk) {
     ChunkFileCodec.Encoded file = codec.encode(key, chunk);
-    regrowBudget();
+    if (index.budgetBytes() < settings.budgetBytes()) {
+      followFileSystems();
+    }
     List<Path> evicted = new ArrayList<>();
     boolean reserved = index.reserve(file.fileBytes(), evicted);
     deleteEvicted(evicted, "evicted");
