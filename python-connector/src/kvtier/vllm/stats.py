@@ -293,15 +293,16 @@ class KVTierPromMetrics(KVConnectorPromMetrics):
 
 
 class Throttle:
-    """Lets a report out at most every ``interval_s``, and whenever ``force`` is given."""
+    """Lets a report out at most every ``interval_s``, and whenever ``force`` is given. The first
+    report is always due (the monotonic clock starts at boot, so it cannot stand for "never")."""
 
     def __init__(self, interval_s: float) -> None:
         self._interval_s = interval_s
-        self._last = 0.0
+        self._last: float | None = None
 
     def due(self, force: bool = False) -> bool:
         now = time.monotonic()
-        if force or now - self._last >= self._interval_s:
+        if force or self._last is None or now - self._last >= self._interval_s:
             self._last = now
             return True
         return False
