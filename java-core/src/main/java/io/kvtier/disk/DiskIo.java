@@ -51,6 +51,11 @@ public interface DiskIo {
     return java.nio.file.Files.getFileStore(dir).getUsableSpace();
   }
 
+  /** Whether files can be made in {@code dir} now (false on a read-only file system, say). */
+  default boolean writable(Path dir) {
+    return java.nio.file.Files.isWritable(dir);
+  }
+
   /** Which file system {@code dir} is on (directories on the same one share its space). */
   default Object fileSystemOf(Path dir) throws IOException {
     return java.nio.file.Files.getFileStore(dir);

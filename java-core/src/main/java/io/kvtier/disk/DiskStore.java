@@ -93,6 +93,7 @@ public final class DiskStore implements KvStore {
   public static final int DEFAULT_READ_QUEUE = 1024;
 
   private static final System.Logger LOG = System.getLogger(DiskStore.class.getName());
+  private static final int MAX_UNDELETED = 65_536; // paths kept to delete again, at most
   private static final int PRIORITY_PREFETCH = 0;
   private static final int PRIORITY_DELETE = 1;
   private static final int PRIORITY_PUT = 2;
@@ -199,6 +200,10 @@ public final class DiskStore implements KvStore {
   private final LongAdder rawBytesWritten = new LongAdder();
   private final LongAdder storedBytesWritten = new LongAdder();
   private volatile TierListener listener = TierListener.NONE;
+  // Files evicted or removed whose deletion failed (a read-only file system): deleted again before
+  // later writes, so they do not keep their space until the next start.
+  private final java.util.Queue<Path> undeleted =
+      new java.util.concurrent.ConcurrentLinkedQueue<>();
   private final java.util.concurrent.atomic.AtomicBoolean budgetLowered =
       new java.util.concurrent.atomic.AtomicBoolean();
   private volatile boolean closed;
@@ -225,7 +230,7 @@ public final class DiskStore implements KvStore {
       prepareDirectory(dir);
     }
     rebuildIndex();
-    followFileSystems();
+    followFileSystems(true);
     this.workers = new IoWorkers(settings.writeThreads(), 3, "kvtier-disk-io-");
     this.readers =
         new ThreadPoolExecutor(
@@ -244,15 +249,22 @@ public final class DiskStore implements KvStore {
    * it), that much, so the tier evicts as it would at its own budget instead of failing every write
    * once full. Run at start, and before each write while the budget is below the configured one (a
    * statfs call per write, only while the disk is short), so it grows back as space comes free.
+   * Lowering it while serving means other files took the space: counted as {@link
+   * ErrorKind#DISK_FULL}, like a write that found the disk full (a file system smaller than the
+   * budget from the start is only logged).
    */
-  private void followFileSystems() {
+  private void followFileSystems(boolean atStart) {
     long usable = usableSpace();
     if (usable < 0) {
       return;
     }
     long fits = Math.min(settings.budgetBytes(), index.usedBytes() + usable);
     if (fits < index.budgetBytes()) {
-      shrinkBudget(fits, "its file systems have room for " + gib(fits) + " of chunks");
+      String why = "its file systems have room for " + gib(fits) + " of chunks";
+      shrinkBudget(fits, why);
+      if (!atStart) {
+        errors.record(ErrorKind.DISK_FULL, settings.dirs() + " filled up: " + why, null);
+      }
     } else if (fits > index.budgetBytes()) { // space came free: nothing to evict
       index.setBudget(fits, new ArrayList<>());
     }
@@ -520,11 +532,25 @@ public final class DiskStore implements KvStore {
     return queued;
   }
 
-  /** Runs on an I/O worker: encode, reserve, write, then make the chunk visible. */
+  /**
+   * Runs on an I/O worker: encode, reserve, write, then make the chunk visible. While the tier's
+   * directory is read-only, a put is dropped (counted) before it evicts anything: the chunks held
+   * can still be read, and nothing could take their place.
+   */
   private void write(ChunkKey key, ChunkBuffer chunk) {
+    Path target = pathOf(key);
+    if (readOnly(target)) {
+      errors.record(ErrorKind.READ_ONLY, target + " cannot be written", null);
+      counters.droppedPuts.increment();
+      return;
+    }
     ChunkFileCodec.Encoded file = codec.encode(key, chunk);
+    if (!undeleted.isEmpty()) {
+      undeleted.remove(target); // written again: the file is this chunk's from now on
+      deleteAgain();
+    }
     if (index.budgetBytes() < settings.budgetBytes()) {
-      followFileSystems();
+      followFileSystems(false);
     }
     List<Path> evicted = new ArrayList<>();
     boolean reserved = index.reserve(file.fileBytes(), evicted);
@@ -533,7 +559,6 @@ public final class DiskStore implements KvStore {
       counters.droppedPuts.increment();
       return;
     }
-    Path target = pathOf(key);
     try {
       io.writeAtomically(target, file.parts(), settings.direct());
     } catch (IOException | RuntimeException e) {
@@ -840,7 +865,40 @@ public final class DiskStore implements KvStore {
       io.delete(p);
     } catch (IOException e) {
       errors.record(classify(Op.DELETE, e), "cannot delete " + p + " (" + why + ")", e);
+      if (undeleted.size() < MAX_UNDELETED) {
+        undeleted.add(p);
+      }
     }
+  }
+
+  /** Deletes again the files whose deletion failed; those that fail again stay queued. */
+  private void deleteAgain() {
+    for (int n = undeleted.size(); n > 0; n--) {
+      Path p = undeleted.poll();
+      if (p == null) {
+        return;
+      }
+      try {
+        io.delete(p);
+      } catch (IOException e) {
+        undeleted.add(p); // counted when it first failed
+        return; // the file system still refuses: try again with a later write
+      }
+    }
+  }
+
+  /**
+   * Whether the tier directory of {@code target} cannot be written now (a read-only file system):
+   * one access(2) call per write. A directory that does not exist is not read-only: the write makes
+   * it.
+   */
+  private boolean readOnly(Path target) {
+    for (Path dir : settings.dirs()) {
+      if (target.startsWith(dir)) {
+        return Files.isDirectory(dir) && !io.writable(dir);
+      }
+    }
+    return false;
   }
 
   @Override

@@ -226,6 +226,36 @@ class DiskStoreTest {
   }
 
   @Test
+  void aShortFileSystemThatOtherFilesFillFurther_countsDiskFull_andEvicts() throws Exception {
+    long perFile;
+    try (DiskStore s = open()) {
+      put(s, 0, CHUNK);
+      await(s);
+      perFile = fileBytes();
+    }
+    io.root = dir;
+    io.capacity = 5 * perFile + perFile / 2; // smaller than the budget from the start
+    try (DiskStore s = open()) {
+      for (int i = 1; i <= 2; i++) {
+        put(s, i, CHUNK);
+        await(s);
+      }
+      assertNull(s.errorCounts().get(ErrorKind.DISK_FULL), "a short disk alone is no fault");
+      io.capacity = 4 * perFile + perFile / 2; // another program took the room of one file
+      for (int i = 5; i <= 7; i++) {
+        put(s, i, CHUNK);
+        await(s);
+      }
+      assertTrue(
+          s.errorCounts().getOrDefault(ErrorKind.DISK_FULL, 0L) >= 1, "the filled disk is counted");
+      assertEquals(0, s.stats().droppedPuts(), "each save made room and went through");
+      for (int i = 5; i <= 7; i++) {
+        assertHolds(s, i, CHUNK);
+      }
+    }
+  }
+
+  @Test
   void aDiskThatFillsUpUnderTheTier_makesRoomByEvicting_andGrowsBackWhenFreed() throws Exception {
     long perFile;
     try (DiskStore s = open()) {
@@ -311,6 +341,56 @@ class DiskStoreTest {
       await(s);
       assertEquals(2L, s.errorCounts().get(ErrorKind.READ_ONLY));
       assertFalse(s.contains(key(1)));
+    }
+  }
+
+  @Test
+  void aDiskTurnedReadOnly_keepsServingWhatItHolds_evictsNothing_andSavesResumeAfter()
+      throws Exception {
+    try (DiskStore s = open(4, 1, 1024, false, false)) {
+      for (int i = 0; i < 4; i++) {
+        put(s, i, CHUNK); // the budget is full
+      }
+      await(s);
+      io.fault = FaultyDiskIo.Fault.READ_ONLY; // remounted read-only
+      for (int i = 4; i < 8; i++) {
+        put(s, i, CHUNK);
+        await(s);
+      }
+      assertEquals(4L, s.errorCounts().get(ErrorKind.READ_ONLY), "each refused put counted");
+      for (int i = 0; i < 4; i++) {
+        assertHolds(s, i, CHUNK); // nothing evicted for writes that could not happen
+      }
+      io.fault = FaultyDiskIo.Fault.NONE; // writable again
+      for (int i = 8; i < 12; i++) {
+        put(s, i, CHUNK);
+        await(s);
+      }
+      for (int i = 8; i < 12; i++) {
+        assertHolds(s, i, CHUNK);
+      }
+      assertEquals(s.stats().entries(), files(DiskStore.SUFFIX).size(), "no file left behind");
+    }
+  }
+
+  @Test
+  void anEvictedFileThatCouldNotBeDeleted_isDeletedByALaterWrite() throws Exception {
+    try (DiskStore s = open(4, 1, 1024, false, false)) {
+      for (int i = 0; i < 4; i++) {
+        put(s, i, CHUNK);
+      }
+      await(s);
+      io.fault = FaultyDiskIo.Fault.DELETE_ERROR;
+      put(s, 4, CHUNK); // evicts chunk 0, whose file stays
+      await(s);
+      assertEquals(1L, s.errorCounts().get(ErrorKind.DELETE_FAILED));
+      assertEquals(5, files(DiskStore.SUFFIX).size());
+      io.fault = FaultyDiskIo.Fault.NONE;
+      put(s, 5, CHUNK);
+      await(s);
+      assertEquals(4, s.stats().entries());
+      assertEquals(4, files(DiskStore.SUFFIX).size(), "the evicted file deleted after all");
+      assertHolds(s, 5, CHUNK);
     }
   }
 

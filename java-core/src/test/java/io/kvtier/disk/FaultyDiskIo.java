@@ -12,16 +12,18 @@ import java.util.concurrent.Semaphore;
 
 /**
  * A {@link DiskIo} that injects faults into the real one (after Lucene's MockDirectoryWrapper):
- * disk full, read-only, I/O errors on reads, and writes or reads that block until released (each
- * one that reaches its gate says so in {@link #writesAtGate} or {@link #readsAtGate}). Records the
- * order of operations. Thread-safe; switch faults between operations.
+ * disk full, read-only (writes and deletes fail), I/O errors on reads, deletes refused, and writes
+ * or reads that block until released (each one that reaches its gate says so in {@link
+ * #writesAtGate} or {@link #readsAtGate}). Records the order of operations. Thread-safe; switch
+ * faults between operations.
  */
 final class FaultyDiskIo implements DiskIo {
   enum Fault {
     NONE,
     DISK_FULL,
     READ_ONLY,
-    READ_ERROR
+    READ_ERROR,
+    DELETE_ERROR
   }
 
   private final DiskIo real = NioDiskIo.INSTANCE;
@@ -111,7 +113,18 @@ final class FaultyDiskIo implements DiskIo {
   @Override
   public void delete(Path file) throws IOException {
     log.add("delete " + file.getFileName());
+    switch (fault) {
+      case READ_ONLY ->
+          throw new FileSystemException(file.toString(), null, "Read-only file system");
+      case DELETE_ERROR -> throw new AccessDeniedException(file.toString());
+      default -> {}
+    }
     real.delete(file);
+  }
+
+  @Override
+  public boolean writable(Path dir) {
+    return fault != Fault.READ_ONLY && real.writable(dir);
   }
 
   @Override
