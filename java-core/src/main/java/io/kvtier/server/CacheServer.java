@@ -634,8 +634,15 @@ public final class CacheServer implements AutoCloseable {
       ctx.writeAndFlush(out);
     }
 
+    @Override
+    public void onProtocolError(FrameDecoder.ProtocolException e) {
+      counters.protocolErrors.increment(); // a frame the decoder refused: garbage, too large
+    }
+
     private void error(ChannelHandlerContext ctx, int requestId, short code, String message) {
-      if (code == Protocol.ERR_PROTOCOL || code == Protocol.ERR_TOO_LARGE) {
+      if (code == Protocol.ERR_PROTOCOL
+          || code == Protocol.ERR_TOO_LARGE
+          || code == Protocol.ERR_BAD_HELLO) {
         counters.protocolErrors.increment();
       }
       byte[] msg = message.getBytes(StandardCharsets.UTF_8);

@@ -76,7 +76,11 @@ final class ServerMetrics implements AutoCloseable {
         "counter",
         "Connections closed on a failure (TLS handshake, reset).");
     w.sample("connection_errors_total", "", c.connectionErrors.sum());
-    w.series("protocol_errors_total", "counter", "Requests refused as malformed or too large.");
+    w.series(
+        "protocol_errors_total",
+        "counter",
+        "Frames refused as malformed or too large, and clients that did not begin with a valid"
+            + " HELLO (each gets an ERROR and is disconnected).");
     w.sample("protocol_errors_total", "", c.protocolErrors.sum());
     w.series(
         "requests_total",

@@ -34,6 +34,9 @@ public final class FrameDecoder extends ChannelInboundHandlerAdapter
 
     /** Every value byte has arrived ({@code target} as returned by onBulkStart, maybe null). */
     void onBulkEnd(ChannelHandlerContext ctx, byte op, int requestId, ChunkBuffer target);
+
+    /** A frame was refused ({@code e} says why); an ERROR goes out and the channel is closed. */
+    default void onProtocolError(ProtocolException e) {}
   }
 
   /** A peer that breaks the protocol; the message goes into an ERROR frame where possible. */
@@ -184,6 +187,7 @@ public final class FrameDecoder extends ChannelInboundHandlerAdapter
 
   private void fail(ChannelHandlerContext ctx, ProtocolException e) {
     state = FAILED;
+    listener.onProtocolError(e);
     value.release();
     ByteBuf out = ctx.alloc().buffer();
     byte[] msg = String.valueOf(e.getMessage()).getBytes(java.nio.charset.StandardCharsets.UTF_8);

@@ -291,6 +291,7 @@ class CacheServerTest {
         in.readFully(head);
         assertEquals(Protocol.ERROR, head[4], "an oversize value is refused");
       }
+      assertEquals(4, srv.counters().protocolErrors.sum(), "every bad peer counted");
       put(c, 5); // the server is unharmed
       assertHolds(c, 5);
     }
