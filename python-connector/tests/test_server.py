@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -12,42 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cache_server import free_port, start_server
 from waiting import wait_until
 
 from kvtier.engine import Engine, Layout
 
 CHUNK = 32
 BYTES_PER_TOKEN = 512
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(port: int, memory_gb: str) -> subprocess.Popen[str]:
-    """kvtier-server started with its documented command, once it says it listens."""
-    exe = Path(sys.executable).with_name("kvtier-server")
-    env = dict(os.environ, KVTIER_JVM_HEAP="256m")
-    env.pop("JAVA_HOME", None)
-    proc = subprocess.Popen(
-        [str(exe), "--port", str(port), "--memory-gb", memory_gb, "--max-value-mb", "1"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
-    seen = []
-    for _ in range(20):  # log lines (stderr) come first
-        seen.append(proc.stdout.readline())
-        if "listening on" in seen[-1]:
-            break
-    if f"listening on 127.0.0.1:{port}" not in seen[-1]:
-        proc.kill()
-        proc.wait()
-        raise AssertionError(f"kvtier-server did not start: {seen}")
-    return proc
 
 
 @pytest.fixture(scope="module")

@@ -139,3 +139,23 @@ def test_model_runner_v2_order_gives_the_same_results(tmp_path, monkeypatch) -> 
     assert old == v2
     assert old["finished"] == {"a"} and old["bytes"]
     assert old["step"][1] == {14, 15, 16, 17}, "the missing load's blocks, in the same step"
+
+
+def test_failures_found_at_start_reach_the_first_report(tmp_path, monkeypatch) -> None:
+    """A partial file left by a process killed mid-write is removed when the disk tier opens, and
+    counted: the count reaches vLLM's metrics with the worker's first report."""
+    monkeypatch.setenv("KVTIER_RUNTIME_DIR", str(tmp_path))
+    disk = tmp_path / "kv"
+    (disk / "00000000000000ab" / "cd").mkdir(parents=True)
+    partial = disk / "00000000000000ab" / "cd" / ("cd" + "0" * 30 + ".kvc.0123456789abcdef.tmp")
+    partial.write_bytes(b"\1" * 4096)
+    settings = {"chunk_size": CHUNK, "local_disk": str(disk), "max_local_disk_size": 0.01}
+    w = KVTierWorker(vllm_config("start-errors"), settings)
+    try:
+        w.register_kv_caches(caches(3))
+        assert not partial.exists()
+        report = w.get_kv_connector_stats()
+        assert report is not None
+        assert report.data["counters"].get("kvtier_errors") == {"disk,partial_file": 1}
+    finally:
+        w.shutdown()

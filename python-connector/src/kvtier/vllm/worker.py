@@ -265,7 +265,9 @@ class KVTierWorker:
             self._events = self._engine.java.enableEvents(events.MAX_QUEUED, events.MAX_UNHELD_TAGS)
         self._server = start_server(self._engine, socket_path(self._engine_id, rank))
         self._bytes_per_token = bytes_per_token
-        self._stats_before = self.stats()
+        # The first report counts from here, but with the failures the tiers met while opening
+        # (partial files of a killed process, corrupt files, a directory that cannot be listed).
+        self._stats_before = {k: v for k, v in self.stats().items() if "_error" not in k}
         with _LOCAL_LOCK:
             _LOCAL[self._engine_id] = self
         logger.info(
