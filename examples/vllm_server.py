@@ -9,6 +9,8 @@ threads were bound to.
 
     with serve(model, dtype="float32", connector={"max_local_cpu_size": 1}) as server:
         ...  # server.url, server.threads(), server.dtype(), server.alive()
+
+:func:`serve_together` starts several at once (a test comparing vLLM with and without kvtier).
 """
 
 from __future__ import annotations
@@ -131,6 +133,48 @@ def serve(
     ``--kv-transfer-config``; ``python`` another interpreter to run vLLM with (a venv beside this
     one that has another connector's package).
     """
+    server = launch(
+        model, dtype=dtype, connector=connector, args=args, env=env, log_dir=log_dir,
+        transfer_config=transfer_config, python=python,
+    )  # fmt: skip
+    try:
+        _wait_ready(server, ready_timeout_s, on_wait)
+        yield server
+    finally:
+        stop(server.proc, timeout_s=60)
+
+
+@contextmanager
+def serve_together(
+    *configs: Mapping[str, Any], ready_timeout_s: float = 600
+) -> Iterator[list[Server]]:
+    """Starts a server for each of ``configs`` (:func:`serve`'s keyword arguments) at once and
+    yields them, in order, once every one is ready; stops them all on exit. A start is mostly
+    imports on one core, so two starts together take about as long as one."""
+    servers: list[Server] = []
+    try:
+        for config in configs:
+            servers.append(launch(**config))
+        for server in servers:
+            _wait_ready(server, ready_timeout_s, None)
+        yield servers
+    finally:
+        for server in servers:
+            stop(server.proc, timeout_s=60)
+
+
+def launch(
+    model: str,
+    *,
+    dtype: str,
+    connector: Mapping[str, Any] | None,
+    args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    log_dir: str | os.PathLike[str] | None = None,
+    transfer_config: Mapping[str, Any] | None = None,
+    python: str | None = None,
+) -> Server:
+    """Starts vLLM's server process and returns at once (it is not ready yet); see :func:`serve`."""
     port = free_port()
     log = Path(tempfile.mkstemp(prefix="kvtier-vllm-", suffix=".log", dir=log_dir)[1])
     command = [
@@ -162,12 +206,7 @@ def serve(
     full_env.pop("JAVA_HOME", None)
     with log.open("wb") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=full_env)
-    server = Server(proc, port, log)
-    try:
-        _wait_ready(server, ready_timeout_s, on_wait)
-        yield server
-    finally:
-        stop(proc, timeout_s=60)
+    return Server(proc, port, log)
 
 
 def stop(proc: subprocess.Popen[bytes], timeout_s: float) -> None:

@@ -3,10 +3,12 @@ kvtier's three tiers: a small CPU tier, a disk tier on a small tmpfs, and kvtier
 the remote.
 
 One vLLM server and one cache server are shared by the faults (each test restores what it broke);
-the last test kills vLLM with ``kill -9`` and starts it again on the same disk. Every test asks
-its own prompts, first with no fault (the reference answer), then with the fault, then after it,
-and asserts: vLLM stays up, every answer equals the reference, the fault is counted under its kind
-on ``/metrics``, and the tier recovers (saves resume, hits from it return).
+the last test kills vLLM with ``kill -9`` and starts it again on the same disk. The first test,
+before any fault, checks kvtier's series on ``/metrics`` against what the responses reported (the
+counts the faults are judged by), and the restarted server's first hit against them again, from
+disk. Every test asks its own prompts, first with no fault (the reference answer), then with the
+fault, then after it, and asserts: vLLM stays up, every answer equals the reference, the fault is
+counted under its kind on ``/metrics``, and the tier recovers (saves resume, hits from it return).
 
 In float32 a prompt's greedy tokens do not depend on how much of it came from a cache (the
 end-to-end tests compare kvtier's cold, warm and partial hits with vLLM without kvtier under the
@@ -24,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -56,18 +59,22 @@ import vllm_server  # noqa: E402
 from cache_server import free_port, start_server  # noqa: E402
 from waiting import wait_until  # noqa: E402
 
+from kvtier.vllm.stats import METRICS  # noqa: E402
+
 DTYPE = "float32"
 SPEC = tiny_model.SMALL
 CHUNK = 256
-CHUNK_BYTES = CHUNK * tiny_model.kv_bytes_per_token(SPEC, DTYPE)
+PER_TOKEN = tiny_model.kv_bytes_per_token(SPEC, DTYPE)
+CHUNK_BYTES = CHUNK * PER_TOKEN
 """1 MiB: one chunk of this model's float32 KV cache."""
 PROMPT_TOKENS = 2 * CHUNK + 20
 """Two whole chunks, which kvtier stores, and a tail shorter than a block, which it does not."""
 CPU_CHUNKS = 4
-TMPFS_MIB = 8
-"""The disk tier's file system: room for about 7 chunks, under a configured budget of 1 GB."""
-DISK_CHUNKS = 7
-"""The disk budget where no tmpfs can be mounted (not root): the same room, as a budget."""
+TMPFS_MIB = 10
+"""The disk tier's file system: room for 9 chunks, under a configured budget of 1 GB."""
+DISK_CHUNKS = 9
+"""The disk budget where no tmpfs can be mounted (not root): the same room, as a budget (each file
+is a chunk and its header)."""
 REMOTE_TIMEOUT_MS = 300
 TIERS = ("cpu", "disk", "remote")
 FROZEN_PROMPTS = 6
@@ -97,7 +104,7 @@ class Stack:
             "max_local_cpu_size": CPU_CHUNKS * CHUNK_BYTES / 2**30,
             "cache_policy": "LRU",
             "local_disk": str(self.disk),
-            "max_local_disk_size": 1 if self.tmpfs else DISK_CHUNKS * CHUNK_BYTES / 2**30,
+            "max_local_disk_size": 1 if self.tmpfs else DISK_CHUNKS * (CHUNK_BYTES + 2**16) / 2**30,
             "remote_url": f"kvtier://127.0.0.1:{self.port}",
             "remote_timeout_ms": REMOTE_TIMEOUT_MS,
         }
@@ -126,6 +133,7 @@ class Stack:
         args = ["--block-size", "32", "--max-model-len", "1024"]
         args += ["--kv-cache-memory-bytes", str(64 << 20)]
         env = {"KVTIER_RUNTIME_DIR": str(self.runtime), "VLLM_SERVER_DEV_MODE": "1"}
+        env["VLLM_LOG_STATS_INTERVAL"] = "1"  # vLLM's stats line, with kvtier's figures
         self.vllm = self.vllm_exits.enter_context(
             vllm_server.serve(
                 self.model, dtype=DTYPE, connector=self.settings, args=args, env=env,
@@ -304,6 +312,46 @@ def _mount_tmpfs(path: Path, mib: int) -> bool:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with ExitStack() as exits:
         yield Stack(tmp_path_factory.mktemp("faults"), exits)
+
+
+def test_before_any_fault_kvtiers_series_equal_what_the_responses_reported(stack: Stack) -> None:
+    """The counts every fault below is judged by, on the fresh server: a prompt asked twice (the
+    second time after vLLM's own prefix cache is emptied, so every cached token is kvtier's) hits
+    kvtier's CPU tier; kvtier's hit tokens equal the cached tokens the response reported and
+    vLLM's own ``prompt_tokens_cached_by_source``; tokens and bytes loaded and saved follow the
+    model's bytes per token; the tiers' series show what they hold."""
+    prompt = stack.ask_new()  # waits until its 2 chunks are in every tier
+    cached = stack.ask_again(prompt)
+    assert cached == 2 * CHUNK, "both whole chunks, from the CPU tier"
+    names = {name for name, _, _ in stack.vllm.metrics()}
+    assert {n for n in METRICS if METRICS[n].kind == "counter"} & {
+        n.removesuffix("_total") for n in names
+    }, "no kvtier series on /metrics"
+    assert stack.hits("cpu") == stack.metric("kvtier_hit_tokens_total") == cached
+    assert stack.metric("vllm:prompt_tokens_cached_by_source_total", source="host") == cached
+    assert stack.metric("kvtier_lookups_total") == 2
+    assert stack.metric("kvtier_lookup_tokens_total") == 2 * PROMPT_TOKENS
+    # once per admission; a request looked up again before it is admitted is timed again
+    assert stack.metric("kvtier_lookup_seconds_count") >= 2
+    assert stack.metric("kvtier_loaded_tokens_total") == cached
+    assert stack.metric("kvtier_loaded_bytes_total") == cached * PER_TOKEN
+    assert stack.metric("kvtier_load_seconds_count") == 1
+    assert stack.metric("kvtier_saved_bytes_total") == 2 * CHUNK_BYTES
+    assert stack.metric("kvtier_save_seconds_count") >= 1
+    assert stack.puts() == {"cpu": 2, "disk": 2, "remote": 2}
+    assert stack.metric("kvtier_tier_bytes", tier="cpu", rank="0") == 2 * CHUNK_BYTES
+    assert stack.metric("kvtier_tier_chunks", tier="disk", rank="0") == 2
+    assert stack.metric("kvtier_failed_loads_total") == 0
+    assert stack.metric("kvtier_dropped_saves_total") == 0
+    assert stack.metric("kvtier_errors_total") == 0
+    wait_until(
+        lambda: re.search(r"KV Transfer metrics: .*hit_tokens_cpu=", stack.vllm.log_text()),
+        "vLLM's stats log line shows kvtier's hits",
+    )
+    log = stack.vllm.log_text()
+    mib = CHUNK_BYTES / 2**20
+    assert f"kvtier: rank 0 CPU tier: 0.00 GiB ({CPU_CHUNKS} chunks of {mib:.1f} MiB)" in log
+    assert f"kvtier: rank 0 remote tier: kvtier://127.0.0.1:{stack.port}" in log
 
 
 def test_the_disk_budget_follows_the_file_system_and_a_filled_disk_evicts(stack: Stack) -> None:
@@ -491,6 +539,7 @@ def test_vllm_killed_then_files_corrupted_before_the_next_start(stack: Stack) ->
         seen = stack.disk_files()
         written.append(stack.ask_new())  # waits until its chunks are on disk
         files.append(stack.disk_files() - seen)
+    clean = stack.ask_new()  # left as it is: the disk serves it to the next vLLM
     last = stack.ask_new(tiers=("cpu",))  # its disk writes may be under way when vLLM dies
     runtime = stack.vllm.runtime()
     stack.kill_vllm()
@@ -515,6 +564,12 @@ def test_vllm_killed_then_files_corrupted_before_the_next_start(stack: Stack) ->
     assert not any(s.exists() for s in sockets), "the stale socket removed at start"
     assert not list(stack.disk.rglob("*.tmp")), "partial files removed at start"
     assert not truncated.exists(), "the truncated file removed at start"
+    assert stack.metric("kvtier_hit_tokens_total") == 0
+    cached = stack.ask_again(clean)
+    assert cached == 2 * CHUNK, "the disk tier serves the prompt after a restart"
+    assert stack.hits("disk") == cached and stack.hits("cpu") == 0
+    assert stack.metric("vllm:prompt_tokens_cached_by_source_total", source="disk") == cached
+    assert stack.metric("kvtier_loaded_bytes_total") == cached * PER_TOKEN
     stack.ask_again(written[0])  # a hit or not, by which chunk was flipped: the same answer
     assert stack.ask_again(written[1]) > 0, "the truncated chunk came from the remote"
     stack.ask_again(last)  # wherever its chunks got before the kill

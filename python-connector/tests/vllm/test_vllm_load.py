@@ -146,11 +146,10 @@ async def _drive(url: str, prompts: list[list[int]]) -> list[Outcome]:
         return list(await asyncio.gather(*(limited(i, p) for i, p in enumerate(prompts))))
 
 
-def serve_and_drive(
+def server_config(
     model: str, dtype: str, connector: dict[str, Any] | None, log_dir: Path
-) -> tuple[list[Outcome], dict[str, Any], bool]:
-    """Serves ``model`` (with kvtier when ``connector`` is set), sends the workload; returns the
-    outcomes, what the server ran with, and whether its engine was alive at the end."""
+) -> dict[str, Any]:
+    """The server of this test, with kvtier when ``connector`` is set."""
     args = [
         "--block-size",
         str(BLOCK_TOKENS),
@@ -163,14 +162,25 @@ def serve_and_drive(
         "--kv-cache-memory-bytes",
         str(256 << 20),
     ]
-    with vllm_server.serve(
-        model, dtype=dtype, connector=connector, args=args, log_dir=log_dir
-    ) as server:
-        outcomes = asyncio.run(_drive(server.url, workload()))
-        alive = server.alive()
-        if not alive:
-            print(f"vLLM's log ({server.log}) from its first error:\n{server.first_error()}")
-        return outcomes, server.runtime(), alive
+    return {
+        "model": model,
+        "dtype": dtype,
+        "connector": connector,
+        "args": args,
+        "log_dir": log_dir,
+    }
+
+
+def drive(server: vllm_server.Server) -> tuple[list[Outcome], dict[str, Any], bool]:
+    """Sends the workload to ``server``, then stops it; returns the outcomes, what the server ran
+    with, and whether its engine was alive at the end."""
+    outcomes = asyncio.run(_drive(server.url, workload()))
+    alive = server.alive()
+    if not alive:
+        print(f"vLLM's log ({server.log}) from its first error:\n{server.first_error()}")
+    runtime = server.runtime()
+    vllm_server.stop(server.proc, timeout_s=60)  # idle, it would still hold memory
+    return outcomes, runtime, alive
 
 
 @pytest.fixture(scope="module")
@@ -192,8 +202,12 @@ def test_concurrent_load_with_aborts_never_kills_the_engine_nor_changes_tokens(
         "local_disk": str(tmp_path / "kv"),
         "max_local_disk_size": 1,
     }
-    base, base_runtime, base_alive = serve_and_drive(small_model, dtype, None, tmp_path)
-    got, got_runtime, got_alive = serve_and_drive(small_model, dtype, settings, tmp_path)
+    with vllm_server.serve_together(  # one after the other, each alone on the cores
+        server_config(small_model, dtype, None, tmp_path),
+        server_config(small_model, dtype, settings, tmp_path),
+    ) as (without, with_kvtier):
+        base, base_runtime, base_alive = drive(without)
+        got, got_runtime, got_alive = drive(with_kvtier)
     vllm_cpu.check_same_runtime({"without kvtier": base_runtime, "with kvtier": got_runtime})
     assert base_alive, "vLLM without kvtier died under the load"
     assert got_alive, "vLLM's engine died under the load with kvtier"
