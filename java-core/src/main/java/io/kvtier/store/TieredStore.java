@@ -375,7 +375,9 @@ public final class TieredStore implements KvStore {
 
   /**
    * Gets the stored leading chunks of {@code keys}: CPU hits first, then the rest from each lower
-   * tier with one batched (parallel where the tier can) read, promoting what is found.
+   * tier with one batched (parallel where the tier can) read, promoting what is found. A chunk a
+   * tier said it held but could not deliver (its file turned out corrupt or missing) is looked for
+   * in the tiers below it, with the chunks after it.
    *
    * @return buffers (owned by the caller) for the contiguous stored prefix of {@code keys}
    * @throws IllegalStateException if the store is closed
@@ -424,10 +426,7 @@ public final class TieredStore implements KvStore {
           batch[j].release(); // past the first miss: not part of the prefix
         }
       }
-      n += i;
-      if (i < batch.length) {
-        break;
-      }
+      n += i; // a chunk this tier could not deliver (a corrupt file) is asked of the next one
     }
     return got.toArray(new ChunkBuffer[0]);
   }

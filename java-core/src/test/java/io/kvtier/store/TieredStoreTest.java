@@ -95,6 +95,56 @@ class TieredStoreTest extends KvStoreContract {
   }
 
   @Test
+  void aChunkTheDiskCannotDeliver_comesFromTheTierBelow() throws Exception {
+    ChunkPool up = new ChunkPool(MmapAllocator.INSTANCE, CHUNK_BYTES, 8L * CHUNK_BYTES, 1 << 20);
+    ChunkPool below = new ChunkPool(MmapAllocator.INSTANCE, CHUNK_BYTES, 8L * CHUNK_BYTES, 1 << 20);
+    CpuStore diskLike = new CpuStore(below, 4L * CHUNK_BYTES, CachePolicy.LRU);
+    CpuStore remoteLike = new CpuStore(below, 4L * CHUNK_BYTES, CachePolicy.LRU);
+    byte[][] expected = new byte[3][];
+    for (int i = 0; i < 3; i++) {
+      ChunkBuffer b = chunk(i, CHUNK_BYTES);
+      expected[i] = bytesOf(b);
+      diskLike.put(key(i), b);
+      remoteLike.put(key(i), b);
+      b.release();
+    }
+    KvStore corrupt = // holds chunk 1 by its index, but its file no longer checks out
+        new ForwardingTier(diskLike) {
+          @Override
+          public ChunkBuffer[] getBatch(ChunkKey[] keys) {
+            ChunkBuffer[] out = tier.getBatch(keys);
+            for (int i = 0; i < keys.length; i++) {
+              if (keys[i].equals(key(1)) && out[i] != null) {
+                out[i].release();
+                out[i] = null;
+              }
+            }
+            return out;
+          }
+        };
+    TieredStore tiered =
+        new TieredStore(
+            new CpuStore(up, 8L * CHUNK_BYTES, CachePolicy.LRU),
+            List.of(corrupt, remoteLike),
+            1,
+            4);
+    try {
+      ChunkBuffer[] got = tiered.getPrefix(new ChunkKey[] {key(0), key(1), key(2)});
+      assertEquals(3, got.length, "chunks 1 and 2 came from the tier below");
+      for (int i = 0; i < 3; i++) {
+        assertArrayEquals(expected[i], bytesOf(got[i]));
+        got[i].release();
+      }
+    } finally {
+      tiered.close();
+      assertEquals(0, up.inUseSlots());
+      assertEquals(0, below.inUseSlots());
+      up.close();
+      below.close();
+    }
+  }
+
+  @Test
   void put_isCopiedDown_andLowerHitIsPromoted() throws Exception {
     TieredStore tiered = (TieredStore) store;
     ChunkBuffer b = chunk(1, CHUNK_BYTES);
