@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import kvtier
@@ -141,3 +142,35 @@ def test_scheduler_settings_come_from_the_java_loader() -> None:
     with pytest.raises(kvtier.JavaValueError, match="chunk_sise") as info:
         _bridge.scheduler.load_config({"chunk_sise": 64})
     assert info.value.java_class == "io.kvtier.config.ConfigException"
+
+
+@pytest.mark.parametrize(
+    ("settings", "check"),
+    [
+        ({"extra_config": {"use_odirect": True}}, lambda c: bool(c.useODirect())),
+        (
+            {"local_disk": ["file:///tmp/kv-a/", "/tmp/kv-b"], "max_local_disk_size": 1},
+            lambda c: [str(p) for p in c.localDiskPaths()] == ["/tmp/kv-a", "/tmp/kv-b"],
+        ),
+        (
+            {"local_disk": ("/tmp/kv-a",), "max_local_disk_size": np.float64(0.5)},
+            lambda c: int(c.maxLocalDiskBytes()) == 2**29,
+        ),
+        ({"chunk_size": np.int64(64)}, lambda c: int(c.chunkTokens()) == 64),
+        ({"local_cpu": np.bool_(False)}, lambda c: not bool(c.localCpu())),
+        ({"p2p_init_ports": [8200]}, lambda c: "p2p_init_ports" in str(c.unsupportedKeys())),
+    ],
+)
+def test_settings_from_python_of_any_shape_load_as_from_a_file(settings, check) -> None:
+    """Lists, tuples, nested mappings and numpy scalars in ``kv_connector_extra_config`` load as
+    the same values written in a YAML file would."""
+    assert check(_bridge.scheduler.load_config(settings))
+    assert check(_bridge.worker.load_config(settings))
+
+
+def test_settings_of_the_wrong_shape_are_refused_naming_key_and_value() -> None:
+    with pytest.raises(kvtier.JavaValueError, match="chunk_size") as info:
+        _bridge.scheduler.load_config({"chunk_size": [1, 2]})
+    assert info.value.java_class == "io.kvtier.config.ConfigException"
+    with pytest.raises(kvtier.ConfigError, match=r"extra_config\.use_odirect=\{1\} is a set"):
+        _bridge.scheduler.load_config({"extra_config": {"use_odirect": {1}}})

@@ -36,17 +36,26 @@ JavaObject = Any
 """A raw Java object, handed back to Java or read through plain getters."""
 
 
+def _config(settings: Mapping[str, Any]) -> JavaObject:
+    """``settings`` (``kv_connector_extra_config`` or an engine's) as the Java map a YAML file
+    gives: nested mappings, lists and numpy scalars converted (:func:`kvtier._jvm.config_value`)."""
+    return _jvm.config_value(dict(settings))
+
+
 class SchedulerBridge:
     """The scheduler role's facade (``io.kvtier.bridge.SchedulerBridge``)."""
 
     def load_config(self, settings: Mapping[str, Any]) -> JavaObject:
         """This process's ``KvTierConfig``: the YAML file, ``KVTIER_*`` variables, ``settings``.
 
+        Values may be nested mappings and lists, numpy scalars included (:func:`_config`).
+
         Raises:
             kvtier.JavaValueError: an unknown key or a malformed value (``ConfigException``; the
                 message names the key, the value and what is allowed).
+            kvtier.ConfigError: a value that is no setting at all (a set, an object).
         """
-        return _jvm.java_class(SCHEDULER_BRIDGE).loadConfig(dict(settings))
+        return _jvm.java_class(SCHEDULER_BRIDGE).loadConfig(_config(settings))
 
 
 class WorkerBridge:
@@ -63,8 +72,9 @@ class WorkerBridge:
 
         Raises:
             kvtier.JavaValueError: an unknown key or a malformed value (``ConfigException``).
+            kvtier.ConfigError: a value that is no setting at all (a set, an object).
         """
-        return self._java().loadConfig(dict(settings))
+        return self._java().loadConfig(_config(settings))
 
     def key_namespace(self, fields: Mapping[str, Any]) -> JavaObject:
         """A ``KeyNamespace`` from exactly the fields ``model_id``, ``kv_dtype``, ``num_layers``,

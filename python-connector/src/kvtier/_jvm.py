@@ -33,13 +33,14 @@ import re
 import shlex
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jpype
 import jpype.config
+import numpy as np
 
 from kvtier import _cpus, _redact, aot
 from kvtier.errors import (
@@ -589,3 +590,38 @@ def long_arrays(rows: Sequence[Any]) -> Any:
         if row is not None:
             out[i] = jpype.JArray(jpype.JLong)(row)
     return out
+
+
+def config_value(value: Any, key: str = "") -> Any:
+    """``value`` of setting ``key`` ("": the settings themselves) as the Java value a YAML file
+    gives for it: a mapping becomes a ``LinkedHashMap``, a list or tuple an ``ArrayList``, a bool
+    (numpy's too) a ``Boolean``, an integer a ``Long``, a float a ``Double``, a string a
+    ``String``, None null. So a setting from Python of any of those shapes, nested or not, is
+    checked by the same code and with the same messages as from a file.
+
+    Raises:
+        ConfigError: a value of another kind (a set, an object), naming ``key`` and the value.
+    """
+    start()
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (bool, np.bool_)):
+        return jpype.java.lang.Boolean(bool(value))
+    if isinstance(value, (int, np.integer)):
+        return jpype.java.lang.Long(int(value))
+    if isinstance(value, (float, np.floating)):
+        return jpype.java.lang.Double(float(value))
+    if isinstance(value, Mapping):
+        out = jpype.java.util.LinkedHashMap()
+        for k, v in value.items():
+            out.put(str(k), config_value(v, f"{key}.{k}" if key else str(k)))
+        return out
+    if isinstance(value, (list, tuple)):
+        items = jpype.java.util.ArrayList()
+        for i, v in enumerate(value):
+            items.add(config_value(v, f"{key}[{i}]"))
+        return items
+    raise ConfigError(
+        f"{key}={value!r} is a {type(value).__name__}; a setting is a string, number, boolean, "
+        "list or mapping"
+    )
