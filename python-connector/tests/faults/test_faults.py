@@ -523,10 +523,11 @@ def test_garbage_and_floods_sent_to_the_cache_server(stack: Stack) -> None:
 
 def test_vllm_killed_then_files_corrupted_before_the_next_start(stack: Stack) -> None:
     """``kill -9`` of vLLM (its lookup socket stays behind, a write may be cut short), then one
-    chunk file with flipped bytes and one truncated: the next start removes the stale socket and
-    the partial and truncated files (counted), the disk serves an intact prompt (the metrics
-    checks again, from disk), a load from the flipped file fails its checksum and, with no other
-    copy, its tokens are recomputed (counted), and every answer equals the reference."""
+    chunk file with flipped bytes and one truncated, and the next start with the cache server
+    still down: it removes the stale socket and the partial and truncated files (counted), the
+    disk serves an intact prompt (the metrics checks again, from disk), a load from the flipped
+    file fails its checksum and, with no other copy, its tokens are recomputed (counted), every
+    answer equals the reference, and once the cache server is up the remote tier serves."""
     seen = stack.disk_files()
     cut = stack.ask_new()  # waits until its chunks are on disk
     cut_files = stack.disk_files() - seen
@@ -556,8 +557,7 @@ def test_vllm_killed_then_files_corrupted_before_the_next_start(stack: Stack) ->
     partial.write_bytes(b"\1" * 4096)  # what a write cut short by the kill leaves
     partials = len(list(stack.disk.rglob("*.tmp")))
 
-    stack.start_cache_server()  # empty: what the prompts left is on disk only
-    stack.start_vllm()
+    stack.start_vllm()  # with its remote unreachable from the start
     vllm_cpu.check_same_runtime({"first vLLM": runtime, "restarted vLLM": stack.vllm.runtime()})
     assert not any(s.exists() for s in sockets), "the stale socket removed at start"
     assert not list(stack.disk.rglob("*.tmp")), "partial files removed at start"
@@ -581,3 +581,7 @@ def test_vllm_killed_then_files_corrupted_before_the_next_start(stack: Stack) ->
     hit = stack.metric("kvtier_hit_tokens_total")
     failed = stack.metric("kvtier_failed_load_tokens_total")
     assert stack.metric("kvtier_loaded_tokens_total") == hit - failed
+    assert stack.errors("remote", "unavailable") > 0, "the unreachable remote counted"
+
+    stack.start_cache_server()  # empty: what the prompts left is on disk only
+    stack.check_remote_serves()
