@@ -204,16 +204,52 @@ public final class ConfigKey<T> {
     };
   }
 
-  /** A URL of one of {@code schemes}; empty means unset (null). Schemes are checked by its user. */
-  static ValueType<String> url(String schemes) {
+  /**
+   * A URL starting with one of {@code schemes} (e.g. {@code "redis://"}); empty is none. Another
+   * scheme is refused when the configuration loads, with what to use instead where the scheme is
+   * one of LMCache's remote stores.
+   */
+  static ValueType<String> url(String... schemes) {
+    List<String> allowed = List.of(schemes);
     return new ValueType<>(
         "URL",
-        schemes,
+        String.join(", ", allowed),
         (key, raw) -> {
           String s = str(key, raw).trim();
-          return s.isEmpty() ? null : s;
+          if (s.isEmpty()) {
+            return null;
+          }
+          for (String scheme : allowed) {
+            if (s.startsWith(scheme)) {
+              return s;
+            }
+          }
+          throw invalid(
+              key,
+              raw,
+              insteadOf(s) + "expected a URL starting with " + String.join(", ", allowed));
         },
         Redaction::url);
+  }
+
+  /** What to use instead of one of LMCache's remote stores that kvtier does not speak, or "". */
+  private static String insteadOf(String url) {
+    String scheme = url.contains("://") ? url.substring(0, url.indexOf("://")) : "";
+    return switch (scheme) {
+      case "lm" ->
+          "lm:// is LMCache's own server; kvtier's cache server takes its place: run"
+              + " `kvtier-server --port N` and set kvtier://host:N; ";
+      case "valkey" -> "Valkey speaks the Redis protocol: use redis://host:port; ";
+      case "blackhole" -> "blackhole:// keeps nothing: leave remote_url unset for no remote tier; ";
+      case "fs" ->
+          "fs:// (LMCache's file-system store) has no remote tier here: for a local or mounted"
+              + " directory use local_disk, or share chunks through kvtier://; ";
+      case "infinistore", "mooncakestore", "s3", "gds" ->
+          scheme
+              + ":// is not supported; kvtier shares chunks through Redis/Valkey or its own cache"
+              + " server (kvtier://); ";
+      default -> "";
+    };
   }
 
   /** One of {@code values}, case-insensitive; parsed to its lower-case form. */

@@ -105,11 +105,17 @@ public final class KvTierConfig {
               + " TLS), `kvtier://[:secret@]host:port` (kvtier's cache server, `kvtier-server`),"
               + " `kvtiers://[:secret@]host:port[?ca=FILE]` (the cache server over TLS, trusting"
               + " the PEM certificates in `ca`, else the JVM's trust store)."
-              + " Other schemes fail at start. Its password is never shown"
+              + " Other schemes are refused when the configuration loads. Its password is never shown"
               + " (`redis://user:***@host`).",
           ConfigKey.url(
-              "redis://, rediss://, redis-sentinel://, rediss-sentinel://, redis-cluster://,"
-                  + " rediss-cluster://, kvtier://, kvtiers://"));
+              "redis://",
+              "rediss://",
+              "redis-sentinel://",
+              "rediss-sentinel://",
+              "redis-cluster://",
+              "rediss-cluster://",
+              "kvtier://",
+              "kvtiers://"));
 
   /** Whether a prompt's last, partial chunk is saved too. */
   public static final ConfigKey<Boolean> SAVE_UNFULL_CHUNK =

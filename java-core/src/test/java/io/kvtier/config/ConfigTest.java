@@ -259,6 +259,25 @@ class ConfigTest {
     assertEquals(List.of("extra_config.remote_auth_token"), c.unsupportedKeys());
   }
 
+  @ParameterizedTest
+  @ValueSource(
+      strings = {
+        "lm://localhost:65432|kvtier-server",
+        "valkey://:hunter2@h:6379|redis://host:port",
+        "blackhole://|leave remote_url unset",
+        "fs:///mnt/shared|local_disk",
+        "infinistore://h:1|kvtier://",
+        "memcached://u:hunter2@h:1|expected a URL starting with redis://"
+      })
+  void remoteUrlOfAnotherScheme_isRefusedAtLoad_sayingWhatToUse(String urlAndAdvice) {
+    String url = urlAndAdvice.split("\\|")[0];
+    ConfigException e =
+        assertThrows(ConfigException.class, () -> KvTierConfig.of(Map.of("remote_url", url)));
+    assertTrue(e.getMessage().contains(urlAndAdvice.split("\\|")[1]), e.getMessage());
+    assertTrue(e.getMessage().startsWith("remote_url="), e.getMessage());
+    assertFalse(e.getMessage().contains("hunter2"), e.getMessage());
+  }
+
   @Test
   void badRemoteUrlValue_messageMasksThePassword() {
     ConfigException e =
