@@ -317,6 +317,14 @@ public final class PipelinedConnection implements AutoCloseable {
             return;
           }
           Channel ch = connect.channel();
+          if (ch.localAddress() != null && ch.localAddress().equals(ch.remoteAddress())) {
+            // TCP's simultaneous open: with nothing listening on a local port in the ephemeral
+            // range, the kernel may pick that very port as the source and connect it to itself
+            ch.close();
+            result.completeExceptionally(
+                new IOException("cannot connect to " + where + ": nothing listens there"));
+            return;
+          }
           Link l = new Link(ch, requests, where, new Object());
           ch.closeFuture()
               .addListener(
