@@ -412,13 +412,18 @@ public final class DiskStore implements KvStore {
   /** The file of {@code key}. */
   Path pathOf(ChunkKey key) {
     String hash = key.hashHex();
-    Path dir =
-        settings.dirs().size() == 1
-            ? settings.dirs().getFirst()
-            : settings.dirs().get((int) Long.remainderUnsigned(key.h1(), settings.dirs().size()));
-    return dir.resolve(HexFormat.of().toHexDigits(key.namespace()))
+    return dirOf(key)
+        .resolve(HexFormat.of().toHexDigits(key.namespace()))
         .resolve(hash.substring(0, 2))
         .resolve(hash + SUFFIX);
+  }
+
+  /** The tier directory that holds {@code key}'s file. */
+  private Path dirOf(ChunkKey key) {
+    List<Path> dirs = settings.dirs();
+    return dirs.size() == 1
+        ? dirs.getFirst()
+        : dirs.get((int) Long.remainderUnsigned(key.h1(), dirs.size()));
   }
 
   /**
@@ -539,7 +544,7 @@ public final class DiskStore implements KvStore {
    */
   private void write(ChunkKey key, ChunkBuffer chunk) {
     Path target = pathOf(key);
-    if (readOnly(target)) {
+    if (readOnly(dirOf(key))) {
       errors.record(ErrorKind.READ_ONLY, target + " cannot be written", null);
       counters.droppedPuts.increment();
       return;
@@ -888,17 +893,11 @@ public final class DiskStore implements KvStore {
   }
 
   /**
-   * Whether the tier directory of {@code target} cannot be written now (a read-only file system):
-   * one access(2) call per write. A directory that does not exist is not read-only: the write makes
-   * it.
+   * Whether tier directory {@code dir} cannot be written now (a read-only file system): one
+   * access(2) call per write. A directory that does not exist is not read-only: the write makes it.
    */
-  private boolean readOnly(Path target) {
-    for (Path dir : settings.dirs()) {
-      if (target.startsWith(dir)) {
-        return Files.isDirectory(dir) && !io.writable(dir);
-      }
-    }
-    return false;
+  private boolean readOnly(Path dir) {
+    return !io.writable(dir) && Files.isDirectory(dir);
   }
 
   @Override
