@@ -561,6 +561,9 @@ public final class DiskStore implements KvStore {
     boolean reserved = index.reserve(file.fileBytes(), evicted);
     deleteEvicted(evicted, "evicted");
     if (!reserved) {
+      if (index.budgetBytes() < settings.budgetBytes()) { // lowered by a full file system
+        errors.record(ErrorKind.DISK_FULL, "no room for " + target + ": the disk is full", null);
+      }
       counters.droppedPuts.increment();
       return;
     }
