@@ -4,6 +4,7 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.HashMap;
 import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import java.util.Set;
@@ -11,8 +12,12 @@ import java.util.TreeMap;
 import java.util.TreeSet;
 
 /**
- * Builds a {@link KvTierConfig} from defaults, a YAML file, the environment and overrides, in that
- * order. The environment is injected so tests need not touch the real one.
+ * Builds a {@link KvTierConfig} from its sources, later ones winning: defaults; one configuration
+ * file ({@code KVTIER_CONFIG_FILE}, or LMCache's {@code LMCACHE_CONFIG_FILE}; both set is an
+ * error); LMCache's {@code LMCACHE_<KEY>} variables; {@code KVTIER_<KEY>} variables; the overrides
+ * (vLLM's {@code kv_connector_extra_config}, where LMCache's {@code lmcache.} prefix is accepted).
+ * LMCache's keys are read as {@link LmCacheKeys} says. The environment is injected so tests need
+ * not touch the real one.
  *
  * <p>Confined to one thread per {@link #load} call; instances hold no mutable state.
  */
@@ -23,70 +28,110 @@ final class ConfigLoader {
     KvTierConfig.KEYS.forEach(k -> BY_NAME.put(k.name(), k));
   }
 
+  /** The prefix LMCache's vLLM connector reads its keys with in kv_connector_extra_config. */
+  static final String LMCACHE_PREFIX = "lmcache.";
+
   private final Map<String, String> env;
 
   ConfigLoader(Map<String, String> env) {
     this.env = Map.copyOf(env);
   }
 
-  KvTierConfig load(Map<String, ?> overrides) {
-    Map<String, Object> values = new LinkedHashMap<>();
-    Map<String, String> sources = new LinkedHashMap<>();
-    for (ConfigKey<?> key : KvTierConfig.KEYS) {
-      values.put(key.name(), key.defaultValue());
-      sources.put(key.name(), "default");
-    }
-    Set<String> unsupported = new TreeSet<>();
+  /** What the sources set so far: values and where each came from, and the notices. */
+  private static final class Layers {
+    final Map<String, Object> values = new LinkedHashMap<>();
+    final Map<String, String> sources = new LinkedHashMap<>();
+    final Map<String, LmCacheKeys.Notice> notices = new TreeMap<>();
+  }
 
-    String file = env.get("KVTIER_CONFIG_FILE");
-    if (file != null && !file.isBlank()) {
+  KvTierConfig load(Map<String, ?> overrides) {
+    Layers layers = new Layers();
+    for (ConfigKey<?> key : KvTierConfig.KEYS) {
+      layers.values.put(key.name(), key.defaultValue());
+      layers.sources.put(key.name(), "default");
+    }
+
+    String kvtierFile = nonBlank(env.get("KVTIER_CONFIG_FILE"));
+    String lmcacheFile = nonBlank(env.get("LMCACHE_CONFIG_FILE"));
+    if (kvtierFile != null && lmcacheFile != null) {
+      throw new ConfigException(
+          "both KVTIER_CONFIG_FILE="
+              + kvtierFile
+              + " and LMCACHE_CONFIG_FILE="
+              + lmcacheFile
+              + " are set; kvtier reads one configuration file: unset one of them");
+    }
+    if (kvtierFile != null || lmcacheFile != null) {
+      String variable = kvtierFile != null ? "KVTIER_CONFIG_FILE" : "LMCACHE_CONFIG_FILE";
+      String file = kvtierFile != null ? kvtierFile : lmcacheFile;
       Path path = Path.of(file);
       if (!Files.isRegularFile(path)) {
         throw new ConfigException(
-            "KVTIER_CONFIG_FILE=" + file + " does not exist or is not a regular file");
+            variable + "=" + file + " does not exist or is not a regular file");
       }
-      apply(YamlSource.readFile(path), "file " + path, values, sources, unsupported);
+      String source = "file " + path + " (" + variable + ")";
+      apply(YamlSource.readFile(path, variable), name -> source, layers);
     }
 
-    Map<String, Object> fromEnv = new TreeMap<>();
+    Map<String, Object> lmcacheEnv = new TreeMap<>();
+    for (String name : LmCacheKeys.names()) {
+      String value = env.get("LMCACHE_" + name.toUpperCase(Locale.ROOT));
+      if (value != null) {
+        lmcacheEnv.put(name, unquoted(value));
+      }
+    }
+    apply(lmcacheEnv, name -> "env LMCACHE_" + name.toUpperCase(Locale.ROOT), layers);
+
+    Map<String, Object> kvtierEnv = new TreeMap<>();
     for (Map.Entry<String, String> e : env.entrySet()) {
       String name = e.getKey();
       if (name.startsWith("KVTIER_") && !KvTierConfig.RESERVED_ENV.contains(name)) {
-        fromEnv.put(name.substring("KVTIER_".length()).toLowerCase(Locale.ROOT), e.getValue());
+        kvtierEnv.put(name.substring("KVTIER_".length()).toLowerCase(Locale.ROOT), e.getValue());
       }
     }
-    apply(fromEnv, "environment (KVTIER_<KEY>)", values, sources, unsupported);
+    apply(kvtierEnv, name -> "env KVTIER_" + name.toUpperCase(Locale.ROOT), layers);
 
     if (overrides != null) {
-      apply(overrides, "kv_connector_extra_config", values, sources, unsupported);
+      apply(withoutLmCachePrefix(overrides), name -> "kv_connector_extra_config", layers);
     }
 
     @SuppressWarnings("unchecked")
-    Map<String, Object> extra = (Map<String, Object>) values.get("extra_config");
-    for (String k : extra.keySet()) {
-      if (!KvTierConfig.EXTRA_KEYS.contains(k)) {
-        unsupported.add("extra_config." + k);
+    Map<String, Object> extra = (Map<String, Object>) layers.values.get("extra_config");
+    String extraSource = layers.sources.get("extra_config");
+    for (Map.Entry<String, Object> e : extra.entrySet()) {
+      if (!KvTierConfig.EXTRA_KEYS.contains(e.getKey())) {
+        String name = "extra_config." + e.getKey();
+        String text =
+            name
+                + "="
+                + Redaction.value(e.getKey(), e.getValue())
+                + " (from "
+                + extraSource
+                + ") is ignored: kvtier reads only "
+                + KvTierConfig.EXTRA_KEYS.stream().sorted().map(k -> "extra_config." + k).toList();
+        layers.notices.put(name, new LmCacheKeys.Notice(name, LmCacheKeys.Level.INFO, true, text));
       }
     }
-    KvTierConfig config = new KvTierConfig(values, sources, unsupported.stream().toList());
+    KvTierConfig config =
+        new KvTierConfig(layers.values, layers.sources, List.copyOf(layers.notices.values()));
     validate(config);
     return config;
   }
 
+  /**
+   * Applies one source's settings; {@code sourceOf} names where a key's value came from. Within one
+   * source, a key given under two names that mean the same (an LMCache alias, a mapped key and its
+   * kvtier name) is an error.
+   */
   private static void apply(
-      Map<String, ?> raw,
-      String source,
-      Map<String, Object> values,
-      Map<String, String> sources,
-      Set<String> unsupported) {
+      Map<String, ?> raw, java.util.function.Function<String, String> sourceOf, Layers layers) {
+    Map<String, String> setBy = new HashMap<>();
     for (Map.Entry<String, ?> e : raw.entrySet()) {
       String name = e.getKey();
-      ConfigKey<?> key = BY_NAME.get(name);
-      if (key == null) {
-        if (KvTierConfig.LMCACHE_UNSUPPORTED.contains(name)) {
-          unsupported.add(name);
-          continue;
-        }
+      String source = sourceOf.apply(name);
+      Object v = e.getValue();
+      LmCacheKeys.Treatment lmcache = BY_NAME.containsKey(name) ? null : LmCacheKeys.of(name);
+      if (!BY_NAME.containsKey(name) && lmcache == null) {
         throw new ConfigException(
             "unknown configuration key '"
                 + name
@@ -97,14 +142,78 @@ final class ConfigLoader {
                 + "'? Supported keys: "
                 + KvTierConfig.sortedKeyNames());
       }
-      Object v = e.getValue();
+      String meaning =
+          lmcache == null ? name : lmcache.target() != null ? lmcache.target() : lmcache.key();
+      String other = setBy.putIfAbsent(meaning, name);
+      if (other != null) {
+        throw new ConfigException(
+            "both '"
+                + other
+                + "' and '"
+                + name
+                + "' are set (from "
+                + source
+                + "); they mean the"
+                + " same: keep one");
+      }
+      if (lmcache != null && lmcache.kind() == LmCacheKeys.Kind.IGNORED) {
+        layers.notices.put(lmcache.key(), LmCacheKeys.notice(name, v, source));
+        continue;
+      }
+      ConfigKey<?> key = BY_NAME.get(meaning);
       try {
-        values.put(name, v == null ? key.defaultValue() : key.parse(v));
+        Object value = LmCacheKeys.convert(name, v);
+        layers.values.put(meaning, value == null ? key.defaultValue() : key.parse(value));
       } catch (ConfigException ex) {
         throw new ConfigException(ex.getMessage() + " (from " + source + ")");
       }
-      sources.put(name, source);
+      layers.sources.put(meaning, lmcache == null ? source : source + ", as " + name);
+      LmCacheKeys.Notice valueNotice = LmCacheKeys.valueNotice(name, v, source);
+      if (valueNotice != null) {
+        layers.notices.put(meaning, valueNotice);
+      } else {
+        layers.notices.remove(meaning);
+      }
     }
+  }
+
+  /**
+   * The overrides with LMCache's {@code lmcache.} prefix taken off its keys ({@code
+   * lmcache.chunk_size} is {@code chunk_size}); a key given with and without it is an error.
+   */
+  static Map<String, Object> withoutLmCachePrefix(Map<String, ?> overrides) {
+    Map<String, Object> out = new LinkedHashMap<>();
+    for (Map.Entry<String, ?> e : overrides.entrySet()) {
+      String name = e.getKey();
+      String bare =
+          name.startsWith(LMCACHE_PREFIX) ? name.substring(LMCACHE_PREFIX.length()) : name;
+      if (out.containsKey(bare)) {
+        throw new ConfigException(
+            "kv_connector_extra_config sets both '"
+                + bare
+                + "' and '"
+                + LMCACHE_PREFIX
+                + bare
+                + "'; keep one");
+      }
+      out.put(bare, e.getValue());
+    }
+    return out;
+  }
+
+  /** A value of LMCache's environment with one pair of surrounding quotes removed, as LMCache. */
+  static String unquoted(String value) {
+    String v = value.trim();
+    if (v.length() >= 2
+        && (v.charAt(0) == '"' || v.charAt(0) == '\'')
+        && v.charAt(v.length() - 1) == v.charAt(0)) {
+      return v.substring(1, v.length() - 1);
+    }
+    return value;
+  }
+
+  private static String nonBlank(String s) {
+    return s == null || s.isBlank() ? null : s;
   }
 
   private static void validate(KvTierConfig c) {
@@ -134,7 +243,7 @@ final class ConfigLoader {
     String best = null;
     int bestDistance = Integer.MAX_VALUE;
     Set<String> candidates = new TreeSet<>(BY_NAME.keySet());
-    candidates.addAll(KvTierConfig.LMCACHE_UNSUPPORTED);
+    candidates.addAll(LmCacheKeys.names());
     for (String candidate : candidates) {
       int d =
           candidate.contains(name)

@@ -14,12 +14,13 @@ import java.util.TreeSet;
 /**
  * kvtier's configuration: immutable once built, typed getters, and where each value came from.
  *
- * <p>Sources, later ones winning: defaults; the YAML file named by {@code KVTIER_CONFIG_FILE};
- * {@code KVTIER_<KEY>} environment variables; a per-instance map (vLLM's {@code
- * kv_connector_extra_config}). Key names follow LMCache's where the meaning is the same, so an
- * LMCache YAML that uses keys kvtier supports works unchanged. LMCache keys kvtier does not support
- * are collected in {@link #unsupportedKeys()} for the engine to report at start-up; any other key
- * fails, naming the closest known key.
+ * <p>Sources, later ones winning: defaults; one YAML file, named by {@code KVTIER_CONFIG_FILE} or
+ * LMCache's {@code LMCACHE_CONFIG_FILE} (both set is an error); LMCache's {@code LMCACHE_<KEY>}
+ * environment variables; {@code KVTIER_<KEY>} variables; a per-instance map (vLLM's {@code
+ * kv_connector_extra_config}, where LMCache's {@code lmcache.} prefix is accepted). Key names
+ * follow LMCache's where the meaning is the same, and every key of LMCache's configuration loads
+ * ({@link LmCacheKeys}): those kvtier ignores or reads under another name give {@link #notices()}
+ * for the engine to log at start-up; any other key fails, naming the closest known key.
  *
  * <p>Thread-safe (immutable).
  */
@@ -389,87 +390,6 @@ public final class KvTierConfig {
           .map(k -> k.name().substring(EXTRA_PREFIX.length()))
           .collect(java.util.stream.Collectors.toUnmodifiableSet());
 
-  /**
-   * LMCache keys kvtier recognises but does not implement: reported by name at start-up, not
-   * errors, so an LMCache YAML loads. See docs/configuration.md.
-   */
-  static final Set<String> LMCACHE_UNSUPPORTED =
-      Set.of(
-          "local_cpu_use_hugepages",
-          "reserve_local_cpu_size",
-          "remote_serde",
-          "pre_caching_hash_algorithm",
-          "enable_blending",
-          "blend_recompute_ratios",
-          "blend_thresholds",
-          "blend_check_layers",
-          "blend_min_tokens",
-          "blend_special_str",
-          "retrieve_locations",
-          "store_location",
-          "enable_p2p",
-          "p2p_host",
-          "p2p_init_ports",
-          "p2p_lookup_ports",
-          "mp_host",
-          "mp_port",
-          "enable_controller",
-          "lmcache_instance_id",
-          "controller_url",
-          "controller_pull_url",
-          "controller_reply_url",
-          "lmcache_worker_port",
-          "lmcache_worker_ports",
-          "lmcache_worker_ids",
-          "lmcache_worker_heartbeat_delay_time",
-          "lmcache_worker_heartbeat_time",
-          "enable_pd",
-          "enable_xpyd",
-          "pd_role",
-          "pd_buffer_size",
-          "pd_buffer_device",
-          "pd_peer_host",
-          "pd_peer_init_port",
-          "pd_peer_alloc_port",
-          "pd_peer_query_port",
-          "pd_proxy_host",
-          "pd_proxy_port",
-          "transfer_channel",
-          "enable_nixl",
-          "nixl_role",
-          "nixl_backends",
-          "nixl_buffer_size",
-          "nixl_buffer_device",
-          "nixl_peer_host",
-          "nixl_peer_init_port",
-          "nixl_peer_alloc_port",
-          "nixl_proxy_host",
-          "nixl_proxy_port",
-          "gds_path",
-          "gds_path_sharding",
-          "gds_buffer_size",
-          "use_gds",
-          "audit_actual_remote_url",
-          "internal_api_server_enabled",
-          "internal_api_server_host",
-          "internal_api_server_port_start",
-          "blocking_timeout_secs",
-          "external_lookup_client",
-          "py_enable_gc",
-          "numa_mode",
-          "enable_async_loading",
-          "priority_limit",
-          "plugin_locations",
-          "runtime_plugin_locations",
-          "external_backends",
-          "storage_plugins",
-          "remote_storage_plugins",
-          "lookup_timeout_ms",
-          "min_retrieve_tokens",
-          "hit_miss_ratio",
-          "enable_lazy_memory_allocator",
-          "enable_kv_events");
-
   /** Environment variables with the KVTIER_ prefix that are not configuration keys. */
   static final Set<String> RESERVED_ENV =
       Set.of(
@@ -490,13 +410,14 @@ public final class KvTierConfig {
           "KVTIER_VLLM_THREADS");
 
   private final Map<String, Object> values; // key name -> parsed value; every key present
-  private final Map<String, String> sources; // key name -> "default", "file <path>", "env", ...
-  private final List<String> unsupported;
+  private final Map<String, String> sources; // key name -> "default", "file <path> (...)", ...
+  private final List<LmCacheKeys.Notice> notices;
 
-  KvTierConfig(Map<String, Object> values, Map<String, String> sources, List<String> unsupported) {
+  KvTierConfig(
+      Map<String, Object> values, Map<String, String> sources, List<LmCacheKeys.Notice> notices) {
     this.values = Collections.unmodifiableMap(new LinkedHashMap<>(values));
     this.sources = Collections.unmodifiableMap(new LinkedHashMap<>(sources));
-    this.unsupported = List.copyOf(unsupported);
+    this.notices = List.copyOf(notices);
   }
 
   /** The defaults alone. */
@@ -550,9 +471,25 @@ public final class KvTierConfig {
     return sources.get(key.name());
   }
 
-  /** Keys that were set but are not supported (LMCache keys, extra_config entries), sorted. */
+  /**
+   * Keys that were set and are ignored (LMCache keys with no kvtier meaning, {@code extra_config}
+   * entries kvtier does not read), sorted.
+   */
   public List<String> unsupportedKeys() {
-    return unsupported;
+    return notices.stream()
+        .filter(LmCacheKeys.Notice::ignored)
+        .map(LmCacheKeys.Notice::key)
+        .sorted()
+        .toList();
+  }
+
+  /**
+   * The lines to log once at start-up about settings kvtier takes otherwise than they are written
+   * (LMCache keys it ignores or maps, values it reads under another name), sorted by key; each is a
+   * WARNING when the user loses a capability, else INFO. Values are shown with secrets masked.
+   */
+  public List<LmCacheKeys.Notice> notices() {
+    return notices;
   }
 
   public int chunkTokens() {
@@ -707,8 +644,8 @@ public final class KvTierConfig {
           .append(sources.get(key.name()))
           .append(')');
     }
-    if (!unsupported.isEmpty()) {
-      sb.append(String.format("%n  not supported, ignored: %s", unsupported));
+    for (LmCacheKeys.Notice n : notices) {
+      sb.append(String.format("%n  %s: %s", n.level(), n.text()));
     }
     return sb.toString();
   }

@@ -23,27 +23,29 @@ final class YamlSource {
   }
 
   /**
-   * Returns the top-level mapping of a YAML file; an empty file is an empty mapping.
+   * Returns the top-level mapping of a YAML file, named in messages by the {@code variable} that
+   * named it; an empty file is an empty mapping.
    *
    * @throws ConfigException if the file cannot be read, does not parse, or is not a mapping
    */
-  static Map<String, Object> readFile(Path file) {
+  static Map<String, Object> readFile(Path file, String variable) {
     Object doc;
     try (Reader r = Files.newBufferedReader(file, StandardCharsets.UTF_8)) {
       doc = yaml().load(r);
     } catch (IOException e) {
-      throw new ConfigException("KVTIER_CONFIG_FILE=" + file + " cannot be read: " + e);
+      throw new ConfigException(variable + "=" + file + " cannot be read: " + e);
     } catch (YAMLException e) {
       // SnakeYAML quotes the offending line, which may hold a secret.
       throw new ConfigException(
-          "KVTIER_CONFIG_FILE=" + file + " is not valid YAML: " + Redaction.text(e.getMessage()));
+          variable + "=" + file + " is not valid YAML: " + Redaction.text(e.getMessage()));
     }
     if (doc == null) {
       return Map.of();
     }
     if (!(doc instanceof Map<?, ?> m)) {
       throw new ConfigException(
-          "KVTIER_CONFIG_FILE="
+          variable
+              + "="
               + file
               + " must hold a mapping of keys to values, not a "
               + doc.getClass().getSimpleName());

@@ -200,11 +200,13 @@ public final class KvEngine implements AutoCloseable {
     }
     if (logConfig) {
       LOG.log(System.Logger.Level.INFO, config.describe());
-    }
-    if (!config.unsupportedKeys().isEmpty()) {
-      LOG.log(
-          System.Logger.Level.WARNING,
-          "kvtier ignores these settings, which it does not support: " + config.unsupportedKeys());
+      for (io.kvtier.config.LmCacheKeys.Notice n : config.notices()) {
+        LOG.log(
+            n.level() == io.kvtier.config.LmCacheKeys.Level.WARNING
+                ? System.Logger.Level.WARNING
+                : System.Logger.Level.INFO,
+            n.text());
+      }
     }
 
     long chunkBytes = Math.multiplyExact(chunkTokens, bytesPerToken);

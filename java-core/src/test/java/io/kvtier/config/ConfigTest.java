@@ -79,7 +79,8 @@ class ConfigTest {
         List.of("enable_blending", "extra_config.save_chunk_meta", "remote_serde"),
         c.unsupportedKeys());
     assertTrue(c.sourceOf(KvTierConfig.CHUNK_SIZE).startsWith("file "));
-    assertTrue(c.describe().contains("not supported, ignored"));
+    assertTrue(
+        c.describe().contains("INFO: LMCache's enable_blending=false (from file "), c.describe());
   }
 
   @Test
