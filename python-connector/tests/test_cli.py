@@ -5,6 +5,7 @@ wheel's entry point runs them on the JDK kvtier brings."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -70,3 +71,24 @@ def test_help_usage_and_config_check(tmp_path: Path) -> None:
     bad.write_text("max_local_cpu_size: lots\n")
     r = kvtier("config", "check", str(bad))
     assert r.returncode == 2 and "max_local_cpu_size" in r.stderr
+
+
+def test_config_check_reads_lmcaches_file_and_environment(tmp_path: Path) -> None:
+    """An LMCache user's environment, unchanged: ``LMCACHE_CONFIG_FILE`` and ``LMCACHE_<KEY>`` are
+    read, each value's source is shown, and what kvtier does not do is said key by key."""
+    lmcache = tmp_path / "lmcache.yaml"
+    lmcache.write_text("chunk_size: 256\nlocal_cpu: True\nenable_p2p: True\np2p_host: localhost\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KVTIER_", "LMCACHE_"))}
+    env.update(LMCACHE_CONFIG_FILE=str(lmcache), LMCACHE_MAX_LOCAL_CPU_SIZE="3.0")
+    r = kvtier("config", "check", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "max_local_cpu_size         = 3.000 GB  (env LMCACHE_MAX_LOCAL_CPU_SIZE)" in r.stdout
+    assert f"chunk_size                 = 256  (file {lmcache} (LMCACHE_CONFIG_FILE))" in r.stdout
+    assert "WARNING: LMCache's enable_p2p=true" in r.stdout
+    assert "kvtier has no P2P sharing" in r.stdout
+    assert "INFO: LMCache's p2p_host=localhost" in r.stdout
+
+    env["KVTIER_CONFIG_FILE"] = str(lmcache)
+    r = kvtier("config", "check", env=env)
+    assert r.returncode == 2
+    assert "both KVTIER_CONFIG_FILE=" in r.stderr and "LMCACHE_CONFIG_FILE=" in r.stderr

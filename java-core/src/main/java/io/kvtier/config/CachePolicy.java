@@ -30,8 +30,8 @@ public enum CachePolicy {
             + value
             + " is not a supported cache policy; allowed: "
             + Arrays.toString(values())
-            + (v.equals("LFU") || v.equals("MRU")
-                ? " (LMCache's " + v + " is not offered; TINYLFU covers frequency-based eviction)"
+            + (v.equals("MRU")
+                ? " (LMCache's MRU is not offered: kvtier's policies keep recently used chunks)"
                 : ""));
   }
 }

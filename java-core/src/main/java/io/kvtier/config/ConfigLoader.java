@@ -220,12 +220,20 @@ final class ConfigLoader {
     c.gpuSaveMode();
     c.gpuLoadMode();
     c.useODirect();
+    boolean noLowerTier = c.localDiskPaths().isEmpty() && c.remoteUrl() == null;
+    if (!c.localCpu() && noLowerTier) {
+      throw new ConfigException(
+          "local_cpu=false leaves no tier to keep chunks in: set local_disk or remote_url (or"
+              + " local_cpu=true)"
+              + disaggregatedPrefillHint(c));
+    }
     if (c.maxLocalCpuBytes() == 0) {
       throw new ConfigException(
-          c.localCpu()
-              ? "max_local_cpu_size=0 with local_cpu=true; set a size in GB > 0"
-              : "max_local_cpu_size=0 with local_cpu=false; the CPU tier still stages chunks on"
-                  + " their way to the lower tiers: set a size in GB > 0");
+          (c.localCpu()
+                  ? "max_local_cpu_size=0 with local_cpu=true; set a size in GB > 0"
+                  : "max_local_cpu_size=0 with local_cpu=false; the CPU tier still stages chunks"
+                      + " on their way to the lower tiers: set a size in GB > 0")
+              + disaggregatedPrefillHint(c));
     }
     if (!c.localDiskPaths().isEmpty() && c.maxLocalDiskBytes() == 0) {
       throw new ConfigException(
@@ -233,6 +241,21 @@ final class ConfigLoader {
               + c.get(KvTierConfig.LOCAL_DISK)
               + " needs max_local_disk_size > 0 (GB); it is 0");
     }
+  }
+
+  /**
+   * For a configuration written for LMCache's disaggregated prefill (LMCache's decoders keep no
+   * chunks of their own), what kvtier offers instead; else empty.
+   */
+  private static String disaggregatedPrefillHint(KvTierConfig c) {
+    boolean pd =
+        c.notices().stream()
+            .anyMatch(n -> n.key().equals("enable_pd") && n.level() == LmCacheKeys.Level.WARNING);
+    return pd
+        ? ". This is a configuration for LMCache's disaggregated prefill, which kvtier does not"
+            + " have: give the prefill and the decode instances the same remote_url (kvtier-server"
+            + " or Redis) so that decoders load what prefillers saved, or run vLLM's NixlConnector"
+        : "";
   }
 
   /**

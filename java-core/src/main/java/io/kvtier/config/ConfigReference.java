@@ -71,17 +71,44 @@ public final class ConfigReference {
    * @throws IllegalArgumentException if {@code doc} lacks either line or has them out of order
    */
   public static String withKeyTable(String doc) {
-    int begin = doc.indexOf(BEGIN);
-    int end = doc.indexOf(END);
-    if (begin < 0 || end < begin) {
+    return replaceSection(doc, BEGIN, END, keyTable());
+  }
+
+  /**
+   * Returns {@code doc} with the text between its {@code begin} and {@code end} lines replaced by
+   * {@code body}; everything else is kept as is.
+   *
+   * @throws IllegalArgumentException if {@code doc} lacks either line or has them out of order
+   */
+  static String replaceSection(String doc, String begin, String end, String body) {
+    int at = doc.indexOf(begin);
+    int to = doc.indexOf(end);
+    if (at < 0 || to < at) {
       throw new IllegalArgumentException(
-          "the page has no generated key table: it needs a line "
-              + BEGIN
+          "the page has no generated table: it needs a line "
+              + begin
               + " and, after it, a line "
-              + END);
+              + end);
     }
-    int tableStart = begin + BEGIN.length();
-    return doc.substring(0, tableStart) + "\n" + keyTable() + doc.substring(end);
+    int start = at + begin.length();
+    return doc.substring(0, start) + "\n" + body + doc.substring(to);
+  }
+
+  /**
+   * Writes {@code updated} over {@code page} when it differs from {@code doc}; with {@code check},
+   * only says so and exits 1.
+   */
+  static void writeOrCheck(Path page, String doc, String updated, boolean check)
+      throws IOException {
+    if (updated.equals(doc)) {
+      System.out.println(page + " is up to date");
+    } else if (check) {
+      System.err.println(page + " is out of date; run " + REGENERATE);
+      System.exit(1);
+    } else {
+      Files.writeString(page, updated, StandardCharsets.UTF_8);
+      System.out.println(page + ": generated table rewritten");
+    }
   }
 
   /**
@@ -113,14 +140,6 @@ public final class ConfigReference {
       System.exit(2);
       return;
     }
-    if (updated.equals(doc)) {
-      System.out.println(page + " is up to date");
-    } else if (check) {
-      System.err.println(page + " is out of date with the keys; run " + REGENERATE);
-      System.exit(1);
-    } else {
-      Files.writeString(page, updated, StandardCharsets.UTF_8);
-      System.out.println(page + ": key table regenerated");
-    }
+    writeOrCheck(page, doc, updated, check);
   }
 }

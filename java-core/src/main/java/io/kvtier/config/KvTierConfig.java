@@ -154,7 +154,7 @@ public final class KvTierConfig {
           CachePolicy.TINYLFU,
           "",
           "Which chunks the CPU tier evicts first (TINYLFU is Caffeine's W-TinyLFU). LMCache's"
-              + " `LFU`/`MRU` are refused with this list.",
+              + " `LFU` is read as TINYLFU (said at start-up); its `MRU` is refused with this list.",
           ConfigKey.enumOf(
               CachePolicy.values(),
               CachePolicy::name,
@@ -454,8 +454,9 @@ public final class KvTierConfig {
    */
   public static KvTierConfig loadWithFile(Path file) {
     Map<String, String> env = new HashMap<>(System.getenv());
-    if (file != null) {
+    if (file != null) { // the file asked for, whichever variable names another
       env.put("KVTIER_CONFIG_FILE", file.toString());
+      env.remove("LMCACHE_CONFIG_FILE");
     }
     return new ConfigLoader(env).load(Map.of());
   }

@@ -105,6 +105,12 @@ public final class LmCacheKeys {
 
   private static final Map<String, Treatment> TABLE = build();
 
+  /**
+   * Keys of older LMCache releases that LMCache's published examples still carry and LMCache 0.5.6
+   * ignores (with a warning): read like ignored keys, so those examples load here too.
+   */
+  private static final Map<String, Treatment> OLDER = buildOlder();
+
   private LmCacheKeys() {}
 
   /** Every LMCache key kvtier knows (not the {@link #ALIASES}), in LMCache's order. */
@@ -112,9 +118,13 @@ public final class LmCacheKeys {
     return TABLE.values();
   }
 
-  /** The treatment of {@code name} (an alias is resolved), or null if LMCache has no such key. */
+  /**
+   * The treatment of {@code name} (an alias is resolved; a key of an older LMCache is ignored), or
+   * null if LMCache has no such key.
+   */
   public static Treatment of(String name) {
-    return TABLE.get(ALIASES.getOrDefault(name, name));
+    Treatment t = TABLE.get(ALIASES.getOrDefault(name, name));
+    return t != null ? t : OLDER.get(name);
   }
 
   /** Every name LMCache reads: its keys and their older names. */
@@ -288,10 +298,15 @@ public final class LmCacheKeys {
             null,
             "seconds times 1000 (a remote get, exists or put slower than this is a miss)",
             null));
-    tuning(
-        t,
+    t.put(
         "remote_serde",
-        "kvtier stores raw KV bytes in the remote store (naive: INFO; kivi, cachegen: WARNING)");
+        new Treatment(
+            "remote_serde",
+            Kind.IGNORED,
+            null,
+            "kivi or cachegen compression of remote chunks",
+            "kvtier stores raw KV bytes in the remote store",
+            v -> !String.valueOf(v).trim().equalsIgnoreCase("naive")));
 
     feature(
         t,
@@ -497,6 +512,25 @@ public final class LmCacheKeys {
         "enable_kv_events",
         "kvtier publishes its tiers' KV events whenever vLLM's --kv-events-config turns them on");
     tuning(t, "use_gpu_connector_v3", "kvtier copies with its own GPU path");
+    return java.util.Collections.unmodifiableMap(t);
+  }
+
+  private static Map<String, Treatment> buildOlder() {
+    String older = "a setting of an older LMCache, which LMCache 0.5.6 does not read either";
+    Map<String, Treatment> t = new LinkedHashMap<>();
+    tuning(t, "local_device", older + "; local_cpu, local_disk and remote_url choose the tiers");
+    tuning(t, "pipelined_backend", older);
+    tuning(t, "lookup_url", older + " (P2P)");
+    tuning(t, "distributed_url", older + " (P2P)");
+    feature(
+        t,
+        "enable_nixl",
+        ON,
+        "disaggregated prefill (enable_nixl is " + older + "; its name now is enable_pd)",
+        null,
+        "nixl_receiver_host",
+        "nixl_receiver_port",
+        "nixl_enable_gc");
     return java.util.Collections.unmodifiableMap(t);
   }
 

@@ -193,11 +193,6 @@ public final class KvEngine implements AutoCloseable {
               + " differs from chunk_size="
               + chunkTokens);
     }
-    if (!config.localCpu() && config.localDiskPaths().isEmpty() && config.remoteUrl() == null) {
-      throw new io.kvtier.config.ConfigException(
-          "local_cpu=false leaves no tier to keep chunks in: set local_disk or remote_url (or"
-              + " local_cpu=true)");
-    }
     if (logConfig) {
       LOG.log(System.Logger.Level.INFO, config.describe());
       for (io.kvtier.config.LmCacheKeys.Notice n : config.notices()) {

@@ -227,6 +227,17 @@ class ConfigTest {
         e.getMessage().startsWith("max_local_cpu_size=0 with local_cpu=false"), e.getMessage());
   }
 
+  @Test
+  void localCpuOff_withNoTierBelow_isRefusedAtLoad() {
+    ConfigException e =
+        assertThrows(ConfigException.class, () -> load(Map.of(), Map.of("local_cpu", false)));
+    assertEquals(
+        "local_cpu=false leaves no tier to keep chunks in: set local_disk or remote_url (or"
+            + " local_cpu=true)",
+        e.getMessage());
+    assertFalse(load(Map.of(), Map.of("local_cpu", false, "remote_url", "redis://r")).localCpu());
+  }
+
   // ---- secrets --------------------------------------------------------------------------------
 
   @ParameterizedTest

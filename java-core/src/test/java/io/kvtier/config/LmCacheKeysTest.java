@@ -57,9 +57,14 @@ class LmCacheKeysTest {
           Map.entry("priority_limit", "priority limit"),
           Map.entry("remote_serde", "not cachegen-compressed"));
 
-  /** Keys that need another to load (kvtier refuses a disk tier without a budget). */
+  /**
+   * Keys that need another to load: kvtier refuses a disk tier without a budget, and a CPU tier
+   * that only stages chunks (local_cpu: false) with no tier below it.
+   */
   private static final Map<String, Map<String, Object>> COMPANIONS =
-      Map.of("local_disk", Map.of("max_local_disk_size", 10.0));
+      Map.of(
+          "local_disk", Map.of("max_local_disk_size", 10.0),
+          "local_cpu", Map.of("remote_url", "redis://cache.internal:6379"));
 
   /** One row of the key list. */
   record Row(String key, List<String> aliases, Object defaultValue, Object typical) {
@@ -79,19 +84,16 @@ class LmCacheKeysTest {
     List<Row> rows = new ArrayList<>();
     try (var in = LmCacheKeysTest.class.getResourceAsStream("/lmcache/lmcache-0.5.6-keys.tsv")) {
       assertNotNull(in, "the key list is a test resource");
-      for (String line :
-          new String(in.readAllBytes(), java.nio.charset.StandardCharsets.UTF_8).split("\n")) {
-        if (line.isBlank() || line.startsWith("#")) {
-          continue;
-        }
-        String[] f = line.split("\t", -1);
-        assertEquals(4, f.length, "four tab-separated fields: " + line);
+      String text = new String(in.readAllBytes(), java.nio.charset.StandardCharsets.UTF_8);
+      for (MigrationGuide.KeyRow r : MigrationGuide.parse(text)) {
         rows.add(
             new Row(
-                f[0],
-                f[1].equals("-") ? List.of() : List.of(f[1].split(",")),
-                f[2].equals("-") ? NONE : YamlSource.parseFlow(f[0], f[2]),
-                f[3].equals("-") ? NONE : YamlSource.parseFlow(f[0], f[3])));
+                r.key(),
+                r.aliases(),
+                r.defaultText().equals("-") ? NONE : YamlSource.parseFlow(r.key(), r.defaultText()),
+                r.typicalText().equals("-")
+                    ? NONE
+                    : YamlSource.parseFlow(r.key(), r.typicalText())));
       }
     }
     return rows;

@@ -301,20 +301,10 @@ class KvEngineTest {
   }
 
   @Test
-  void constructor_rejectsMismatchedChunkSizeAndLocalCpuOff() {
+  void constructor_rejectsMismatchedChunkSize() {
     assertThrows(
         IllegalArgumentException.class,
         () -> new KvEngine(KvTierConfig.of(Map.of()), ns(CHUNK), 64, MmapAllocator.INSTANCE));
-    ConfigException e =
-        assertThrows(
-            ConfigException.class,
-            () ->
-                new KvEngine(
-                    KvTierConfig.of(Map.of("chunk_size", CHUNK, "local_cpu", false)),
-                    ns(CHUNK),
-                    64,
-                    MmapAllocator.INSTANCE));
-    assertTrue(e.getMessage().contains("local_cpu=false"));
   }
 
   @Test
