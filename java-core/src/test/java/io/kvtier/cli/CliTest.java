@@ -94,7 +94,10 @@ class CliTest {
         yaml,
         "chunk_size: 512\nmax_local_cpu_size: 1.5\nremote_url: redis://:hunter2@cache:6379\n");
     assertEquals(Cli.OK, run("config", "check", yaml.toString()));
-    assertTrue(out().contains("chunk_size                 = 512  (file " + yaml + ")"), out());
+    assertTrue(
+        out()
+            .contains("chunk_size                 = 512  (file " + yaml + " (KVTIER_CONFIG_FILE))"),
+        out());
     assertTrue(out().contains("max_local_cpu_size         = 1.500 GB"), out());
     assertFalse(out().contains("hunter2"), "the password never shows");
     assertTrue(out().contains("configuration OK"));
