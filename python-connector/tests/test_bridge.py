@@ -157,7 +157,10 @@ def test_scheduler_settings_come_from_the_java_loader() -> None:
             lambda c: int(c.maxLocalDiskBytes()) == 2**29,
         ),
         ({"chunk_size": np.int64(64)}, lambda c: int(c.chunkTokens()) == 64),
-        ({"local_cpu": np.bool_(False)}, lambda c: not bool(c.localCpu())),
+        (
+            {"local_cpu": np.bool_(False), "remote_url": "redis://cache:6379"},
+            lambda c: not bool(c.localCpu()),
+        ),
         ({"p2p_init_ports": [8200]}, lambda c: "p2p_init_ports" in str(c.unsupportedKeys())),
     ],
 )

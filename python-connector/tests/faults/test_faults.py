@@ -103,12 +103,17 @@ class Stack:
         exits.callback(self.stop_cache_server)
         self.settings = {
             "max_local_cpu_size": CPU_CHUNKS * CHUNK_BYTES / 2**30,
-            "cache_policy": "LRU",
+            "lmcache.cache_policy": "LRU",  # LMCache's prefix, as its users write it
             "local_disk": str(self.disk),
             "max_local_disk_size": 1 if self.tmpfs else DISK_CHUNKS * (CHUNK_BYTES + 2**16) / 2**30,
             "remote_url": f"kvtier://127.0.0.1:{self.port}",
-            "remote_timeout_ms": REMOTE_TIMEOUT_MS,
         }
+        # The remote timeout and a capability kvtier lacks come from LMCache's configuration file,
+        # as an LMCache user's environment has it.
+        self.lmcache_file = base / "lmcache.yaml"
+        self.lmcache_file.write_text(
+            f"blocking_timeout_secs: {REMOTE_TIMEOUT_MS // 1000}\nenable_p2p: true\n"
+        )
         self.vllm_exits: ExitStack | None = None
         self.vllm: vllm_server.Server
         self.start_vllm()
@@ -134,6 +139,7 @@ class Stack:
         args = ["--block-size", "32", "--max-model-len", "1024"]
         args += ["--kv-cache-memory-bytes", str(64 << 20)]
         env = {"KVTIER_RUNTIME_DIR": str(self.runtime), "VLLM_SERVER_DEV_MODE": "1"}
+        env["LMCACHE_CONFIG_FILE"] = str(self.lmcache_file)
         env["VLLM_LOG_STATS_INTERVAL"] = "1"  # vLLM's stats line, with kvtier's figures
         self.vllm = self.vllm_exits.enter_context(
             vllm_server.serve(
@@ -377,6 +383,12 @@ def test_before_any_fault_kvtiers_series_equal_what_the_responses_reported(stack
     mib = CHUNK_BYTES / 2**20
     assert f"kvtier: rank 0 CPU tier: 0.00 GiB ({CPU_CHUNKS} chunks of {mib:.1f} MiB)" in log
     assert f"kvtier: rank 0 remote tier: kvtier://127.0.0.1:{stack.port}" in log
+    # LMCache's file and prefix, read as LMCache reads them; what kvtier lacks said once
+    source = f"file {stack.lmcache_file} (LMCACHE_CONFIG_FILE), as blocking_timeout_secs"
+    assert f"remote_timeout_ms          = {REMOTE_TIMEOUT_MS}  ({source})" in log
+    assert "cache_policy               = LRU  (kv_connector_extra_config)" in log
+    p2p = [line for line in log.splitlines() if "LMCache's enable_p2p=true" in line]
+    assert len(p2p) == 1 and p2p[0].startswith("WARNING: "), p2p
 
 
 def test_the_disk_budget_follows_the_file_system_and_a_filled_disk_evicts(stack: Stack) -> None:

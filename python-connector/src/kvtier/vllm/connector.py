@@ -2,9 +2,10 @@
 
 Start vLLM with ``--kv-transfer-config '{"kv_connector":"KVTierConnector","kv_role":"kv_both"}'``
 (the name is registered by kvtier's vLLM plugin), or name this module with
-``"kv_connector_module_path":"kvtier.vllm.connector"``. Settings come from ``KVTIER_CONFIG_FILE``,
-``KVTIER_<KEY>`` variables and ``kv_connector_extra_config`` (highest priority); a bad setting stops
-vLLM at start-up with a message naming the key.
+``"kv_connector_module_path":"kvtier.vllm.connector"``. Settings come from ``KVTIER_CONFIG_FILE``
+(or LMCache's ``LMCACHE_CONFIG_FILE``), ``LMCACHE_<KEY>`` and ``KVTIER_<KEY>`` variables and
+``kv_connector_extra_config`` (highest priority; LMCache's ``lmcache.`` prefix is accepted); a bad
+setting stops vLLM at start-up with a message naming the key.
 
 The connector dispatches by role: :class:`~kvtier.vllm.scheduler.KVTierScheduler` in the
 scheduler process, :class:`~kvtier.vllm.worker.KVTierWorker` in each worker process.

@@ -633,20 +633,29 @@ public final class KvTierConfig {
   }
 
   /**
-   * A multi-line description of every key, its value and its source; logged once per engine.
-   * Secrets are masked ({@link Redaction}): the password of {@code remote_url}, and {@code
-   * extra_config} entries with secret names.
+   * A multi-line description of every key, its value and its source, then the {@link #notices()}
+   * (as {@code kvtier config check} prints it). Secrets are masked ({@link Redaction}): the
+   * password of {@code remote_url}, and {@code extra_config} entries with secret names.
    */
   public String describe() {
+    StringBuilder sb = new StringBuilder(describeSettings());
+    for (LmCacheKeys.Notice n : notices) {
+      sb.append(String.format("%n  %s: %s", n.level(), n.text()));
+    }
+    return sb.toString();
+  }
+
+  /**
+   * {@link #describe()} without the notices: what an engine logs once at start-up, before it logs
+   * each notice at its own level.
+   */
+  public String describeSettings() {
     StringBuilder sb = new StringBuilder("kvtier configuration:");
     for (ConfigKey<?> key : KEYS) {
       sb.append(String.format(Locale.ROOT, "%n  %-26s = %s", key.name(), render(key)))
           .append("  (")
           .append(sources.get(key.name()))
           .append(')');
-    }
-    for (LmCacheKeys.Notice n : notices) {
-      sb.append(String.format("%n  %s: %s", n.level(), n.text()));
     }
     return sb.toString();
   }

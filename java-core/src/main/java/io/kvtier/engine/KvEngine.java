@@ -194,7 +194,7 @@ public final class KvEngine implements AutoCloseable {
               + chunkTokens);
     }
     if (logConfig) {
-      LOG.log(System.Logger.Level.INFO, config.describe());
+      LOG.log(System.Logger.Level.INFO, config.describeSettings());
       for (io.kvtier.config.LmCacheKeys.Notice n : config.notices()) {
         LOG.log(
             n.level() == io.kvtier.config.LmCacheKeys.Level.WARNING
