@@ -147,8 +147,9 @@ public final class LmCacheKeys {
     }
     String shown = written + "=" + Redaction.value(written, value);
     String alias = written.equals(t.key()) ? "" : " (LMCache's older name for " + t.key() + ")";
-    if (t.key().equals("remote_serde")) {
-      return serdeNotice(shown, String.valueOf(value).trim().toLowerCase(Locale.ROOT), source);
+    if (t.key().equals("remote_serde")) { // null (LMCache allows it) stores raw bytes too
+      String serde = value == null ? "naive" : String.valueOf(value).trim();
+      return serdeNotice(shown, serde.toLowerCase(Locale.ROOT), source);
     }
     boolean warns = t.enables() != null && t.enables().test(value);
     String why;

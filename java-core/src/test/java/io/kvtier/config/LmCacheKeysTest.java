@@ -242,6 +242,10 @@ class LmCacheKeysTest {
     LmCacheKeys.Notice kivi =
         onlyNotice(KvTierConfig.of(Map.of("remote_serde", "kivi")), "remote_serde");
     assertEquals(LmCacheKeys.Level.WARNING, kivi.level());
+    Map<String, Object> unset = new HashMap<>();
+    unset.put("remote_serde", null); // LMCache's examples write NULL
+    assertEquals(
+        LmCacheKeys.Level.INFO, onlyNotice(KvTierConfig.of(unset), "remote_serde").level());
     ConfigException e =
         assertThrows(
             ConfigException.class, () -> KvTierConfig.of(Map.of("remote_serde", "protobuf")));
