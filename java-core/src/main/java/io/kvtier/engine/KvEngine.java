@@ -195,6 +195,9 @@ public final class KvEngine implements AutoCloseable {
     }
     if (logConfig) {
       LOG.log(System.Logger.Level.INFO, config.describeSettings());
+    }
+    // The settings' notices once per instance: by the first rank of the first pipeline stage.
+    if (logConfig && namespace.tpRank() == 0 && namespace.firstLayer() == 0) {
       for (io.kvtier.config.LmCacheKeys.Notice n : config.notices()) {
         LOG.log(
             n.level() == io.kvtier.config.LmCacheKeys.Level.WARNING

@@ -15,6 +15,7 @@ import io.kvtier.memory.MmapAllocator;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
+import java.util.List;
 import java.util.Map;
 import java.util.Random;
 import org.junit.jupiter.api.AfterEach;
@@ -518,6 +519,32 @@ class KvEngineTest {
       assertTrue(text.contains("kvtier configuration:"), text);
       assertTrue(text.contains(":***@127.0.0.1:"), text);
       assertFalse(text.contains("hunter2"), text);
+    }
+  }
+
+  @Test
+  void lmcacheSettings_areLoggedOnce_atTheirLevel_byTheFirstRankOnly() {
+    KvTierConfig config =
+        KvTierConfig.of(Map.of("chunk_size", CHUNK, "enable_p2p", true, "p2p_host", "h"));
+    for (int rank = 0; rank < 2; rank++) {
+      KeyNamespace namespace =
+          new KeyNamespace("test-model", "bfloat16", 2, 2, 8, 2, rank, CHUNK, false);
+      try (LogCapture log = new LogCapture()) {
+        new KvEngine(config, namespace, 64, MmapAllocator.INSTANCE).close();
+        List<String> p2p =
+            log.records().stream().filter(r -> r.contains("LMCache's enable_p2p=true")).toList();
+        List<String> host =
+            log.records().stream().filter(r -> r.contains("LMCache's p2p_host=h")).toList();
+        if (rank == 0) {
+          assertEquals(1, p2p.size(), log.text());
+          assertTrue(p2p.get(0).startsWith("WARNING io.kvtier.engine.KvEngine: "), p2p.get(0));
+          assertEquals(1, host.size(), log.text());
+          assertTrue(host.get(0).startsWith("INFO "), host.get(0));
+        } else {
+          assertEquals(List.of(), p2p, "rank 1 repeats nothing");
+        }
+        assertTrue(log.text().contains("kvtier configuration:"), "each rank logs its settings");
+      }
     }
   }
 
