@@ -73,6 +73,14 @@ public final class ServerStore implements KvStore {
    */
   public static final int MAX_OUTSTANDING_REPLIES = 1 << 16;
 
+  /**
+   * Least time a connection attempt (the TCP connect, then HELLO) is given, however short {@code
+   * remote_timeout_ms} is: an attempt happens once per connection, and the first one of a fresh
+   * process, or to a server that has just started, loads classes on both sides while vLLM starts
+   * beside them. A request still waits at most {@code remote_timeout_ms}.
+   */
+  public static final long MIN_CONNECT_MILLIS = 2000;
+
   private static final System.Logger LOG = System.getLogger(ServerStore.class.getName());
 
   private final String host;
@@ -94,8 +102,8 @@ public final class ServerStore implements KvStore {
 
   /**
    * Connects to the server in {@code url}, waiting for the first attempt (at most about twice
-   * {@code timeoutMillis}); if it does not answer, starts anyway and keeps trying in the
-   * background.
+   * {@code timeoutMillis}); if it does not answer by then, starts anyway while the attempt (given
+   * at least {@link #MIN_CONNECT_MILLIS}) and later ones go on in the background.
    *
    * @param maxValueBytes largest value accepted from the server (the allocator's slot size)
    * @throws ConfigException if the URL is not {@code kvtier://host:port} or {@code
@@ -131,8 +139,8 @@ public final class ServerStore implements KvStore {
             group,
             new PipelinedConnection.Settings(
                 InFlightRequests.ReplyOrder.BY_ID,
-                timeoutMillis,
-                timeoutMillis,
+                Math.max(timeoutMillis, MIN_CONNECT_MILLIS),
+                Math.max(timeoutMillis, MIN_CONNECT_MILLIS),
                 MAX_OUTSTANDING_REPLIES,
                 TimeUnit.MILLISECONDS.toNanos(FIRST_RECONNECT_MILLIS),
                 TimeUnit.MILLISECONDS.toNanos(MAX_RECONNECT_MILLIS),

@@ -36,6 +36,8 @@ class FrozenServerTest {
     final ServerSocket socket = new ServerSocket(0);
     final AtomicInteger requests = new AtomicInteger();
     final AtomicBoolean connectionEnded = new AtomicBoolean();
+    final AtomicBoolean helloAnswered = new AtomicBoolean();
+    volatile long helloDelayMillis;
     final Thread thread =
         new Thread(
             () -> {
@@ -52,23 +54,31 @@ class FrozenServerTest {
                   byte op = b.get();
                   int id = b.getInt();
                   if (op == Protocol.HELLO) {
+                    Thread.sleep(helloDelayMillis);
                     ByteBuffer ok = ByteBuffer.allocate(11).order(ByteOrder.LITTLE_ENDIAN);
                     ok.putInt(7).put(Protocol.HELLO_OK).putInt(id).putShort((short) 2);
                     out.write(ok.array());
                     out.flush();
+                    helloAnswered.set(true);
                   } else {
                     requests.incrementAndGet();
                   }
                 }
               } catch (EOFException e) {
                 connectionEnded.set(true);
-              } catch (IOException e) {
+              } catch (IOException | InterruptedException e) {
                 connectionEnded.set(true);
               }
             },
             "frozen-server");
 
     Frozen() throws IOException {
+      this(0);
+    }
+
+    /** A server that answers HELLO only after {@code helloDelayMillis}. */
+    Frozen(long helloDelayMillis) throws IOException {
+      this.helloDelayMillis = helloDelayMillis; // before the thread starts
       thread.setDaemon(true);
       thread.start();
     }
@@ -76,6 +86,21 @@ class FrozenServerTest {
     @Override
     public void close() throws IOException {
       socket.close();
+    }
+  }
+
+  @Test
+  void aHandshakeSlowerThanTheRequestTimeout_connects_andCountsNoError() throws Exception {
+    // A cold client or a server that has just started: its first HELLO takes longer than a
+    // request may, and is no fault of the remote store.
+    try (Frozen slow = new Frozen(700);
+        ServerStore remote =
+            new ServerStore(
+                "kvtier://127.0.0.1:" + slow.socket.getLocalPort(), 200, 4, 4096, n -> null)) {
+      Await.until("the HELLO answered after 700 ms", slow.helloAnswered::get);
+      Await.until("the connection up", remote::connected);
+      assertEquals(Map.of(), remote.stats().errors(), "nothing to count");
+      assertTrue(!slow.connectionEnded.get(), "the client kept the connection");
     }
   }
 
