@@ -28,6 +28,11 @@ final class ConfigLoader {
     KvTierConfig.KEYS.forEach(k -> BY_NAME.put(k.name(), k));
   }
 
+  /** The supported key named {@code name}, or null. */
+  static ConfigKey<?> key(String name) {
+    return BY_NAME.get(name);
+  }
+
   /** The prefix LMCache's vLLM connector reads its keys with in kv_connector_extra_config. */
   static final String LMCACHE_PREFIX = "lmcache.";
 

@@ -60,7 +60,7 @@ public final class ConfigReference {
   }
 
   /** {@code text} made safe for a table cell: no line breaks, {@code |} escaped. */
-  private static String cell(String text) {
+  static String cell(String text) {
     return text.replace("\r", " ").replace("\n", " ").replace("|", "\\|");
   }
 

@@ -76,9 +76,7 @@ public final class MigrationGuide {
       }
       String what = t.summary();
       if (t.kind() == LmCacheKeys.Kind.HONOURED) {
-        ConfigKey<?> key =
-            KvTierConfig.KEYS.stream().filter(k -> k.name().equals(t.target())).findFirst().get();
-        what += " (kvtier's default: `" + key.defaultText() + "`)";
+        what += " (kvtier's default: `" + ConfigLoader.key(t.target()).defaultText() + "`)";
       }
       if (!t.key().equals(r.key())) {
         what = "LMCache's older name for `" + t.key() + "`: read as it";
@@ -88,16 +86,13 @@ public final class MigrationGuide {
           .append("` | ")
           .append(r.aliases().isEmpty() ? "—" : "`" + String.join("`, `", r.aliases()) + "`")
           .append(" | ")
-          .append(r.defaultText().equals("-") ? "—" : "`" + cell(r.defaultText()) + "`")
+          .append(
+              r.defaultText().equals("-") ? "—" : "`" + ConfigReference.cell(r.defaultText()) + "`")
           .append(" | ")
-          .append(cell(what))
+          .append(ConfigReference.cell(what))
           .append(" |\n");
     }
     return sb.toString();
-  }
-
-  private static String cell(String text) {
-    return text.replace("\n", " ").replace("|", "\\|");
   }
 
   /** {@code doc} with its generated table replaced by the one of {@code rows}. */

@@ -172,8 +172,7 @@ class LmCacheKeysTest {
     LmCacheKeys.Treatment t = LmCacheKeys.of(name);
     switch (t.kind()) {
       case HONOURED, MAPPED -> {
-        ConfigKey<?> key =
-            KvTierConfig.KEYS.stream().filter(k -> k.name().equals(t.target())).findFirst().get();
+        ConfigKey<?> key = ConfigLoader.key(t.target());
         assertTrue(c.sourceOf(key).startsWith(source), c.sourceOf(key));
         assertEquals(key.parse(LmCacheKeys.convert(name, value)), c.get(key));
         assertTrue(c.unsupportedKeys().isEmpty(), c.unsupportedKeys().toString());
