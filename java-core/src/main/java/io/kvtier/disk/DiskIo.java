@@ -56,6 +56,14 @@ public interface DiskIo {
     return java.nio.file.Files.isWritable(dir);
   }
 
+  /**
+   * Whether files under {@code dir} can be reached now (search permission on it and every directory
+   * above it: false once someone took them away).
+   */
+  default boolean searchable(Path dir) {
+    return java.nio.file.Files.isExecutable(dir);
+  }
+
   /** Which file system {@code dir} is on (directories on the same one share its space). */
   default Object fileSystemOf(Path dir) throws IOException {
     return java.nio.file.Files.getFileStore(dir);

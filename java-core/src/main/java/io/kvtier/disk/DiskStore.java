@@ -544,7 +544,7 @@ public final class DiskStore implements KvStore {
    */
   private void write(ChunkKey key, ChunkBuffer chunk) {
     Path target = pathOf(key);
-    if (readOnly(dirOf(key))) {
+    if (cannotMake(key, target)) {
       errors.record(ErrorKind.READ_ONLY, target + " cannot be written", null);
       counters.droppedPuts.increment();
       return;
@@ -611,6 +611,32 @@ public final class DiskStore implements KvStore {
   }
 
   /**
+   * A file that could not be read under a directory that can no longer be searched (its permissions
+   * were changed): every entry under the topmost such directory is dropped at once, instead of one
+   * failed load each. Their files stay for a later start; writes into it are refused (counted
+   * {@code read_only}) until it can be written again.
+   */
+  private void forgetUnsearchableDirectory(Path unreadable) {
+    Path root = settings.dirs().stream().filter(unreadable::startsWith).findFirst().orElse(null);
+    Path top = null;
+    for (Path d = unreadable.getParent(); root != null && d.startsWith(root); d = d.getParent()) {
+      if (!io.searchable(d)) {
+        top = d;
+      }
+    }
+    int dropped = top == null ? 0 : index.removeUnder(top);
+    if (dropped > 0) { // else other reads of the same load found it first and said so
+      LOG.log(
+          System.Logger.Level.WARNING,
+          "disk tier: "
+              + top
+              + " cannot be searched (were its permissions changed?); its other "
+              + dropped
+              + " chunks are forgotten, and saves into it are refused until it can be written");
+    }
+  }
+
+  /**
    * The file system is full below the budget (other files took its space): the budget becomes what
    * the tier holds now, the oldest chunks make room for this one, and the write is tried once more.
    *
@@ -672,7 +698,14 @@ public final class DiskStore implements KvStore {
           deleteQuietly(e.path, "corrupt");
           errors.record(kind, e.path + ": " + ex.getMessage() + "; deleted", ex);
         }
-        default -> errors.record(kind, "reading " + e.path + " failed", ex); // the file stays
+        default -> {
+          // Whatever the cause (an I/O error, permissions taken away), a chunk that could not be
+          // read is not reported again, so it costs one failed load, not one per request. Its file
+          // stays, in case the cause passes: the next start indexes it again.
+          index.remove(key, e);
+          errors.record(kind, "reading " + e.path + " failed; the chunk is forgotten", ex);
+          forgetUnsearchableDirectory(e.path);
+        }
       }
       return null;
     }
@@ -896,11 +929,19 @@ public final class DiskStore implements KvStore {
   }
 
   /**
-   * Whether tier directory {@code dir} cannot be written now (a read-only file system): one
-   * access(2) call per write. A directory that does not exist is not read-only: the write makes it.
+   * Whether {@code key}'s file {@code target} cannot be made now: the nearest directory above it
+   * that exists refuses writes (a read-only file system, or permissions taken away). One stat(2)
+   * and one access(2) call per write where the chunk's directory exists; the directories the write
+   * would make are not read-only.
    */
-  private boolean readOnly(Path dir) {
-    return !io.writable(dir) && Files.isDirectory(dir);
+  private boolean cannotMake(ChunkKey key, Path target) {
+    Path root = dirOf(key);
+    for (Path d = target.getParent(); d != null && d.startsWith(root); d = d.getParent()) {
+      if (Files.isDirectory(d)) {
+        return !io.writable(d);
+      }
+    }
+    return false;
   }
 
   @Override

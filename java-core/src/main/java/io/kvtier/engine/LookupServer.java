@@ -175,7 +175,12 @@ public final class LookupServer implements AutoCloseable {
     return new LookupServer(engine, path, group, channel, connections);
   }
 
-  /** Sockets younger than this are left alone: their server may be binding right now. */
+  /**
+   * Sockets made less than this before or after now are left alone: their server may be binding
+   * right now. After the wall clock was set back, a socket can seem made in the future; one made
+   * more than this after now is judged like an old one (it cannot be binding if the clock is right,
+   * and would otherwise stay until the clock caught up).
+   */
   static final long STALE_AFTER_MILLIS = 60_000;
 
   /**
@@ -193,7 +198,7 @@ public final class LookupServer implements AutoCloseable {
       for (Path p : entries) {
         try {
           if (p.equals(own)
-              || now - Files.getLastModifiedTime(p, LinkOption.NOFOLLOW_LINKS).toMillis()
+              || Math.abs(now - Files.getLastModifiedTime(p, LinkOption.NOFOLLOW_LINKS).toMillis())
                   < STALE_AFTER_MILLIS) {
             continue;
           }

@@ -8,6 +8,7 @@ import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertTimeoutPreemptively;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import io.kvtier.LogCapture;
 import io.kvtier.config.DiskSharding;
 import io.kvtier.key.ChunkKey;
 import io.kvtier.memory.ChunkBuffer;
@@ -395,15 +396,64 @@ class DiskStoreTest {
   }
 
   @Test
-  void readError_isAMiss_fileKept() throws Exception {
+  void readError_isAMiss_theChunkIsNotReportedAgain_itsFileIsKeptForTheNextStart()
+      throws Exception {
     try (DiskStore s = open()) {
       put(s, 1, CHUNK);
+      put(s, 2, CHUNK);
       await(s);
       io.fault = FaultyDiskIo.Fault.READ_ERROR;
       assertNull(s.get(key(1)));
       assertEquals(1L, s.errorCounts().get(ErrorKind.READ_FAILED));
       io.fault = FaultyDiskIo.Fault.NONE;
-      assertHolds(s, 1, CHUNK); // a transient error does not lose the chunk
+      // One failed load, not one per request: a lookup no longer reports what could not be read.
+      assertFalse(s.contains(key(1)));
+      assertHolds(s, 2, CHUNK);
+    }
+    try (DiskStore s = open()) {
+      assertHolds(s, 1, CHUNK); // the error passed: the next start finds the file again
+    }
+  }
+
+  @Test
+  void aDirectoryWhosePermissionsWereTakenAway_isForgottenAtOnce_andSavesResumeOnceRestored()
+      throws Exception {
+    try (LogCapture log = new LogCapture();
+        DiskStore s = open(100, 1, 1024, false, false)) {
+      for (int i = 0; i < 4; i++) {
+        put(s, i, CHUNK);
+      }
+      await(s);
+      Path namespace = s.pathOf(key(0)).getParent().getParent(); // holds every chunk here
+      io.denied = namespace; // chmod 000
+      assertNull(s.get(key(0)));
+      assertEquals(1L, s.errorCounts().get(ErrorKind.READ_FAILED));
+      for (int i = 0; i < 4; i++) {
+        assertFalse(s.contains(key(i)), "chunk " + i + " forgotten with the first failed read");
+      }
+      assertEquals(0, s.stats().entries());
+      assertTrue(
+          log.records().stream()
+              .anyMatch(
+                  r ->
+                      r.contains(namespace + " cannot be searched")
+                          && r.contains("other 3 chunks")),
+          log.records().toString());
+      put(s, 4, CHUNK);
+      await(s);
+      assertEquals(1L, s.errorCounts().get(ErrorKind.READ_ONLY), "the save refused, counted");
+      assertEquals(null, s.errorCounts().get(ErrorKind.WRITE_FAILED));
+      assertFalse(s.contains(key(4)));
+      io.denied = null; // chmod 755
+      put(s, 5, CHUNK);
+      await(s);
+      assertHolds(s, 5, CHUNK);
+    }
+    try (DiskStore s = open(100, 1, 1024, false, false)) {
+      for (int i : new int[] {0, 1, 2, 3, 5}) {
+        assertHolds(s, i, CHUNK); // their files stayed
+      }
+      assertFalse(s.contains(key(4)));
     }
   }
 

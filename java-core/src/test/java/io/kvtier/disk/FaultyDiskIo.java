@@ -12,10 +12,10 @@ import java.util.concurrent.Semaphore;
 
 /**
  * A {@link DiskIo} that injects faults into the real one (after Lucene's MockDirectoryWrapper):
- * disk full, read-only (writes and deletes fail), I/O errors on reads, deletes refused, and writes
- * or reads that block until released (each one that reaches its gate says so in {@link
- * #writesAtGate} or {@link #readsAtGate}). Records the order of operations. Thread-safe; switch
- * faults between operations.
+ * disk full, read-only (writes and deletes fail), I/O errors on reads, deletes refused, a directory
+ * whose permissions were taken away, and writes or reads that block until released (each one that
+ * reaches its gate says so in {@link #writesAtGate} or {@link #readsAtGate}). Records the order of
+ * operations. Thread-safe; switch faults between operations.
  */
 final class FaultyDiskIo implements DiskIo {
   enum Fault {
@@ -38,6 +38,25 @@ final class FaultyDiskIo implements DiskIo {
   volatile long capacity = Long.MAX_VALUE;
 
   volatile Path root;
+
+  /**
+   * A directory whose permissions were taken away (mode 000, for a process that is not root): reads
+   * and writes of files under it are denied, and neither it nor anything under it can be searched
+   * or written.
+   */
+  volatile Path denied;
+
+  private void checkAllowed(Path file) throws AccessDeniedException {
+    Path d = denied;
+    if (d != null && file.startsWith(d)) {
+      throw new AccessDeniedException(file.toString());
+    }
+  }
+
+  private boolean allowed(Path dir) {
+    Path d = denied;
+    return d == null || !dir.startsWith(d);
+  }
 
   /** Bytes of the files under {@link #root} now. */
   long used() throws IOException {
@@ -72,6 +91,7 @@ final class FaultyDiskIo implements DiskIo {
       }
     }
     log.add("write " + target.getFileName());
+    checkAllowed(target);
     switch (fault) {
       case DISK_FULL ->
           throw new FileSystemException(target.toString(), null, "No space left on device");
@@ -99,6 +119,7 @@ final class FaultyDiskIo implements DiskIo {
       }
     }
     log.add("read " + file.getFileName());
+    checkAllowed(file);
     if (fault == Fault.READ_ERROR) {
       throw new IOException("Input/output error");
     }
@@ -124,7 +145,12 @@ final class FaultyDiskIo implements DiskIo {
 
   @Override
   public boolean writable(Path dir) {
-    return fault != Fault.READ_ONLY && real.writable(dir);
+    return fault != Fault.READ_ONLY && allowed(dir) && real.writable(dir);
+  }
+
+  @Override
+  public boolean searchable(Path dir) {
+    return allowed(dir) && real.searchable(dir);
   }
 
   @Override

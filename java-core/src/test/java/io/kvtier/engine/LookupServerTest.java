@@ -495,12 +495,16 @@ class LookupServerTest {
     long old = System.currentTimeMillis() - 2 * LookupServer.STALE_AFTER_MILLIS;
     Path dead = dir.resolve("kvtier-1111-0.sock");
     Path young = dir.resolve("kvtier-2222-0.sock");
-    for (Path p : List.of(dead, young)) {
+    Path future = dir.resolve("kvtier-6666-0.sock"); // made before the clock was set back an hour
+    for (Path p : List.of(dead, young, future)) {
       try (ServerSocketChannel gone = ServerSocketChannel.open(StandardProtocolFamily.UNIX)) {
         gone.bind(UnixDomainSocketAddress.of(p)); // the file stays behind, nobody listening
       }
     }
     Files.setLastModifiedTime(dead, java.nio.file.attribute.FileTime.fromMillis(old));
+    Files.setLastModifiedTime(
+        future,
+        java.nio.file.attribute.FileTime.fromMillis(System.currentTimeMillis() + 3_600_000));
     Path live = dir.resolve("kvtier-3333-0.sock");
     serve(live);
     Files.setLastModifiedTime(live, java.nio.file.attribute.FileTime.fromMillis(old));
@@ -509,6 +513,7 @@ class LookupServerTest {
 
     serve(dir.resolve("kvtier-5555-0.sock"));
     assertFalse(Files.exists(dead), "a dead server's socket is deleted");
+    assertFalse(Files.exists(future), "a dead server's socket from before a clock jump is deleted");
     assertTrue(Files.exists(young), "a socket made just now may be binding: kept");
     assertTrue(Files.exists(other), "not a socket: kept");
     greeted(live); // a live server's socket is kept and still answers
