@@ -53,11 +53,16 @@ class ModelSpec:
     """Sentences of pseudo-language text the tokenizer is trained on."""
     lexicon_words: int = 30_000
     """Distinct words in the pseudo-language, used with Zipf-like frequencies."""
+    sliding_window: int | None = None
+    """Every layer attends to this many tokens back (Mistral 7B v0.1's kind of model); None: full
+    attention."""
 
     @property
     def name(self) -> str:
-        """Directory name: format version plus a short hash of every parameter."""
-        params = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        """Directory name: format version plus a short hash of every parameter (those left at
+        None are left out, so adding one kept the names of the models built before)."""
+        fields = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        params = json.dumps(fields, sort_keys=True)
         digest = hashlib.sha256(f"{BUILD_FORMAT}:{params}".encode()).hexdigest()[:12]
         return f"tiny-llama-v{BUILD_FORMAT}-{digest}"
 
@@ -75,6 +80,10 @@ SMALL = dataclasses.replace(
 )
 """A tenth of SPEC's compute per token, for runs that serve many requests (the load test): 4
 layers, 2 KV heads of 64, 3 KiB of bf16 KV cache per token."""
+
+SLIDING = dataclasses.replace(SMALL, sliding_window=200)
+"""SMALL whose every layer attends to the last 200 tokens: less than a 256-token chunk, more than
+one of vLLM's CPU blocks (128), so long prompts free blocks while they run."""
 
 
 def default_cache_dir() -> Path:
@@ -204,6 +213,7 @@ def _write_model(spec: ModelSpec, directory: Path) -> None:
         tie_word_embeddings=True,
         initializer_range=spec.initializer_range,
         dtype="bfloat16",
+        **({"sliding_window": spec.sliding_window} if spec.sliding_window else {}),
     )
     torch.manual_seed(spec.seed)
     LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(directory)

@@ -143,15 +143,18 @@ class WorkerBridge:
         """
         return self._java().hostKvCache(addresses, layout, threads)
 
-    def open_worker(self, engine: JavaObject, cache: JavaObject, threads: int) -> JavaProxy:
+    def open_worker(
+        self, engine: JavaObject, cache: JavaObject, threads: int, sliding_window: bool = False
+    ) -> JavaProxy:
         """Starts a ``KvWorker`` moving tokens between ``cache`` and ``engine`` (the raw
         ``KvEngine``, :attr:`kvtier.engine.Engine.java`) on ``threads`` background threads; the
-        caller closes it.
+        caller closes it. ``sliding_window``: the model's layers all slide (hits are whole
+        chunks, loads skip vLLM's null blocks; see :mod:`kvtier.vllm.groups`).
 
         Raises:
             kvtier.JavaValueError: the cache's bytes per token differ from the engine's.
         """
-        return JavaProxy(self._java().openWorker(engine, cache, threads))
+        return JavaProxy(self._java().openWorker(engine, cache, threads, sliding_window))
 
     def warm_up(self, config: JavaObject, layout: JavaObject, threads: int) -> JavaObject:
         """Runs the save and load paths on scratch memory shaped like ``layout`` (a

@@ -27,7 +27,7 @@ from vllm.distributed.kv_transfer.kv_connector.v1.base import (
 )
 
 from kvtier import _jvm
-from kvtier.vllm import versions
+from kvtier.vllm import groups, versions
 from kvtier.vllm.metadata import KVTierMetadata
 
 try:  # vLLM 0.32: receive failures are named per request next to the finished transfers
@@ -126,7 +126,11 @@ class KVTierConnector(KVConnectorBase_V1):
         began = time.perf_counter()
         jvm_before = _jvm.running()
         if role == KVConnectorRole.SCHEDULER:
-            self._scheduler = KVTierScheduler(vllm_config, settings)
+            # The workers registered their KV caches first, and refused groups kvtier does not
+            # serve with their tensors' shapes; this names them again where they were not.
+            self._scheduler = KVTierScheduler(
+                vllm_config, settings, groups.classify(kv_cache_config)
+            )
             # A kvtier miss or failed load must never fail a request (vLLM's default policy for
             # connectors is "fail"): failed blocks are recomputed. The scheduler reads this right
             # after creating its connector.
@@ -134,7 +138,7 @@ class KVTierConnector(KVConnectorBase_V1):
                 logger.info("kvtier: kv_load_failure_policy set to 'recompute'")
                 self._kv_transfer_config.kv_load_failure_policy = "recompute"
         else:
-            self._worker = KVTierWorker(vllm_config, settings)
+            self._worker = KVTierWorker(vllm_config, settings, kv_cache_config)
         info = _jvm.info()
         logger.info(
             "kvtier: %s side set up in %.0f ms (%s)",

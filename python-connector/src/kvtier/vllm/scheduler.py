@@ -71,6 +71,7 @@ from kvtier.errors import JavaError
 from kvtier.vllm import events, request_keys
 from kvtier.vllm import worker as worker_side
 from kvtier.vllm._lookup import LookupClient, LookupFailed, LookupUnavailable, socket_path
+from kvtier.vllm.groups import FULL_ATTENTION, KvGroups
 from kvtier.vllm.metadata import KVTierMetadata, KVTierWorkerMetadata, LoadSpec, RequestOp
 from kvtier.vllm.stats import KVTierConnectorStats
 
@@ -276,8 +277,14 @@ class KVTierScheduler:
     or a dropped save, whichever keeps vLLM's view of the request true.
     """
 
-    def __init__(self, vllm_config: VllmConfig, settings: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        vllm_config: VllmConfig,
+        settings: dict[str, Any],
+        kv_groups: KvGroups = FULL_ATTENTION,
+    ) -> None:
         """Reads the settings through the scheduler's Java facade, so in a JVM of this process.
+        ``kv_groups``: what the model's KV cache groups are (:mod:`kvtier.vllm.groups`).
 
         That loader already does the YAML file, ``KVTIER_*`` overrides, validation (unknown keys
         name the closest known one) and secret redaction; doing it again in Python would copy
@@ -293,7 +300,9 @@ class KVTierScheduler:
         block = int(vllm_config.cache_config.block_size)
         self._block_tokens = block
         self._tail_tokens = (
-            1
+            self._chunk_tokens
+            if kv_groups.sliding
+            else 1
             if self._save_unfull
             else block
             if block < self._chunk_tokens and self._chunk_tokens % block == 0
@@ -301,7 +310,8 @@ class KVTierScheduler:
         )
         """What a prompt's last, partial chunk is stored in multiples of (docs/keys.md, "Block
         prefixes"): every token with ``save_unfull_chunk``, else whole vLLM blocks where they
-        divide the chunk, else nothing (whole chunks only)."""
+        divide the chunk, else nothing (whole chunks only); whole chunks only for a
+        sliding-window model, whose hits are whole chunks."""
         self._root = keys.ZERO
         """The cache epoch's root digest: zero until ``reset_cache`` picks a new epoch."""
         self._clear_local = False

@@ -35,6 +35,7 @@ from kvtier import _bridge, _jvm
 from kvtier.engine import Engine, Layout, key_extras
 from kvtier.vllm import events
 from kvtier.vllm._lookup import socket_path, start_server
+from kvtier.vllm.groups import FULL_ATTENTION, classify
 from kvtier.vllm.layouts import KvCacheLayout, describe
 from kvtier.vllm.metadata import KVTierMetadata, KVTierWorkerMetadata, LoadSpec, RequestOp
 from kvtier.vllm.stats import KVTierConnectorStats, Throttle, worker_report
@@ -165,9 +166,15 @@ def _start_cpu_warm_up(vllm_config: VllmConfig, config: Any) -> bool:
 class KVTierWorker:
     """Worker-side state for one rank. Called from the model runner's thread."""
 
-    def __init__(self, vllm_config: VllmConfig, settings: dict[str, Any]) -> None:
+    def __init__(
+        self, vllm_config: VllmConfig, settings: dict[str, Any], kv_cache_config: Any = None
+    ) -> None:
+        """``kv_cache_config``: vLLM's ``KVCacheConfig`` (its groups are checked when the KV
+        cache is registered, where the tensors' shapes are known)."""
         self._vllm_config = vllm_config
         self._settings = settings
+        self._kv_cache_config = kv_cache_config
+        self._groups = FULL_ATTENTION
         config = _bridge.worker.load_config(settings)
         self._config = config
         self._layerwise = bool(config.useLayerwise())
@@ -223,6 +230,8 @@ class KVTierWorker:
     def register_kv_caches(self, kv_caches: dict[str, torch.Tensor]) -> None:
         """Opens the engine over vLLM's KV tensors and starts serving lookups."""
         began = time.perf_counter()
+        shapes = {name: tuple(t.shape) for name, t in kv_caches.items()}
+        self._groups = kv_groups = classify(self._kv_cache_config, shapes)
         layout = detect_layout(kv_caches, self._vllm_config)
         names = list(kv_caches)
         self._layer_index = {n: i for i, n in enumerate(names)}
@@ -260,7 +269,9 @@ class KVTierWorker:
                 _bridge.worker.warm_up(self._engine.java.config(), paged, TRANSFER_THREADS)
         else:
             cache = self._open_gpu(layout, engine_layout, addresses, paged)
-        self._worker = _bridge.worker.open_worker(self._engine.java, cache, TRANSFER_THREADS)
+        self._worker = _bridge.worker.open_worker(
+            self._engine.java, cache, TRANSFER_THREADS, kv_groups.sliding
+        )
         if self._events_block:
             self._events = self._engine.java.enableEvents(events.MAX_QUEUED, events.MAX_UNHELD_TAGS)
         self._server = start_server(self._engine, socket_path(self._engine_id, rank))
@@ -564,11 +575,14 @@ class KVTierWorker:
             except Exception:  # saves would not be ordered after the forward
                 self._failed("ordering saves after the forward", whole[0][0])
                 return
+        # A sliding-window model's saves are copied now: vLLM may hand the blocks that slid out
+        # of the window to other requests in the next step (kvtier.vllm.groups).
+        submit = self._worker.save if self._groups.sliding else self._worker.submitSave
         for req_id, save_to in whole:
             req = self._requests[req_id]
             try:
                 ticket = int(
-                    self._worker.submitSave(
+                    submit(
                         req.tokens,
                         save_to,
                         req.extras,
@@ -581,7 +595,8 @@ class KVTierWorker:
                 self._failed("saving", req_id)
                 continue
             req.saved_chunks = save_to // self._chunk_tokens
-            self._track(ticket, _Ticket(req_id))
+            if not self._groups.sliding:
+                self._track(ticket, _Ticket(req_id))
 
     def _tags(self, req: _WorkerRequest, save_to: int) -> Any:
         """KV events: the tags of the chunks a save stores (None: events off or no hashes)."""

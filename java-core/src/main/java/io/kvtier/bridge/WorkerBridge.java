@@ -187,6 +187,16 @@ public final class WorkerBridge {
   }
 
   /**
+   * Like {@link #openWorker(KvEngine, KvCacheTransfer, int)}, for a model whose layers all slide
+   * when {@code slidingWindow} ({@link KvWorker#KvWorker(KvEngine, KvCacheTransfer, int,
+   * boolean)}).
+   */
+  public static KvWorker openWorker(
+      KvEngine engine, KvCacheTransfer cache, int threads, boolean slidingWindow) {
+    return new KvWorker(engine, cache, threads, slidingWindow);
+  }
+
+  /**
    * Runs the save and load paths once on scratch memory shaped like {@code layout} ({@link
    * WarmUp#run}), so the first requests do not pay for the JVM's warm-up; once per JVM. Never
    * throws.

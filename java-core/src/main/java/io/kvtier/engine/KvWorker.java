@@ -61,6 +61,13 @@ public final class KvWorker implements AutoCloseable {
   private final int chunkTokens;
   private final long bytesPerToken;
   private final ExecutorService transfers;
+
+  /** vLLM's null block: a placeholder in a block table, never a request's memory. */
+  static final int NULL_BLOCK = 0;
+
+  /** The model's layers all slide ({@link #KvWorker(KvEngine, KvCacheTransfer, int, boolean)}). */
+  private final boolean slidingWindow;
+
   private final ErrorTally errors = new ErrorTally(LOG, "kvtier worker");
   private final AtomicLong nextId = new AtomicLong(1);
   private final Map<Long, SaveOp> saves = new ConcurrentHashMap<>();
@@ -101,6 +108,28 @@ public final class KvWorker implements AutoCloseable {
    * @throws IllegalArgumentException if the cache's bytes per token differ from the engine's
    */
   public KvWorker(KvEngine engine, KvCacheTransfer cache, int threads) {
+    this(engine, cache, threads, false);
+  }
+
+  /**
+   * Like {@link #KvWorker(KvEngine, KvCacheTransfer, int)}; with {@code slidingWindow}, for a model
+   * whose every layer attends to a sliding window, where vLLM frees the blocks that slid out of the
+   * window while the request runs and puts its null block (id 0) in their place:
+   *
+   * <ul>
+   *   <li>hits are whole chunks, not whole blocks (the engine's block size is left alone): the
+   *       window before a chunk's end was in place when the step that completed the chunk saved it,
+   *       the window before a block inside it may already have been reused;
+   *   <li>a load skips the leading entries of its block table that are the null block (id 0):
+   *       tokens vLLM no longer keeps for the request.
+   * </ul>
+   *
+   * <p>The caller saves such a model within the step ({@link #save}), not in the background.
+   *
+   * @throws IllegalArgumentException if the cache's bytes per token differ from the engine's
+   */
+  public KvWorker(KvEngine engine, KvCacheTransfer cache, int threads, boolean slidingWindow) {
+    this.slidingWindow = slidingWindow;
     this.engine = engine;
     this.cache = cache;
     this.chunkTokens = engine.chunkTokens();
@@ -113,7 +142,9 @@ public final class KvWorker implements AutoCloseable {
               + bytesPerToken);
     }
     checkPositive(threads, "threads");
-    engine.useBlockSize(cache.layout().blockSize());
+    if (!slidingWindow) {
+      engine.useBlockSize(cache.layout().blockSize());
+    }
     this.transfers =
         new ThreadPoolExecutor(
             threads,
@@ -139,6 +170,17 @@ public final class KvWorker implements AutoCloseable {
   /** Like {@link #save(int[], int, int[], int)} with {@code extras} in the chunks' keys. */
   public int save(int[] tokens, int tokenCount, KeyExtras extras, int[] blockIds, int fromChunk) {
     return copyAndEndSave(beginSave(tokens, tokenCount, extras, blockIds, fromChunk));
+  }
+
+  /** Like {@link #save(int[], int, KeyExtras, int[], int)} with KV event tags. */
+  public int save(
+      int[] tokens,
+      int tokenCount,
+      KeyExtras extras,
+      int[] blockIds,
+      int fromChunk,
+      long[][] tags) {
+    return copyAndEndSave(beginSave(tokens, tokenCount, extras, blockIds, fromChunk, tags));
   }
 
   /** Gathers every layer of a {@link #beginSave} (handle 0: nothing) and ends it. */
@@ -405,18 +447,31 @@ public final class KvWorker implements AutoCloseable {
   }
 
   private void forEachLoaded(LoadOp op, RangeCopy copy) {
+    int from = slidingWindow ? Math.max(op.from, firstKeptToken(op.blockIds)) : op.from;
     for (int i = 0; i < op.tx.size(); i++) {
       int c = op.tx.firstChunk() + i;
       int start = c * chunkTokens;
       ChunkBuffer chunk = op.tx.buffer(i);
       // A run of whole blocks may be read from a longer stored chunk: its rows are that chunk's.
       int rows = (int) (chunk.length() / bytesPerToken);
-      int lo = Math.max(op.from, start);
+      int lo = Math.max(from, start);
       int hi = Math.min(op.to, start + Math.min(rows, engine.chunkTokensAt(c, op.tx.tokenCount())));
       if (hi > lo) {
         copy.copy(segment(chunk, rows), rows, start, lo - start, hi - lo);
       }
     }
+  }
+
+  /**
+   * The first token whose block is not vLLM's null block (id 0): a sliding window's table holds the
+   * null block where the window no longer reaches.
+   */
+  private int firstKeptToken(int[] blockIds) {
+    int b = 0;
+    while (b < blockIds.length && blockIds[b] == NULL_BLOCK) {
+      b++;
+    }
+    return b * cache.layout().blockSize();
   }
 
   /** The first {@code tokens} tokens' bytes of {@code chunk} (throws if it is shorter). */

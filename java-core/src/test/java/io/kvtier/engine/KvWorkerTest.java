@@ -36,6 +36,7 @@ class KvWorkerTest {
   private final MemorySegment[] layers = new MemorySegment[LAYERS];
   private KvEngine engine;
   private KvWorker worker;
+  private boolean slidingWindow; // the next open() makes a sliding-window model's worker
 
   KvWorker open(Map<String, ?> settings, PagedLayout l) {
     return open(settings, l, 1);
@@ -56,7 +57,7 @@ class KvWorkerTest {
                 "m", "bfloat16", LAYERS, l.numHeads(), l.headSize(), 1, 0, CHUNK, false),
             cache.tokenBytes(),
             MmapAllocator.INSTANCE);
-    worker = new KvWorker(engine, cache, 2);
+    worker = new KvWorker(engine, cache, 2, slidingWindow);
     return worker;
   }
 
@@ -233,6 +234,34 @@ class KvWorkerTest {
     int[] dst = blocks(30, 1, 6);
     assertEquals(40, worker.load(b, 40, dst, 0, 40));
     assertSameTokens(layout, src, dst, 0, 40);
+  }
+
+  @Test
+  void aSlidingWindowModel_hitsWholeChunks_andLoadsNothingIntoTheNullBlock() {
+    slidingWindow = true;
+    open();
+    assertEquals(CHUNK, engine.blockTokens(), "hits are whole chunks");
+    int[] a = prompt(48, 11);
+    int[] src = blocks(1, 1, 6);
+    assertEquals(3, worker.save(a, 48, src, 0));
+    assertEquals(16, engine.lookup(sharing(a, 27, 48), 48), "a block inside a chunk is no hit");
+    // vLLM's table for a hit of 48 tokens whose window needs the last 2 blocks: its null block
+    // (id 0) where the window no longer reaches.
+    int[] dst = {0, 0, 0, 0, 40, 41};
+    int[] nullBlock = {0};
+    byte[][][] before = new byte[LAYERS][BLOCK][];
+    for (int layer = 0; layer < LAYERS; layer++) {
+      for (int t = 0; t < BLOCK; t++) {
+        before[layer][t] = token(layer, layout, nullBlock, t);
+      }
+    }
+    assertEquals(48, worker.load(a, 48, dst, 0, 48));
+    assertSameTokens(layout, src, dst, 32, 48);
+    for (int layer = 0; layer < LAYERS; layer++) {
+      for (int t = 0; t < BLOCK; t++) {
+        assertArrayEquals(before[layer][t], token(layer, layout, nullBlock, t), "null block");
+      }
+    }
   }
 
   @Test

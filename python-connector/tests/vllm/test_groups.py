@@ -1,0 +1,95 @@
+"""Which KV cache groups kvtier serves (``kvtier.vllm.groups``), with vLLM's own spec objects."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip(
+    "vllm", reason="vLLM (CPU) is not installed; scripts/lib/vllm-env.sh installs it"
+)
+torch = pytest.importorskip("torch", reason="torch comes with vLLM")
+
+from vllm.v1 import kv_cache_interface as kv  # noqa: E402
+
+from kvtier import ConfigError  # noqa: E402
+from kvtier.vllm.groups import FULL, SLIDING, KvGroups, classify  # noqa: E402
+
+ATTN = {"num_kv_heads": 2, "head_size": 64, "dtype": torch.float32}
+
+
+def config(*groups: tuple[list[str], object]) -> kv.KVCacheConfig:
+    return kv.KVCacheConfig(
+        num_blocks=16,
+        kv_cache_tensors=[],
+        kv_cache_groups=[kv.KVCacheGroupSpec(names, spec) for names, spec in groups],
+    )
+
+
+def layers(*indices: int) -> list[str]:
+    return [f"model.layers.{i}.self_attn.attn" for i in indices]
+
+
+def test_full_attention_and_no_config_are_served_as_full_attention() -> None:
+    assert classify(None) == KvGroups(FULL)
+    assert classify(config((layers(0, 1), kv.FullAttentionSpec(128, **ATTN)))) == KvGroups(FULL)
+
+
+def test_sliding_and_full_layers_merged_by_vllm_are_full_attention() -> None:
+    """vLLM's hybrid manager off: a mixed model's layers form one full-attention group that
+    carries the window and keeps every block."""
+    merged = kv.FullAttentionSpec(128, sliding_window=64, **ATTN)
+    assert classify(config((layers(0, 1, 2, 3), merged))).kind == FULL
+
+
+def test_a_model_whose_layers_all_slide_is_served_with_its_window() -> None:
+    got = classify(config((layers(0, 1), kv.SlidingWindowSpec(128, sliding_window=200, **ATTN))))
+    assert got == KvGroups(SLIDING, 200) and got.sliding
+    uniform = kv.UniformTypeKVCacheSpecs(
+        128,
+        {
+            "a": kv.SlidingWindowSpec(128, sliding_window=300, **ATTN),
+            "b": kv.SlidingWindowSpec(128, sliding_window=200, **ATTN),
+        },
+    )
+    assert classify(config((["a", "b"], uniform))) == KvGroups(SLIDING, 200)
+
+
+@pytest.mark.parametrize(
+    ("groups", "named"),
+    [
+        (
+            [
+                (layers(0, 2), kv.SlidingWindowSpec(128, sliding_window=64, **ATTN)),
+                (layers(1, 3), kv.FullAttentionSpec(128, **ATTN)),
+            ],
+            ["group 0: sliding window (2 layers", "group 1: full attention (2 layers"],
+        ),
+        (
+            [(layers(0), kv.MambaSpec(128, shapes=((4, 8),), dtypes=(torch.float32,)))],
+            [
+                "group 0: MambaSpec (1 layers: model.layers.0.self_attn.attn",
+                "tensors of shape (3, 5)",
+            ],
+        ),
+        (
+            [
+                (
+                    layers(0, 1, 2, 3),
+                    kv.ChunkedLocalAttentionSpec(128, attention_chunk_size=64, **ATTN),
+                )
+            ],
+            ["group 0: ChunkedLocalAttentionSpec (4 layers: ", "and 1 more"],
+        ),
+    ],
+    ids=["several groups", "mamba", "chunked local"],
+)
+def test_groups_kvtier_does_not_serve_are_refused_naming_each(
+    groups: list[tuple[list[str], object]], named: list[str]
+) -> None:
+    shapes = {name: (3, 5) for g, _ in groups for name in g}
+    with pytest.raises(ConfigError) as refused:
+        classify(config(*groups), shapes)
+    message = str(refused.value)
+    for part in named:
+        assert part in message, message
+    assert "Start vLLM without kvtier for this model" in message

@@ -1,0 +1,86 @@
+"""A model whose every layer attends to a sliding window, end to end with real vLLM on CPU.
+
+vLLM keeps such a model's KV cache as one sliding-window group: it frees a request's blocks once
+they slide out of the window, while the request runs, and hands them to other requests. One vLLM
+without kvtier and one with kvtier's defaults run the same steps under the same threading and
+float32 (vLLM's prefix cache off in both, so every hit is kvtier's), in a KV cache too small for
+the batched prompts at once: every output with kvtier equals the run without it, and hits are
+whole chunks (``kvtier.vllm.groups``).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip(
+    "vllm", reason="vLLM (CPU) is not installed; scripts/lib/vllm-env.sh installs it"
+)
+
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+sys.path.insert(0, str(Path(__file__).parents[3] / "examples"))
+
+import tiny_model  # noqa: E402
+from vllm_runs import CHUNK, CONNECTOR, Run, Step, run, same_runtime  # noqa: E402
+
+WINDOW = tiny_model.SLIDING.sliding_window
+TWICE = tiny_model.prompt(4 * CHUNK + 137, seed=61)
+STORED = tiny_model.prompt(4 * CHUNK + 44, seed=62)
+PREFIXED = [STORED, STORED[: 3 * CHUNK + 150] + tiny_model.prompt(200, seed=63)]
+"""The second shares 3 chunks and 150 tokens of the first's fourth: a full-attention model would
+also hit the fourth chunk's first block (128 tokens); a sliding one stops at the chunk."""
+BATCH = [tiny_model.prompt(4 * CHUNK + 60, seed=70 + i) for i in range(4)]
+BATCH_TOKENS = 24
+STEPS = [
+    Step([TWICE]),
+    Step([TWICE]),
+    Step(PREFIXED),
+    Step(BATCH, batch=True, max_tokens=BATCH_TOKENS),
+    Step(BATCH, batch=True, max_tokens=BATCH_TOKENS),
+]
+
+
+@pytest.fixture(scope="module")
+def runs() -> tuple[Run, Run]:
+    """(without kvtier, with kvtier) over every step."""
+    model = str(tiny_model.build(spec=tiny_model.SLIDING))
+    without = run(model, STEPS, None)
+    with_kvtier = run(model, STEPS, CONNECTOR)
+    same_runtime(without_kvtier=without, with_kvtier=with_kvtier)
+    return without, with_kvtier
+
+
+def test_the_model_slides_and_its_outputs_show_a_wrong_window(runs: tuple[Run, Run]) -> None:
+    """The prompts are longer than the window, and different prompts give different outputs,
+    so a wrong window loaded would show."""
+    without, _ = runs
+    assert len(TWICE) > 2 * WINDOW
+    outputs = [tuple(t) for step in range(len(STEPS)) for t in without.tokens(step)]
+    assert len(set(outputs)) == len({tuple(t) for t in (TWICE, *PREFIXED, *BATCH)})
+
+
+def test_every_output_equals_vllm_without_kvtier(runs: tuple[Run, Run]) -> None:
+    without, with_kvtier = runs
+    for step in range(len(STEPS)):
+        assert with_kvtier.tokens(step) == without.tokens(step), f"step {step}"
+
+
+def test_hits_are_whole_chunks(runs: tuple[Run, Run]) -> None:
+    """The same prompt again hits its 4 whole chunks (not the fifth chunk's whole block); a
+    prompt sharing 150 tokens of a stored chunk hits only the chunks before it."""
+    _, got = runs
+    assert got.cached(1) == [4 * CHUNK]
+    assert got.cached(2) == [0, 3 * CHUNK]
+
+
+def test_batched_prompts_that_preempt_each_other_hit_their_saved_chunks(
+    runs: tuple[Run, Run],
+) -> None:
+    """Four prompts at once in a KV cache too small for them (vLLM preempts, and hands blocks
+    that slid out of one request's window to another): the second round hits every saved chunk,
+    and its outputs equal vLLM's without kvtier."""
+    without, got = runs
+    assert got.cached(4) == [4 * CHUNK] * len(BATCH)
+    assert got.tokens(4) == got.tokens(3) == without.tokens(3)
