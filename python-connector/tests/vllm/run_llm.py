@@ -26,11 +26,16 @@ Output (last stdout line): {"steps": [[{"tokens": [...], "cached": n, "seconds":
 
 The caller sets the threading (examples/vllm_cpu.py); the reported threads are what each worker
 really computed with, asked of the workers themselves.
+
+With ``KVTIER_TEST_GATE_FD`` set, the run stops once vLLM is up: it writes ``ready`` to that file
+descriptor and waits for a line on stdin before its first step, so a caller can start several
+runs at once (a start is mostly imports on one core) and still let their steps run one at a time.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
@@ -64,6 +69,9 @@ def _prompt(entry: object, steps: list, loras: dict, hidden: int) -> tuple[dict,
 
 def main() -> None:
     spec = json.loads(sys.argv[1])
+    gate = os.environ.pop("KVTIER_TEST_GATE_FD", None)
+    if gate:  # vLLM's own processes must not hold it: the caller reads its end to the end
+        os.set_inheritable(int(gate), False)
     from vllm import LLM, SamplingParams
 
     args = dict(
@@ -79,6 +87,10 @@ def main() -> None:
         args["kv_transfer_config"] = spec["connector"]
     args.update(spec.get("llm", {}))
     llm = LLM(**args)
+    if gate:
+        os.write(int(gate), b"ready\n")
+        os.close(int(gate))
+        sys.stdin.readline()
     hidden = int(llm.llm_engine.model_config.get_hidden_size())
     loras = spec.get("loras", {})
     steps: list = []

@@ -39,10 +39,12 @@ from vllm_runs import (  # noqa: E402
     CONNECTOR,
     DTYPE,
     Run,
+    Started,
     Step,
     launch,
     run,
     same_runtime,
+    start,
     with_settings,
 )
 
@@ -80,28 +82,39 @@ BASELINE_STEPS = {
 
 
 @pytest.fixture(scope="session")
-def baseline(model: str) -> dict[str, Run]:
-    """vLLM without kvtier on every case's prompts, in one process: each case's reference."""
-    names = list(BASELINE_STEPS)
-    got = run(model, [BASELINE_STEPS[n] for n in names], connector=None)
-    return {name: Run([got.steps[i]], got.dtype, got.threads, {}) for i, name in enumerate(names)}
+def started(model: str) -> dict[str, Started]:
+    """The baseline and the default run, started together (their steps run one at a time)."""
+    return {
+        "baseline": start(model, [BASELINE_STEPS[n] for n in BASELINE_STEPS], connector=None),
+        "default": start(
+            model,
+            [
+                Step([TWICE]),
+                Step([TWICE]),
+                Step(PREFIXED),
+                Step(BATCH, batch=True, max_tokens=BATCH_TOKENS),
+                Step(BATCH, batch=True, max_tokens=BATCH_TOKENS),
+            ],
+            CONNECTOR,
+        ),
+    }
 
 
 @pytest.fixture(scope="session")
-def default_run(model: str) -> Run:
+def baseline(started: dict[str, Started]) -> dict[str, Run]:
+    """vLLM without kvtier on every case's prompts, in one process: each case's reference."""
+    got = started["baseline"].result()
+    return {
+        name: Run([got.steps[i]], got.dtype, got.threads, {})
+        for i, name in enumerate(BASELINE_STEPS)
+    }
+
+
+@pytest.fixture(scope="session")
+def default_run(started: dict[str, Started]) -> Run:
     """One vLLM with kvtier's default settings serving three cases in turn: a prompt asked
     twice, prompts sharing a prefix, and four prompts batched at once (then again)."""
-    return run(
-        model,
-        [
-            Step([TWICE]),
-            Step([TWICE]),
-            Step(PREFIXED),
-            Step(BATCH, batch=True, max_tokens=BATCH_TOKENS),
-            Step(BATCH, batch=True, max_tokens=BATCH_TOKENS),
-        ],
-        CONNECTOR,
-    )
+    return started["default"].result()
 
 
 def test_outputs_depend_on_every_chunk_of_the_prompt(baseline: dict[str, Run]) -> None:
@@ -209,9 +222,9 @@ def test_disk_and_remote_tiers_serve_a_new_vllm(
 
     first = run(model, [Step([DISK])], with_settings(**disk("kv"), remote_url=kvtier_server))
     assert any((tmp_path / "kv").rglob("*.kvc")), "nothing was written to disk"
-    from_disk = run(model, [Step([DISK])], with_settings(**disk("kv")))
     elsewhere = with_settings(**disk("empty"), remote_url=kvtier_server)
-    from_remote = run(model, [Step([DISK])], elsewhere)
+    both = [start(model, [Step([DISK])], s) for s in (with_settings(**disk("kv")), elsewhere)]
+    from_disk, from_remote = (r.result() for r in both)
     same_runtime(
         without_kvtier=baseline["disk"], first=first, from_disk=from_disk, from_remote=from_remote
     )

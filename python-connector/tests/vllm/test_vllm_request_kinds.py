@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).parents[3] / "examples"))
 
 import lora_adapter  # noqa: E402
 import tiny_model  # noqa: E402
-from vllm_runs import CHUNK, CONNECTOR, Run, Step, run, same_runtime  # noqa: E402
+from vllm_runs import CHUNK, CONNECTOR, Run, Step, same_runtime, start  # noqa: E402
 
 LORA_PROMPT = tiny_model.prompt(2 * CHUNK + 40, seed=40)
 SALT_PROMPT = tiny_model.prompt(2 * CHUNK + 41, seed=41)
@@ -83,8 +83,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Run, Run]:
     moved = lora_adapter.build(adapters / "a2", model, seed=3)
     loras = {"a": [1, str(a)], "b": [2, str(b)], "a@moved": [3, str(moved)]}
     steps = list(STEPS.values())
-    without = run(model, steps, None, llm=LLM_ARGS, loras=loras)
-    with_kvtier = run(model, steps, CONNECTOR, llm=LLM_ARGS, loras=loras)
+    both = [start(model, steps, c, llm=LLM_ARGS, loras=loras) for c in (None, CONNECTOR)]
+    without, with_kvtier = (r.result() for r in both)
     same_runtime(without_kvtier=without, with_kvtier=with_kvtier)
     return without, with_kvtier
 

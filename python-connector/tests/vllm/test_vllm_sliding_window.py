@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 sys.path.insert(0, str(Path(__file__).parents[3] / "examples"))
 
 import tiny_model  # noqa: E402
-from vllm_runs import CHUNK, CONNECTOR, Run, Step, run, same_runtime  # noqa: E402
+from vllm_runs import CHUNK, CONNECTOR, Run, Step, same_runtime, start  # noqa: E402
 
 WINDOW = tiny_model.SLIDING.sliding_window
 TWICE = tiny_model.prompt(4 * CHUNK + 137, seed=61)
@@ -43,13 +43,28 @@ STEPS = [
 
 
 @pytest.fixture(scope="module")
-def runs() -> tuple[Run, Run]:
+def model() -> str:
+    return str(tiny_model.build(spec=tiny_model.SLIDING))
+
+
+@pytest.fixture(scope="module")
+def all_runs(model: str) -> tuple[Run, Run, Run]:
+    """Without kvtier, with kvtier, and with kvtier and vLLM's prefix cache on, over every step
+    (started together)."""
+    started = [
+        start(model, STEPS, None),
+        start(model, STEPS, CONNECTOR),
+        start(model, STEPS, CONNECTOR, llm={"enable_prefix_caching": True}),
+    ]
+    without, with_kvtier, with_prefix_cache = (s.result() for s in started)
+    same_runtime(without_kvtier=without, with_kvtier=with_kvtier, prefix_cache=with_prefix_cache)
+    return without, with_kvtier, with_prefix_cache
+
+
+@pytest.fixture(scope="module")
+def runs(all_runs: tuple[Run, Run, Run]) -> tuple[Run, Run]:
     """(without kvtier, with kvtier) over every step."""
-    model = str(tiny_model.build(spec=tiny_model.SLIDING))
-    without = run(model, STEPS, None)
-    with_kvtier = run(model, STEPS, CONNECTOR)
-    same_runtime(without_kvtier=without, with_kvtier=with_kvtier)
-    return without, with_kvtier
+    return all_runs[0], all_runs[1]
 
 
 def test_the_model_slides_and_its_outputs_show_a_wrong_window(runs: tuple[Run, Run]) -> None:
@@ -84,3 +99,14 @@ def test_batched_prompts_that_preempt_each_other_hit_their_saved_chunks(
     without, got = runs
     assert got.cached(4) == [4 * CHUNK] * len(BATCH)
     assert got.tokens(4) == got.tokens(3) == without.tokens(3)
+
+
+def test_with_vllms_own_prefix_cache_on_as_users_run(all_runs: tuple[Run, Run, Run]) -> None:
+    """vLLM's default: its own prefix cache serves what it still holds (whole blocks, and for a
+    sliding window only the window's), kvtier what lies beyond; every output equals vLLM's
+    without kvtier, and the same prompt asked again is cached up to its last whole chunk at
+    least."""
+    without, _, got = all_runs
+    for step in range(len(STEPS)):
+        assert got.tokens(step) == without.tokens(step), f"step {step}"
+    assert got.cached(1)[0] >= 4 * CHUNK

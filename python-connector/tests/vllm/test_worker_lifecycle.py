@@ -7,7 +7,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_worker_layout import CHUNK, caches, finish, kv_rows, vllm_config
+from test_worker_layout import (
+    BLOCK,
+    BLOCKS,
+    CHUNK,
+    HEAD,
+    HEADS,
+    caches,
+    finish,
+    kv_rows,
+    vllm_config,
+)
 
 torch = pytest.importorskip("torch", reason="torch is not installed (it comes with vLLM)")
 
@@ -159,3 +169,49 @@ def test_failures_found_at_start_reach_the_first_report(tmp_path, monkeypatch) -
         assert report.data["counters"].get("kvtier_errors") == {"disk,partial_file": 1}
     finally:
         w.shutdown()
+
+
+def test_a_sliding_window_models_saves_are_copied_before_the_step_ends(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every layer slides: vLLM may hand a request's blocks that slid out of its window to
+    another request in the very next step, which overwrites them. The chunks saved in a step are
+    copied by the time ``wait_for_save`` returns, so they load byte for byte after the blocks were
+    overwritten; a load skips the null block (id 0) that stands where the window no longer
+    reaches."""
+    from vllm.v1 import kv_cache_interface as kv
+
+    monkeypatch.setenv("KVTIER_RUNTIME_DIR", str(tmp_path))
+    src = caches(8)
+    spec = kv.SlidingWindowSpec(
+        BLOCK, num_kv_heads=HEADS, head_size=HEAD, dtype=torch.bfloat16, sliding_window=40
+    )
+    groups = kv.KVCacheConfig(
+        num_blocks=BLOCKS,
+        kv_cache_tensors=[],
+        kv_cache_groups=[kv.KVCacheGroupSpec(list(src), spec)],
+    )
+    worker = KVTierWorker(vllm_config("sliding"), {"chunk_size": CHUNK}, groups)
+    try:
+        worker.register_kv_caches(src)
+        tokens = np.arange(3 * CHUNK, dtype=np.int32)
+        table = [1, 2, 3, 4, 5, 6]
+        saved = {n: c[table].clone() for n, c in src.items()}
+        op = RequestOp("a", tokens=tokens, new_blocks=table, save_to=3 * CHUNK)
+        worker.bind(KVTierMetadata(ops=[op]))
+        worker.wait_for_save()
+        for c in src.values():
+            c[table] = 0  # the next step's requests write into the blocks
+        assert worker.lookup(9, tokens)[0] == 3 * CHUNK
+        null = {n: c[0].clone() for n, c in src.items()}
+        target = [0, 0, 0, 0, 10, 11]  # the window of a hit at 192 tokens: its last 2 blocks
+        spec = LoadSpec(0, 3 * CHUNK, 3 * CHUNK, False)
+        worker.bind(
+            KVTierMetadata(ops=[RequestOp("b", tokens=tokens, new_blocks=target, load=spec)])
+        )
+        assert worker.get_block_ids_with_load_errors() == set()
+        for name, c in src.items():
+            assert torch.equal(c[[10, 11]], saved[name][[4, 5]]), name
+            assert torch.equal(c[0], null[name]), "written into the null block"
+    finally:
+        worker.shutdown()

@@ -581,7 +581,7 @@ class KVTierWorker:
         for req_id, save_to in whole:
             req = self._requests[req_id]
             try:
-                ticket = int(
+                ticket_or_stored = int(
                     submit(
                         req.tokens,
                         save_to,
@@ -595,8 +595,8 @@ class KVTierWorker:
                 self._failed("saving", req_id)
                 continue
             req.saved_chunks = save_to // self._chunk_tokens
-            if not self._groups.sliding:
-                self._track(ticket, _Ticket(req_id))
+            if not self._groups.sliding:  # else it ended: chunks stored
+                self._track(ticket_or_stored, _Ticket(req_id))
 
     def _tags(self, req: _WorkerRequest, save_to: int) -> Any:
         """KV events: the tags of the chunks a save stores (None: events off or no hashes)."""
