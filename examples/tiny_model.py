@@ -54,8 +54,11 @@ class ModelSpec:
     lexicon_words: int = 30_000
     """Distinct words in the pseudo-language, used with Zipf-like frequencies."""
     sliding_window: int | None = None
-    """Every layer attends to this many tokens back (Mistral 7B v0.1's kind of model); None: full
+    """Layers attend to this many tokens back (Mistral 7B v0.1's kind of model); None: full
     attention."""
+    layer_types: tuple[str, ...] | None = None
+    """With ``sliding_window``: each layer's kind, ``sliding_attention`` or ``full_attention``
+    (Gemma 2/3's kind of model); None: every layer slides."""
 
     @property
     def name(self) -> str:
@@ -84,6 +87,12 @@ layers, 2 KV heads of 64, 3 KiB of bf16 KV cache per token."""
 SLIDING = dataclasses.replace(SMALL, sliding_window=200)
 """SMALL whose every layer attends to the last 200 tokens: less than a 256-token chunk, more than
 one of vLLM's CPU blocks (128), so long prompts free blocks while they run."""
+
+MIXED = dataclasses.replace(
+    SLIDING,
+    layer_types=("sliding_attention", "full_attention", "sliding_attention", "full_attention"),
+)
+"""SLIDING with every other layer attending to the whole prompt (SMALL's weights: the same seed)."""
 
 
 def default_cache_dir() -> Path:
@@ -214,6 +223,7 @@ def _write_model(spec: ModelSpec, directory: Path) -> None:
         initializer_range=spec.initializer_range,
         dtype="bfloat16",
         **({"sliding_window": spec.sliding_window} if spec.sliding_window else {}),
+        **({"layer_types": list(spec.layer_types)} if spec.layer_types else {}),
     )
     torch.manual_seed(spec.seed)
     LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(directory)

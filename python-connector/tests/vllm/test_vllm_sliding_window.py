@@ -1,4 +1,5 @@
-"""A model whose every layer attends to a sliding window, end to end with real vLLM on CPU.
+"""Models with sliding-window layers, end to end with real vLLM on CPU: every layer sliding, and
+sliding and full layers mixed.
 
 vLLM keeps such a model's KV cache as one sliding-window group: it frees a request's blocks once
 they slide out of the window, while the request runs, and hands them to other requests. One vLLM
@@ -110,3 +111,32 @@ def test_with_vllms_own_prefix_cache_on_as_users_run(all_runs: tuple[Run, Run, R
     for step in range(len(STEPS)):
         assert got.tokens(step) == without.tokens(step), f"step {step}"
     assert got.cached(1)[0] >= 4 * CHUNK
+
+
+@pytest.fixture(scope="module")
+def mixed_runs() -> tuple[Run, Run, Run]:
+    """SMALL (the same weights, every layer full) without kvtier, then MIXED (every other layer
+    slides) without and with kvtier, over every step (started together)."""
+    full = str(tiny_model.build(spec=tiny_model.SMALL))
+    mixed = str(tiny_model.build(spec=tiny_model.MIXED))
+    started = [start(full, STEPS, None), start(mixed, STEPS, None), start(mixed, STEPS, CONNECTOR)]
+    runs = tuple(s.result() for s in started)
+    same_runtime(full=runs[0], without_kvtier=runs[1], with_kvtier=runs[2])
+    return runs
+
+
+def test_mixed_sliding_and_full_layers_are_served_like_full_attention(
+    mixed_runs: tuple[Run, Run, Run],
+) -> None:
+    """kvtier does not implement vLLM's SupportsHMA, so vLLM turns its hybrid KV cache manager
+    off and keeps every layer's blocks in one group: hits are whole blocks, as for a full-attention
+    model, and every output equals vLLM's without kvtier. The sliding layers are in effect: the
+    same weights with every layer full answer the long prompt otherwise."""
+    full, without, got = mixed_runs
+    assert without.tokens(0) != full.tokens(0), "the sliding window changes nothing"
+    for step in range(len(STEPS)):
+        assert got.tokens(step) == without.tokens(step), f"step {step}"
+    block = 128
+    assert got.cached(1) == [4 * CHUNK + block]
+    assert got.cached(2) == [0, 3 * CHUNK + block]
+    assert got.cached(4) == [4 * CHUNK] * len(BATCH)
