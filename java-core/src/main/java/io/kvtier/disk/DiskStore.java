@@ -611,15 +611,14 @@ public final class DiskStore implements KvStore {
   }
 
   /**
-   * A file that could not be read under a directory that can no longer be searched (its permissions
-   * were changed): every entry under the topmost such directory is dropped at once, instead of one
-   * failed load each. Their files stay for a later start; writes into it are refused (counted
-   * {@code read_only}) until it can be written again.
+   * A file that could not be read under a directory of tier directory {@code root} that can no
+   * longer be searched (its permissions were changed): every entry under the topmost such directory
+   * is dropped at once, instead of one failed load each. Their files stay for a later start; writes
+   * into it are refused (counted {@code read_only}) until it can be written again.
    */
-  private void forgetUnsearchableDirectory(Path unreadable) {
-    Path root = settings.dirs().stream().filter(unreadable::startsWith).findFirst().orElse(null);
+  private void forgetUnsearchableDirectory(Path root, Path unreadable) {
     Path top = null;
-    for (Path d = unreadable.getParent(); root != null && d.startsWith(root); d = d.getParent()) {
+    for (Path d = unreadable.getParent(); d != null && d.startsWith(root); d = d.getParent()) {
       if (!io.searchable(d)) {
         top = d;
       }
@@ -704,7 +703,7 @@ public final class DiskStore implements KvStore {
           // stays, in case the cause passes: the next start indexes it again.
           index.remove(key, e);
           errors.record(kind, "reading " + e.path + " failed; the chunk is forgotten", ex);
-          forgetUnsearchableDirectory(e.path);
+          forgetUnsearchableDirectory(dirOf(key), e.path);
         }
       }
       return null;
