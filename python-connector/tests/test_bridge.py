@@ -25,16 +25,23 @@ NAMESPACES = [
         "model_id": "meta-llama/Llama-3.1-8B", "kv_dtype": "bfloat16", "num_layers": 32,
         "kv_heads_per_rank": 8, "head_size": 128, "tp_size": 1, "tp_rank": 0,
         "chunk_tokens": 256, "mla": False, "chunk_order": "token-major", "first_layer": 0,
+        "kv_groups": "",
     },
     {
         "model_id": "tiny", "kv_dtype": "bfloat16", "num_layers": 2, "kv_heads_per_rank": 2,
         "head_size": 64, "tp_size": 2, "tp_rank": 1, "chunk_tokens": 256, "mla": False,
-        "chunk_order": "head-major", "first_layer": 0,
+        "chunk_order": "head-major", "first_layer": 0, "kv_groups": "",
     },
     {
         "model_id": "meta-llama/Llama-3.1-8B", "kv_dtype": "bfloat16", "num_layers": 16,
         "kv_heads_per_rank": 8, "head_size": 128, "tp_size": 1, "tp_rank": 0,
         "chunk_tokens": 256, "mla": False, "chunk_order": "token-major", "first_layer": 16,
+        "kv_groups": "",
+    },
+    {
+        "model_id": "tiny", "kv_dtype": "float32", "num_layers": 4, "kv_heads_per_rank": 2,
+        "head_size": 64, "tp_size": 1, "tp_rank": 0, "chunk_tokens": 256, "mla": False,
+        "chunk_order": "head-major", "first_layer": 0, "kv_groups": "sliding200:0,2+full:1,3",
     },
 ]  # fmt: skip
 

@@ -50,6 +50,15 @@ def kvtier_params(name: str) -> list[dict[str, object]]:
     ]
 
 
+def vllm_methods(doc: dict) -> dict:
+    """The recorded methods of vLLM's connector base class and of ``SupportsHMA``, which kvtier's
+    connector implements too."""
+    return {
+        **doc["classes"]["KVConnectorBase_V1"]["methods"],
+        **doc["classes"]["SupportsHMA"]["methods"],
+    }
+
+
 def test_the_recorded_versions_are_the_supported_ones() -> None:
     assert tuple(RECORDED) == versions.SUPPORTED
 
@@ -58,14 +67,14 @@ def test_later_hooks_are_exactly_the_overrides_some_supported_version_lacks() ->
     ours = {n for n in KVTierConnector.__dict__ if not n.startswith("_")}
     lacking = set()
     for doc in RECORDED.values():
-        lacking |= ours - set(doc["classes"]["KVConnectorBase_V1"]["methods"])
+        lacking |= ours - set(vllm_methods(doc))
     lacking -= {n for n in ours if not callable(versions._function(KVTierConnector.__dict__[n]))}
     assert lacking == versions.LATER_HOOKS
 
 
 @pytest.mark.parametrize("version", list(RECORDED))
 def test_connector_implements_every_abstract_method(version: str) -> None:
-    base = RECORDED[version]["classes"]["KVConnectorBase_V1"]["methods"]
+    base = vllm_methods(RECORDED[version])
     abstract = {n for n, m in base.items() if m["abstract"]}
     assert abstract, "the recording lost the abstract methods"
     assert abstract <= set(KVTierConnector.__dict__), abstract - set(KVTierConnector.__dict__)
@@ -75,7 +84,7 @@ def test_connector_implements_every_abstract_method(version: str) -> None:
 def test_every_override_takes_vllms_parameters(version: str) -> None:
     """Names, kinds and which have defaults, as vLLM declares them (a renamed or added parameter
     would break vLLM's keyword calls or kvtier's reading of them)."""
-    base = RECORDED[version]["classes"]["KVConnectorBase_V1"]["methods"]
+    base = vllm_methods(RECORDED[version])
     overrides = [n for n in KVTierConnector.__dict__ if n in base and not n.startswith("__")]
     assert len(overrides) > 15
     for name in overrides:
@@ -133,6 +142,6 @@ def test_a_vllm_without_a_method_kvtier_needs_stops_naming_it() -> None:
 
 def test_the_running_vllm_passes_the_check() -> None:
     import vllm
-    from vllm.distributed.kv_transfer.kv_connector.v1.base import KVConnectorBase_V1
+    from vllm.distributed.kv_transfer.kv_connector.v1.base import KVConnectorBase_V1, SupportsHMA
 
-    versions.check(vllm.__version__, KVConnectorBase_V1, KVTierConnector)
+    versions.check(vllm.__version__, (KVConnectorBase_V1, SupportsHMA), KVTierConnector)

@@ -144,17 +144,32 @@ class WorkerBridge:
         return self._java().hostKvCache(addresses, layout, threads)
 
     def open_worker(
-        self, engine: JavaObject, cache: JavaObject, threads: int, sliding_window: bool = False
+        self, engine: JavaObject, cache: JavaObject, threads: int, groups: JavaObject | None = None
     ) -> JavaProxy:
         """Starts a ``KvWorker`` moving tokens between ``cache`` and ``engine`` (the raw
         ``KvEngine``, :attr:`kvtier.engine.Engine.java`) on ``threads`` background threads; the
-        caller closes it. ``sliding_window``: the model's layers all slide (hits are whole
-        chunks, loads skip vLLM's null blocks; see :mod:`kvtier.vllm.groups`).
+        caller closes it. ``groups``: the model's KV cache groups (:meth:`cache_groups`; None: one
+        group of full-attention layers).
 
         Raises:
-            kvtier.JavaValueError: the cache's bytes per token differ from the engine's.
+            kvtier.JavaValueError: the cache's bytes per token differ from the engine's, or the
+                groups are not of the cache's layers.
         """
-        return JavaProxy(self._java().openWorker(engine, cache, threads, sliding_window))
+        if groups is None:
+            return JavaProxy(self._java().openWorker(engine, cache, threads))
+        return JavaProxy(self._java().openWorker(engine, cache, threads, groups))
+
+    def cache_groups(self, layer_groups: list[int], windows: list[int]) -> JavaObject:
+        """The core's ``CacheGroups``: layer ``l`` is in group ``layer_groups[l]``, group ``g``
+        attends to a sliding window of ``windows[g]`` tokens (0: full attention).
+
+        Raises:
+            kvtier.JavaValueError: a layer's group does not exist or a group has no layer.
+        """
+        return self._java().cacheGroups(
+            _jvm.int_array(np.asarray(layer_groups, dtype=np.int32)),
+            _jvm.int_array(np.asarray(windows, dtype=np.int32)),
+        )
 
     def warm_up(self, config: JavaObject, layout: JavaObject, threads: int) -> JavaObject:
         """Runs the save and load paths on scratch memory shaped like ``layout`` (a

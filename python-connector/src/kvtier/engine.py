@@ -38,6 +38,9 @@ class Layout:
     """``token-major`` (NHD-style caches, MLA) or ``head-major`` (HND-style, vLLM's CPU backend)."""
     first_layer: int = 0
     """The model's index of the first layer stored (a pipeline-parallel stage's first layer)."""
+    kv_groups: str = ""
+    """The model's KV cache groups as the core's ``CacheGroups.describe()`` names them: empty for
+    one group of full-attention layers."""
     writes_remote: bool = True
     """False: the remote store is read, never written (MLA ranks but the first: every rank holds
     the same KV, so one copy is sent)."""
@@ -97,6 +100,7 @@ class Engine:
                 "mla": layout.mla,
                 "chunk_order": layout.chunk_order,
                 "first_layer": layout.first_layer,
+                "kv_groups": layout.kv_groups,
             }
         )
         if allocator is None:

@@ -24,6 +24,7 @@ from vllm.distributed.kv_transfer.kv_connector.v1.base import (
     KVConnectorMetadata,
     KVConnectorRole,
     KVConnectorWorkerMetadata,
+    SupportsHMA,
 )
 
 from kvtier import _jvm
@@ -98,8 +99,12 @@ def _never_raises(fallback: Callable[[], Any]) -> Callable[[F], F]:
 _LOGGED: set[str] = set()
 
 
-class KVTierConnector(KVConnectorBase_V1):
+class KVTierConnector(KVConnectorBase_V1, SupportsHMA):
     """Saves prompts' KV in chunks to kvtier's tiers and loads it back for shared prefixes.
+
+    A ``SupportsHMA`` connector: vLLM keeps its hybrid KV cache manager on, and a model mixing
+    sliding-window and full-attention layers keeps its memory savings (see
+    :mod:`kvtier.vllm.groups` for the groups kvtier serves and those it refuses at start-up).
 
     No method but ``register_kv_caches`` (where a bad layout must stop vLLM) raises: each side
     turns its failures into misses, failed loads (recomputed) or dropped saves.
@@ -119,7 +124,7 @@ class KVTierConnector(KVConnectorBase_V1):
         super().__init__(vllm_config, role, kv_cache_config)
         import vllm
 
-        versions.check(vllm.__version__, KVConnectorBase_V1, type(self))
+        versions.check(vllm.__version__, (KVConnectorBase_V1, SupportsHMA), type(self))
         settings = dict(self._kv_transfer_config.kv_connector_extra_config or {})
         self._scheduler: KVTierScheduler | None = None
         self._worker: KVTierWorker | None = None
@@ -300,6 +305,15 @@ class KVTierConnector(KVConnectorBase_V1):
     def request_finished(
         self, request: Request, block_ids: list[int]
     ) -> tuple[bool, dict[str, Any] | None]:
+        assert self._scheduler is not None
+        return self._scheduler.request_finished(request), None
+
+    @_never_raises(lambda: (False, None))
+    def request_finished_all_groups(
+        self, request: Request, block_ids: tuple[list[int], ...]
+    ) -> tuple[bool, dict[str, Any] | None]:
+        """:meth:`request_finished` for vLLM's hybrid KV cache manager (``SupportsHMA``), with
+        every group's blocks: the answer holds all of them or none."""
         assert self._scheduler is not None
         return self._scheduler.request_finished(request), None
 

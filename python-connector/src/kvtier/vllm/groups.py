@@ -1,22 +1,31 @@
 """Which of vLLM's KV cache groups kvtier serves, and how (both sides read them at start).
 
-vLLM describes a model's KV cache as groups of layers, each with one spec. kvtier serves a model
-whose layers form one group of one of these kinds:
+vLLM describes a model's KV cache as groups of layers, each with one spec and its own block table;
+with its hybrid KV cache manager (HMA, which kvtier supports) a model mixing layer kinds has one
+group per kind (or several of one kind), whose layers view the same memory, each group's blocks
+allocated from one pool. kvtier serves groups of these kinds, in any number:
 
 - **full attention** (``FullAttentionSpec``, ``MLAAttentionSpec``): every block of a request stays
-  allocated until it finishes. This includes a model that mixes sliding-window and full layers:
-  kvtier does not implement vLLM's ``SupportsHMA``, so vLLM turns its hybrid KV cache manager off
-  and merges such layers into one full-attention group that keeps every block.
-- **sliding window** (``SlidingWindowSpec``, ``SlidingWindowMLASpec``: every layer slides, as in
-  Mistral 7B v0.1): vLLM frees a request's blocks that slid out of the window while the request
-  runs, without telling connectors, and hands them to other requests. kvtier then copies a
-  step's saves within the step (not on its transfer threads after it), so no block is read after
-  vLLM reused it; hits are whole chunks, whose window is always among what was saved; and loads
-  skip the null blocks vLLM puts where a window no longer reaches.
+  allocated until it finishes.
+- **sliding window** (``SlidingWindowSpec``, ``SlidingWindowMLASpec``; Mistral 7B v0.1 slides in
+  every layer, Gemma 3 and gpt-oss in some): vLLM frees a request's blocks that slid out of the
+  window while the request runs, without telling connectors, and hands them to other requests.
+  kvtier then copies a step's saves within the step (not on its transfer threads after it) and
+  only from the window before each chunk's end (the rest of the group's rows are zeros); hits are
+  whole chunks; loads write only the blocks vLLM allocated for the window (it puts its null block
+  where a window no longer reaches). The worker also stops reading the blocks the scheduler knows
+  vLLM freed (``RequestOp.computed``).
 
-Any other kind (Mamba and linear-attention state, chunked local attention, encoder or cross
-attention, several groups) is refused when the connector starts, naming every group: serving it
-as if it were full attention could load a state that does not belong to the prompt.
+A chunk holds every layer of every group for its tokens, keyed in a namespace that names the groups
+(``CacheGroups.describe`` in the core): a hit is one length for all groups, the largest every group
+can serve.
+
+Any other kind is refused when the connector starts, naming every group: Mamba, linear-attention
+and short-convolution state (``MambaSpec``: a recurrent state per request, which vLLM's own prefix
+cache keeps only at block boundaries in its ``align`` mode; kvtier stores token ranges, and loading
+them would not restore the state, so serving such a model could resume from a state that does not
+belong to the prompt), chunked local attention, encoder or cross attention, and groups whose block
+sizes differ.
 """
 
 from __future__ import annotations
@@ -31,21 +40,61 @@ SLIDING = "sliding window"
 
 
 @dataclass(frozen=True)
-class KvGroups:
-    """What the model's KV cache groups mean for kvtier."""
+class Group:
+    """One of vLLM's KV cache groups."""
 
     kind: str
     """:data:`FULL` or :data:`SLIDING`."""
     window: int | None = None
-    """The sliding window in tokens (the smallest, where layers differ); None for full
-    attention."""
+    """The sliding window in tokens (the widest, where layers differ); None for full attention."""
+    layers: tuple[str, ...] = ()
+    """vLLM's names of the group's layers (empty where vLLM gave no ``KVCacheConfig``)."""
+
+
+@dataclass(frozen=True)
+class KvGroups:
+    """What the model's KV cache groups mean for kvtier."""
+
+    groups: tuple[Group, ...] = (Group(FULL),)
 
     @property
     def sliding(self) -> bool:
-        return self.kind == SLIDING
+        """Whether some group attends to a sliding window."""
+        return any(g.kind == SLIDING for g in self.groups)
+
+    @property
+    def count(self) -> int:
+        return len(self.groups)
+
+    def windows(self) -> list[int]:
+        """Each group's window, 0 for full attention (the core's ``CacheGroups``)."""
+        return [g.window or 0 for g in self.groups]
+
+    def sliding_windows(self) -> list[tuple[int, int]]:
+        """(group index, window) of each sliding group."""
+        return [(i, g.window) for i, g in enumerate(self.groups) if g.window]
+
+    def layer_groups(self, names: list[str]) -> list[int]:
+        """The group of each of ``names`` (the registered KV tensors' layers, in order).
+
+        Raises:
+            kvtier.ConfigError: a layer is in no group, or the groups name layers not registered.
+        """
+        if len(self.groups) == 1 and not self.groups[0].layers:
+            return [0] * len(names)
+        index = {layer: g for g, group in enumerate(self.groups) for layer in group.layers}
+        missing = [n for n in names if n not in index]
+        extra = sorted(set(index) - set(names))
+        if missing or extra:
+            raise ConfigError(
+                f"kvtier: vLLM registered KV tensors of layers {missing or 'none'} outside its KV "
+                f"cache groups, whose layers {extra or 'none'} have no tensor; kvtier cannot tell "
+                "which blocks are whose. Start vLLM without kvtier for this model."
+            )
+        return [index[n] for n in names]
 
 
-FULL_ATTENTION = KvGroups(FULL)
+FULL_ATTENTION = KvGroups()
 """A model of full-attention layers, as every model was before vLLM had groups."""
 
 
@@ -61,17 +110,28 @@ def classify(kv_cache_config: Any, shapes: dict[str, tuple[int, ...]] | None = N
     if not groups:
         return FULL_ATTENTION
     kinds = [_kind(g.kv_cache_spec) for g in groups]
-    if len(groups) == 1 and kinds[0][0] in (FULL, SLIDING):
-        return KvGroups(*kinds[0])
+    sizes = {int(getattr(g.kv_cache_spec, "block_size", 0)) for g in groups}
+    served = all(kind in (FULL, SLIDING) for kind, _ in kinds)
+    if served and len(sizes) == 1:
+        return KvGroups(
+            tuple(
+                Group(kind, window, tuple(getattr(g, "layer_names", ()) or ()))
+                for g, (kind, window) in zip(groups, kinds, strict=True)
+            )
+        )
     described = "; ".join(
         _describe(i, g, kind, shapes)
         for i, (g, (kind, _)) in enumerate(zip(groups, kinds, strict=True))
     )
+    why = (
+        f"their block sizes differ ({', '.join(str(s) for s in sorted(sizes))} tokens)"
+        if served
+        else "kvtier serves full-attention and sliding-window groups; Mamba, linear-attention and "
+        "short-convolution state, chunked local attention and encoder or cross attention are "
+        "not served"
+    )
     raise ConfigError(
-        f"kvtier cannot serve this model's KV cache groups: {described}. kvtier serves one group "
-        "of full-attention or sliding-window layers (a model mixing the two runs with vLLM's "
-        "hybrid KV cache manager off, which vLLM does when kvtier is configured); Mamba or "
-        "linear-attention state, chunked local attention and several groups are not served yet. "
+        f"kvtier cannot serve this model's KV cache groups: {described}: {why}. "
         "Start vLLM without kvtier for this model."
     )
 
@@ -86,7 +146,7 @@ def _kind(spec: Any) -> tuple[str, int | None]:
         names = {k for k, _ in kinds}
         if len(names) == 1:
             windows = [w for _, w in kinds if w is not None]
-            return names.pop(), min(windows) if windows else None
+            return names.pop(), max(windows) if windows else None
         return "mixed " + " and ".join(sorted(names)), None
     if type(spec) in (kv.FullAttentionSpec, kv.MLAAttentionSpec):
         return FULL, None

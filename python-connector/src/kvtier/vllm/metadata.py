@@ -58,6 +58,12 @@ class RequestOp:
     """Where ``new_blocks`` go in the block table; 0 replaces the table (new request, resumed
     request, load)."""
     new_blocks: list[int] = field(default_factory=list)
+    """Block ids to put at ``blocks_at``. With several KV cache groups, every group's block of a
+    block position in turn (the core's ``CacheGroups``): ``[g0_b0, g1_b0, g0_b1, g1_b1, ...]``."""
+    computed: int = 0
+    """The request's tokens computed before this step (vLLM's ``num_computed_tokens``): with
+    sliding-window groups, the blocks wholly before the window of the next token may have been
+    freed by vLLM, and the worker no longer reads them."""
     load: LoadSpec | None = None
     save_to: int = 0
     """Prompt tokens computed by the end of this step; chunks up to there are saved (0: none)."""

@@ -238,9 +238,14 @@ class _Request:
     outbox: LoadSpec | None = None
     """A confirmed load not yet sent to the workers."""
     blocks: list[int] = field(default_factory=list)
+    """vLLM's block table (with several KV cache groups, every group's block of a block position
+    in turn: ``RequestOp.new_blocks``)."""
     blocks_sent: int = 0
     """Leading block ids the workers have; 0 makes the next op replace their table."""
     tokens_sent: bool = False
+    computed: int = 0
+    """vLLM's ``num_computed_tokens`` when the request was last scheduled
+    (``RequestOp.computed``)."""
     saved_to: int = 0
     """Prompt tokens the workers were told to save up to."""
     save_seq: int = 0
@@ -299,6 +304,7 @@ class KVTierScheduler:
         self._save_decode = bool(config.saveDecodeCache())
         block = int(vllm_config.cache_config.block_size)
         self._block_tokens = block
+        self._group_count = kv_groups.count
         self._tail_tokens = (
             self._chunk_tokens
             if kv_groups.sliding
@@ -529,6 +535,7 @@ class KVTierScheduler:
         """``req`` keyed in the current epoch, nothing saved in it yet."""
         fresh = self._new_request(req.request)
         fresh.state, fresh.blocks, fresh.blocks_sent = req.state, req.blocks, req.blocks_sent
+        fresh.computed = req.computed
         fresh.lookup_start, fresh.preemption_applied = req.lookup_start, req.preemption_applied
         fresh.save_seq, fresh.saves_ended = req.save_seq, req.saves_ended
         return fresh
@@ -582,7 +589,7 @@ class KVTierScheduler:
                         num_external_tokens, request.request_id,
                     )  # fmt: skip
                     spec = LoadSpec(0, num_external_tokens, 0, False, failed=True)
-                    table = list(blocks.get_block_ids()[0])
+                    table = self._table(blocks.get_block_ids())
                     self._failed_loads.append(RequestOp(request.request_id, None, 0, table, spec))
                 return
             self._confirm(req, blocks, num_external_tokens)
@@ -614,7 +621,7 @@ class KVTierScheduler:
         self._count_hit(req, plan.start, end)
         req.loading = (plan.start, end, plan.background)
         req.pin, req.plan = 0, None
-        req.blocks, req.blocks_sent = list(blocks.get_block_ids()[0]), 0
+        req.blocks, req.blocks_sent = self._table(blocks.get_block_ids()), 0
 
     def _count_hit(self, req: _Request, start: int, end: int) -> None:
         """Counts the tokens of a confirmed load by where they are stored: CPU memory, then
@@ -670,7 +677,7 @@ class KVTierScheduler:
         req.outbox = LoadSpec(start, end, end, background, pin=req.pin, failed=True)
         req.pin, req.plan = 0, None
         try:
-            req.blocks = list(blocks.get_block_ids()[0])
+            req.blocks = self._table(blocks.get_block_ids())
         except Exception:  # a load from memory gets the table vLLM schedules the request with
             self._failed("reading the block table", req.req_id)
             req.blocks = []
@@ -717,26 +724,55 @@ class KVTierScheduler:
                 self._forget_blocks(req)
                 meta.preempted.append(req_id)
         for new in out.scheduled_new_reqs:
-            computed_to = new.num_computed_tokens + out.num_scheduled_tokens[new.req_id]
-            self._guarded(meta, new.req_id, list(new.block_ids[0]), True, computed_to)
+            computed = new.num_computed_tokens
+            scheduled = out.num_scheduled_tokens[new.req_id]
+            self._guarded(meta, new.req_id, new.block_ids, True, computed, scheduled)
         cached = out.scheduled_cached_reqs
         resumed = getattr(cached, "resumed_req_ids", None) or set()
         for i, req_id in enumerate(cached.req_ids):
+            computed = cached.num_computed_tokens[i]
+            scheduled = out.num_scheduled_tokens[req_id]
             new_blocks = cached.new_block_ids[i]
-            computed_to = cached.num_computed_tokens[i] + out.num_scheduled_tokens[req_id]
-            blocks = list(new_blocks[0]) if new_blocks else []
-            self._guarded(meta, req_id, blocks, req_id in resumed, computed_to)
+            self._guarded(meta, req_id, new_blocks, req_id in resumed, computed, scheduled)
 
     def _guarded(
-        self, meta: KVTierMetadata, req_id: str, blocks: list[int], replace: bool, computed_to: int
+        self,
+        meta: KVTierMetadata,
+        req_id: str,
+        block_ids: tuple[list[int], ...] | None,
+        replace: bool,
+        computed: int,
+        scheduled: int,
     ) -> None:
         req = self._live.get(req_id)
         if req is None:
             return
         try:
-            self._scheduled(meta, req, blocks, replace, computed_to)
+            blocks = self._table(block_ids) if block_ids else []
+            req.computed = computed
+            self._scheduled(meta, req, blocks, replace, computed + scheduled)
         except Exception:  # this request's saves are dropped; others go on
             self._failed("planning a step", req_id)
+
+    def _table(self, block_ids: tuple[list[int], ...] | list[list[int]]) -> list[int]:
+        """vLLM's block ids of a request, one list per KV cache group, as one table: every
+        group's block of a block position in turn (``RequestOp.new_blocks``).
+
+        Raises:
+            ValueError: the groups are not the ones the connector started with, or their tables
+                differ in length (vLLM gives every group a block per block position).
+        """
+        count = self._group_count
+        if len(block_ids) != count:
+            raise ValueError(f"{len(block_ids)} KV cache groups' block ids; expected {count}")
+        if count == 1:
+            return list(block_ids[0])
+        if len({len(ids) for ids in block_ids}) != 1:
+            raise ValueError(
+                "KV cache groups' block tables differ in length: "
+                + ", ".join(str(len(ids)) for ids in block_ids)
+            )
+        return [b for position in zip(*block_ids, strict=True) for b in position]
 
     def _scheduled(
         self,
@@ -832,6 +868,7 @@ class KVTierScheduler:
             extras=None if req.tokens_sent and load is None else req.extras,
             blocks_at=req.blocks_sent,
             new_blocks=req.blocks[req.blocks_sent :],
+            computed=req.computed,
             load=load,
             save_to=save_to,
             save_seq=req.save_seq if save_to else 0,
@@ -948,11 +985,12 @@ class KVTierScheduler:
                 req.loading = None  # this output reports on it: counted now or never
             if not invalid or (background and req.req_id not in received):
                 continue
+            count = self._group_count
             first = next(
                 (
                     i
-                    for i in range(start // block, min(-(-end // block), len(req.blocks)))
-                    if req.blocks[i] in invalid
+                    for i in range(start // block, min(-(-end // block), len(req.blocks) // count))
+                    if any(b in invalid for b in req.blocks[i * count : (i + 1) * count])
                 ),
                 None,
             )

@@ -32,20 +32,22 @@ def release(version: str) -> str:
     return f"{m[1]}.{m[2]}.{m[3] or 0}" if m else version
 
 
-def check(version: str, base: type, connector: type) -> None:
-    """Checks vLLM ``version`` (its connector base class ``base``) against kvtier's ``connector``.
+def check(version: str, base: type | tuple[type, ...], connector: type) -> None:
+    """Checks vLLM ``version`` (its connector base classes ``base``: ``KVConnectorBase_V1`` and
+    the interfaces kvtier implements, such as ``SupportsHMA``) against kvtier's ``connector``.
 
     Raises:
-        RuntimeError: ``base`` lacks a method ``connector`` overrides (named, with the supported
-            versions).
+        RuntimeError: no class of ``base`` has a method ``connector`` overrides (named, with the
+            supported versions).
     """
+    bases = base if isinstance(base, tuple) else (base,)
     missing = sorted(
         name
         for name, value in vars(connector).items()
         if not name.startswith("_")
         and name not in LATER_HOOKS
         and callable(_function(value))
-        and not hasattr(base, name)
+        and not any(hasattr(b, name) for b in bases)
     )
     if missing:
         raise RuntimeError(

@@ -236,6 +236,7 @@ class KVTierWorker:
         names = list(kv_caches)
         self._layer_index = {n: i for i, n in enumerate(names)}
         self._block_size = layout.block_size
+        groups = _bridge.worker.cache_groups(kv_groups.layer_groups(names), kv_groups.windows())
         paged = layout.paged_layout()
         parallel = self._vllm_config.parallel_config
         rank = self._rank = _rank()
@@ -253,6 +254,7 @@ class KVTierWorker:
             first_layer=_first_layer(names) if _pp_size(parallel) > 1 else 0,
             # MLA: one copy for every rank; the first rank sends it, the others read it.
             writes_remote=not layout.mla or rank % int(parallel.tensor_parallel_size) == 0,
+            kv_groups=str(groups.describe()),
         )
         addresses = _jvm.long_array(
             np.array([t.data_ptr() for t in kv_caches.values()], dtype=np.int64)
@@ -270,7 +272,7 @@ class KVTierWorker:
         else:
             cache = self._open_gpu(layout, engine_layout, addresses, paged)
         self._worker = _bridge.worker.open_worker(
-            self._engine.java, cache, TRANSFER_THREADS, kv_groups.sliding
+            self._engine.java, cache, TRANSFER_THREADS, groups
         )
         if self._events_block:
             self._events = self._engine.java.enableEvents(events.MAX_QUEUED, events.MAX_UNHELD_TAGS)
@@ -282,9 +284,9 @@ class KVTierWorker:
         with _LOCAL_LOCK:
             _LOCAL[self._engine_id] = self
         logger.info(
-            "kvtier: %d layers, %s layout on %s, %d blocks of %d tokens, %s, chunks of %d tokens; "
-            "KV cache registered in %.0f ms",
-            len(names), layout.kind, layout.device, layout.num_blocks, layout.block_size,
+            "kvtier: %d layers (%s), %s layout on %s, %d blocks of %d tokens, %s, chunks of %d "
+            "tokens; KV cache registered in %.0f ms",
+            len(names), groups, layout.kind, layout.device, layout.num_blocks, layout.block_size,
             layout.dtype, self._chunk_tokens, (time.perf_counter() - began) * 1e3,
         )  # fmt: skip
         for line in _tier_lines(self._config, self._chunk_tokens * bytes_per_token, rank):
@@ -423,11 +425,24 @@ class KVTierWorker:
             req.blocks.extend(op.new_blocks)
         else:  # a table with a gap would put ids at the wrong tokens: unknown until replaced
             req.blocks = None
+        if op.computed and req.blocks is not None and self._groups.sliding:
+            self._forget_slid_out(req.blocks, op.computed)
         if op.save_to > 0:
             req.save_seq = max(req.save_seq, op.save_seq)
             if req.tokens is not None and req.blocks is not None:
                 self._pending_saves.append((op.req_id, op.save_to))
         return req
+
+    def _forget_slid_out(self, table: list[int], computed: int) -> None:
+        """Puts vLLM's null block (0) in ``table`` where a sliding group's blocks lie wholly
+        before the window of the request's next token, once ``computed`` tokens are computed:
+        vLLM may have freed those and handed them to another request, so a save must not read
+        them (the core stops a save before a chunk whose window holds a null block)."""
+        count = self._groups.count
+        for group, window in self._groups.sliding_windows():
+            freed = max(0, computed - window + 1) // self._block_size
+            for i in range(group, min(freed * count, len(table)), count):
+                table[i] = 0
 
     def _start_load(self, req_id: str, req: _WorkerRequest, load: LoadSpec) -> None:
         """Starts (or, from memory and not layer by layer, runs) a load; one that cannot start
@@ -462,10 +477,11 @@ class KVTierWorker:
         fill as load errors and, for a background load vLLM waits for, finishes receiving."""
         self._unpin(load.pin)
         if end < load.end:
-            bs = self._block_size
+            bs, count = self._block_size, self._groups.count
             first, last = end // bs, (load.end + bs - 1) // bs
-            if last <= len(table):
-                self._load_errors.update(table[first:last])
+            if last * count <= len(table):
+                # Every group's blocks of those tokens (vLLM's null block is no request's).
+                self._load_errors.update(b for b in table[first * count : last * count] if b)
             elif report:  # blocks unknown: the whole request recomputes
                 self._failed_recving.add(req_id)
             else:

@@ -4,6 +4,7 @@ import io.kvtier.config.KvTierConfig;
 import io.kvtier.cuda.CudaContext;
 import io.kvtier.cuda.GpuKvCache;
 import io.kvtier.cuda.PinnedHostAllocator;
+import io.kvtier.engine.CacheGroups;
 import io.kvtier.engine.KvEngine;
 import io.kvtier.engine.KvWorker;
 import io.kvtier.engine.LookupServer;
@@ -48,7 +49,8 @@ public final class WorkerBridge {
           "chunk_tokens",
           "mla",
           "chunk_order",
-          "first_layer");
+          "first_layer",
+          "kv_groups");
 
   /** The fields of {@link #pagedLayout}, in {@link PagedLayout}'s order. */
   static final List<String> LAYOUT_FIELDS =
@@ -80,8 +82,9 @@ public final class WorkerBridge {
    * Builds the key namespace from exactly these fields: {@code model_id}, {@code kv_dtype} and
    * {@code chunk_order} (strings; {@code token-major} or {@code head-major}), {@code num_layers},
    * {@code kv_heads_per_rank}, {@code head_size}, {@code tp_size}, {@code chunk_tokens} (integers
-   * {@code >= 1}), {@code tp_rank}, {@code first_layer} (integers {@code >= 0}) and {@code mla} (a
-   * boolean). See {@link KeyNamespace} for their meaning.
+   * {@code >= 1}), {@code tp_rank}, {@code first_layer} (integers {@code >= 0}), {@code mla} (a
+   * boolean) and {@code kv_groups} (a string, empty for one full-attention group). See {@link
+   * KeyNamespace} for their meaning.
    *
    * @throws IllegalArgumentException naming the field if one is missing, unknown, of the wrong type
    *     or out of range, or if {@link KeyNamespace} refuses the combination ({@code tp_rank >=
@@ -100,7 +103,8 @@ public final class WorkerBridge {
         f.intAtLeast("chunk_tokens", 1),
         f.bool("mla"),
         f.string("chunk_order"),
-        f.intAtLeast("first_layer", 0));
+        f.intAtLeast("first_layer", 0),
+        f.string("kv_groups"));
   }
 
   /**
@@ -187,13 +191,24 @@ public final class WorkerBridge {
   }
 
   /**
-   * Like {@link #openWorker(KvEngine, KvCacheTransfer, int)}, for a model whose layers all slide
-   * when {@code slidingWindow} ({@link KvWorker#KvWorker(KvEngine, KvCacheTransfer, int,
-   * boolean)}).
+   * Like {@link #openWorker(KvEngine, KvCacheTransfer, int)}, for a model whose layers form {@code
+   * groups} ({@link KvWorker#KvWorker(KvEngine, KvCacheTransfer, int, CacheGroups)}).
+   *
+   * @throws IllegalArgumentException also if the groups are not of the cache's layers
    */
   public static KvWorker openWorker(
-      KvEngine engine, KvCacheTransfer cache, int threads, boolean slidingWindow) {
-    return new KvWorker(engine, cache, threads, slidingWindow);
+      KvEngine engine, KvCacheTransfer cache, int threads, CacheGroups groups) {
+    return new KvWorker(engine, cache, threads, groups);
+  }
+
+  /**
+   * A model's KV cache groups: layer {@code l} is in group {@code layerGroups[l]}, group {@code g}
+   * attends to a sliding window of {@code windows[g]} tokens (0: full attention).
+   *
+   * @throws IllegalArgumentException if a layer's group does not exist or a group has no layer
+   */
+  public static CacheGroups cacheGroups(int[] layerGroups, int[] windows) {
+    return new CacheGroups(layerGroups, windows);
   }
 
   /**

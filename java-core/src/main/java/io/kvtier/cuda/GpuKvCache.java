@@ -255,6 +255,32 @@ public final class GpuKvCache implements KvCacheTransfer, AutoCloseable {
     launch(true, checkLayer(layer), 1, slots, chunk, rowTokens, skip);
   }
 
+  /** One launch per run of consecutive layers among {@code layers}. */
+  @Override
+  public void moveLayers(
+      boolean toCache,
+      int[] layers,
+      MemorySegment chunk,
+      int rowTokens,
+      int[] blockIds,
+      int chunkStart,
+      int skip,
+      int count) {
+    for (int l : layers) {
+      checkLayer(l);
+    }
+    long[] slots = KvCacheTransfer.slots(layout, blockIds, chunkStart + skip, count);
+    int i = 0;
+    while (i < layers.length) {
+      int run = 1;
+      while (i + run < layers.length && layers[i + run] == layers[i] + run) {
+        run++;
+      }
+      launch(toCache, layers[i], run, slots, chunk, rowTokens, skip);
+      i += run;
+    }
+  }
+
   private int checkLayer(int layer) {
     return KvCacheTransfer.checkLayer(layer, layerAddresses.length);
   }

@@ -65,8 +65,10 @@ public final class KvWorker implements AutoCloseable {
   /** vLLM's null block: a placeholder in a block table, never a request's memory. */
   static final int NULL_BLOCK = 0;
 
-  /** The model's layers all slide ({@link #KvWorker(KvEngine, KvCacheTransfer, int, boolean)}). */
-  private final boolean slidingWindow;
+  /**
+   * The model's KV cache groups ({@link #KvWorker(KvEngine, KvCacheTransfer, int, CacheGroups)}).
+   */
+  private final CacheGroups groups;
 
   private final ErrorTally errors = new ErrorTally(LOG, "kvtier worker");
   private final AtomicLong nextId = new AtomicLong(1);
@@ -90,12 +92,12 @@ public final class KvWorker implements AutoCloseable {
   static final int TRANSFER_QUEUE = 1024;
 
   /** A save between {@link #beginSave} and {@link #endSave}. */
-  private record SaveOp(StoreTransaction tx, int[] blockIds, boolean[] failed, long began) {}
+  private record SaveOp(StoreTransaction tx, int[][] tables, boolean[] failed, long began) {}
 
   /** A load between {@link #beginLoad} and {@link #endLoad}: chunks from {@code firstChunk}. */
   private record LoadOp(
       LoadTransaction tx,
-      int[] blockIds,
+      int[][] tables,
       int storedTokens,
       int from,
       int to,
@@ -108,28 +110,41 @@ public final class KvWorker implements AutoCloseable {
    * @throws IllegalArgumentException if the cache's bytes per token differ from the engine's
    */
   public KvWorker(KvEngine engine, KvCacheTransfer cache, int threads) {
-    this(engine, cache, threads, false);
+    this(engine, cache, threads, CacheGroups.fullAttention(cache.layerCount()));
   }
 
   /**
-   * Like {@link #KvWorker(KvEngine, KvCacheTransfer, int)}; with {@code slidingWindow}, for a model
-   * whose every layer attends to a sliding window, where vLLM frees the blocks that slid out of the
-   * window while the request runs and puts its null block (id 0) in their place:
+   * Like {@link #KvWorker(KvEngine, KvCacheTransfer, int)}, for a model whose layers form {@code
+   * groups} (vLLM's hybrid KV cache manager): block tables come as {@link CacheGroups#split}
+   * describes, each group's blocks are applied to its own layers only. Where a group attends to a
+   * sliding window, vLLM frees the request's blocks that slid out of it while the request runs and
+   * puts its null block (id 0) in their place:
    *
    * <ul>
-   *   <li>hits are whole chunks, not whole blocks (the engine's block size is left alone): the
-   *       window before a chunk's end was in place when the step that completed the chunk saved it,
-   *       the window before a block inside it may already have been reused;
-   *   <li>a load skips the leading entries of its block table that are the null block (id 0):
-   *       tokens vLLM no longer keeps for the request.
+   *   <li>hits are whole chunks, not whole blocks (the engine's block size is left alone);
+   *   <li>a save copies a sliding group's tokens only from the window before the chunk's last token
+   *       on (whole blocks; the rest of its layers' rows are zeros), and stops before the first
+   *       chunk whose window holds a null block: that part of the prompt is no longer the
+   *       request's;
+   *   <li>a load writes into a sliding group's blocks only where its table holds no null block, and
+   *       fails (its tokens are recomputed) rather than write tokens the save did not keep.
    * </ul>
    *
-   * <p>The caller saves such a model within the step ({@link #save}), not in the background.
+   * <p>The caller saves such a model within the step ({@link #save}), not in the background: vLLM
+   * may hand the blocks that slide out of a window to other requests in the next step.
    *
-   * @throws IllegalArgumentException if the cache's bytes per token differ from the engine's
+   * @throws IllegalArgumentException if the cache's bytes per token differ from the engine's, or
+   *     the groups are not of the cache's layers
    */
-  public KvWorker(KvEngine engine, KvCacheTransfer cache, int threads, boolean slidingWindow) {
-    this.slidingWindow = slidingWindow;
+  public KvWorker(KvEngine engine, KvCacheTransfer cache, int threads, CacheGroups groups) {
+    if (groups.layerCount() != cache.layerCount()) {
+      throw new IllegalArgumentException(
+          "the groups are of "
+              + groups.layerCount()
+              + " layers; the cache has "
+              + cache.layerCount());
+    }
+    this.groups = groups;
     this.engine = engine;
     this.cache = cache;
     this.chunkTokens = engine.chunkTokens();
@@ -142,7 +157,7 @@ public final class KvWorker implements AutoCloseable {
               + bytesPerToken);
     }
     checkPositive(threads, "threads");
-    if (!slidingWindow) {
+    if (!groups.slides()) {
       engine.useBlockSize(cache.layout().blockSize());
     }
     this.transfers =
@@ -189,7 +204,7 @@ public final class KvWorker implements AutoCloseable {
       return 0;
     }
     SaveOp op = saves.get(handle);
-    copySaved(op, (seg, start, n) -> cache.gather(op.blockIds, start, n, seg));
+    copySaved(op, (seg, start, n) -> gather(op.tables, null, start, n, seg));
     return endSave(handle, true);
   }
 
@@ -223,8 +238,14 @@ public final class KvWorker implements AutoCloseable {
       long[][] tags) {
     long began = System.nanoTime();
     StoreTransaction tx;
+    int[][] tables;
     try {
       checkNonNegative(fromChunk, "fromChunk");
+      tables = groups.split(blockIds);
+      tokenCount = windowsKept(tables, tokenCount, fromChunk);
+      if (tokenCount <= fromChunk * chunkTokens) {
+        return 0;
+      }
       tx = engine.beginStore(tokens, tokenCount, extras, fromChunk, tags);
     } catch (RuntimeException e) {
       failedSaves.increment();
@@ -236,7 +257,7 @@ public final class KvWorker implements AutoCloseable {
       return 0;
     }
     long h = nextId.getAndIncrement();
-    saves.put(h, new SaveOp(tx, blockIds, new boolean[1], began));
+    saves.put(h, new SaveOp(tx, tables, new boolean[1], began));
     return h;
   }
 
@@ -251,7 +272,78 @@ public final class KvWorker implements AutoCloseable {
     if (op == null) {
       throw new IllegalArgumentException("unknown or ended save handle " + handle);
     }
-    copySaved(op, (seg, start, n) -> cache.gatherLayer(layer, op.blockIds, start, n, seg));
+    copySaved(op, (seg, start, n) -> gather(op.tables, layer, start, n, seg));
+  }
+
+  /**
+   * Gathers tokens {@code [start, start + n)} into a chunk of {@code n} tokens: every layer, or
+   * only {@code layer}; each group's layers under its own table, a sliding group's only from its
+   * window on.
+   */
+  private void gather(int[][] tables, Integer layer, int start, int n, MemorySegment chunk) {
+    if (groups.plain()) {
+      if (layer == null) {
+        cache.gather(tables[0], start, n, chunk);
+      } else {
+        cache.gatherLayer(layer, tables[0], start, n, chunk);
+      }
+      return;
+    }
+    for (int g = 0; g < groups.count(); g++) {
+      if (layer != null && groups.groupOf(layer) != g) {
+        continue;
+      }
+      int[] layers = layer == null ? groups.layers(g) : new int[] {layer};
+      int from = start + n - keptTokens(g, start, start + n);
+      if (from > start) { // rows the window does not need: zeros, not another request's bytes
+        long layerBytes = n * cache.layout().tokenBytes();
+        for (int l : layers) {
+          chunk.asSlice(l * layerBytes, layerBytes).fill((byte) 0);
+        }
+      }
+      cache.moveLayers(false, layers, chunk, n, tables[g], start, from - start, start + n - from);
+    }
+  }
+
+  /**
+   * How many of the tokens {@code [start, end)} of a chunk ending at {@code end} group {@code g}
+   * keeps: all for full attention; for a sliding window, those of the whole blocks from the window
+   * of the token before {@code end} on (a load may end at {@code end} or one token before it, when
+   * the prompt ends there and vLLM computes its last token).
+   */
+  private int keptTokens(int g, int start, int end) {
+    int window = groups.window(g);
+    if (window == 0) {
+      return end - start;
+    }
+    int bs = cache.layout().blockSize();
+    int from = Math.max(0, end - window) / bs * bs;
+    return end - Math.max(start, from);
+  }
+
+  /**
+   * The part of {@code [0, tokenCount)} a save may store: up to the first chunk from {@code
+   * fromChunk} on whose kept window ({@link #keptTokens}) holds vLLM's null block in a sliding
+   * group's table (those tokens are no longer the request's).
+   */
+  private int windowsKept(int[][] tables, int tokenCount, int fromChunk) {
+    if (!groups.slides()) {
+      return tokenCount;
+    }
+    int bs = cache.layout().blockSize();
+    for (int c = fromChunk; c * chunkTokens < tokenCount; c++) {
+      int start = c * chunkTokens;
+      int end = Math.min(start + chunkTokens, tokenCount);
+      for (int g = 0; g < groups.count(); g++) {
+        int from = end - keptTokens(g, start, end);
+        for (int b = from / bs; b < (end + bs - 1) / bs && b < tables[g].length; b++) {
+          if (tables[g][b] == NULL_BLOCK) {
+            return start;
+          }
+        }
+      }
+    }
+    return tokenCount;
   }
 
   /**
@@ -343,9 +435,7 @@ public final class KvWorker implements AutoCloseable {
   public int load(
       int[] tokens, int storedTokens, KeyExtras extras, int[] blockIds, int from, int to) {
     long h = beginLoad(tokens, storedTokens, extras, blockIds, from, to);
-    LoadOp op = loads.get(h);
-    copyLoaded(
-        op, (seg, rows, start, skip, n) -> cache.scatter(seg, rows, op.blockIds, start, skip, n));
+    copyLoaded(loads.get(h), null);
     return endLoad(h);
   }
 
@@ -370,12 +460,13 @@ public final class KvWorker implements AutoCloseable {
         throw new IllegalArgumentException(
             "cannot load tokens [" + from + ", " + to + ") of a stored prefix of " + storedTokens);
       }
+      int[][] tables = groups.split(blockIds);
       int lastChunk = (to + chunkTokens - 1) / chunkTokens;
       LoadTransaction tx = engine.beginLoad(tokens, storedTokens, extras, firstChunk, lastChunk);
-      loads.put(h, new LoadOp(tx, blockIds, storedTokens, from, to, new boolean[1], began));
+      loads.put(h, new LoadOp(tx, tables, storedTokens, from, to, new boolean[1], began));
     } catch (RuntimeException e) {
       errors.record(ErrorKind.LOAD_FAILED, "a load could not start; its tokens are recomputed", e);
-      loads.put(h, new LoadOp(null, blockIds, storedTokens, from, to, new boolean[] {true}, began));
+      loads.put(h, new LoadOp(null, null, storedTokens, from, to, new boolean[] {true}, began));
     }
     return h;
   }
@@ -386,10 +477,7 @@ public final class KvWorker implements AutoCloseable {
     if (op == null) {
       throw new IllegalArgumentException("unknown or ended load handle " + handle);
     }
-    copyLoaded(
-        op,
-        (seg, rows, start, skip, n) ->
-            cache.scatterLayer(layer, seg, rows, op.blockIds, start, skip, n));
+    copyLoaded(op, layer);
   }
 
   /**
@@ -428,26 +516,66 @@ public final class KvWorker implements AutoCloseable {
     return end;
   }
 
-  @FunctionalInterface
-  private interface RangeCopy {
-    void copy(MemorySegment chunk, int rowTokens, int chunkStart, int skip, int count);
-  }
-
-  /** Runs {@code copy} over a load's chunks unless one failed; a failure is recorded on it. */
-  private void copyLoaded(LoadOp op, RangeCopy copy) {
+  /**
+   * Scatters a load's chunks into every layer ({@code layer} null) or one layer, unless a copy
+   * failed already; a failure is recorded on it.
+   */
+  private void copyLoaded(LoadOp op, Integer layer) {
     if (op.failed[0]) {
       return;
     }
     try {
-      forEachLoaded(op, copy);
+      if (groups.plain()) {
+        scatterRange(
+            op,
+            op.from,
+            (seg, rows, start, skip, n) -> scatter(op, layer, seg, rows, start, skip, n));
+        return;
+      }
+      for (int g = 0; g < groups.count(); g++) {
+        if (layer != null && groups.groupOf(layer) != g) {
+          continue;
+        }
+        int group = g;
+        int[] layers = layer == null ? groups.layers(g) : new int[] {layer};
+        int from =
+            groups.window(g) == 0 ? op.from : Math.max(op.from, firstKeptToken(op.tables[g]));
+        scatterRange(
+            op,
+            from,
+            (seg, rows, start, skip, n) -> {
+              if (skip < rows - keptTokens(group, start, start + rows)) {
+                throw new IllegalStateException(
+                    "a sliding window needs tokens from "
+                        + (start + skip)
+                        + " of a chunk saved from "
+                        + (start + rows - keptTokens(group, start, start + rows)));
+              }
+              cache.moveLayers(true, layers, seg, rows, op.tables[group], start, skip, n);
+            });
+      }
     } catch (RuntimeException e) {
       op.failed[0] = true;
       errors.record(ErrorKind.LOAD_FAILED, "a load was abandoned; its tokens are recomputed", e);
     }
   }
 
-  private void forEachLoaded(LoadOp op, RangeCopy copy) {
-    int from = slidingWindow ? Math.max(op.from, firstKeptToken(op.blockIds)) : op.from;
+  private void scatter(
+      LoadOp op, Integer layer, MemorySegment seg, int rows, int start, int skip, int n) {
+    if (layer == null) {
+      cache.scatter(seg, rows, op.tables[0], start, skip, n);
+    } else {
+      cache.scatterLayer(layer, seg, rows, op.tables[0], start, skip, n);
+    }
+  }
+
+  @FunctionalInterface
+  private interface RangeCopy {
+    void copy(MemorySegment chunk, int rowTokens, int chunkStart, int skip, int count);
+  }
+
+  /** Runs {@code copy} for each of a load's chunks over its tokens from {@code from} on. */
+  private void scatterRange(LoadOp op, int from, RangeCopy copy) {
     for (int i = 0; i < op.tx.size(); i++) {
       int c = op.tx.firstChunk() + i;
       int start = c * chunkTokens;

@@ -25,6 +25,9 @@ import java.util.Objects;
  *     store different bytes for the same tokens and must not share chunks
  * @param firstLayer the model's index of the first layer stored (a pipeline-parallel stage holds
  *     layers {@code [firstLayer, firstLayer + numLayers)}; 0 without pipeline parallelism)
+ * @param kvGroups the model's KV cache groups ({@code io.kvtier.engine.CacheGroups#describe()}):
+ *     empty for one group of full-attention layers; else each group's kind and layers, since a
+ *     sliding group's chunks keep only what its window needs
  */
 public record KeyNamespace(
     String modelId,
@@ -37,7 +40,8 @@ public record KeyNamespace(
     int chunkTokens,
     boolean mla,
     String chunkOrder,
-    int firstLayer) {
+    int firstLayer,
+    String kvGroups) {
 
   /**
    * Validates every field.
@@ -47,6 +51,10 @@ public record KeyNamespace(
   public KeyNamespace {
     Objects.requireNonNull(modelId, "modelId");
     Objects.requireNonNull(kvDtype, "kvDtype");
+    Objects.requireNonNull(kvGroups, "kvGroups");
+    if (kvGroups.contains(";")) {
+      throw new IllegalArgumentException("kvGroups must not contain ';', got " + kvGroups);
+    }
     checkPositive(numLayers, "numLayers");
     checkPositive(kvHeadsPerRank, "kvHeadsPerRank");
     checkPositive(headSize, "headSize");
@@ -61,6 +69,34 @@ public record KeyNamespace(
       throw new IllegalArgumentException(
           "chunkOrder must be token-major or head-major, got " + chunkOrder);
     }
+  }
+
+  /** A namespace of one group of full-attention layers. */
+  public KeyNamespace(
+      String modelId,
+      String kvDtype,
+      int numLayers,
+      int kvHeadsPerRank,
+      int headSize,
+      int tpSize,
+      int tpRank,
+      int chunkTokens,
+      boolean mla,
+      String chunkOrder,
+      int firstLayer) {
+    this(
+        modelId,
+        kvDtype,
+        numLayers,
+        kvHeadsPerRank,
+        headSize,
+        tpSize,
+        tpRank,
+        chunkTokens,
+        mla,
+        chunkOrder,
+        firstLayer,
+        "");
   }
 
   /** A namespace of the model's layers from the first one (no pipeline parallelism). */
@@ -137,7 +173,8 @@ public record KeyNamespace(
         + ";chunk="
         + chunkTokens
         + ";order="
-        + chunkOrder;
+        + chunkOrder
+        + (kvGroups.isEmpty() ? "" : ";groups=" + kvGroups);
   }
 
   /** The 64-bit namespace id: h1 of MurmurHash3_x64_128 of {@link #canonical()} in UTF-8. */

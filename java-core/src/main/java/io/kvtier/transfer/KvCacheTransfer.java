@@ -59,6 +59,26 @@ public interface KvCacheTransfer {
       int count);
 
   /**
+   * Moves tokens {@code [skip, skip + count)} of a chunk of {@code rowTokens} tokens, whose token 0
+   * is prompt token {@code chunkStart}, between the chunk and the slots of the given {@code layers}
+   * (indices in {@code 0..layerCount()-1}, any order, no repeats) under {@code blockIds}: into the
+   * cache with {@code toCache}, out of it otherwise (then as {@link #gather} does, a gather to be
+   * completed with {@link #completeGathers}). For a model whose layers form groups, each with its
+   * own block table ({@code io.kvtier.engine.CacheGroups}).
+   *
+   * @throws IllegalArgumentException as {@link #scatter}, or for a layer outside the cache
+   */
+  void moveLayers(
+      boolean toCache,
+      int[] layers,
+      MemorySegment chunk,
+      int rowTokens,
+      int[] blockIds,
+      int chunkStart,
+      int skip,
+      int count);
+
+  /**
    * Waits until every gather the calling thread started has finished. The default does nothing (for
    * implementations whose copies finish before they return).
    *

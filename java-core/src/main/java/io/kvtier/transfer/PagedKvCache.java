@@ -98,19 +98,43 @@ public final class PagedKvCache implements KvCacheTransfer {
     forLayers(l -> moveLayer(l, slots, chunk, rowTokens, skip, count, true));
   }
 
+  @Override
+  public void moveLayers(
+      boolean toCache,
+      int[] layerIds,
+      MemorySegment chunk,
+      int rowTokens,
+      int[] blockIds,
+      int chunkStart,
+      int skip,
+      int count) {
+    for (int l : layerIds) {
+      checkLayer(l);
+    }
+    long[] slots = slots(blockIds, chunkStart + skip, count);
+    forLayers(
+        layerIds.length,
+        i -> moveLayer(layerIds[i], slots, chunk, rowTokens, skip, count, toCache));
+  }
+
   /** Runs {@code move} for every layer, the layers split in contiguous runs over the threads. */
   private void forLayers(java.util.function.IntConsumer move) {
-    int parts = Math.min(threads, layers.length);
-    if (parts == 1) {
-      for (int l = 0; l < layers.length; l++) {
+    forLayers(layers.length, move);
+  }
+
+  /** Runs {@code move} for {@code 0..n-1}, split in contiguous runs over the threads. */
+  private void forLayers(int n, java.util.function.IntConsumer move) {
+    int parts = Math.min(threads, n);
+    if (parts <= 1) {
+      for (int l = 0; l < n; l++) {
         move.accept(l);
       }
       return;
     }
     Runnable[] tasks = new Runnable[parts];
     for (int p = 0; p < parts; p++) {
-      int from = p * layers.length / parts;
-      int to = (p + 1) * layers.length / parts;
+      int from = p * n / parts;
+      int to = (p + 1) * n / parts;
       tasks[p] =
           () -> {
             for (int l = from; l < to; l++) {

@@ -2,6 +2,7 @@ package io.kvtier.bridge;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNotEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -28,6 +29,7 @@ class WorkerBridgeTest {
     m.put("mla", false);
     m.put("chunk_order", "head-major");
     m.put("first_layer", 4L);
+    m.put("kv_groups", "");
     return m;
   }
 
@@ -63,6 +65,18 @@ class WorkerBridgeTest {
     KeyNamespace named = WorkerBridge.keyNamespace(namespaceFields());
     assertEquals(positional, named);
     assertEquals(positional.id(), named.id());
+  }
+
+  @Test
+  void keyNamespace_kvGroups_partOfTheKeys() {
+    KeyNamespace plain = WorkerBridge.keyNamespace(namespaceFields());
+    KeyNamespace grouped =
+        WorkerBridge.keyNamespace(with(namespaceFields(), "kv_groups", "sliding200:0,2+full:1,3"));
+    assertTrue(grouped.canonical().endsWith(";order=head-major;groups=sliding200:0,2+full:1,3"));
+    assertNotEquals(plain.id(), grouped.id());
+    assertTrue(
+        refusal(() -> WorkerBridge.keyNamespace(with(namespaceFields(), "kv_groups", "a;b")))
+            .contains("kvGroups"));
   }
 
   @Test

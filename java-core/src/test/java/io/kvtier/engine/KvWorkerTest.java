@@ -36,7 +36,8 @@ class KvWorkerTest {
   private final MemorySegment[] layers = new MemorySegment[LAYERS];
   private KvEngine engine;
   private KvWorker worker;
-  private boolean slidingWindow; // the next open() makes a sliding-window model's worker
+  private CacheGroups groups; // the next open()'s KV cache groups (null: one full-attention group)
+  private boolean aliased; // the next open() gives layer 1 layer 0's memory (two groups' layers)
 
   KvWorker open(Map<String, ?> settings, PagedLayout l) {
     return open(settings, l, 1);
@@ -46,7 +47,7 @@ class KvWorkerTest {
     Map<String, Object> s = new HashMap<>(Map.of("chunk_size", CHUNK));
     s.putAll(settings);
     for (int i = 0; i < LAYERS; i++) {
-      layers[i] = arena.allocate(l.tensorBytes(), 64);
+      layers[i] = aliased && i > 0 ? layers[0] : arena.allocate(l.tensorBytes(), 64);
       fillRandom(layers[i], 100 + i);
     }
     PagedKvCache cache = new PagedKvCache(layers, l, copyThreads);
@@ -57,7 +58,8 @@ class KvWorkerTest {
                 "m", "bfloat16", LAYERS, l.numHeads(), l.headSize(), 1, 0, CHUNK, false),
             cache.tokenBytes(),
             MmapAllocator.INSTANCE);
-    worker = new KvWorker(engine, cache, 2, slidingWindow);
+    worker =
+        new KvWorker(engine, cache, 2, groups != null ? groups : CacheGroups.fullAttention(LAYERS));
     return worker;
   }
 
@@ -238,7 +240,7 @@ class KvWorkerTest {
 
   @Test
   void aSlidingWindowModel_hitsWholeChunks_andLoadsNothingIntoTheNullBlock() {
-    slidingWindow = true;
+    groups = CacheGroups.slidingWindow(LAYERS, 12);
     open();
     assertEquals(CHUNK, engine.blockTokens(), "hits are whole chunks");
     int[] a = prompt(48, 11);
@@ -262,6 +264,80 @@ class KvWorkerTest {
         assertArrayEquals(before[layer][t], token(layer, layout, nullBlock, t), "null block");
       }
     }
+  }
+
+  /** Two groups' tables, block position by block position (as {@link CacheGroups#split} reads). */
+  static int[] interleaved(int[] group0, int[] group1) {
+    int[] out = new int[group0.length * 2];
+    for (int i = 0; i < group0.length; i++) {
+      out[2 * i] = group0[i];
+      out[2 * i + 1] = group1[i];
+    }
+    return out;
+  }
+
+  /**
+   * vLLM's hybrid KV cache manager: layer 0 slides (a window of 4 tokens), layer 1 attends to
+   * everything, and both view the same memory, each group with its own blocks from one pool.
+   */
+  void openTwoGroups() {
+    groups = new CacheGroups(new int[] {0, 1}, new int[] {4, 0});
+    aliased = true;
+    open();
+  }
+
+  @Test
+  void twoGroupsOverOneMemory_eachGroupsBlocksGoToItsOwnLayersOnly() {
+    openTwoGroups();
+    assertEquals(CHUNK, engine.blockTokens(), "a sliding group's hits are whole chunks");
+    int[] p = prompt(48, 21);
+    int[] sliding = blocks(1, 1, 6);
+    int[] full = blocks(10, 1, 6);
+    assertEquals(3, worker.save(p, 48, interleaved(sliding, full), 0));
+    // vLLM's tables for a hit of 48 tokens: the sliding group holds its null block where the
+    // window of the next token no longer reaches (tokens before 45: blocks 0..4).
+    int[] slidingDst = {0, 0, 0, 0, 0, 41};
+    int[] fullDst = blocks(20, 1, 6);
+    byte[] nullBefore = token(0, layout, new int[] {0}, 3);
+    assertEquals(48, worker.load(p, 48, interleaved(slidingDst, fullDst), 0, 48));
+    for (int t = 0; t < 48; t++) {
+      assertArrayEquals(token(1, layout, full, t), token(1, layout, fullDst, t), "full " + t);
+    }
+    for (int t = 40; t < 48; t++) {
+      assertArrayEquals(token(0, layout, sliding, t), token(0, layout, slidingDst, t), "sw " + t);
+    }
+    assertArrayEquals(nullBefore, token(0, layout, new int[] {0}, 3), "the null block changed");
+  }
+
+  @Test
+  void aSlidingGroupsLoadFailsRatherThanWriteTokensItsSaveDidNotKeep() {
+    openTwoGroups();
+    int[] p = prompt(48, 22);
+    worker.save(p, 48, interleaved(blocks(1, 1, 6), blocks(10, 1, 6)), 0);
+    // A table holding a real block at tokens 32..40, before the window the last chunk kept.
+    int[] slidingDst = {0, 0, 0, 0, 55, 41};
+    assertEquals(0, worker.load(p, 48, interleaved(slidingDst, blocks(20, 1, 6)), 0, 48));
+    assertEquals(1, worker.stats()[3], "failed loads");
+  }
+
+  @Test
+  void aSaveStopsBeforeTheFirstChunkWhoseWindowVllmNoLongerKeeps() {
+    openTwoGroups();
+    int[] p = prompt(48, 23);
+    // The window kept for chunk 1 (tokens 24..32, block 3) was freed by vLLM: chunk 0 only.
+    int[] sliding = {1, 2, 3, 0, 5, 6};
+    assertEquals(1, worker.save(p, 48, interleaved(sliding, blocks(10, 1, 6)), 0));
+    assertEquals(16, engine.lookup(p, 48));
+  }
+
+  @Test
+  void aTableThatIsNotEveryGroupsBlockByBlockIsAFailedSaveAndLoad() {
+    openTwoGroups();
+    int[] p = prompt(32, 24);
+    assertEquals(0, worker.save(p, 32, blocks(1, 1, 5), 0));
+    assertEquals(1, worker.stats()[2], "failed saves");
+    worker.save(p, 32, interleaved(blocks(1, 1, 4), blocks(10, 1, 4)), 0);
+    assertEquals(0, worker.load(p, 32, blocks(20, 1, 7), 0, 32));
   }
 
   @Test

@@ -108,6 +108,22 @@ class KeyVectorsTest {
                 "token-major",
                 16)
             .canonical());
+    assertEquals(
+        ns.get(3).get("canonical"),
+        new KeyNamespace(
+                "tiny",
+                "float32",
+                4,
+                2,
+                64,
+                1,
+                0,
+                256,
+                false,
+                "head-major",
+                0,
+                "sliding200:0,2+full:1,3")
+            .canonical());
     for (Map<String, Object> v : ns) {
       byte[] text = ((String) v.get("canonical")).getBytes(java.nio.charset.StandardCharsets.UTF_8);
       assertEquals(((Number) v.get("id")).longValue(), Murmur3x64.hash(text, ChunkHasher.SEED)[0]);
