@@ -41,7 +41,12 @@ from vllm.distributed.kv_transfer.kv_connector.v1.base import KVConnectorRole
 from vllm.v1.core.sched.async_scheduler import AsyncScheduler
 from vllm.v1.core.sched.output import SchedulerOutput
 from vllm.v1.core.sched.scheduler import Scheduler
-from vllm.v1.kv_cache_interface import FullAttentionSpec, KVCacheConfig, KVCacheGroupSpec
+from vllm.v1.kv_cache_interface import (
+    FullAttentionSpec,
+    KVCacheConfig,
+    KVCacheGroupSpec,
+    SlidingWindowSpec,
+)
 from vllm.v1.outputs import KVConnectorOutput, ModelRunnerOutput
 from vllm.v1.request import Request, RequestStatus
 from vllm.v1.structured_output import StructuredOutputManager
@@ -132,9 +137,13 @@ class Loop:
         async_scheduling: bool = False,
         settings: dict[str, Any] | None = None,
         model: Path | None = None,
+        window: int | None = None,
     ) -> None:
         """``model``: where the model's config goes (default: under ``tmp_path``); engines given
-        the same one share a key namespace, as two servers of one model do."""
+        the same one share a key namespace, as two servers of one model do. ``window``: layer 0
+        attends to a sliding window of that many tokens and layer 1 to everything, as vLLM's
+        hybrid KV cache manager serves such a model: two KV cache groups, each with its own block
+        table, whose layers view the same memory."""
         model = ModelConfig(
             model=model_dir(model or tmp_path / "model"),
             skip_tokenizer_init=True,
@@ -161,25 +170,28 @@ class Loop:
             ),
             device_config=DeviceConfig("cpu"),
         )
+        names = [f"model.layers.{i}.self_attn.attn" for i in range(LAYERS)]
+        attention = {"block_size": BLOCK, "num_kv_heads": HEADS, "head_size": HEAD}
+        full = FullAttentionSpec(**attention, dtype=torch.float32)
+        self.window = window
+        if window is None:
+            groups = [KVCacheGroupSpec(names, full)]
+            self.layer_groups = [0] * LAYERS
+        else:
+            sliding = SlidingWindowSpec(**attention, dtype=torch.float32, sliding_window=window)
+            groups = [KVCacheGroupSpec(names[:1], sliding), KVCacheGroupSpec(names[1:2], full)]
+            self.layer_groups = [0, 1]
         kv_cache_config = KVCacheConfig(
-            num_blocks=num_blocks,
-            kv_cache_tensors=[],
-            kv_cache_groups=[
-                KVCacheGroupSpec(
-                    [f"model.layers.{i}.self_attn.attn" for i in range(LAYERS)],
-                    FullAttentionSpec(
-                        block_size=BLOCK, num_kv_heads=HEADS, head_size=HEAD, dtype=torch.float32
-                    ),
-                )
-            ],
+            num_blocks=num_blocks, kv_cache_tensors=[], kv_cache_groups=groups
         )
         self.config.cache_config.num_gpu_blocks = num_blocks
         self.num_blocks = num_blocks
+        memory = torch.zeros(num_blocks, HEADS, BLOCK, 2 * HEAD, dtype=torch.float32)
         self.caches = {
-            f"model.layers.{i}.self_attn.attn": torch.zeros(
-                num_blocks, HEADS, BLOCK, 2 * HEAD, dtype=torch.float32
-            )
-            for i in range(LAYERS)
+            name: memory
+            if window is not None
+            else torch.zeros(num_blocks, HEADS, BLOCK, 2 * HEAD, dtype=torch.float32)
+            for name in names
         }
         self.worker = KVTierConnector(self.config, KVConnectorRole.WORKER, kv_cache_config)
         self.worker.register_kv_caches(self.caches)
@@ -200,8 +212,9 @@ class Loop:
         assert self.side is not None
         self.reports = Reports()
         self.prompts: dict[str, list[int]] = {}
-        self.tables: dict[str, list[int]] = {}
-        """Each request's block table as the model runner keeps it, from the outputs."""
+        self.tables: dict[str, list[list[int]]] = {}
+        """Each request's block table per KV cache group as the model runner keeps it, from the
+        outputs."""
         self.in_flight: deque[SchedulerOutput] = deque()
         self.async_scheduling = async_scheduling
         self.steps = 0
@@ -343,7 +356,7 @@ class Loop:
         worker_meta = w.build_connector_worker_meta()
         w.clear_connector_metadata()
         for req_id, problem in wrong.items():
-            table = self.tables.get(req_id, [])
+            table = [b for group in self.tables.get(req_id, []) for b in group]
             if not errors.intersection(table):
                 raise WrongKv(f"{req_id}: {problem}")
         self.reports.sending += sorted(results.finished_sending)
@@ -376,16 +389,19 @@ class Loop:
     def _forward(self, out: SchedulerOutput) -> dict[str, str]:
         """Checks each scheduled request's computed tokens, then writes its scheduled ones."""
         wrong: dict[str, str] = {}
+        groups = len(set(self.layer_groups))
         for new in out.scheduled_new_reqs:
-            self.tables[new.req_id] = list(new.block_ids[0])
+            self.tables[new.req_id] = [list(g) for g in new.block_ids]
             wrong.update(self._compute(new.req_id, new.num_computed_tokens, out))
         cached = out.scheduled_cached_reqs
         for i, req_id in enumerate(cached.req_ids):
-            blocks = list(cached.new_block_ids[i][0]) if cached.new_block_ids[i] else []
+            new_ids = cached.new_block_ids[i] or [[] for _ in range(groups)]
             if req_id in cached.resumed_req_ids:
-                self.tables[req_id] = blocks
+                self.tables[req_id] = [list(g) for g in new_ids]
             else:
-                self.tables.setdefault(req_id, []).extend(blocks)
+                table = self.tables.setdefault(req_id, [[] for _ in range(groups)])
+                for g, ids in enumerate(new_ids):
+                    table[g].extend(ids)
             wrong.update(self._compute(req_id, cached.num_computed_tokens[i], out))
         return wrong
 
@@ -411,29 +427,34 @@ class Loop:
         blocks = torch.tensor(table, dtype=torch.long)[positions // BLOCK]
         return blocks, positions % BLOCK
 
-    def _write(self, req_id: str, table: list[int], lo: int, hi: int) -> None:
+    def _write(self, req_id: str, tables: list[list[int]], lo: int, hi: int) -> None:
         if hi <= lo:
             return
-        blocks, slots = self._slots(table, lo, hi)
         for layer, cache in enumerate(self.caches.values()):
+            blocks, slots = self._slots(tables[self.layer_groups[layer]], lo, hi)
             view = cache.view(self.num_blocks, HEADS, 2 * BLOCK, HEAD)
             k = self._expected(req_id, lo, hi, layer)[:, None, None].expand(-1, HEADS, HEAD)
             view[blocks, :, slots, :] = k
             view[blocks, :, slots + BLOCK, :] = -k
 
-    def _check(self, req_id: str, table: list[int], computed: int) -> str | None:
+    def _check(self, req_id: str, tables: list[list[int]], computed: int) -> str | None:
+        """Whether every position attention reads holds its KV: all computed ones, or for the
+        sliding layer those of the window of the next token."""
         if computed <= 0:
             return None
-        blocks, slots = self._slots(table, 0, computed)
         for layer, cache in enumerate(self.caches.values()):
+            lo = 0
+            if self.window is not None and self.layer_groups[layer] == 0:
+                lo = max(0, computed - self.window + 1)
+            blocks, slots = self._slots(tables[self.layer_groups[layer]], lo, computed)
             view = cache.view(self.num_blocks, HEADS, 2 * BLOCK, HEAD)
-            k = self._expected(req_id, 0, computed, layer)[:, None, None].expand(-1, HEADS, HEAD)
+            k = self._expected(req_id, lo, computed, layer)[:, None, None].expand(-1, HEADS, HEAD)
             got_k, got_v = view[blocks, :, slots, :], view[blocks, :, slots + BLOCK, :]
             bad = ((got_k != k) | (got_v != -k)).flatten(1).any(1).nonzero().flatten()
             if len(bad):
                 return (
-                    f"layer {layer}: positions {bad[:8].tolist()} of {computed} computed do not "
-                    "hold their KV"
+                    f"layer {layer}: positions {(bad[:8] + lo).tolist()} of {computed} computed "
+                    "do not hold their KV"
                 )
         return None
 

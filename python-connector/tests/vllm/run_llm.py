@@ -133,6 +133,9 @@ def main() -> None:
         engine_id = str(llm.llm_engine.vllm_config.kv_transfer_config.engine_id)
         worker = local_worker(engine_id)
         stats = worker.stats() if worker is not None else {}
+        if worker is not None:  # vLLM's KV cache groups as kvtier serves them
+            stats["kv_cache_groups"] = worker.groups.count
+            stats["sliding_groups"] = len(worker.groups.sliding_windows())
     dtype = str(llm.llm_engine.model_config.dtype).removeprefix("torch.")
     threads = llm.collective_rpc(_torch_threads)
     print(

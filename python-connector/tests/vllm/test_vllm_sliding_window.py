@@ -1,12 +1,12 @@
 """Models with sliding-window layers, end to end with real vLLM on CPU: every layer sliding, and
-sliding and full layers mixed.
+sliding and full layers mixed (vLLM's hybrid KV cache manager on: a group of each).
 
-vLLM keeps such a model's KV cache as one sliding-window group: it frees a request's blocks once
-they slide out of the window, while the request runs, and hands them to other requests. One vLLM
-without kvtier and one with kvtier's defaults run the same steps under the same threading and
-float32 (vLLM's prefix cache off in both, so every hit is kvtier's), in a KV cache too small for
-the batched prompts at once: every output with kvtier equals the run without it, and hits are
-whole chunks (``kvtier.vllm.groups``).
+vLLM frees a request's blocks once they slide out of the window, while the request runs, and
+hands them to other requests. One vLLM without kvtier and one with kvtier's defaults run the same
+steps under the same threading and float32 (vLLM's prefix cache off in both, so every hit is
+kvtier's; a third run has it on, as users run), in a KV cache too small for the batched prompts at
+once: every output with kvtier equals the run without it, and hits are whole chunks
+(``kvtier.vllm.groups``).
 """
 
 from __future__ import annotations
@@ -114,29 +114,50 @@ def test_with_vllms_own_prefix_cache_on_as_users_run(all_runs: tuple[Run, Run, R
 
 
 @pytest.fixture(scope="module")
-def mixed_runs() -> tuple[Run, Run, Run]:
+def mixed_runs() -> tuple[Run, Run, Run, Run]:
     """SMALL (the same weights, every layer full) without kvtier, then MIXED (every other layer
-    slides) without and with kvtier, over every step (started together)."""
+    slides) without kvtier, with kvtier, and with kvtier and vLLM's prefix cache on, over every
+    step (started together)."""
     full = str(tiny_model.build(spec=tiny_model.SMALL))
     mixed = str(tiny_model.build(spec=tiny_model.MIXED))
-    started = [start(full, STEPS, None), start(mixed, STEPS, None), start(mixed, STEPS, CONNECTOR)]
+    started = [
+        start(full, STEPS, None),
+        start(mixed, STEPS, None),
+        start(mixed, STEPS, CONNECTOR),
+        start(mixed, STEPS, CONNECTOR, llm={"enable_prefix_caching": True}),
+    ]
     runs = tuple(s.result() for s in started)
-    same_runtime(full=runs[0], without_kvtier=runs[1], with_kvtier=runs[2])
+    same_runtime(full=runs[0], without_kvtier=runs[1], with_kvtier=runs[2], prefix_cache=runs[3])
     return runs
 
 
-def test_mixed_sliding_and_full_layers_are_served_like_full_attention(
-    mixed_runs: tuple[Run, Run, Run],
+def test_mixed_sliding_and_full_layers_keep_their_groups_and_every_output(
+    mixed_runs: tuple[Run, Run, Run, Run],
 ) -> None:
-    """kvtier does not implement vLLM's SupportsHMA, so vLLM turns its hybrid KV cache manager
-    off and keeps every layer's blocks in one group: hits are whole blocks, as for a full-attention
-    model, and every output equals vLLM's without kvtier. The sliding layers are in effect: the
-    same weights with every layer full answer the long prompt otherwise."""
-    full, without, got = mixed_runs
+    """kvtier is a SupportsHMA connector: vLLM keeps its hybrid KV cache manager on, with one
+    group of sliding layers and one of full layers over the same memory. Every output equals
+    vLLM's without kvtier (whose manager is on too), hits are whole chunks (the sliding group's
+    window is what the chunk kept), and batched prompts that preempt each other hit every saved
+    chunk. The sliding layers are in effect: the same weights with every layer full answer the
+    long prompt otherwise."""
+    full, without, got, _ = mixed_runs
+    assert got.stats["kv_cache_groups"] == 2 and got.stats["sliding_groups"] == 1
+    assert len(TWICE) > 2 * WINDOW
     assert without.tokens(0) != full.tokens(0), "the sliding window changes nothing"
     for step in range(len(STEPS)):
         assert got.tokens(step) == without.tokens(step), f"step {step}"
-    block = 128
-    assert got.cached(1) == [4 * CHUNK + block]
-    assert got.cached(2) == [0, 3 * CHUNK + block]
+    assert got.cached(1) == [4 * CHUNK]
+    assert got.cached(2) == [0, 3 * CHUNK]
     assert got.cached(4) == [4 * CHUNK] * len(BATCH)
+
+
+def test_mixed_layers_with_vllms_own_prefix_cache_on_as_users_run(
+    mixed_runs: tuple[Run, Run, Run, Run],
+) -> None:
+    """vLLM's default: its own prefix cache serves what its two groups still hold, kvtier what
+    lies beyond; every output equals vLLM's without kvtier."""
+    _, without, _, got = mixed_runs
+    assert got.stats["kv_cache_groups"] == 2
+    for step in range(len(STEPS)):
+        assert got.tokens(step) == without.tokens(step), f"step {step}"
+    assert got.cached(1)[0] >= 4 * CHUNK

@@ -35,7 +35,7 @@ from kvtier import _bridge, _jvm
 from kvtier.engine import Engine, Layout, key_extras
 from kvtier.vllm import events
 from kvtier.vllm._lookup import socket_path, start_server
-from kvtier.vllm.groups import FULL_ATTENTION, classify
+from kvtier.vllm.groups import FULL_ATTENTION, KvGroups, classify
 from kvtier.vllm.layouts import KvCacheLayout, describe
 from kvtier.vllm.metadata import KVTierMetadata, KVTierWorkerMetadata, LoadSpec, RequestOp
 from kvtier.vllm.stats import KVTierConnectorStats, Throttle, worker_report
@@ -224,6 +224,12 @@ class KVTierWorker:
         self._events: Any = None
         """The core's ``ChunkEvents`` once the engine is open, with events on."""
         self._lora_names: dict[int, str] = {}
+
+    @property
+    def groups(self) -> KvGroups:
+        """vLLM's KV cache groups as kvtier serves them (known once the KV cache is
+        registered)."""
+        return self._groups
 
     # ---- set-up -----------------------------------------------------------------------------
 
