@@ -58,7 +58,11 @@ class ModelSpec:
     attention."""
     layer_types: tuple[str, ...] | None = None
     """With ``sliding_window``: each layer's kind, ``sliding_attention`` or ``full_attention``
-    (Gemma 2/3's kind of model); None: every layer slides."""
+    (Gemma 2/3's kind of model); None: every layer slides. With ``architecture="lfm2"``: ``conv``
+    (a short-convolution state) or ``full_attention``."""
+    architecture: str | None = None
+    """None: Llama; ``lfm2``: LFM2 (short-convolution state layers and full-attention layers, a
+    hybrid state model vLLM's CPU backend runs)."""
 
     @property
     def name(self) -> str:
@@ -93,6 +97,14 @@ MIXED = dataclasses.replace(
     layer_types=("sliding_attention", "full_attention", "sliding_attention", "full_attention"),
 )
 """SLIDING with every other layer attending to the whole prompt (SMALL's weights: the same seed)."""
+
+STATE = dataclasses.replace(
+    SMALL,
+    architecture="lfm2",
+    layer_types=("conv", "full_attention", "conv", "full_attention"),
+)
+"""SMALL's size as an LFM2 model: every other layer keeps a short-convolution state per request
+instead of KV per token (vLLM serves it with a Mamba-kind KV cache group)."""
 
 
 def default_cache_dir() -> Path:
@@ -209,6 +221,9 @@ def _write_model(spec: ModelSpec, directory: Path) -> None:
         model_max_length=spec.max_position_embeddings,
     ).save_pretrained(directory)
 
+    if spec.architecture == "lfm2":
+        _write_lfm2(spec, directory, SPECIAL_TOKENS.index(bos), SPECIAL_TOKENS.index(eos))
+        return
     config = LlamaConfig(
         vocab_size=spec.vocab_size,
         hidden_size=spec.hidden_size,
@@ -227,6 +242,39 @@ def _write_model(spec: ModelSpec, directory: Path) -> None:
     )
     torch.manual_seed(spec.seed)
     LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(directory)
+
+
+def _write_lfm2(spec: ModelSpec, directory: Path, bos: int, eos: int) -> None:
+    import torch
+    from transformers import Lfm2Config, Lfm2ForCausalLM
+
+    config = Lfm2Config(
+        vocab_size=spec.vocab_size,
+        hidden_size=spec.hidden_size,
+        intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.num_hidden_layers,
+        num_attention_heads=spec.num_attention_heads,
+        num_key_value_heads=spec.num_key_value_heads,
+        max_position_embeddings=spec.max_position_embeddings,
+        layer_types=list(spec.layer_types or ()),
+        bos_token_id=bos,
+        eos_token_id=eos,
+        tie_word_embeddings=True,
+        initializer_range=spec.initializer_range,
+        block_auto_adjust_ff_dim=False,
+    )
+    torch.manual_seed(spec.seed)
+    Lfm2ForCausalLM(config).to(torch.bfloat16).save_pretrained(directory)
+    # vLLM's LFM2 reads these sizes, which transformers' config no longer writes.
+    path = directory / "config.json"
+    written = json.loads(path.read_text())
+    written.update(
+        conv_dim=spec.hidden_size,
+        conv_dim_out=spec.hidden_size,
+        block_dim=spec.hidden_size,
+        block_ff_dim=spec.intermediate_size,
+    )
+    path.write_text(json.dumps(written, indent=2))
 
 
 def main() -> None:
