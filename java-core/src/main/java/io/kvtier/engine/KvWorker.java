@@ -461,6 +461,8 @@ public final class KvWorker implements AutoCloseable {
             "cannot load tokens [" + from + ", " + to + ") of a stored prefix of " + storedTokens);
       }
       int[][] tables = groups.split(blockIds);
+      // Where every group slides, the chunks before all their windows are not read.
+      firstChunk = firstNeeded(tables, from) / chunkTokens;
       int lastChunk = (to + chunkTokens - 1) / chunkTokens;
       LoadTransaction tx = engine.beginLoad(tokens, storedTokens, extras, firstChunk, lastChunk);
       loads.put(h, new LoadOp(tx, tables, storedTokens, from, to, new boolean[1], began));
@@ -588,6 +590,16 @@ public final class KvWorker implements AutoCloseable {
         copy.copy(segment(chunk, rows), rows, start, lo - start, hi - lo);
       }
     }
+  }
+
+  /** The first token from {@code from} on that some group's load writes. */
+  private int firstNeeded(int[][] tables, int from) {
+    int first = Integer.MAX_VALUE;
+    for (int g = 0; g < groups.count(); g++) {
+      first =
+          Math.min(first, groups.window(g) == 0 ? from : Math.max(from, firstKeptToken(tables[g])));
+    }
+    return first;
   }
 
   /**

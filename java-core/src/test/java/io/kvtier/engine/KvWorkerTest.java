@@ -341,6 +341,19 @@ class KvWorkerTest {
   }
 
   @Test
+  void aSlidingWindowModelsLoadReadsOnlyTheChunksItsWindowNeeds() {
+    groups = CacheGroups.slidingWindow(LAYERS, 12);
+    open();
+    int[] a = prompt(48, 12);
+    int[] src = blocks(1, 1, 6);
+    assertEquals(1, worker.save(a, 48, src, 2), "only the last chunk is stored");
+    int[] dst = {0, 0, 0, 0, 40, 41};
+    assertEquals(48, worker.load(a, 48, dst, 0, 48));
+    assertSameTokens(layout, src, dst, 32, 48);
+    assertEquals(0, worker.load(a, 48, blocks(20, 1, 6), 0, 48), "a whole table needs chunk 0");
+  }
+
+  @Test
   void withoutABlockSizeThatDividesTheChunkHitsStayWholeChunks() {
     open(Map.of(), PagedLayout.cpuBackend(BLOCKS, 16, 2, 4, 2));
     assertEquals(CHUNK, engine.blockTokens());
