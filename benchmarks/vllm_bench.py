@@ -43,6 +43,7 @@ natively (bfloat16 with AVX512-BF16 or AMX, float32 elsewhere; ``KVTIER_VLLM_DTY
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -206,13 +207,22 @@ def floor(sizes: list[int], repeats: int, gap_s: float) -> None:
                 )
 
 
-def ttft(sizes: list[int]) -> None:
+HYBRID = dataclasses.replace(
+    tiny_model.SPEC,
+    sliding_window=1024,
+    layer_types=("sliding_attention", "full_attention") * (tiny_model.SPEC.num_hidden_layers // 2),
+)
+"""The benchmark model with every other layer attending to the last 1024 tokens (Gemma 2/3's kind
+of model; vLLM's hybrid KV cache manager gives it a sliding-window and a full-attention group)."""
+
+
+def ttft(sizes: list[int], hybrid: bool = False) -> None:
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
 
-    print(f"vllm_bench ttft: {vllm_cpu.summary()}", flush=True)
+    print(f"vllm_bench ttft{' --hybrid' if hybrid else ''}: {vllm_cpu.summary()}", flush=True)
     os.environ.update(vllm_cpu.vllm_env())
-    model = str(tiny_model.build())
+    model = str(tiny_model.build(spec=HYBRID if hybrid else tiny_model.SPEC))
     llm = make_llm(model, max(sizes) + 64, connector=True)
     one = SamplingParams(max_tokens=1, temperature=0.0)
     llm.generate([TokensPrompt(prompt_token_ids=tiny_model.prompt(512, seed=99))], one)  # warm-up
@@ -399,6 +409,7 @@ def main() -> None:
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("ttft")
     p.add_argument("--sizes", type=int, nargs="+", default=[2048, 8192, 16384])
+    p.add_argument("--hybrid", action="store_true", help="every other layer slides (HYBRID)")
     p = sub.add_parser("overhead")
     p.add_argument("--repeats", type=int, default=4)
     p.add_argument("--prompts", type=int, default=24)
@@ -426,7 +437,7 @@ def main() -> None:
     p.add_argument("seed", type=int)
     args = parser.parse_args()
     if args.cmd == "ttft":
-        ttft(args.sizes)
+        ttft(args.sizes, args.hybrid)
     elif args.cmd == "overhead":
         overhead(args.repeats, args.prompts, args.tokens)
     elif args.cmd == "startup":
