@@ -24,6 +24,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 BUILD_FORMAT = 1
 """Bumped whenever the build code changes its output for the same parameters."""
@@ -221,21 +222,24 @@ def _write_model(spec: ModelSpec, directory: Path) -> None:
         model_max_length=spec.max_position_embeddings,
     ).save_pretrained(directory)
 
+    common = {
+        "vocab_size": spec.vocab_size,
+        "hidden_size": spec.hidden_size,
+        "intermediate_size": spec.intermediate_size,
+        "num_hidden_layers": spec.num_hidden_layers,
+        "num_attention_heads": spec.num_attention_heads,
+        "num_key_value_heads": spec.num_key_value_heads,
+        "max_position_embeddings": spec.max_position_embeddings,
+        "bos_token_id": SPECIAL_TOKENS.index(bos),
+        "eos_token_id": SPECIAL_TOKENS.index(eos),
+        "tie_word_embeddings": True,
+        "initializer_range": spec.initializer_range,
+    }
     if spec.architecture == "lfm2":
-        _write_lfm2(spec, directory, SPECIAL_TOKENS.index(bos), SPECIAL_TOKENS.index(eos))
+        _write_lfm2(spec, directory, common)
         return
     config = LlamaConfig(
-        vocab_size=spec.vocab_size,
-        hidden_size=spec.hidden_size,
-        intermediate_size=spec.intermediate_size,
-        num_hidden_layers=spec.num_hidden_layers,
-        num_attention_heads=spec.num_attention_heads,
-        num_key_value_heads=spec.num_key_value_heads,
-        max_position_embeddings=spec.max_position_embeddings,
-        bos_token_id=SPECIAL_TOKENS.index(bos),
-        eos_token_id=SPECIAL_TOKENS.index(eos),
-        tie_word_embeddings=True,
-        initializer_range=spec.initializer_range,
+        **common,
         dtype="bfloat16",
         **({"sliding_window": spec.sliding_window} if spec.sliding_window else {}),
         **({"layer_types": list(spec.layer_types)} if spec.layer_types else {}),
@@ -244,24 +248,13 @@ def _write_model(spec: ModelSpec, directory: Path) -> None:
     LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(directory)
 
 
-def _write_lfm2(spec: ModelSpec, directory: Path, bos: int, eos: int) -> None:
+def _write_lfm2(spec: ModelSpec, directory: Path, common: dict[str, Any]) -> None:
+    """An LFM2 model of ``common``'s sizes (the Llama config's) and ``spec.layer_types``."""
     import torch
     from transformers import Lfm2Config, Lfm2ForCausalLM
 
     config = Lfm2Config(
-        vocab_size=spec.vocab_size,
-        hidden_size=spec.hidden_size,
-        intermediate_size=spec.intermediate_size,
-        num_hidden_layers=spec.num_hidden_layers,
-        num_attention_heads=spec.num_attention_heads,
-        num_key_value_heads=spec.num_key_value_heads,
-        max_position_embeddings=spec.max_position_embeddings,
-        layer_types=list(spec.layer_types or ()),
-        bos_token_id=bos,
-        eos_token_id=eos,
-        tie_word_embeddings=True,
-        initializer_range=spec.initializer_range,
-        block_auto_adjust_ff_dim=False,
+        **common, layer_types=list(spec.layer_types or ()), block_auto_adjust_ff_dim=False
     )
     torch.manual_seed(spec.seed)
     Lfm2ForCausalLM(config).to(torch.bfloat16).save_pretrained(directory)

@@ -20,6 +20,7 @@ which case vLLM discards the step's output for it, as it does).
 from __future__ import annotations
 
 import json
+import random
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -499,3 +500,31 @@ def store(loop: Loop, req_id: str, tokens: list[int]) -> None:
     loop.add(req_id, tokens)
     loop.run(finished(loop, [req_id]))
     assert loop.reports.outputs[req_id] == [SAMPLED, SAMPLED]
+
+
+def busy(loop: Loop, requests: int, seed: int) -> None:
+    """Requests sharing a few prefixes arrive faster than a small cache holds them, some are
+    aborted at random points; then every request that was not aborted must have generated with
+    the right KV (the forward checks it), something loaded, and everything be released."""
+    rng = random.Random(seed)
+    prefixes = [prompt(n * CHUNK, seed=40 + n) for n in (2, 3, 4)]
+    aborted: set[str] = set()
+    live: list[str] = []
+    for i in range(requests):
+        req_id = f"r{i}"
+        prefix = prefixes[rng.randrange(len(prefixes))]
+        loop.add(req_id, [*prefix, *prompt(rng.randrange(1, 40), seed=100 + i)], max_tokens=3)
+        live.append(req_id)
+        for _ in range(rng.randrange(1, 4)):
+            loop.step()
+        if rng.random() < 0.2:
+            victim = live.pop(rng.randrange(len(live)))
+            if victim in loop.scheduler.requests:
+                aborted.add(victim)
+                loop.abort(victim)
+    loop.run(pause_s=0.001)
+    for req_id in live:
+        if req_id not in aborted:
+            assert loop.reports.outputs[req_id] == [SAMPLED] * 3, req_id
+    assert loop.worker_side.stats()["loaded_tokens"] > 0
+    loop.assert_idle()

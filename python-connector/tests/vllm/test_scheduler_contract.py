@@ -10,8 +10,6 @@ request and no block, and kvtier holding no pin and no request state.
 
 from __future__ import annotations
 
-import random
-
 import numpy as np
 import pytest
 
@@ -22,6 +20,7 @@ from engine_loop import (
     CHUNK,
     AwaitedTickets,
     HeldCompletions,
+    busy,
     prompt,
     store,
 )
@@ -294,9 +293,7 @@ def test_many_requests_sharing_prefixes_in_a_cache_smaller_than_the_working_set(
     20-block cache holds them, hits alternate between memory and background loads, and some are
     aborted at random points. vLLM never fails, every request that is not aborted generates
     with the right KV, and everything is released at the end."""
-    rng = random.Random(5)
     loop = make_loop(20, async_scheduling=async_scheduling, max_batched_tokens=128)
-    prefixes = [prompt(n * CHUNK, seed=40 + n) for n in (2, 3, 4)]
     flip = [False]
     real = loop.worker_side.lookup
 
@@ -306,23 +303,4 @@ def test_many_requests_sharing_prefixes_in_a_cache_smaller_than_the_working_set(
         return hit, (0 if flip[0] else in_memory), storing, pending, local
 
     loop.side._lookup = alternating
-    aborted: set[str] = set()
-    live: list[str] = []
-    for i in range(40):
-        req_id = f"r{i}"
-        prefix = prefixes[rng.randrange(len(prefixes))]
-        loop.add(req_id, [*prefix, *prompt(rng.randrange(1, 40), seed=100 + i)], max_tokens=3)
-        live.append(req_id)
-        for _ in range(rng.randrange(1, 4)):
-            loop.step()
-        if rng.random() < 0.2:
-            victim = live.pop(rng.randrange(len(live)))
-            if victim in loop.scheduler.requests:
-                aborted.add(victim)
-                loop.abort(victim)
-    loop.run(pause_s=0.001)
-    for req_id in live:
-        if req_id not in aborted:
-            assert loop.reports.outputs[req_id] == [7, 7, 7], req_id
-    assert loop.worker_side.stats()["loaded_tokens"] > 0
-    loop.assert_idle()
+    busy(loop, requests=40, seed=5)

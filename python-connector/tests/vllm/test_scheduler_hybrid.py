@@ -6,13 +6,11 @@ token) in the blocks vLLM gave that layer's group."""
 
 from __future__ import annotations
 
-import random
-
 import pytest
 
 pytest.importorskip("vllm", reason="vLLM is not installed (scripts/lib/vllm-env.sh installs it)")
 
-from engine_loop import BLOCK, CHUNK, prompt, store
+from engine_loop import BLOCK, CHUNK, busy, prompt, store
 
 WINDOW = 40
 """The sliding layer's window in tokens: more than two blocks, less than two chunks."""
@@ -67,29 +65,8 @@ def test_many_requests_sharing_prefixes_in_a_cache_smaller_than_the_working_set(
     preempts, and reuses the sliding layer's freed blocks at once), some are aborted: vLLM never
     fails, every request that is not aborted generates with the right KV in both groups, and
     everything is released at the end."""
-    rng = random.Random(6)
     loop = make_loop(24, window=WINDOW, async_scheduling=async_scheduling, max_batched_tokens=64)
-    prefixes = [prompt(n * CHUNK, seed=40 + n) for n in (2, 3, 4)]
-    aborted: set[str] = set()
-    live: list[str] = []
-    for i in range(30):
-        req_id = f"r{i}"
-        prefix = prefixes[rng.randrange(len(prefixes))]
-        loop.add(req_id, [*prefix, *prompt(rng.randrange(1, 40), seed=100 + i)], max_tokens=3)
-        live.append(req_id)
-        for _ in range(rng.randrange(1, 4)):
-            loop.step()
-        if rng.random() < 0.2:
-            victim = live.pop(rng.randrange(len(live)))
-            if victim in loop.scheduler.requests:
-                aborted.add(victim)
-                loop.abort(victim)
-    loop.run(pause_s=0.001)
-    for req_id in live:
-        if req_id not in aborted:
-            assert loop.reports.outputs[req_id] == [7, 7, 7], req_id
-    assert loop.worker_side.stats()["loaded_tokens"] > 0
-    loop.assert_idle()
+    busy(loop, requests=30, seed=6)
 
 
 def test_the_worker_stops_reading_the_sliding_blocks_vllm_may_have_freed(make_loop) -> None:
