@@ -367,6 +367,13 @@ public final class GpuKvCache implements KvCacheTransfer, AutoCloseable {
               Cuda.device(base + from), Cuda.host(chunk.address() + from), bytes, ln.stream),
           "cuMemcpyHtoDAsync(chunk)");
     }
+    if (!toCache && dma && count < rowTokens) {
+      // The whole layers go back to the chunk: rows the kernel does not write are zeros, not what
+      // the staging buffer held before (a sliding-window group's rows before its window).
+      check(
+          JCudaDriver.cuMemsetD8Async(Cuda.device(base + from), (byte) 0, bytes, ln.stream),
+          "cuMemsetD8Async(staging)");
+    }
     long slotTable = Cuda.raw(s.device);
     kernels.launch(toCache, a, Cuda.raw(layerTable), slotTable, slotTable + 8L * count, ln.stream);
     if (!toCache && dma) {
