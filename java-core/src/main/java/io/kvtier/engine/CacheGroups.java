@@ -100,6 +100,11 @@ public final class CacheGroups {
     return Arrays.stream(windows).anyMatch(w -> w > 0);
   }
 
+  /** The widest window when every group slides (a hit then needs no earlier tokens); else 0. */
+  public int slidingOnly() {
+    return Arrays.stream(windows).allMatch(w -> w > 0) ? Arrays.stream(windows).max().orElse(0) : 0;
+  }
+
   /** Whether this is one group of full-attention layers (every block stays the request's). */
   public boolean plain() {
     return windows.length == 1 && windows[0] == 0;

@@ -95,6 +95,12 @@ public final class KvEngine implements AutoCloseable {
    */
   private volatile int blockTokens;
 
+  /**
+   * With {@link #useSlidingWindow}: {@code [window, blockSize]} of a model whose every layer
+   * slides; null otherwise.
+   */
+  private volatile int[] slidingWindow;
+
   private final ScheduledExecutorService pinMonitor;
   private final LongAdder lookupTokens = new LongAdder();
   private final LongAdder hitTokens = new LongAdder();
@@ -288,6 +294,22 @@ public final class KvEngine implements AutoCloseable {
           "block size " + blockTokens + " differs from the one in use, " + before);
     }
     this.blockTokens = blockTokens;
+  }
+
+  /**
+   * For a model whose every layer attends to a sliding window of at most {@code windowTokens}
+   * tokens (vLLM blocks of {@code blockTokens}): a hit needs only the chunks that hold the window
+   * before its end, as vLLM's own prefix cache finds sliding-window hits. {@link
+   * #lookupAndPinTiers} then answers, where the stored prefix stops short, the end of the last
+   * whole chunk whose window's chunks are all in a local tier, pinning those chunks. Called once
+   * the paged KV cache is known ({@link KvWorker}); hits stay whole chunks.
+   *
+   * @throws IllegalArgumentException if a size is below 1
+   */
+  public void useSlidingWindow(int windowTokens, int blockTokens) {
+    checkPositive(windowTokens, "windowTokens");
+    checkPositive(blockTokens, "blockTokens");
+    this.slidingWindow = new int[] {windowTokens, blockTokens};
   }
 
   /** vLLM's block size hits are counted in ({@link #useBlockSize}); the chunk size before. */
@@ -541,6 +563,11 @@ public final class KvEngine implements AutoCloseable {
       }
     }
     int keyed = keyedTokens(tokenCount);
+    Integer windowChunks = pending == 0 && remote == 0 ? windowHit(keys, chunks, pinned) : null;
+    if (windowChunks != null) { // only the window's chunks are needed, and are pinned
+      chunks = Math.abs(windowChunks);
+      memoryChunks = windowChunks > 0 ? chunks : 0;
+    }
     int hit = tokensIn(chunks, keyed);
     int memory = tokensIn(memoryChunks, keyed);
     int local = tokensIn(chunks - Math.max(0, remote), keyed); // remote < 0: pending
@@ -562,6 +589,42 @@ public final class KvEngine implements AutoCloseable {
       hitTokens.add(hit);
     }
     return new int[] {hit, memory, beingStored, pending, local};
+  }
+
+  /**
+   * With {@link #useSlidingWindow}, where the stored prefix stops at chunk {@code stored}: the
+   * largest chunk count {@code k > stored} whose window's chunks are all in a local tier, pinned
+   * into {@code pinned}, as {@code k} when they are all in memory and {@code -k} when a load reads
+   * some from disk; null for none (or without a sliding window).
+   */
+  private Integer windowHit(ChunkKey[] keys, int stored, List<ChunkKey> pinned) {
+    int[] sliding = slidingWindow;
+    if (sliding == null || stored >= keys.length) {
+      return null;
+    }
+    int window = sliding[0];
+    int block = sliding[1];
+    for (int k = keys.length; k > stored; k--) {
+      int first = Math.max(0, k * chunkTokens - window) / block * block / chunkTokens;
+      boolean held = true;
+      for (int c = first; c < k && held; c++) {
+        held = tiers.containsLocally(keys[c]);
+      }
+      if (!held) {
+        continue;
+      }
+      boolean memory = true;
+      for (int c = first; c < k; c++) {
+        TieredStore.LocalPin where = tiers.pinLocallyWhere(keys[c]);
+        if (where == TieredStore.LocalPin.NONE) {
+          return null; // evicted meanwhile: the stored prefix stands
+        }
+        pinned.add(keys[c]);
+        memory &= where == TieredStore.LocalPin.MEMORY;
+      }
+      return memory ? k : -k;
+    }
+    return null;
   }
 
   /** Drops the pins of {@code requestId}; unknown ids are ignored. Idempotent. */

@@ -121,7 +121,9 @@ public final class KvWorker implements AutoCloseable {
    * puts its null block (id 0) in their place:
    *
    * <ul>
-   *   <li>hits are whole chunks, not whole blocks (the engine's block size is left alone);
+   *   <li>hits are whole chunks, not whole blocks (the engine's block size is left alone); where
+   *       every group slides, a hit needs only the chunks of the window before its end ({@link
+   *       KvEngine#useSlidingWindow});
    *   <li>a save copies a sliding group's tokens only from the window before the chunk's last token
    *       on (whole blocks; the rest of its layers' rows are zeros), and stops before the first
    *       chunk whose window holds a null block: that part of the prompt is no longer the
@@ -159,6 +161,8 @@ public final class KvWorker implements AutoCloseable {
     checkPositive(threads, "threads");
     if (!groups.slides()) {
       engine.useBlockSize(cache.layout().blockSize());
+    } else if (groups.slidingOnly() > 0) {
+      engine.useSlidingWindow(groups.slidingOnly(), cache.layout().blockSize());
     }
     this.transfers =
         new ThreadPoolExecutor(

@@ -354,6 +354,34 @@ class KvWorkerTest {
   }
 
   @Test
+  void aSlidingWindowModelHitsWithOnlyTheChunksOfItsWindow() {
+    groups = CacheGroups.slidingWindow(LAYERS, 12);
+    open();
+    int[] a = prompt(64, 13);
+    int[] src = blocks(1, 1, 8);
+    assertEquals(2, worker.save(a, 64, src, 2), "chunks 2 and 3 only");
+    // The window of the token before 64 starts at block 6 (token 48): chunk 3 alone serves 64.
+    int[] hit = engine.lookupAndPinTiers(1, a, 64);
+    assertEquals(64, hit[0]);
+    assertEquals(64, hit[1], "in memory");
+    int[] dst = {0, 0, 0, 0, 0, 0, 40, 41};
+    assertEquals(63, worker.load(a, 64, dst, 0, 63));
+    assertSameTokens(layout, src, dst, 48, 63);
+    engine.unpinRequest(1);
+    // A model with a full-attention group needs every chunk from the first.
+    assertEquals(0, engine.lookup(a, 64));
+  }
+
+  @Test
+  void aModelWithAFullAttentionGroupHitsOnlyTheStoredPrefix() {
+    openTwoGroups();
+    int[] a = prompt(64, 14);
+    assertEquals(2, worker.save(a, 64, interleaved(blocks(1, 1, 8), blocks(20, 1, 8)), 2));
+    assertEquals(0, engine.lookupAndPinTiers(1, a, 64)[0]);
+    engine.unpinRequest(1);
+  }
+
+  @Test
   void withoutABlockSizeThatDividesTheChunkHitsStayWholeChunks() {
     open(Map.of(), PagedLayout.cpuBackend(BLOCKS, 16, 2, 4, 2));
     assertEquals(CHUNK, engine.blockTokens());
