@@ -72,6 +72,9 @@ def test_sliding_and_full_groups_of_vllms_hybrid_manager_are_served_each_with_it
     assert got.layer_groups(layers(0, 1, 2, 3)) == [0, 1, 0, 1]
     with pytest.raises(ConfigError, match="outside its KV cache groups"):
         got.layer_groups(layers(0, 1, 2, 3, 4))
+    # A layer reading another's KV cache (vLLM's KV sharing) is in its target's group.
+    shared = {layers(4)[0]: layers(1)[0]}
+    assert got.layer_groups(layers(0, 1, 2, 3, 4), shared) == [0, 1, 0, 1, 1]
     with pytest.raises(ConfigError, match=r"whose layers \['model.layers.3"):
         got.layer_groups(layers(0, 1, 2))
 

@@ -74,16 +74,21 @@ class KvGroups:
         """(group index, window) of each sliding group."""
         return [(i, g.window) for i, g in enumerate(self.groups) if g.window]
 
-    def layer_groups(self, names: list[str]) -> list[int]:
-        """The group of each of ``names`` (the registered KV tensors' layers, in order).
+    def layer_groups(self, names: list[str], shared: dict[str, str] | None = None) -> list[int]:
+        """The group of each of ``names`` (the registered KV tensors' layers, in order). A layer
+        that reuses another layer's KV cache (vLLM's KV sharing, ``shared``: layer -> the layer
+        whose cache it reads) is in no group; it takes its target's.
 
         Raises:
-            kvtier.ConfigError: a layer is in no group, or the groups name layers not registered.
+            kvtier.ConfigError: with several groups, a layer is in none (and shares no grouped
+                layer's cache), or a group's layer has no tensor.
         """
-        if len(self.groups) == 1 and not self.groups[0].layers:
+        if len(self.groups) == 1:
             return [0] * len(names)
         index = {layer: g for g, group in enumerate(self.groups) for layer in group.layers}
-        missing = [n for n in names if n not in index]
+        shared = shared or {}
+        found = {n: index.get(n, index.get(shared.get(n, ""))) for n in names}
+        missing = [n for n, g in found.items() if g is None]
         extra = sorted(set(index) - set(names))
         if missing or extra:
             raise ConfigError(
@@ -91,7 +96,7 @@ class KvGroups:
                 f"cache groups, whose layers {extra or 'none'} have no tensor; kvtier cannot tell "
                 "which blocks are whose. Start vLLM without kvtier for this model."
             )
-        return [index[n] for n in names]
+        return [found[n] for n in names]  # type: ignore[misc]
 
 
 FULL_ATTENTION = KvGroups()

@@ -242,7 +242,12 @@ class KVTierWorker:
         names = list(kv_caches)
         self._layer_index = {n: i for i, n in enumerate(names)}
         self._block_size = layout.block_size
-        groups = _bridge.worker.cache_groups(kv_groups.layer_groups(names), kv_groups.windows())
+        groups = _bridge.worker.cache_groups(
+            kv_groups.layer_groups(
+                names, _kv_sharing(self._vllm_config, names) if kv_groups.count > 1 else None
+            ),
+            kv_groups.windows(),
+        )
         paged = layout.paged_layout()
         parallel = self._vllm_config.parallel_config
         rank = self._rank = _rank()
@@ -869,6 +874,19 @@ class KVTierWorker:
         if self._cuda_context is not None:
             self._cuda_context.close()
             self._cuda_context = None
+
+
+def _kv_sharing(vllm_config: VllmConfig, names: list[str]) -> dict[str, str]:
+    """Layers of ``names`` that read another layer's KV cache (vLLM's cross-layer KV sharing, as
+    Gemma 3n does), with the layer each reads."""
+    compilation = getattr(vllm_config, "compilation_config", None)
+    context = getattr(compilation, "static_forward_context", None) or {}
+    shared = {}
+    for name in names:
+        target = getattr(context.get(name), "kv_sharing_target_layer_name", None)
+        if target:
+            shared[name] = str(target)
+    return shared
 
 
 def _pp_size(parallel: Any) -> int:
