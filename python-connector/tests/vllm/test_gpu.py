@@ -147,3 +147,64 @@ def test_copies_run_while_kernels_write_other_blocks(cuda) -> None:
         assert torch.all(v[busy].float() == 19.0)
     cache.close()
     cuda[1].free(chunk)
+
+
+@pytest.mark.parametrize("modes", [("mapped", "mapped"), ("dma", "dma")], ids=lambda m: m[0])
+def test_part_of_some_layers_moves_as_on_the_host(cuda, modes) -> None:
+    """A hybrid model's group (``KvCacheTransfer.moveLayers``, as ``KvWorker`` moves a sliding
+    window's rows): layers 0 and 2 of three, rows from 20 on of a 48-row chunk. The gather leaves
+    the other rows and layer 1 as the host left them (zeros, through the staging buffer too) and
+    writes the same bytes as the CPU path; the scatter puts those rows into other blocks and
+    nothing else."""
+    from layout_cases import split_kv
+
+    block, tokens, skip = 16, 48, 20
+    views, read = split_kv("LBHNC")(block, torch.bfloat16, 5, "cuda")
+    layout = describe({f"l{i}": v for i, v in enumerate(views)}, block_size=block,
+                      num_heads=HEADS, head_size=HEAD)  # fmt: skip
+    cache = _gpu_cache(cuda, views, layout, *modes)
+    layers = _jvm.int_array(np.array([0, 2], dtype=np.int32))
+    table = [5, 2, 9]
+    blocks = _jvm.int_array(np.array(table, dtype=np.int32))
+    chunk = cuda[1].allocate(tokens * int(cache.tokenBytes()))
+    _host(chunk)[:] = 0
+    torch.cuda.synchronize()
+    cache.recordFence(int(torch.cuda.current_stream().cuda_stream))
+    cache.moveLayers(False, layers, chunk, tokens, blocks, 0, skip, tokens - skip)
+    cache.complete()
+    got = _host(chunk).copy()
+    cpu_views = [v.cpu() for v in views]
+    expected = np.zeros_like(got)
+    cpu = _jvm.java_class("io.kvtier.transfer.PagedKvCache").ofAddresses(
+        _jvm.long_array(np.array([v.data_ptr() for v in cpu_views], dtype=np.int64)),
+        describe({f"l{i}": v for i, v in enumerate(cpu_views)}, block_size=block,
+                 num_heads=HEADS, head_size=HEAD, gpu_backend=True).paged_layout(), 1,
+    )  # fmt: skip
+    view = _jvm.java_class("io.kvtier.memory.HostMemory").view
+    cpu.moveLayers(False, layers, view(expected.ctypes.data, expected.nbytes), tokens, blocks,
+                   0, skip, tokens - skip)  # fmt: skip
+    assert np.array_equal(got, expected)
+    layer_bytes = len(expected) // 3
+    assert not expected[layer_bytes : 2 * layer_bytes].any(), "layer 1 was not moved"
+    assert expected[2 * layer_bytes :].any()
+
+    targets, _ = split_kv("LBHNC")(block, torch.bfloat16, None, "cuda")
+    loaded = _gpu_cache(cuda, targets, layout, *modes)
+    other = [7, 1, 4]
+    other_blocks = _jvm.int_array(np.array(other, dtype=np.int32))
+    loaded.moveLayers(True, layers, chunk, tokens, other_blocks, 0, skip, tokens - skip)
+    loaded.orderBeforeCompute(int(torch.cuda.current_stream().cuda_stream))
+    loaded.complete()
+    torch.cuda.synchronize()
+    for i, (v, t) in enumerate(zip(views, targets, strict=True)):
+        for tok in range(tokens):
+            dst = (other[tok // block], tok % block)
+            for kv in range(2):
+                if i != 1 and tok >= skip:
+                    src = (table[tok // block], tok % block)
+                    assert np.array_equal(as_bytes(read(t, kv, *dst)), as_bytes(read(v, kv, *src)))
+                else:
+                    assert not as_bytes(read(t, kv, *dst)).any(), (i, tok)
+    loaded.close()
+    cache.close()
+    cuda[1].free(chunk)
