@@ -17,6 +17,7 @@ import io.kvtier.store.ErrorKind;
 import io.kvtier.testing.Await;
 import io.kvtier.wire.Protocol;
 import java.io.DataInputStream;
+import java.io.IOException;
 import java.io.InputStream;
 import java.io.OutputStream;
 import java.lang.foreign.ValueLayout;
@@ -315,7 +316,11 @@ class CacheServerTest {
       } finally {
         srv.close(); // killed
       }
-      Await.until("the client to see the connection closed", () -> !c.connected());
+      try {
+        Await.until("the client to see the connection closed", () -> !c.connected());
+      } catch (AssertionError e) { // rare in CI: say whether something else took the port
+        throw new AssertionError(e.getMessage() + "; " + listener(port), e);
+      }
       assertNull(c.get(key(1)), "a dead server is a miss");
       ChunkBuffer b = pool.tryAllocate(CHUNK);
       assertFalse(c.put(key(2), b));
@@ -326,6 +331,15 @@ class CacheServerTest {
         put(c, 3);
         assertHolds(c, 3);
       }
+    }
+  }
+
+  /** Whether something listens on {@code port} of the loopback address now, for a message. */
+  private static String listener(int port) {
+    try (Socket s = new Socket("127.0.0.1", port)) {
+      return "something listens on port " + port + " (local end " + s.getLocalPort() + ")";
+    } catch (IOException e) {
+      return "nothing listens on port " + port + " (" + e.getMessage() + ")";
     }
   }
 
