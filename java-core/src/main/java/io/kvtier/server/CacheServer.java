@@ -28,11 +28,14 @@ import io.netty.channel.MultiThreadIoEventLoopGroup;
 import io.netty.channel.epoll.Epoll;
 import io.netty.channel.epoll.EpollIoHandler;
 import io.netty.channel.epoll.EpollServerSocketChannel;
+import io.netty.channel.group.ChannelGroup;
+import io.netty.channel.group.DefaultChannelGroup;
 import io.netty.channel.nio.NioIoHandler;
 import io.netty.channel.socket.SocketChannel;
 import io.netty.channel.socket.nio.NioServerSocketChannel;
 import io.netty.handler.ssl.NotSslRecordException;
 import io.netty.handler.ssl.SslContext;
+import io.netty.util.concurrent.GlobalEventExecutor;
 import java.io.IOException;
 import java.math.BigDecimal;
 import java.nio.charset.StandardCharsets;
@@ -238,6 +241,15 @@ public final class CacheServer implements AutoCloseable {
   private final SizeClassPools pool;
   private final TieredStore store;
   private final EventLoopGroup boss;
+
+  /**
+   * Every client connection, closed by {@link #close} before the event loops stop: a loop that
+   * stops while busy does not always close the channels it still holds, and their clients would
+   * stay connected to a server that is gone.
+   */
+  private final ChannelGroup connections = new DefaultChannelGroup(GlobalEventExecutor.INSTANCE);
+
+  private volatile boolean closing;
   private final EventLoopGroup io;
   private final ExecutorService workers;
   private final LongAdder rejected = new LongAdder();
@@ -312,6 +324,11 @@ public final class CacheServer implements AutoCloseable {
                 new ChannelInitializer<SocketChannel>() {
                   @Override
                   protected void initChannel(SocketChannel ch) {
+                    connections.add(ch);
+                    if (closing) { // accepted as the server closed
+                      ch.close();
+                      return;
+                    }
                     ServerHandler h = new ServerHandler();
                     FrameDecoder decoder = new FrameDecoder(h, settings.maxValueBytes());
                     counters.connected(ch);
@@ -396,9 +413,11 @@ public final class CacheServer implements AutoCloseable {
     if (metrics != null) {
       metrics.close();
     }
+    closing = true;
     if (channel != null) {
       channel.close().awaitUninterruptibly();
     }
+    connections.close().awaitUninterruptibly();
     if (boss != null) {
       boss.shutdownGracefully(0, 1, TimeUnit.SECONDS).awaitUninterruptibly();
       io.shutdownGracefully(0, 1, TimeUnit.SECONDS).awaitUninterruptibly();
