@@ -294,10 +294,10 @@ public final class KvWorker implements AutoCloseable {
       return;
     }
     for (int g = 0; g < groups.count(); g++) {
-      if (layer != null && groups.groupOf(layer) != g) {
+      int[] layers = layersMoved(g, layer);
+      if (layers == null) {
         continue;
       }
-      int[] layers = layer == null ? groups.layers(g) : new int[] {layer};
       int from = start + n - keptTokens(g, start, start + n);
       if (from > start) { // rows the window does not need: zeros, not another request's bytes
         long layerBytes = n * cache.layout().tokenBytes();
@@ -539,23 +539,22 @@ public final class KvWorker implements AutoCloseable {
         return;
       }
       for (int g = 0; g < groups.count(); g++) {
-        if (layer != null && groups.groupOf(layer) != g) {
+        int[] layers = layersMoved(g, layer);
+        if (layers == null) {
           continue;
         }
         int group = g;
-        int[] layers = layer == null ? groups.layers(g) : new int[] {layer};
-        int from =
-            groups.window(g) == 0 ? op.from : Math.max(op.from, firstKeptToken(op.tables[g]));
         scatterRange(
             op,
-            from,
+            firstWritten(op.tables, g, op.from),
             (seg, rows, start, skip, n) -> {
-              if (skip < rows - keptTokens(group, start, start + rows)) {
+              int savedFrom = start + rows - keptTokens(group, start, start + rows);
+              if (start + skip < savedFrom) {
                 throw new IllegalStateException(
                     "a sliding window needs tokens from "
                         + (start + skip)
                         + " of a chunk saved from "
-                        + (start + rows - keptTokens(group, start, start + rows)));
+                        + savedFrom);
               }
               cache.moveLayers(true, layers, seg, rows, op.tables[group], start, skip, n);
             });
@@ -600,10 +599,28 @@ public final class KvWorker implements AutoCloseable {
   private int firstNeeded(int[][] tables, int from) {
     int first = Integer.MAX_VALUE;
     for (int g = 0; g < groups.count(); g++) {
-      first =
-          Math.min(first, groups.window(g) == 0 ? from : Math.max(from, firstKeptToken(tables[g])));
+      first = Math.min(first, firstWritten(tables, g, from));
     }
     return first;
+  }
+
+  /**
+   * The first token from {@code from} on that a load writes into group {@code g}: for a sliding
+   * group, none where its table holds the null block.
+   */
+  private int firstWritten(int[][] tables, int g, int from) {
+    return groups.window(g) == 0 ? from : Math.max(from, firstKeptToken(tables[g]));
+  }
+
+  /**
+   * The layers of group {@code g} a copy moves: all of them ({@code layer} null), or {@code layer}
+   * alone where it is in {@code g}; null where it is not.
+   */
+  private int[] layersMoved(int g, Integer layer) {
+    if (layer == null) {
+      return groups.layers(g);
+    }
+    return groups.groupOf(layer) == g ? new int[] {layer} : null;
   }
 
   /**
