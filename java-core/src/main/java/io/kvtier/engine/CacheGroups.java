@@ -100,6 +100,16 @@ public final class CacheGroups {
     return Arrays.stream(windows).anyMatch(w -> w > 0);
   }
 
+  /**
+   * The first token a chunk ending at token {@code end} keeps for a sliding window of {@code
+   * window} tokens: the start of the whole vLLM blocks of {@code blockTokens} that hold the window
+   * of the token before {@code end} (a load of a prompt that ends at {@code end} stops one token
+   * before it).
+   */
+  static int keptFrom(int end, int window, int blockTokens) {
+    return Math.max(0, end - window) / blockTokens * blockTokens;
+  }
+
   /** The widest window when every group slides (a hit then needs no earlier tokens); else 0. */
   public int slidingOnly() {
     return Arrays.stream(windows).allMatch(w -> w > 0) ? Arrays.stream(windows).max().orElse(0) : 0;

@@ -605,7 +605,7 @@ public final class KvEngine implements AutoCloseable {
     int window = sliding[0];
     int block = sliding[1];
     for (int k = keys.length; k > stored; k--) {
-      int first = Math.max(0, k * chunkTokens - window) / block * block / chunkTokens;
+      int first = CacheGroups.keptFrom(k * chunkTokens, window, block) / chunkTokens;
       boolean held = true;
       for (int c = first; c < k && held; c++) {
         held = tiers.containsLocally(keys[c]);

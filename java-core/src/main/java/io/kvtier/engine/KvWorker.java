@@ -320,9 +320,7 @@ public final class KvWorker implements AutoCloseable {
     if (window == 0) {
       return end - start;
     }
-    int bs = cache.layout().blockSize();
-    int from = Math.max(0, end - window) / bs * bs;
-    return end - Math.max(start, from);
+    return end - Math.max(start, CacheGroups.keptFrom(end, window, cache.layout().blockSize()));
   }
 
   /**
