@@ -43,6 +43,7 @@ import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.LongAdder;
 import java.util.function.BiConsumer;
 import java.util.function.LongFunction;
+import java.util.function.ObjIntConsumer;
 
 /**
  * The disk tier: one file per chunk under one or more directories, written by background workers,
@@ -676,6 +677,19 @@ public final class DiskStore implements KvStore {
     }
   }
 
+  /** {@code b}, first handed to {@code arrived}; released if that throws. */
+  private static ChunkBuffer arrive(ChunkBuffer b, int slot, ObjIntConsumer<ChunkBuffer> arrived) {
+    if (b != null && arrived != null) {
+      try {
+        arrived.accept(b, slot);
+      } catch (RuntimeException e) {
+        b.release();
+        throw e;
+      }
+    }
+    return b;
+  }
+
   /** Reads the file of {@code e}; null (counted) if it is missing, broken or unreadable. */
   private ChunkBuffer read(ChunkKey key, DiskIndex.Entry e) {
     try {
@@ -754,13 +768,23 @@ public final class DiskStore implements KvStore {
    */
   @Override
   public ChunkBuffer[] getBatch(ChunkKey[] keys) {
+    return getBatch(keys, null);
+  }
+
+  /**
+   * {@link #getBatch(ChunkKey[])}, each reader handing its chunk to {@code arrived} (if not null)
+   * as soon as it is read and checked, before the batch takes it over.
+   */
+  @Override
+  public ChunkBuffer[] getBatch(ChunkKey[] keys, ObjIntConsumer<ChunkBuffer> arrived) {
     checkOpen();
     Batch batch = new Batch(keys.length);
     List<Future<?>> reads = new ArrayList<>(keys.length);
     for (int i = 0; i < keys.length; i++) {
       int slot = i;
       ChunkKey k = keys[i];
-      FutureTask<Void> read = new FutureTask<>(() -> batch.deliver(slot, get(k)), null);
+      FutureTask<Void> read =
+          new FutureTask<>(() -> batch.deliver(slot, arrive(get(k), slot, arrived)), null);
       try {
         readers.execute(read);
         reads.add(read);

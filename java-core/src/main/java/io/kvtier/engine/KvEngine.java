@@ -31,6 +31,7 @@ import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.atomic.LongAdder;
 import java.util.function.LongSupplier;
+import java.util.function.ObjIntConsumer;
 
 /**
  * The facade the Python connector calls: lookups, stores and loads of a prompt's chunks, in
@@ -333,7 +334,8 @@ public final class KvEngine implements AutoCloseable {
     return ChunkHasher.chunkCount(keyedTokens(tokenCount), chunkTokens, true);
   }
 
-  private ChunkKey[] keys(int[] tokens, int tokenCount, KeyExtras extras, int maxChunks) {
+  /** The keys of the prompt's first {@code maxChunks} chunks (at most). */
+  ChunkKey[] keys(int[] tokens, int tokenCount, KeyExtras extras, int maxChunks) {
     ChunkHasher.checkTokenCount(tokens, tokenCount);
     checkNonNegative(maxChunks, "maxChunks");
     int keyed = keyedTokens(tokenCount);
@@ -859,6 +861,23 @@ public final class KvEngine implements AutoCloseable {
    */
   public LoadTransaction beginLoad(
       int[] tokens, int tokenCount, KeyExtras extras, int firstChunk, int maxChunks) {
+    return beginLoad(tokens, tokenCount, extras, firstChunk, maxChunks, null);
+  }
+
+  /**
+   * Like {@link #beginLoad(int[], int, KeyExtras, int, int)}, handing each chunk a lower tier reads
+   * to {@code arrived} (with its chunk number) as soon as it is read, before this returns, so the
+   * caller can copy it while later chunks are still being read ({@link TieredStore#getPrefix(
+   * ChunkKey[], ObjIntConsumer)}). Chunks from the CPU tier, and chunks past the prefix's first
+   * miss, may or may not be handed over: the transaction says which chunks the load has.
+   */
+  public LoadTransaction beginLoad(
+      int[] tokens,
+      int tokenCount,
+      KeyExtras extras,
+      int firstChunk,
+      int maxChunks,
+      ObjIntConsumer<ChunkBuffer> arrived) {
     checkOpen();
     checkNonNegative(firstChunk, "firstChunk");
     ChunkKey[] keys = keys(tokens, tokenCount, extras, maxChunks);
@@ -867,7 +886,11 @@ public final class KvEngine implements AutoCloseable {
         firstChunk >= keys.length
             ? new ChunkKey[0]
             : Arrays.copyOfRange(keys, firstChunk, keys.length);
-    List<ChunkBuffer> got = new ArrayList<>(List.of(tiers.getPrefix(wanted)));
+    List<ChunkBuffer> got =
+        new ArrayList<>(
+            List.of(
+                tiers.getPrefix(
+                    wanted, arrived == null ? null : (b, i) -> arrived.accept(b, firstChunk + i))));
     int tail = keys.length - 1;
     if (got.size() == wanted.length - 1
         && tail * chunkTokens + chunkTokens > keyed

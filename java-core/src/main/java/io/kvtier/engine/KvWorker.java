@@ -25,6 +25,7 @@ import java.util.concurrent.RejectedExecutionException;
 import java.util.concurrent.ThreadPoolExecutor;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
+import java.util.concurrent.atomic.AtomicIntegerArray;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.atomic.LongAdder;
 import java.util.function.IntSupplier;
@@ -94,7 +95,11 @@ public final class KvWorker implements AutoCloseable {
   /** A save between {@link #beginSave} and {@link #endSave}. */
   private record SaveOp(StoreTransaction tx, int[][] tables, boolean[] failed, long began) {}
 
-  /** A load between {@link #beginLoad} and {@link #endLoad}: chunks from {@code firstChunk}. */
+  /**
+   * A load between {@link #beginLoad} and {@link #endLoad}. {@code copied} (null unless chunks are
+   * copied in as a lower tier reads them) marks, by chunk from {@code tx.firstChunk()}, the chunks
+   * already in the cache.
+   */
   private record LoadOp(
       LoadTransaction tx,
       int[][] tables,
@@ -102,7 +107,8 @@ public final class KvWorker implements AutoCloseable {
       int from,
       int to,
       boolean[] failed,
-      long began) {}
+      long began,
+      AtomicIntegerArray copied) {}
 
   /**
    * Binds an engine to a paged KV cache; {@code threads} background transfer threads are started.
@@ -436,7 +442,10 @@ public final class KvWorker implements AutoCloseable {
   /** Like {@link #load(int[], int, int[], int, int)} with {@code extras} in the chunks' keys. */
   public int load(
       int[] tokens, int storedTokens, KeyExtras extras, int[] blockIds, int from, int to) {
-    long h = beginLoad(tokens, storedTokens, extras, blockIds, from, to);
+    // Where the cache allows, each chunk a lower tier reads is copied in as soon as it is read,
+    // while the later ones are still being read; copyLoaded copies the rest.
+    long h =
+        begin(tokens, storedTokens, extras, blockIds, from, to, cache.copiesOnReadingThreads());
     copyLoaded(loads.get(h), null);
     return endLoad(h);
   }
@@ -454,6 +463,18 @@ public final class KvWorker implements AutoCloseable {
   /** Like {@link #beginLoad(int[], int, int[], int, int)} with {@code extras} in the keys. */
   public long beginLoad(
       int[] tokens, int storedTokens, KeyExtras extras, int[] blockIds, int from, int to) {
+    return begin(tokens, storedTokens, extras, blockIds, from, to, false);
+  }
+
+  /** {@link #beginLoad}, copying chunks in as a lower tier reads them if {@code copyOnArrival}. */
+  private long begin(
+      int[] tokens,
+      int storedTokens,
+      KeyExtras extras,
+      int[] blockIds,
+      int from,
+      int to,
+      boolean copyOnArrival) {
     long h = nextId.getAndIncrement();
     long began = System.nanoTime();
     int firstChunk = from / chunkTokens;
@@ -466,11 +487,25 @@ public final class KvWorker implements AutoCloseable {
       // Where every group slides, the chunks before all their windows are not read.
       firstChunk = firstNeeded(tables, from) / chunkTokens;
       int lastChunk = (to + chunkTokens - 1) / chunkTokens;
-      LoadTransaction tx = engine.beginLoad(tokens, storedTokens, extras, firstChunk, lastChunk);
-      loads.put(h, new LoadOp(tx, tables, storedTokens, from, to, new boolean[1], began));
+      AtomicIntegerArray copied =
+          copyOnArrival ? new AtomicIntegerArray(Math.max(0, lastChunk - firstChunk)) : null;
+      LoadOp reading =
+          new LoadOp(null, tables, storedTokens, from, to, new boolean[1], began, copied);
+      int first = firstChunk;
+      int keyed = engine.keyedTokens(storedTokens);
+      LoadTransaction tx =
+          engine.beginLoad(
+              tokens,
+              storedTokens,
+              extras,
+              firstChunk,
+              lastChunk,
+              copied == null ? null : (chunk, c) -> copyArrived(reading, first, keyed, c, chunk));
+      loads.put(h, new LoadOp(tx, tables, storedTokens, from, to, reading.failed, began, copied));
     } catch (RuntimeException e) {
       errors.record(ErrorKind.LOAD_FAILED, "a load could not start; its tokens are recomputed", e);
-      loads.put(h, new LoadOp(null, null, storedTokens, from, to, new boolean[] {true}, began));
+      loads.put(
+          h, new LoadOp(null, null, storedTokens, from, to, new boolean[] {true}, began, null));
     }
     return h;
   }
@@ -529,37 +564,69 @@ public final class KvWorker implements AutoCloseable {
       return;
     }
     try {
-      if (groups.plain()) {
-        scatterRange(
-            op,
-            op.from,
-            (seg, rows, start, skip, n) -> scatter(op, layer, seg, rows, start, skip, n));
-        return;
-      }
-      for (int g = 0; g < groups.count(); g++) {
-        int[] layers = layersMoved(g, layer);
-        if (layers == null) {
-          continue;
+      for (int i = 0; i < op.tx.size(); i++) {
+        if (op.copied == null || i >= op.copied.length() || op.copied.get(i) == 0) {
+          copyChunk(op, layer, op.tx.firstChunk() + i, op.tx.buffer(i), op.tx.tokenCount());
         }
-        int group = g;
-        scatterRange(
-            op,
-            firstWritten(op.tables, g, op.from),
-            (seg, rows, start, skip, n) -> {
-              int savedFrom = start + rows - keptTokens(group, start, start + rows);
-              if (start + skip < savedFrom) {
-                throw new IllegalStateException(
-                    "a sliding window needs tokens from "
-                        + (start + skip)
-                        + " of a chunk saved from "
-                        + savedFrom);
-              }
-              cache.moveLayers(true, layers, seg, rows, op.tables[group], start, skip, n);
-            });
       }
     } catch (RuntimeException e) {
       op.failed[0] = true;
       errors.record(ErrorKind.LOAD_FAILED, "a load was abandoned; its tokens are recomputed", e);
+    }
+  }
+
+  /**
+   * Copies chunk {@code c}, just read by a lower tier on this thread, into the cache and marks it
+   * copied. A chunk that does not copy stays unmarked: if it is part of the load, {@link
+   * #copyLoaded} copies it again and reports the failure.
+   */
+  private void copyArrived(LoadOp op, int firstChunk, int keyed, int c, ChunkBuffer chunk) {
+    try {
+      copyChunk(op, null, c, chunk, keyed);
+      op.copied.set(c - firstChunk, 1);
+    } catch (RuntimeException e) {
+      // left to copyLoaded
+    }
+  }
+
+  /**
+   * Copies a load's part of chunk {@code c} ({@code layer} alone, or every layer if null) into
+   * every group's blocks. {@code keyed}: the stored prompt's keyed tokens.
+   */
+  private void copyChunk(LoadOp op, Integer layer, int c, ChunkBuffer chunk, int keyed) {
+    if (groups.plain()) {
+      copyRange(
+          op,
+          c,
+          chunk,
+          keyed,
+          op.from,
+          (seg, rows, start, skip, n) -> scatter(op, layer, seg, rows, start, skip, n));
+      return;
+    }
+    for (int g = 0; g < groups.count(); g++) {
+      int[] layers = layersMoved(g, layer);
+      if (layers == null) {
+        continue;
+      }
+      int group = g;
+      copyRange(
+          op,
+          c,
+          chunk,
+          keyed,
+          firstWritten(op.tables, g, op.from),
+          (seg, rows, start, skip, n) -> {
+            int savedFrom = start + rows - keptTokens(group, start, start + rows);
+            if (start + skip < savedFrom) {
+              throw new IllegalStateException(
+                  "a sliding window needs tokens from "
+                      + (start + skip)
+                      + " of a chunk saved from "
+                      + savedFrom);
+            }
+            cache.moveLayers(true, layers, seg, rows, op.tables[group], start, skip, n);
+          });
     }
   }
 
@@ -577,19 +644,15 @@ public final class KvWorker implements AutoCloseable {
     void copy(MemorySegment chunk, int rowTokens, int chunkStart, int skip, int count);
   }
 
-  /** Runs {@code copy} for each of a load's chunks over its tokens from {@code from} on. */
-  private void scatterRange(LoadOp op, int from, RangeCopy copy) {
-    for (int i = 0; i < op.tx.size(); i++) {
-      int c = op.tx.firstChunk() + i;
-      int start = c * chunkTokens;
-      ChunkBuffer chunk = op.tx.buffer(i);
-      // A run of whole blocks may be read from a longer stored chunk: its rows are that chunk's.
-      int rows = (int) (chunk.length() / bytesPerToken);
-      int lo = Math.max(from, start);
-      int hi = Math.min(op.to, start + Math.min(rows, engine.chunkTokensAt(c, op.tx.tokenCount())));
-      if (hi > lo) {
-        copy.copy(segment(chunk, rows), rows, start, lo - start, hi - lo);
-      }
+  /** Runs {@code copy} for chunk {@code c} of a load over its tokens from {@code from} on. */
+  private void copyRange(LoadOp op, int c, ChunkBuffer chunk, int keyed, int from, RangeCopy copy) {
+    int start = c * chunkTokens;
+    // A run of whole blocks may be read from a longer stored chunk: its rows are that chunk's.
+    int rows = (int) (chunk.length() / bytesPerToken);
+    int lo = Math.max(from, start);
+    int hi = Math.min(op.to, start + Math.min(rows, engine.chunkTokensAt(c, keyed)));
+    if (hi > lo) {
+      copy.copy(segment(chunk, rows), rows, start, lo - start, hi - lo);
     }
   }
 

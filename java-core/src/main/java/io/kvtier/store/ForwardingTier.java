@@ -5,6 +5,7 @@ import io.kvtier.memory.ChunkBuffer;
 import java.io.IOException;
 import java.util.concurrent.CompletableFuture;
 import java.util.function.BiConsumer;
+import java.util.function.ObjIntConsumer;
 
 /**
  * A tier that hands every call to the tier it wraps: the base of the wrappers that change a few of
@@ -47,6 +48,11 @@ public abstract class ForwardingTier implements KvStore {
   @Override
   public ChunkBuffer[] getBatch(ChunkKey[] keys) {
     return tier.getBatch(keys);
+  }
+
+  @Override
+  public ChunkBuffer[] getBatch(ChunkKey[] keys, ObjIntConsumer<ChunkBuffer> arrived) {
+    return tier.getBatch(keys, arrived);
   }
 
   @Override

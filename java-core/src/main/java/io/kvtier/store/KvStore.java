@@ -5,6 +5,7 @@ import io.kvtier.memory.ChunkBuffer;
 import java.io.IOException;
 import java.util.concurrent.CompletableFuture;
 import java.util.function.BiConsumer;
+import java.util.function.ObjIntConsumer;
 
 /**
  * A tier that stores chunks by key: CPU memory, local disk, a remote store, or several composed.
@@ -163,6 +164,33 @@ public interface KvStore extends AutoCloseable {
         out[i] = get(keys[i]);
       } catch (IOException e) {
         out[i] = null; // a miss; the tier counted it
+      }
+    }
+    return out;
+  }
+
+  /**
+   * {@link #getBatch(ChunkKey[])}, handing each chunk to {@code arrived} with its index in {@code
+   * keys} before this returns: tiers that read in parallel call it on the reading thread as soon as
+   * that chunk is read, so the caller can use it while later chunks are still being read (this
+   * default calls it for each chunk after the whole batch). The buffer stays owned by the result;
+   * {@code arrived} must not release or keep it. An exception from {@code arrived} fails the batch
+   * as an unexpected read failure would. A null {@code arrived} is {@link #getBatch(ChunkKey[])}.
+   */
+  default ChunkBuffer[] getBatch(ChunkKey[] keys, ObjIntConsumer<ChunkBuffer> arrived) {
+    ChunkBuffer[] out = getBatch(keys);
+    for (int i = 0; arrived != null && i < out.length; i++) {
+      if (out[i] != null) {
+        try {
+          arrived.accept(out[i], i);
+        } catch (RuntimeException e) {
+          for (ChunkBuffer b : out) {
+            if (b != null) {
+              b.release();
+            }
+          }
+          throw e;
+        }
       }
     }
     return out;

@@ -11,6 +11,7 @@ import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.LongAdder;
 import java.util.function.BiConsumer;
 import java.util.function.LongSupplier;
+import java.util.function.ObjIntConsumer;
 
 /**
  * A circuit breaker in front of a remote tier: once a request to it goes unanswered within its
@@ -181,12 +182,17 @@ public final class RemoteBreaker extends ForwardingTier {
 
   @Override
   public ChunkBuffer[] getBatch(ChunkKey[] keys) {
+    return getBatch(keys, null);
+  }
+
+  @Override
+  public ChunkBuffer[] getBatch(ChunkKey[] keys, ObjIntConsumer<ChunkBuffer> arrived) {
     if (!allow()) {
       return new ChunkBuffer[keys.length];
     }
     long before = tier.timeouts();
     try {
-      return tier.getBatch(keys);
+      return tier.getBatch(keys, arrived);
     } finally {
       after(before);
     }

@@ -14,6 +14,7 @@ import java.util.concurrent.RejectedExecutionException;
 import java.util.concurrent.ThreadPoolExecutor;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.LongAdder;
+import java.util.function.ObjIntConsumer;
 
 /**
  * The CPU tier in front of slower tiers (disk, remote).
@@ -383,15 +384,25 @@ public final class TieredStore implements KvStore {
    * @throws IllegalStateException if the store is closed
    */
   public ChunkBuffer[] getPrefix(ChunkKey[] keys) {
+    return getPrefix(keys, null);
+  }
+
+  /**
+   * {@link #getPrefix(ChunkKey[])}, handing each chunk a lower tier reads to {@code arrived} (with
+   * its index in {@code keys}) as soon as it is read ({@link KvStore#getBatch(ChunkKey[],
+   * ObjIntConsumer)}): chunks past the prefix's first miss may be handed over too. Chunks found in
+   * the CPU tier are not handed over. A null {@code arrived} hands over nothing.
+   */
+  public ChunkBuffer[] getPrefix(ChunkKey[] keys, ObjIntConsumer<ChunkBuffer> arrived) {
     enter();
     try {
-      return getPrefixInGate(keys);
+      return getPrefixInGate(keys, arrived);
     } finally {
       gate.exit();
     }
   }
 
-  private ChunkBuffer[] getPrefixInGate(ChunkKey[] keys) {
+  private ChunkBuffer[] getPrefixInGate(ChunkKey[] keys, ObjIntConsumer<ChunkBuffer> arrived) {
     List<ChunkBuffer> got = new java.util.ArrayList<>();
     int n = 0;
     while (n < keys.length) {
@@ -413,7 +424,11 @@ public final class TieredStore implements KvStore {
       if (stored == n) {
         continue;
       }
-      ChunkBuffer[] batch = s.getBatch(java.util.Arrays.copyOfRange(keys, n, stored));
+      int offset = n;
+      ChunkBuffer[] batch =
+          s.getBatch(
+              java.util.Arrays.copyOfRange(keys, n, stored),
+              arrived == null ? null : (b, i) -> arrived.accept(b, offset + i));
       int i = 0;
       for (; i < batch.length && batch[i] != null; i++) {
         if (cacheInCpu && cpu.put(keys[n + i], batch[i])) {

@@ -40,6 +40,17 @@ public interface KvCacheTransfer {
   void gatherLayer(int layer, int[] blockIds, int firstToken, int count, MemorySegment chunk);
 
   /**
+   * Whether {@link #scatter} and {@link #moveLayers} may run on many threads at once, each chunk's
+   * copy complete when the call returns, at no cost per thread: a load then copies each chunk a
+   * lower tier reads on the thread that read it, while later chunks are still being read. False
+   * (this default) where each thread needs resources of its own (a GPU cache's streams and staging
+   * buffers): such loads copy once every chunk has been read.
+   */
+  default boolean copiesOnReadingThreads() {
+    return false;
+  }
+
+  /**
    * Copies tokens {@code [skip, skip + count)} of a stored chunk of {@code rowTokens} tokens, whose
    * token 0 is prompt token {@code chunkStart}, into every layer's slots.
    *

@@ -98,6 +98,12 @@ public final class PagedKvCache implements KvCacheTransfer {
     forLayers(l -> moveLayer(l, slots, chunk, rowTokens, skip, count, true));
   }
 
+  /** Host copies: synchronous, on any thread, nothing kept per thread. */
+  @Override
+  public boolean copiesOnReadingThreads() {
+    return true;
+  }
+
   @Override
   public void moveLayers(
       boolean toCache,

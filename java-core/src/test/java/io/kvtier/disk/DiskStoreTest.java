@@ -5,6 +5,7 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTimeoutPreemptively;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -23,6 +24,7 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.List;
+import java.util.Map;
 import java.util.Random;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CopyOnWriteArrayList;
@@ -577,6 +579,64 @@ class DiskStoreTest {
         int k = i == 3 ? 7 : i;
         assertArrayEquals(content(k, CHUNK), got[i].segment().toArray(ValueLayout.JAVA_BYTE));
         got[i].release();
+      }
+    }
+  }
+
+  @Test
+  void getBatch_handsEachChunkOver_onItsReaderThread_asItIsRead() throws Exception {
+    try (DiskStore s = open()) {
+      for (int i = 0; i < 8; i++) {
+        put(s, i, CHUNK);
+      }
+      await(s);
+      ChunkKey[] keys = {key(0), key(1), key(99), key(7)};
+      Map<Integer, String> arrived = new java.util.concurrent.ConcurrentHashMap<>();
+      ChunkBuffer[] got =
+          s.getBatch(
+              keys,
+              (b, i) -> {
+                // The buffer is the one the batch returns, readable while the others are read.
+                int k = i == 3 ? 7 : i;
+                assertArrayEquals(content(k, CHUNK), b.segment().toArray(ValueLayout.JAVA_BYTE));
+                assertNull(arrived.put(i, Thread.currentThread().getName()), "handed over twice");
+              });
+      assertEquals(java.util.Set.of(0, 1, 3), arrived.keySet(), "each chunk read, once");
+      arrived.values().forEach(t -> assertTrue(t.startsWith("kvtier-disk-read"), t));
+      assertNull(got[2]);
+      for (int i : new int[] {0, 1, 3}) {
+        got[i].release();
+      }
+    }
+  }
+
+  @Test
+  void getBatch_whoseHandOverThrows_failsWhole_andKeepsNoBuffer() throws Exception {
+    try (DiskStore s = open()) {
+      for (int i = 0; i < 4; i++) {
+        put(s, i, CHUNK);
+      }
+      await(s);
+      long inUse = pool.inUseSlots();
+      ChunkKey[] keys = {key(0), key(1), key(2), key(3)};
+      IllegalStateException e =
+          assertThrows(
+              IllegalStateException.class,
+              () ->
+                  s.getBatch(
+                      keys,
+                      (b, i) -> {
+                        if (i == 2) {
+                          throw new IllegalArgumentException("copy refused");
+                        }
+                      }));
+      assertEquals("copy refused", e.getCause().getMessage());
+      assertEquals(inUse, pool.inUseSlots(), "buffers leaked");
+      // The chunks stay stored.
+      ChunkBuffer[] again = s.getBatch(keys);
+      for (ChunkBuffer b : again) {
+        assertNotNull(b);
+        b.release();
       }
     }
   }
