@@ -41,6 +41,7 @@ import java.util.concurrent.ThreadPoolExecutor;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.LongAdder;
+import java.util.concurrent.locks.ReentrantReadWriteLock;
 import java.util.function.BiConsumer;
 import java.util.function.LongFunction;
 import java.util.function.ObjIntConsumer;
@@ -677,19 +678,6 @@ public final class DiskStore implements KvStore {
     }
   }
 
-  /** {@code b}, first handed to {@code arrived}; released if that throws. */
-  private static ChunkBuffer arrive(ChunkBuffer b, int slot, ObjIntConsumer<ChunkBuffer> arrived) {
-    if (b != null && arrived != null) {
-      try {
-        arrived.accept(b, slot);
-      } catch (RuntimeException e) {
-        b.release();
-        throw e;
-      }
-    }
-    return b;
-  }
-
   /** Reads the file of {@code e}; null (counted) if it is missing, broken or unreadable. */
   private ChunkBuffer read(ChunkKey key, DiskIndex.Entry e) {
     try {
@@ -724,14 +712,45 @@ public final class DiskStore implements KvStore {
     }
   }
 
-  /** The buffers of one {@link #getBatch}; readers hand theirs over unless the caller gave up. */
+  /**
+   * The buffers of one {@link #getBatch}; readers hand theirs over unless the caller gave up. A
+   * reader's hand-over to the caller's {@code arrived} runs under the read lock of {@code
+   * handOvers} and {@link #abandon} takes its write lock: once the caller has given up, no
+   * hand-over is running or runs later (the caller may have reported the load failed and its blocks
+   * may be reused).
+   */
   private static final class Batch {
     // Guarded by this.
     final ChunkBuffer[] out;
     boolean abandoned;
 
+    final ReentrantReadWriteLock handOvers = new ReentrantReadWriteLock();
+
     Batch(int size) {
       out = new ChunkBuffer[size];
+    }
+
+    /** {@code b}, first handed to {@code arrived} unless abandoned; released if that throws. */
+    ChunkBuffer arrive(ChunkBuffer b, int slot, ObjIntConsumer<ChunkBuffer> arrived) {
+      if (b == null || arrived == null) {
+        return b;
+      }
+      handOvers.readLock().lock();
+      try {
+        if (!isAbandoned()) {
+          arrived.accept(b, slot);
+        }
+      } catch (RuntimeException e) {
+        b.release();
+        throw e;
+      } finally {
+        handOvers.readLock().unlock();
+      }
+      return b;
+    }
+
+    synchronized boolean isAbandoned() {
+      return abandoned;
     }
 
     synchronized void deliver(int i, ChunkBuffer b) {
@@ -744,14 +763,24 @@ public final class DiskStore implements KvStore {
       }
     }
 
-    /** Gives up: releases what arrived; what arrives later is released on delivery. */
-    synchronized void abandon() {
-      abandoned = true;
-      for (int i = 0; i < out.length; i++) {
-        if (out[i] != null) {
-          out[i].release();
-          out[i] = null;
+    /**
+     * Gives up: waits for hand-overs in progress, releases what arrived; what arrives later is
+     * neither handed over nor kept (released on delivery).
+     */
+    void abandon() {
+      handOvers.writeLock().lock();
+      try {
+        synchronized (this) {
+          abandoned = true;
+          for (int i = 0; i < out.length; i++) {
+            if (out[i] != null) {
+              out[i].release();
+              out[i] = null;
+            }
+          }
         }
+      } finally {
+        handOvers.writeLock().unlock();
       }
     }
   }
@@ -784,7 +813,7 @@ public final class DiskStore implements KvStore {
       int slot = i;
       ChunkKey k = keys[i];
       FutureTask<Void> read =
-          new FutureTask<>(() -> batch.deliver(slot, arrive(get(k), slot, arrived)), null);
+          new FutureTask<>(() -> batch.deliver(slot, batch.arrive(get(k), slot, arrived)), null);
       try {
         readers.execute(read);
         reads.add(read);

@@ -641,6 +641,69 @@ class DiskStoreTest {
     }
   }
 
+  @Test
+  void getBatch_thatGivesUp_returnsOnlyOnceNoHandOverRuns_andStartsNoneAfter() throws Exception {
+    try (DiskStore s = open()) { // four readers
+      for (int i = 0; i < 8; i++) {
+        put(s, i, CHUNK);
+      }
+      await(s);
+      ChunkKey[] keys = new ChunkKey[8];
+      for (int i = 0; i < keys.length; i++) {
+        keys[i] = key(i);
+      }
+      CountDownLatch slowStarted = new CountDownLatch(1);
+      CountDownLatch never = new CountDownLatch(1);
+      java.util.concurrent.atomic.AtomicBoolean slowEnded =
+          new java.util.concurrent.atomic.AtomicBoolean();
+      java.util.concurrent.atomic.AtomicBoolean returned =
+          new java.util.concurrent.atomic.AtomicBoolean();
+      List<Integer> late = new CopyOnWriteArrayList<>();
+      assertThrows(
+          IllegalStateException.class,
+          () ->
+              s.getBatch(
+                  keys,
+                  (b, i) -> {
+                    if (returned.get()) {
+                      late.add(i);
+                    }
+                    try {
+                      if (i == 1) {
+                        slowStarted.countDown();
+                        never.await(200, TimeUnit.MILLISECONDS); // a long copy
+                        slowEnded.set(true);
+                      } else if (i == 0) {
+                        assertTrue(slowStarted.await(60, TimeUnit.SECONDS));
+                        throw new IllegalArgumentException("copy refused");
+                      }
+                    } catch (InterruptedException e) {
+                      throw new IllegalStateException(e);
+                    }
+                  }));
+      returned.set(true);
+      assertTrue(slowEnded.get(), "returned while a hand-over was still copying");
+      // Four hand-overs of a new batch, each waiting for the others: all four readers are past
+      // the first batch's reads.
+      CountDownLatch allReaders = new CountDownLatch(4);
+      ChunkBuffer[] again =
+          s.getBatch(
+              new ChunkKey[] {key(4), key(5), key(6), key(7)},
+              (b, i) -> {
+                allReaders.countDown();
+                try {
+                  assertTrue(allReaders.await(60, TimeUnit.SECONDS), "a reader is still busy");
+                } catch (InterruptedException e) {
+                  throw new IllegalStateException(e);
+                }
+              });
+      for (ChunkBuffer b : again) {
+        b.release();
+      }
+      assertEquals(List.of(), late, "hand-overs of the first batch after it gave up");
+    }
+  }
+
   /** A store with one reader, one writer and room for {@code readQueue} waiting reads. */
   DiskStore openWithReadQueue(int readQueue) {
     return new DiskStore(
