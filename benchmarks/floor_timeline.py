@@ -1,0 +1,152 @@
+"""Where an N-token prefix hit's time goes: vLLM's own prefix cache against kvtier's CPU tier.
+
+    python benchmarks/floor_timeline.py [--tokens 8000] [--repeats 5]
+
+One vLLM per system, each in its own fresh process with vLLM's engine in that process
+(``VLLM_ENABLE_V1_MULTIPROCESSING=0``), the tiny model of ``vllm_bench.py``: after a 1024-token
+warm-up pair, the prompt of ``vllm_bench.py floor``'s "same" case is generated once (stored), then
+``--repeats`` more times with one output token; each of those is timed by wrappers around vLLM's
+``schedule()`` and the model runner's ``execute_model``, and around kvtier's scheduler lookup and
+worker ``bind`` (where a hit from CPU memory loads). Prints medians per system:
+
+- request: ``LLM.generate`` of the prompt;
+- schedule: vLLM's ``schedule()`` (kvtier's lookup included), and kvtier's lookup alone;
+- load: kvtier's ``bind`` (the copy of the hit into vLLM's KV cache);
+- forward: ``execute_model`` less the load.
+
+The in-process engine busy-polls between steps instead of sleeping 1 ms as vLLM's engine process
+does: use it for hits served in the step (the CPU tier), not for background loads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "examples"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+PARTS = ("request", "schedule", "lookup", "load", "forward")
+
+
+def _timed(cls: type, name: str, spans: dict[str, list[float]], label: str) -> None:
+    """Wraps ``cls.name`` so each call's seconds are appended to ``spans[label]``."""
+    original = getattr(cls, name)
+
+    def wrapper(self, *args, **kwargs):  # noqa: ANN001
+        began = time.perf_counter()
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            spans[label].append(time.perf_counter() - began)
+
+    setattr(cls, name, wrapper)
+
+
+def child(system: str, tokens: int, repeats: int) -> list[dict[str, float]]:
+    """One process: the timed requests' parts in ms."""
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    import tiny_model
+    import vllm_bench
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+    from vllm.v1.core.sched.scheduler import Scheduler
+    from vllm.v1.worker.cpu_model_runner import CPUModelRunner
+
+    from kvtier.vllm.scheduler import KVTierScheduler
+    from kvtier.vllm.worker import KVTierWorker
+
+    spans: dict[str, list[float]] = defaultdict(list)
+    _timed(Scheduler, "schedule", spans, "schedule")
+    _timed(CPUModelRunner, "execute_model", spans, "execute")
+    _timed(KVTierScheduler, "get_num_new_matched_tokens", spans, "lookup")
+    _timed(KVTierWorker, "bind", spans, "load")
+    kvtier = system == "cpu"
+    llm = vllm_bench.make_llm(
+        str(tiny_model.build()), tokens + 64, kvtier, prefix_caching=not kvtier
+    )
+    one = SamplingParams(max_tokens=1, temperature=0.0)
+
+    def generate(prompt: list[int]) -> float:
+        began = time.perf_counter()
+        llm.generate([TokensPrompt(prompt_token_ids=prompt)], one, use_tqdm=False)
+        return time.perf_counter() - began
+
+    warm_up = tiny_model.prompt(1024, seed=99)
+    generate(warm_up)
+    generate(warm_up)
+    prompt = vllm_bench.floor_prompts(tokens)["same"][0]
+    generate(prompt)
+    time.sleep(1)  # kvtier's save of the prompt ends (else the next request waits for it)
+    rows = []
+    for _ in range(repeats):
+        spans.clear()
+        request = generate(prompt)
+        load = sum(spans["load"])
+        rows.append(
+            {
+                "request": request * 1e3,
+                "schedule": sum(spans["schedule"]) * 1e3,
+                "lookup": sum(spans["lookup"]) * 1e3,
+                "load": load * 1e3,
+                "forward": (sum(spans["execute"]) - load) * 1e3,
+            }
+        )
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tokens", type=int, default=8000)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--child", choices=["vllm", "cpu"], help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, args.tokens, args.repeats)))
+        return
+    import vllm_cpu
+
+    print(f"floor_timeline: {vllm_cpu.summary()}; {args.tokens} tokens", flush=True)
+    medians: dict[str, dict[str, float]] = {}
+    for system in ("vllm", "cpu"):
+        out = subprocess.run(
+            [
+                *(sys.executable, __file__, "--child", system),
+                *("--tokens", str(args.tokens), "--repeats", str(args.repeats)),
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **vllm_cpu.vllm_env()},
+        )
+        if out.returncode != 0:
+            sys.stderr.write(out.stdout[-4000:] + out.stderr[-4000:])
+            raise SystemExit(f"{system} failed with exit code {out.returncode}")
+        rows = json.loads(out.stdout.strip().splitlines()[-1])
+        medians[system] = {k: statistics.median(r[k] for r in rows) for k in PARTS}
+        ranges = {k: (min(r[k] for r in rows), max(r[k] for r in rows)) for k in PARTS}
+        print(
+            f"{'vLLM prefix cache' if system == 'vllm' else 'kvtier CPU tier':>18}: "
+            + ", ".join(
+                f"{k} {medians[system][k]:.1f} ms [{ranges[k][0]:.1f}-{ranges[k][1]:.1f}]"
+                for k in PARTS
+            ),
+            flush=True,
+        )
+    base, kv = medians["vllm"], medians["cpu"]
+    print(
+        f"kvtier / vLLM: request {kv['request'] / base['request']:.2f}x; kvtier's own parts: "
+        f"lookup {kv['lookup']:.1f} ms + load {kv['load']:.1f} ms; forward "
+        f"{kv['forward']:.1f} against {base['forward']:.1f} ms"
+    )
+
+
+if __name__ == "__main__":
+    main()
