@@ -1,6 +1,6 @@
 """Where an N-token prefix hit's time goes: vLLM's own prefix cache against kvtier's CPU tier.
 
-    python benchmarks/floor_timeline.py [--tokens 8000] [--repeats 5]
+    python benchmarks/floor_timeline.py [--tokens 8000] [--repeats 5] [--settings JSON]
 
 One vLLM per system, each in its own fresh process with vLLM's engine in that process
 (``VLLM_ENABLE_V1_MULTIPROCESSING=0``), the tiny model of ``vllm_bench.py``: after a 1024-token
@@ -13,6 +13,9 @@ worker ``bind`` (where a hit from CPU memory loads). Prints medians per system:
 - schedule: vLLM's ``schedule()`` (kvtier's lookup included), and kvtier's lookup alone;
 - load: kvtier's ``bind`` (the copy of the hit into vLLM's KV cache);
 - forward: ``execute_model`` less the load.
+
+``--settings``: kvtier settings for its run, e.g. ``'{"use_layerwise": true}'`` (the load then runs
+inside the forward, layer by layer: compare the requests).
 
 The in-process engine busy-polls between steps instead of sleeping 1 ms as vLLM's engine process
 does: use it for hits served in the step (the CPU tier), not for background loads.
@@ -51,7 +54,9 @@ def _timed(cls: type, name: str, spans: dict[str, list[float]], label: str) -> N
     setattr(cls, name, wrapper)
 
 
-def child(system: str, tokens: int, repeats: int) -> list[dict[str, float]]:
+def child(
+    system: str, tokens: int, repeats: int, settings: dict | None = None
+) -> list[dict[str, float]]:
     """One process: the timed requests' parts in ms."""
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     import tiny_model
@@ -71,7 +76,11 @@ def child(system: str, tokens: int, repeats: int) -> list[dict[str, float]]:
     _timed(KVTierWorker, "bind", spans, "load")
     kvtier = system == "cpu"
     llm = vllm_bench.make_llm(
-        str(tiny_model.build()), tokens + 64, kvtier, prefix_caching=not kvtier
+        str(tiny_model.build()),
+        tokens + 64,
+        kvtier,
+        prefix_caching=not kvtier,
+        settings=settings,
     )
     one = SamplingParams(max_tokens=1, temperature=0.0)
 
@@ -107,20 +116,26 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tokens", type=int, default=8000)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--settings", default="{}", help="kvtier settings (JSON) for its run")
     p.add_argument("--child", choices=["vllm", "cpu"], help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, args.tokens, args.repeats)))
+        print(json.dumps(child(args.child, args.tokens, args.repeats, json.loads(args.settings))))
         return
     import vllm_cpu
 
-    print(f"floor_timeline: {vllm_cpu.summary()}; {args.tokens} tokens", flush=True)
+    print(
+        f"floor_timeline: {vllm_cpu.summary()}; {args.tokens} tokens; kvtier settings "
+        f"{args.settings}",
+        flush=True,
+    )
     medians: dict[str, dict[str, float]] = {}
     for system in ("vllm", "cpu"):
         out = subprocess.run(
             [
                 *(sys.executable, __file__, "--child", system),
                 *("--tokens", str(args.tokens), "--repeats", str(args.repeats)),
+                *("--settings", args.settings),
             ],
             capture_output=True,
             text=True,
