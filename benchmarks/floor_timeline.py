@@ -12,7 +12,9 @@ worker ``bind`` (where a hit from CPU memory loads). Prints medians per system:
 - request: ``LLM.generate`` of the prompt;
 - schedule: vLLM's ``schedule()`` (kvtier's lookup included), and kvtier's lookup alone;
 - load: kvtier's ``bind`` (the copy of the hit into vLLM's KV cache);
-- forward: ``execute_model`` less the load.
+- other: the rest of kvtier's worker-side calls in the step (saves, finished reports, stats,
+  events);
+- forward: ``execute_model`` less every kvtier call in it.
 
 ``--settings``: kvtier settings for its run, e.g. ``'{"use_layerwise": true}'`` (the load then runs
 inside the forward, layer by layer: compare the requests).
@@ -37,7 +39,21 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-PARTS = ("request", "schedule", "lookup", "load", "forward")
+PARTS = ("request", "schedule", "lookup", "load", "other", "forward")
+WORKER_CALLS = (
+    "bind_connector_metadata",
+    "start_load_kv",
+    "wait_for_layer_load",
+    "save_kv_layer",
+    "wait_for_save",
+    "get_finished",
+    "build_connector_worker_meta",
+    "get_kv_connector_kv_cache_events",
+    "get_block_ids_with_load_errors",
+    "get_kv_connector_stats",
+    "clear_connector_metadata",
+)
+"""The connector's worker-side calls in a step, all timed as kvtier's part of ``execute_model``."""
 
 
 def _timed(cls: type, name: str, spans: dict[str, list[float]], label: str) -> None:
@@ -66,6 +82,7 @@ def child(
     from vllm.v1.core.sched.scheduler import Scheduler
     from vllm.v1.worker.cpu_model_runner import CPUModelRunner
 
+    from kvtier.vllm.connector import KVTierConnector
     from kvtier.vllm.scheduler import KVTierScheduler
     from kvtier.vllm.worker import KVTierWorker
 
@@ -74,6 +91,8 @@ def child(
     _timed(CPUModelRunner, "execute_model", spans, "execute")
     _timed(KVTierScheduler, "get_num_new_matched_tokens", spans, "lookup")
     _timed(KVTierWorker, "bind", spans, "load")
+    for name in WORKER_CALLS:
+        _timed(KVTierConnector, name, spans, "worker")
     kvtier = system == "cpu"
     llm = vllm_bench.make_llm(
         str(tiny_model.build()),
@@ -100,13 +119,15 @@ def child(
         spans.clear()
         request = generate(prompt)
         load = sum(spans["load"])
+        worker = sum(spans["worker"])
         rows.append(
             {
                 "request": request * 1e3,
                 "schedule": sum(spans["schedule"]) * 1e3,
                 "lookup": sum(spans["lookup"]) * 1e3,
                 "load": load * 1e3,
-                "forward": (sum(spans["execute"]) - load) * 1e3,
+                "other": (worker - load) * 1e3,
+                "forward": (sum(spans["execute"]) - worker) * 1e3,
             }
         )
     return rows
@@ -158,7 +179,8 @@ def main() -> None:
     base, kv = medians["vllm"], medians["cpu"]
     print(
         f"kvtier / vLLM: request {kv['request'] / base['request']:.2f}x; kvtier's own parts: "
-        f"lookup {kv['lookup']:.1f} ms + load {kv['load']:.1f} ms; forward "
+        f"lookup {kv['lookup']:.1f} ms + load {kv['load']:.1f} ms + other "
+        f"{kv['other']:.1f} ms; forward "
         f"{kv['forward']:.1f} against {base['forward']:.1f} ms"
     )
 
