@@ -565,7 +565,7 @@ public final class KvWorker implements AutoCloseable {
     }
     try {
       for (int i = 0; i < op.tx.size(); i++) {
-        if (op.copied == null || i >= op.copied.length() || op.copied.get(i) == 0) {
+        if (op.copied == null || op.copied.get(i) == 0) { // a load has at most its chunks
           copyChunk(op, layer, op.tx.firstChunk() + i, op.tx.buffer(i), op.tx.tokenCount());
         }
       }
