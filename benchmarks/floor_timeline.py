@@ -16,6 +16,9 @@ worker ``bind`` (where a hit from CPU memory loads). Prints medians per system:
   events);
 - forward: ``execute_model`` less every kvtier call in it.
 
+For kvtier it also prints each hit's load in order, and with ``--repeats`` of 10 or more the first
+against the median from the tenth on: whether the first loads in a fresh process cost more.
+
 ``--settings``: kvtier settings for its run, e.g. ``'{"use_layerwise": true}'`` (the load then runs
 inside the forward, layer by layer: compare the requests).
 
@@ -176,6 +179,20 @@ def main() -> None:
             ),
             flush=True,
         )
+        if system == "cpu":
+            loads = [r["load"] for r in rows]
+            print(
+                "   kvtier's load, hit by hit: "
+                + " ".join(f"{x:.1f}" for x in loads)
+                + " ms"
+                + (
+                    f"; the first {loads[0]:.1f} ms against {statistics.median(loads[9:]):.1f} ms "
+                    f"from the tenth on ({loads[0] / statistics.median(loads[9:]):.2f}x)"
+                    if len(loads) >= 10
+                    else ""
+                ),
+                flush=True,
+            )
     base, kv = medians["vllm"], medians["cpu"]
     print(
         f"kvtier / vLLM: request {kv['request'] / base['request']:.2f}x; kvtier's own parts: "

@@ -310,3 +310,43 @@ def test_java_collections_do_not_run_full_python_collections():
     hooks, full = r.stdout.split("\n")[:2]
     assert hooks == "hooks 0"
     assert int(full.split()[1]) <= 1, r.stdout
+
+
+def test_the_jvm_starts_without_python_collections_and_collections_resume_after():
+    """Starting the JVM makes JPype build tens of thousands of Python objects; no Python
+    collection runs meanwhile (in a process of vLLM's each full one walked some 600,000 objects,
+    and a start ran twelve collections). One young collection may run as the block ends, of what
+    it left; the collector is on again afterwards."""
+    r = run_python(
+        """
+        import gc
+        from kvtier import _jvm
+        seen = []
+        gc.callbacks.append(lambda phase, info: phase == "stop" and seen.append(info["generation"]))
+        _jvm.start()
+        print("during", seen, "enabled", gc.isenabled())
+        """
+    )
+    assert r.returncode == 0, r.stderr
+    line = r.stdout.split("\n")[0]
+    assert line in ("during [] enabled True", "during [0] enabled True", "during [1] enabled True")
+
+
+def test_collections_paused_restores_the_collector_as_it_found_it():
+    import gc
+
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), _jvm.collections_paused():
+        assert not gc.isenabled()
+        with _jvm.collections_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the inner block leaves the outer one's pause alone
+        raise RuntimeError("unwinds")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with _jvm.collections_paused():
+            pass
+        assert not gc.isenabled()  # off before, off after
+    finally:
+        gc.enable()

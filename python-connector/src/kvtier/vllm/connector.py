@@ -130,6 +130,25 @@ class KVTierConnector(KVConnectorBase_V1, SupportsHMA):
         self._worker: KVTierWorker | None = None
         began = time.perf_counter()
         jvm_before = _jvm.running()
+        with _jvm.collections_paused():  # a process of vLLM's: see collections_paused
+            self._set_up(vllm_config, role, kv_cache_config, settings)
+        info = _jvm.info()
+        logger.info(
+            "kvtier: %s side set up in %.0f ms (%s)",
+            "scheduler" if role == KVConnectorRole.SCHEDULER else "worker",
+            (time.perf_counter() - began) * 1e3,
+            f"JVM started in {info.start_s * 1e3:.0f} ms"
+            if info is not None and not jvm_before
+            else "JVM already running",
+        )
+
+    def _set_up(
+        self,
+        vllm_config: VllmConfig,
+        role: KVConnectorRole,
+        kv_cache_config: KVCacheConfig | None,
+        settings: dict[str, Any],
+    ) -> None:
         if role == KVConnectorRole.SCHEDULER:
             # The workers registered their KV caches first, and refused groups kvtier does not
             # serve with their tensors' shapes; this names them again where they were not.
@@ -144,15 +163,6 @@ class KVTierConnector(KVConnectorBase_V1, SupportsHMA):
                 self._kv_transfer_config.kv_load_failure_policy = "recompute"
         else:
             self._worker = KVTierWorker(vllm_config, settings, kv_cache_config)
-        info = _jvm.info()
-        logger.info(
-            "kvtier: %s side set up in %.0f ms (%s)",
-            "scheduler" if role == KVConnectorRole.SCHEDULER else "worker",
-            (time.perf_counter() - began) * 1e3,
-            f"JVM started in {info.start_s * 1e3:.0f} ms"
-            if info is not None and not jvm_before
-            else "JVM already running",
-        )
 
     @classmethod
     def supports_sleep_mode(cls, kv_transfer_config: Any) -> bool:
@@ -176,7 +186,8 @@ class KVTierConnector(KVConnectorBase_V1, SupportsHMA):
 
     def register_kv_caches(self, kv_caches: dict[str, torch.Tensor]) -> None:
         assert self._worker is not None
-        self._worker.register_kv_caches(kv_caches)
+        with _jvm.collections_paused():
+            self._worker.register_kv_caches(kv_caches)
 
     @_never_raises(lambda: None)
     def unregister_kv_caches(self) -> None:
