@@ -215,3 +215,33 @@ def test_a_sliding_window_models_saves_are_copied_before_the_step_ends(
             assert torch.equal(c[0], null[name]), "written into the null block"
     finally:
         worker.shutdown()
+
+
+def test_set_up_in_vllms_processes_runs_without_python_collections(
+    make_loop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both sides' construction and the KV cache's registration run with Python's collector
+    paused (JPype's wrappers made each full collection walk every object of vLLM's process), and
+    it is on again afterwards."""
+    import gc
+
+    from kvtier.vllm.scheduler import KVTierScheduler
+
+    seen: dict[str, bool] = {}
+
+    def recorded(cls: type, name: str, label: str) -> None:
+        original = getattr(cls, name)
+
+        def call(self, *args, **kwargs):
+            seen[label] = gc.isenabled()
+            return original(self, *args, **kwargs)
+
+        monkeypatch.setattr(cls, name, call)
+
+    recorded(KVTierWorker, "__init__", "worker")
+    recorded(KVTierWorker, "register_kv_caches", "register")
+    recorded(KVTierScheduler, "__init__", "scheduler")
+    assert gc.isenabled()
+    make_loop(64)
+    assert seen == {"worker": False, "register": False, "scheduler": False}
+    assert gc.isenabled()
