@@ -376,9 +376,9 @@ def collections_paused() -> Iterator[None]:
     tens of thousands of Python objects (class and method wrappers), and each time enough of them
     survive, Python collects its oldest generation: every object of the process. In a process that
     has imported torch and vLLM (about 600,000 objects) that made the JVM's start and the first
-    settings load take 0.85 s instead of 0.25 s; without collections meanwhile, nothing else
-    changes (what became garbage in the block is collected after it). Process-wide, so meant for
-    blocks of well under a second.
+    settings load take 0.86-0.90 s instead of 0.23-0.34 s; without collections meanwhile,
+    nothing else changes (what became garbage in the block is collected after it). Process-wide,
+    so meant for blocks of well under a second.
     """
     was_enabled = gc.isenabled()
     gc.disable()
