@@ -288,7 +288,7 @@ def start(heap: str | None = None, options: Sequence[str] | None = None) -> JvmI
         ConfigError: a malformed heap size or options string.
     """
     global _info
-    with _lock, collections_paused():
+    with _lock:
         _check_not_forked()
         requested = _options(heap, options) if (heap is not None or options is not None) else None
         if _info is not None:
@@ -304,67 +304,73 @@ def start(heap: str | None = None, options: Sequence[str] | None = None) -> JvmI
         if jpype.isJVMStarted():
             _info = _adopt_foreign_jvm()
             return _info
-
-        began = time.perf_counter()
-        java_home, source = resolve_java_home()
-        classpath = _classpath(LIB_DIR)
-        opts = requested if requested is not None else _options(None, None)
-        libjvm = _libjvm(java_home)
-        cpus, cpus_source = _cpus.choose()
-        cache = aot.plan(libjvm, classpath, opts) if libjvm is not None else aot.Plan(None)
-        # At interpreter exit JPype detaches Python but does not destroy the JVM: DestroyJavaVM
-        # there crashed the process (SIGSEGV in JPype's atexit hook) after torch and kvtier's
-        # threads had run in it. Nothing is lost by skipping it: the embedded JVM registers no
-        # shutdown hooks, chunks are visible only once fully written, and the OS reclaims the rest.
-        jpype.config.destroy_jvm = False
-        try:
-            with _running_on(cpus):
-                jpype.startJVM(
-                    str(libjvm),
-                    *opts,
-                    *cache.options(),
-                    f"-D{CPUS_PROPERTY}={_cpus.format_list(cpus)}",
-                    classpath=list(classpath),
-                    convertStrings=True,
-                )
-        except Exception as e:  # JPype raises OSError, RuntimeError or TypeError here
-            # The options may carry key or trust store passwords, and JPype may quote them.
-            raise JvmError(
-                f"the JVM failed to start ({type(e).__name__}: {_redact.text(str(e))}); Java home "
-                f"{java_home} (from {source}), options {_redact.options(opts)}. Check "
-                "KVTIER_JVM_HEAP and KVTIER_JVM_OPTIONS."
-            ) from None
-        # Registered after JPype's own exit hook, so it runs first (atexit is last in, first out).
-        atexit.register(_stop_reference_queue)
-        _uncouple_garbage_collectors()
-        probe = _probe_class_or_raise()
-        version = str(jpype.JClass("java.lang.System").getProperty("java.version"))
-        _info = JvmInfo(
-            java_home,
-            source,
-            version,
-            tuple(opts),
-            classpath,
-            os.getpid(),
-            time.perf_counter() - began,
-        )
-        log.info(
-            "kvtier: JVM %s started from %s (%s), kvtier core %s, options %s; its threads run on "
-            "CPUs %s (%s)",
-            version,
-            java_home,
-            source,
-            probe.version(),
-            " ".join(_redact.options(opts)),
-            _cpus.format_list(cpus),
-            cpus_source,
-        )
-        if cache.ready:
-            cache.mark_used()
-            log.debug("kvtier: the JVM started with its AOT cache %s", cache.path)
-        elif cache.path is not None:
-            aot.train_in_background(cache.path)
+        with collections_paused():
+            _info = _start_jvm(requested)
         return _info
+
+
+def _start_jvm(requested: tuple[str, ...] | None) -> JvmInfo:
+    """Starts the JVM; :func:`start`'s work once it found none running (under its lock)."""
+    began = time.perf_counter()
+    java_home, source = resolve_java_home()
+    classpath = _classpath(LIB_DIR)
+    opts = requested if requested is not None else _options(None, None)
+    libjvm = _libjvm(java_home)
+    cpus, cpus_source = _cpus.choose()
+    cache = aot.plan(libjvm, classpath, opts) if libjvm is not None else aot.Plan(None)
+    # At interpreter exit JPype detaches Python but does not destroy the JVM: DestroyJavaVM
+    # there crashed the process (SIGSEGV in JPype's atexit hook) after torch and kvtier's
+    # threads had run in it. Nothing is lost by skipping it: the embedded JVM registers no
+    # shutdown hooks, chunks are visible only once fully written, and the OS reclaims the rest.
+    jpype.config.destroy_jvm = False
+    try:
+        with _running_on(cpus):
+            jpype.startJVM(
+                str(libjvm),
+                *opts,
+                *cache.options(),
+                f"-D{CPUS_PROPERTY}={_cpus.format_list(cpus)}",
+                classpath=list(classpath),
+                convertStrings=True,
+            )
+    except Exception as e:  # JPype raises OSError, RuntimeError or TypeError here
+        # The options may carry key or trust store passwords, and JPype may quote them.
+        raise JvmError(
+            f"the JVM failed to start ({type(e).__name__}: {_redact.text(str(e))}); Java home "
+            f"{java_home} (from {source}), options {_redact.options(opts)}. Check "
+            "KVTIER_JVM_HEAP and KVTIER_JVM_OPTIONS."
+        ) from None
+    # Registered after JPype's own exit hook, so it runs first (atexit is last in, first out).
+    atexit.register(_stop_reference_queue)
+    _uncouple_garbage_collectors()
+    probe = _probe_class_or_raise()
+    version = str(jpype.JClass("java.lang.System").getProperty("java.version"))
+    info = JvmInfo(
+        java_home,
+        source,
+        version,
+        tuple(opts),
+        classpath,
+        os.getpid(),
+        time.perf_counter() - began,
+    )
+    log.info(
+        "kvtier: JVM %s started from %s (%s), kvtier core %s, options %s; its threads run on "
+        "CPUs %s (%s)",
+        version,
+        java_home,
+        source,
+        probe.version(),
+        " ".join(_redact.options(opts)),
+        _cpus.format_list(cpus),
+        cpus_source,
+    )
+    if cache.ready:
+        cache.mark_used()
+        log.debug("kvtier: the JVM started with its AOT cache %s", cache.path)
+    elif cache.path is not None:
+        aot.train_in_background(cache.path)
+    return info
 
 
 @contextlib.contextmanager
