@@ -315,8 +315,8 @@ def test_java_collections_do_not_run_full_python_collections():
 def test_the_jvm_starts_without_python_collections_and_collections_resume_after():
     """Starting the JVM makes JPype build tens of thousands of Python objects; no Python
     collection runs meanwhile (in a process of vLLM's each full one walked some 600,000 objects,
-    and a start ran twelve collections). One young collection may run as the block ends, of what
-    it left; the collector is on again afterwards."""
+    and a start ran twelve collections). One collection may run as the block ends, of what it
+    left; the collector is on again afterwards."""
     r = run_python(
         """
         import gc
@@ -324,15 +324,18 @@ def test_the_jvm_starts_without_python_collections_and_collections_resume_after(
         seen = []
         gc.callbacks.append(lambda phase, info: phase == "stop" and seen.append(info["generation"]))
         _jvm.start()
-        print("during", seen, "enabled", gc.isenabled())
+        print(len(seen), gc.isenabled())
         """
     )
     assert r.returncode == 0, r.stderr
-    line = r.stdout.split("\n")[0]
-    assert line in ("during [] enabled True", "during [0] enabled True", "during [1] enabled True")
+    collections, enabled = r.stdout.split()[:2]
+    assert int(collections) <= 1, "collections ran while the JVM started"
+    assert enabled == "True"
 
 
 def test_collections_paused_restores_the_collector_as_it_found_it():
+    """On again after the block, also when it raised; a nested block leaves the outer pause
+    alone; a collector that was off before stays off."""
     import gc
 
     assert gc.isenabled()
