@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -146,6 +145,7 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(args.child, args.tokens, args.repeats, json.loads(args.settings))))
         return
+    import vllm_bench
     import vllm_cpu
 
     print(
@@ -155,20 +155,16 @@ def main() -> None:
     )
     medians: dict[str, dict[str, float]] = {}
     for system in ("vllm", "cpu"):
-        out = subprocess.run(
+        stdout = vllm_bench.run_child(
+            __file__,
             [
-                *(sys.executable, __file__, "--child", system),
+                *("--child", system),
                 *("--tokens", str(args.tokens), "--repeats", str(args.repeats)),
                 *("--settings", args.settings),
             ],
-            capture_output=True,
-            text=True,
-            env={**os.environ, **vllm_cpu.vllm_env()},
+            system,
         )
-        if out.returncode != 0:
-            sys.stderr.write(out.stdout[-4000:] + out.stderr[-4000:])
-            raise SystemExit(f"{system} failed with exit code {out.returncode}")
-        rows = json.loads(out.stdout.strip().splitlines()[-1])
+        rows = json.loads(stdout.strip().splitlines()[-1])
         medians[system] = {k: statistics.median(r[k] for r in rows) for k in PARTS}
         ranges = {k: (min(r[k] for r in rows), max(r[k] for r in rows)) for k in PARTS}
         print(

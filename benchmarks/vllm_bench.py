@@ -139,6 +139,22 @@ def floor_once(system: str, phase: str, sizes: list[int], disk: str, gap_s: floa
     return rows
 
 
+def run_child(script: str, args: list[str], what: str) -> str:
+    """Runs ``python script *args`` with vLLM's CPU settings (``vllm_cpu.vllm_env()``) and
+    returns its standard output; if it fails, writes the tails of its output and exits with a
+    message naming ``what``."""
+    out = subprocess.run(
+        [sys.executable, script, *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **vllm_cpu.vllm_env()},
+    )
+    if out.returncode != 0:
+        sys.stderr.write(out.stdout[-4000:] + out.stderr[-4000:])
+        raise SystemExit(f"{what} failed with exit code {out.returncode}")
+    return out.stdout
+
+
 def floor(sizes: list[int], repeats: int, gap_s: float) -> None:
     import tempfile
 
@@ -147,25 +163,12 @@ def floor(sizes: list[int], repeats: int, gap_s: float) -> None:
     rows: list[dict] = []
 
     def child(system: str, phase: str, disk: str) -> list[dict]:
-        out = subprocess.run(
-            [
-                sys.executable,
-                __file__,
-                "_floor",
-                system,
-                phase,
-                disk,
-                str(gap_s),
-                *map(str, sizes),
-            ],
-            capture_output=True,
-            text=True,
-            env={**os.environ, **vllm_cpu.vllm_env()},
+        stdout = run_child(
+            __file__,
+            ["_floor", system, phase, disk, str(gap_s), *map(str, sizes)],
+            f"{system} {phase}",
         )
-        if out.returncode != 0:
-            sys.stderr.write(out.stdout[-4000:] + out.stderr[-4000:])
-            raise SystemExit(f"{system} {phase} failed with exit code {out.returncode}")
-        line = next(x for x in reversed(out.stdout.splitlines()) if x.startswith("["))
+        line = next(x for x in reversed(stdout.splitlines()) if x.startswith("["))
         return json.loads(line)
 
     for r in range(repeats):
